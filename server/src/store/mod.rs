@@ -1,0 +1,1 @@
+//! Durable storage: see the module essay (filled in by the storage work).
