@@ -5,9 +5,24 @@
 //! `kv-1`, …) decides its Raft node id and its bootstrap role: `kv-0` initializes the cluster,
 //! the others join in ordinal order.
 //!
-//! Module map:
+//! Module map, from the outside in:
+//! - [`server`]: one member's lifecycle (volume → store → Raft → gRPC → start plan → shutdown);
+//!   [`launcher`]: `kvset-server local`, a StatefulSet of child processes on loopback.
+//! - [`api`]: the public gRPC services (KV, Cluster, health) and their error mapping.
+//! - [`node`]: what a running member decides: start plan, joining, leadership hand-off, writes
+//!   and linearizable reads through Raft.
 //! - [`raft`]: openraft type configuration, peer transport and the internal Raft service.
 //! - [`store`]: durable raft log and state machine on sled, and the KV semantics.
+//! - [`identity`], [`volume`], [`config`], [`limits`]: who this member is, which volume it
+//!   owns, how it is configured, what requests may contain.
 
+pub mod api;
+pub mod config;
+pub mod identity;
+pub mod launcher;
+pub mod limits;
+pub mod node;
 pub mod raft;
+pub mod server;
 pub mod store;
+pub mod volume;

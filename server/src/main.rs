@@ -1,1 +1,241 @@
-fn main() {}
+//! `kvset-server`: run one replica (the default, what a StatefulSet pod runs), or `local` to run
+//! a whole cluster on loopback for development.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kvset_server::config::{RaftTiming, ServerConfig};
+use kvset_server::identity::{PeerDirectory, PodIdentity, DEFAULT_CLIENT_TEMPLATE, DEFAULT_PEER_TEMPLATE};
+use kvset_server::launcher::{self, LocalClusterSpec};
+use kvset_server::limits::Limits;
+use kvset_server::server;
+
+/// kvset replica: a Raft-replicated key-value store that takes its role from its StatefulSet
+/// ordinal (kv-0 bootstraps the cluster, kv-1.. join in order).
+///
+/// Every flag can also be set through the environment variable shown with it.
+#[derive(Parser, Debug)]
+#[command(name = "kvset-server", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one replica (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Run a local cluster on loopback: kv-0..kv-(N-1) as child processes, one data dir each,
+    /// started in ordinal order and restarted when they die, like a StatefulSet would.
+    Local(LocalArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ServeArgs {
+    /// This pod's name, `<set>-<ordinal>` (e.g. kv-0). Default: the hostname, which is the pod
+    /// name in a StatefulSet.
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+    /// Data directory (the pod's PersistentVolume).
+    #[arg(long, env = "KVSET_DATA_DIR", default_value = "/data")]
+    data_dir: PathBuf,
+    /// Address for clients (KV, Cluster and health services).
+    #[arg(long, env = "KVSET_CLIENT_LISTEN", default_value = "0.0.0.0:7379")]
+    client_listen: SocketAddr,
+    /// Address for peers (internal Raft service).
+    #[arg(long, env = "KVSET_PEER_LISTEN", default_value = "0.0.0.0:7479")]
+    peer_listen: SocketAddr,
+    /// Headless Service name, for the address templates. Default: the set name.
+    #[arg(long, env = "KVSET_SERVICE")]
+    service: Option<String>,
+    /// Kubernetes namespace, for the address templates.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// Peer address template. Placeholders: {set} {ordinal} {service} {namespace} {peer_port}
+    /// {client_port}; ports are those of --peer-listen / --client-listen.
+    #[arg(long, env = "KVSET_PEER_TEMPLATE", default_value = DEFAULT_PEER_TEMPLATE)]
+    peer_template: String,
+    /// Client address template (same placeholders), used to forward writes and to join.
+    #[arg(long, env = "KVSET_CLIENT_TEMPLATE", default_value = DEFAULT_CLIENT_TEMPLATE)]
+    client_template: String,
+    /// Explicit member list instead of templates (local runs):
+    /// kv-0=127.0.0.1:7379/127.0.0.1:7479,kv-1=127.0.0.1:7380/127.0.0.1:7480,...
+    #[arg(long, env = "KVSET_PEERS")]
+    peers: Option<String>,
+    /// Refuse volumes and peers of any other cluster id.
+    #[arg(long, env = "KVSET_CLUSTER_ID")]
+    cluster_id: Option<String>,
+    /// Forward writes that reach a follower to the leader; if false, refuse them with the leader
+    /// in the `kvset-leader` metadata.
+    #[arg(long, env = "KVSET_FORWARD_WRITES", default_value_t = true, action = clap::ArgAction::Set)]
+    forward_writes: bool,
+    /// Return leadership to kv-0 once it is back and caught up.
+    #[arg(long, env = "KVSET_PREFER_ORDINAL_ZERO", default_value_t = true, action = clap::ArgAction::Set)]
+    prefer_ordinal_zero: bool,
+    /// Snapshot and compact the log every this many entries.
+    #[arg(long, env = "KVSET_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    snapshot_every: u64,
+    /// Log entries kept behind a snapshot (lets briefly lagging followers avoid a snapshot).
+    #[arg(long, env = "KVSET_KEEP_AFTER_SNAPSHOT", default_value_t = 1_000)]
+    keep_after_snapshot: u64,
+    /// Readiness requires the applied index within this many entries of the log.
+    #[arg(long, env = "KVSET_READY_MAX_LAG", default_value_t = 1_000)]
+    ready_max_lag: u64,
+    /// Largest key, in bytes.
+    #[arg(long, env = "KVSET_MAX_KEY_BYTES", default_value_t = Limits::default().max_key_bytes)]
+    max_key_bytes: usize,
+    /// Largest value, in bytes.
+    #[arg(long, env = "KVSET_MAX_VALUE_BYTES", default_value_t = Limits::default().max_value_bytes)]
+    max_value_bytes: usize,
+    /// Largest range page (and Range limit).
+    #[arg(long, env = "KVSET_MAX_RANGE_LIMIT", default_value_t = Limits::default().max_range_limit)]
+    max_range_limit: usize,
+    /// Most operations in one Txn (both branches counted separately).
+    #[arg(long, env = "KVSET_MAX_TXN_OPS", default_value_t = Limits::default().max_txn_ops)]
+    max_txn_ops: usize,
+    /// Raft heartbeat interval, ms.
+    #[arg(long, env = "KVSET_HEARTBEAT_MS", default_value_t = 150)]
+    heartbeat_ms: u64,
+    /// Minimum election timeout, ms.
+    #[arg(long, env = "KVSET_ELECTION_TIMEOUT_MIN_MS", default_value_t = 600)]
+    election_timeout_min_ms: u64,
+    /// Maximum election timeout, ms (also the leader lease a hand-off waits out).
+    #[arg(long, env = "KVSET_ELECTION_TIMEOUT_MAX_MS", default_value_t = 900)]
+    election_timeout_max_ms: u64,
+    /// Upper bound on graceful shutdown, seconds. Keep below the pod's
+    /// terminationGracePeriodSeconds.
+    #[arg(long, env = "KVSET_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    shutdown_grace_secs: u64,
+    /// How many ordinals a joining member asks when peers come from templates.
+    #[arg(long, env = "KVSET_JOIN_PROBE_ORDINALS", default_value_t = 16)]
+    join_probe_ordinals: u64,
+    /// Log format.
+    #[arg(long, env = "KVSET_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Args, Debug)]
+struct LocalArgs {
+    /// How many replicas (kv-0 .. kv-(N-1)).
+    #[arg(long, env = "KVSET_REPLICAS", default_value_t = 3)]
+    replicas: u64,
+    /// Parent data directory; replica kv-N uses <data-dir>/kv-N. Reused across restarts.
+    #[arg(long, env = "KVSET_DATA_DIR", default_value = "./kvset-data")]
+    data_dir: PathBuf,
+    /// kv-N serves clients on 127.0.0.1:<base-port + N>, peers on <base-port + 100 + N>
+    /// (metrics will use <base-port + 200 + N>).
+    #[arg(long, env = "KVSET_BASE_PORT", default_value_t = 7379)]
+    base_port: u16,
+    /// Loopback address to bind.
+    #[arg(long, env = "KVSET_BIND_IP", default_value = "127.0.0.1")]
+    bind_ip: std::net::IpAddr,
+    /// StatefulSet name.
+    #[arg(long, default_value = "kv")]
+    set: String,
+    /// Extra flags passed to every replica (repeatable), e.g. --server-arg=--snapshot-every=100.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
+    /// Log format of the launcher and the replicas.
+    #[arg(long, env = "KVSET_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+    }
+}
+
+fn hostname() -> anyhow::Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .context("cannot determine the hostname; set --pod-name / POD_NAME")?;
+    Ok(name.trim().to_string())
+}
+
+fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
+    let pod_name = match args.pod_name {
+        Some(name) => name,
+        None => hostname()?,
+    };
+    let identity = PodIdentity::parse(&pod_name)?;
+    let peers = match &args.peers {
+        Some(list) => PeerDirectory::parse_static(list, &identity.set)?,
+        None => PeerDirectory::template(
+            &args.client_template,
+            &args.peer_template,
+            args.service.as_deref().unwrap_or(&identity.set),
+            &args.namespace,
+            args.client_listen.port(),
+            args.peer_listen.port(),
+        )?,
+    };
+    let mut config = ServerConfig::new(identity, peers, args.data_dir);
+    config.client_listen = args.client_listen;
+    config.peer_listen = args.peer_listen;
+    config.expected_cluster_id = args.cluster_id;
+    config.join_probe_ordinals = args.join_probe_ordinals;
+    config.forward_writes = args.forward_writes;
+    config.prefer_ordinal_zero = args.prefer_ordinal_zero;
+    config.snapshot_every = args.snapshot_every;
+    config.keep_after_snapshot = args.keep_after_snapshot;
+    config.ready_max_lag = args.ready_max_lag;
+    config.limits = Limits {
+        max_key_bytes: args.max_key_bytes,
+        max_value_bytes: args.max_value_bytes,
+        max_range_limit: args.max_range_limit,
+        max_txn_ops: args.max_txn_ops,
+    };
+    config.timing = RaftTiming {
+        heartbeat: Duration::from_millis(args.heartbeat_ms),
+        election_timeout_min: Duration::from_millis(args.election_timeout_min_ms),
+        election_timeout_max: Duration::from_millis(args.election_timeout_max_ms),
+    };
+    config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Local(args)) => {
+            init_logging(args.log_format);
+            let spec = LocalClusterSpec {
+                replicas: args.replicas,
+                data_dir: args.data_dir,
+                base_port: args.base_port,
+                bind_ip: args.bind_ip,
+                set: args.set,
+                server_args: args.server_args,
+                json_logs: matches!(args.log_format, LogFormat::Json),
+            };
+            launcher::run(spec, server::termination_signal()).await?;
+            Ok(())
+        }
+        Some(Command::Serve(args)) => serve(args).await,
+        None => serve(cli.serve).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let config = server_config(args)?;
+    server::run(config, server::termination_signal()).await?;
+    Ok(())
+}

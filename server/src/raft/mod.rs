@@ -1,6 +1,8 @@
-//! Raft plumbing: the openraft type configuration, the gRPC transport between replicas, and the
-//! internal `kvset.raft.v1.Raft` service that receives it.
+//! Raft plumbing: the openraft type configuration, the gRPC transport between replicas
+//! ([`network`], outbound), and the internal `kvset.raft.v1.Raft` service ([`service`], inbound).
 
+pub mod network;
+pub mod service;
 pub mod types;
 
 pub use types::*;

@@ -1,0 +1,306 @@
+//! The public `kvset.v1.Cluster` service: status, membership, and the steps of the StatefulSet
+//! lifecycle (join = AddLearner + Promote, scale-down = Remove).
+//!
+//! Membership changes run on the leader; any other member forwards them there, so a joining pod
+//! can talk to kv-0's stable name whatever the current leader is. Safety rules enforced here:
+//! - a member id must equal the ordinal of its name, and its set must be ours;
+//! - AddLearner for an id that is still a voter means that member lost its volume: it is first
+//!   demoted to learner (its lost votes and acknowledgements must no longer count), then re-added;
+//! - Remove takes the highest ordinal first (as a StatefulSet scales down), and is refused when
+//!   the voters left behind could not form a quorum from the members that answer right now.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvset_proto::v1::cluster_client::ClusterClient;
+use kvset_proto::v1::cluster_server::Cluster;
+use kvset_proto::v1::{
+    AddLearnerRequest, AddLearnerResponse, Member, MemberStatus, MembersRequest, MembersResponse, PromoteRequest,
+    PromoteResponse, RemoveRequest, RemoveResponse, Role, StatusRequest, StatusResponse,
+};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use tonic::{Request, Response, Status};
+
+use super::error::ApiError;
+use crate::identity::PodIdentity;
+use crate::node::Node;
+use crate::raft::{MemberNode, NodeId, RaftMetrics};
+
+/// Serves `kvset.v1.Cluster` on one member.
+#[derive(Clone)]
+pub struct ClusterService {
+    node: Arc<Node>,
+}
+
+impl ClusterService {
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+
+    /// The leader's Cluster client when this member is not the leader.
+    fn leader_client(&self) -> Result<Option<ClusterClient<tonic::transport::Channel>>, Status> {
+        let m = self.node.metrics();
+        if m.state == ServerState::Leader {
+            return Ok(None);
+        }
+        let (_, leader) = self.node.leader().ok_or(ApiError::NoLeader { member: self.node.name() })?;
+        Ok(Some(ClusterClient::new(self.node.client_channel(&leader.client_addr)?)))
+    }
+
+    fn members_of(m: &RaftMetrics) -> Vec<Member> {
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| Member {
+                id: *id,
+                name: node.name.clone(),
+                client_addr: node.client_addr.clone(),
+                peer_addr: node.peer_addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect()
+    }
+
+    fn membership_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, MemberNode>>) -> Status {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                ApiError::NoLeader { member: self.node.name() }.into()
+            }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                ApiError::FailedPrecondition(format!("membership change refused: {e}")).into()
+            }
+            RaftError::Fatal(e) => ApiError::RaftStopped { member: self.node.name(), reason: e.to_string() }.into(),
+        }
+    }
+
+    fn answer_members(&self) -> Vec<Member> {
+        Self::members_of(&self.node.metrics())
+    }
+
+    /// Validates the member a joiner describes.
+    fn check_member(&self, member: &Member) -> Result<MemberNode, Status> {
+        let invalid = |msg: String| Status::invalid_argument(msg);
+        let id = PodIdentity::parse(&member.name).map_err(|e| invalid(e.to_string()))?;
+        if id.set != self.node.config.identity.set {
+            return Err(invalid(format!(
+                "member {} belongs to set {:?}, this cluster is set {:?}",
+                member.name, id.set, self.node.config.identity.set
+            )));
+        }
+        if id.ordinal != member.id {
+            return Err(invalid(format!(
+                "member id {} does not match the ordinal of its name {} (ids are ordinals)",
+                member.id, member.name
+            )));
+        }
+        if member.client_addr.is_empty() || member.peer_addr.is_empty() {
+            return Err(invalid(format!("member {} needs client_addr and peer_addr", member.name)));
+        }
+        Ok(MemberNode { name: member.name.clone(), client_addr: member.client_addr.clone(), peer_addr: member.peer_addr.clone() })
+    }
+
+    /// Asks `ids` for their status; returns those that answered as members of our cluster.
+    async fn responsive(&self, ids: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
+        let m = self.node.metrics();
+        let mine = self.node.cluster_id.get().cloned().unwrap_or_default();
+        let mut alive = BTreeSet::new();
+        for id in ids {
+            if *id == self.node.id() {
+                alive.insert(*id);
+                continue;
+            }
+            let Some(node) = m.membership_config.membership().get_node(id) else { continue };
+            let Ok(channel) = self.node.client_channel(&node.client_addr) else { continue };
+            let mut client = ClusterClient::new(channel);
+            if let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(2), client.status(StatusRequest {})).await {
+                if resp.into_inner().header.is_some_and(|h| h.cluster_id == mine) {
+                    alive.insert(*id);
+                }
+            }
+        }
+        alive
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Learner => "learner",
+        Role::Candidate => "candidate",
+        Role::Shutdown => "shutdown",
+        Role::Unspecified => "unknown",
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let m = self.node.metrics();
+        let committed = self.node.raft.with_raft_state(|s| s.committed).await.ok().flatten();
+        let commit_index = committed.map(|l| l.index).unwrap_or(0);
+        let revision = self.node.state_machine.revision();
+        let state_hash = self
+            .node
+            .state_machine
+            .state_hash()
+            .map_err(|e| Status::from(ApiError::Storage { member: self.node.name(), source: e }))?;
+        let role = Node::role_of(m.state);
+        let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let members = Self::members_of(&m)
+            .into_iter()
+            .map(|member| {
+                let id = member.id;
+                let role = if id == self.node.id() {
+                    role
+                } else if m.current_leader == Some(id) {
+                    Role::Leader
+                } else if voters.contains(&id) {
+                    Role::Follower
+                } else {
+                    Role::Learner
+                };
+                let matched = m.replication.as_ref().and_then(|r| r.get(&id).copied().flatten()).map(|l| l.index);
+                let last = m.last_log_index.unwrap_or(0);
+                let (matched_index, lag, healthy) = match (&m.replication, matched) {
+                    (Some(_), _) if id == self.node.id() => (last, 0, true),
+                    (Some(_), Some(matched)) => {
+                        let lag = last.saturating_sub(matched);
+                        (matched, lag, lag <= self.node.config.ready_max_lag)
+                    }
+                    (Some(_), None) => (0, last, false),
+                    (None, _) => (0, 0, id == self.node.id()),
+                };
+                MemberStatus { member: Some(member), role: role as i32, matched_index, lag, healthy }
+            })
+            .collect();
+        tracing::trace!(role = role_name(role), "status");
+        Ok(Response::new(StatusResponse {
+            header: Some(self.node.header(revision)),
+            role: role as i32,
+            term: m.current_term,
+            leader_id: m.current_leader,
+            leader_name: self.node.leader().map(|(_, n)| n.name).unwrap_or_default(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            commit_index,
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            revision,
+            members,
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            first_log_index: m.purged.map(|l| l.index + 1).unwrap_or(0),
+            state_hash,
+            ready: self.node.is_ready(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+
+    async fn members(&self, _request: Request<MembersRequest>) -> Result<Response<MembersResponse>, Status> {
+        let revision = self.node.state_machine.revision();
+        Ok(Response::new(MembersResponse { header: Some(self.node.header(revision)), members: self.answer_members() }))
+    }
+
+    async fn add_learner(&self, request: Request<AddLearnerRequest>) -> Result<Response<AddLearnerResponse>, Status> {
+        self.node.check_serving()?;
+        if let Some(mut leader) = self.leader_client()? {
+            return leader.add_learner(request.into_inner()).await;
+        }
+        let req = request.into_inner();
+        let member = req.member.ok_or_else(|| Status::invalid_argument("AddLearner needs `member`"))?;
+        let node = self.check_member(&member)?;
+        let m = self.node.metrics();
+        let is_voter = m.membership_config.membership().voter_ids().any(|v| v == member.id);
+        if is_voter {
+            if member.id == self.node.id() {
+                return Err(Status::failed_precondition(format!(
+                    "{} is the leader and cannot be re-added as a learner",
+                    member.name
+                )));
+            }
+            // A voter asking to join again has lost its volume: stop counting it before it
+            // catches up again.
+            tracing::warn!(member = %member.name, "a voter asked to join again (volume lost?); demoting it to learner first");
+            let demote = ChangeMembers::RemoveVoters(BTreeSet::from([member.id]));
+            self.node.raft.change_membership(demote, true).await.map_err(|e| self.membership_error(e))?;
+        }
+        tracing::info!(member = %node, wait = req.wait_caught_up, "adding learner");
+        self.node.raft.add_learner(member.id, node, req.wait_caught_up).await.map_err(|e| self.membership_error(e))?;
+        let revision = self.node.state_machine.revision();
+        Ok(Response::new(AddLearnerResponse { header: Some(self.node.header(revision)), members: self.answer_members() }))
+    }
+
+    async fn promote(&self, request: Request<PromoteRequest>) -> Result<Response<PromoteResponse>, Status> {
+        self.node.check_serving()?;
+        if let Some(mut leader) = self.leader_client()? {
+            return leader.promote(request.into_inner()).await;
+        }
+        let id = request.into_inner().id;
+        let m = self.node.metrics();
+        let membership = m.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(ApiError::NotFound(format!("member {id} is not in the cluster; add it as a learner first")).into());
+        }
+        if !membership.voter_ids().any(|v| v == id) {
+            tracing::info!(member = id, "promoting learner to voter");
+            let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+            self.node.raft.change_membership(change, false).await.map_err(|e| self.membership_error(e))?;
+        }
+        let revision = self.node.state_machine.revision();
+        Ok(Response::new(PromoteResponse { header: Some(self.node.header(revision)), members: self.answer_members() }))
+    }
+
+    async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
+        self.node.check_serving()?;
+        if let Some(mut leader) = self.leader_client()? {
+            return leader.remove(request.into_inner()).await;
+        }
+        let req = request.into_inner();
+        let m = self.node.metrics();
+        let membership = m.membership_config.membership();
+        let Some(target) = membership.get_node(&req.id).cloned() else {
+            return Err(ApiError::NotFound(format!("member {} is not in the cluster", req.id)).into());
+        };
+        let highest = membership.nodes().map(|(id, _)| *id).max().unwrap_or(0);
+        if req.id != highest && !req.any_order {
+            return Err(ApiError::FailedPrecondition(format!(
+                "remove the highest ordinal first (kv-{highest}), as a StatefulSet scales down; \
+                 set any_order to remove {} out of order",
+                target.name
+            ))
+            .into());
+        }
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let change = if voters.contains(&req.id) {
+            let remaining: BTreeSet<NodeId> = voters.iter().copied().filter(|v| *v != req.id).collect();
+            if remaining.is_empty() {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "{} is the last voter; removing it would leave no cluster",
+                    target.name
+                ))
+                .into());
+            }
+            let alive = self.responsive(&remaining).await;
+            let quorum = remaining.len() / 2 + 1;
+            if alive.len() < quorum {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "removing {} would leave {} voters of which only {} answer ({:?}); a quorum needs {quorum}. \
+                     Bring members back first",
+                    target.name,
+                    remaining.len(),
+                    alive.len(),
+                    alive
+                ))
+                .into());
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([req.id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([req.id]))
+        };
+        tracing::info!(member = %target.name, "removing member");
+        self.node.raft.change_membership(change, false).await.map_err(|e| self.membership_error(e))?;
+        let revision = self.node.state_machine.revision();
+        Ok(Response::new(RemoveResponse { header: Some(self.node.header(revision)), members: self.answer_members() }))
+    }
+}

@@ -1,0 +1,82 @@
+//! The errors the public API returns, one-to-one with gRPC status codes.
+//!
+//! Every variant carries a message meant for the person reading it: what happened and what to
+//! change. `NotLeader` additionally sets the `kvset-leader` metadata so a client can go to the
+//! leader directly.
+
+use kvset_proto::LEADER_METADATA_KEY;
+use tonic::{Code, Status};
+
+use crate::limits::LimitError;
+use crate::raft::MemberNode;
+use crate::store::StoreError;
+
+/// An error answered by the KV or Cluster service.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request breaks a limit or is malformed. Nothing was written.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// This member is not the leader and does not forward (or the forward failed).
+    #[error("{member} is not the leader; the leader is {} at {}", leader.name, leader.client_addr)]
+    NotLeader { member: String, leader: MemberNode },
+    /// No leader is known right now.
+    #[error("{member} knows no leader right now (election in progress or no quorum); retry shortly")]
+    NoLeader { member: String },
+    /// The member is shutting down.
+    #[error("{0} is shutting down; retry on another member")]
+    ShuttingDown(String),
+    /// A cluster operation is not allowed in the current state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A cluster operation names something that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The operation did not finish in time; a write may still be applied.
+    #[error("{0}")]
+    Timeout(String),
+    /// Local storage failed. The member stops replicating; operators must look at its logs.
+    #[error("storage error on {member}: {source}")]
+    Storage { member: String, source: StoreError },
+    /// The Raft core stopped (fatal storage error or shutdown).
+    #[error("{member}: raft stopped: {reason}")]
+    RaftStopped { member: String, reason: String },
+    /// A forwarded request failed at the leader: passed through unchanged.
+    #[error("{}", .0.message())]
+    Forwarded(Status),
+}
+
+impl From<LimitError> for ApiError {
+    fn from(e: LimitError) -> Self {
+        ApiError::InvalidArgument(e.to_string())
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let message = e.to_string();
+        match e {
+            ApiError::InvalidArgument(_) => Status::invalid_argument(message),
+            ApiError::NotLeader { leader, .. } => {
+                let mut status = Status::unavailable(message);
+                if let Ok(v) = format!("{}={}", leader.name, leader.client_addr).parse() {
+                    status.metadata_mut().insert(LEADER_METADATA_KEY, v);
+                }
+                status
+            }
+            ApiError::NoLeader { .. } | ApiError::ShuttingDown(_) | ApiError::RaftStopped { .. } => {
+                Status::unavailable(message)
+            }
+            ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
+            ApiError::NotFound(_) => Status::not_found(message),
+            ApiError::Timeout(_) => Status::deadline_exceeded(message),
+            ApiError::Storage { .. } => Status::internal(message),
+            ApiError::Forwarded(status) => status,
+        }
+    }
+}
+
+/// True for status codes after which a forwarded write is known not to have been applied.
+pub fn is_transport_failure(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable) && status.metadata().get(LEADER_METADATA_KEY).is_none()
+}

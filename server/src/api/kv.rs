@@ -1,0 +1,205 @@
+//! The public `kvset.v1.KV` service.
+//!
+//! Writes: validate (limits; a rejected request writes nothing), wrap into a `LogCommand`, propose
+//! through Raft; the answer comes from the state machine once a majority has the entry durably.
+//! On a follower the write is forwarded to the leader (default) or refused with the leader hint.
+//! A forwarded request is marked so that it is never forwarded twice (no loops while leadership
+//! moves). Reads: STALE straight from the local state machine; LINEARIZABLE after a ReadIndex
+//! barrier (see [`crate::node::Node::linearizable_barrier`]), on whichever member was called.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvset_proto::raft::{command_result, log_command, CommandResult, LogCommand};
+use kvset_proto::v1::kv_client::KvClient;
+use kvset_proto::v1::kv_server::Kv;
+use kvset_proto::v1::{
+    Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, TxnRequest, TxnResponse,
+};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::error::ApiError;
+use crate::node::{Node, WriteOutcome};
+use crate::raft::MemberNode;
+
+/// Metadata key marking a request forwarded by a member to the leader.
+const FORWARDED_KEY: &str = "kvset-forwarded";
+/// How long a linearizable read may wait for the barrier.
+const READ_BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves `kvset.v1.KV` on one member.
+#[derive(Clone)]
+pub struct KvService {
+    node: Arc<Node>,
+}
+
+impl KvService {
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+
+    fn storage_error(&self, source: crate::store::StoreError) -> Status {
+        ApiError::Storage { member: self.node.name(), source }.into()
+    }
+
+    /// Proposes `command`; on a follower forwards the original request with `forward`.
+    async fn write<Req, Resp, F, Fut>(
+        &self,
+        request: Request<Req>,
+        command: LogCommand,
+        forward: F,
+    ) -> Result<CommandResult, Result<Response<Resp>, Status>>
+    where
+        F: FnOnce(KvClient<Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let forwarded = request.metadata().contains_key(FORWARDED_KEY);
+        match self.node.write(command).await {
+            Ok(WriteOutcome::Applied(result)) => Ok(result),
+            Ok(WriteOutcome::NotLeader(leader)) => {
+                if !self.node.config.forward_writes || forwarded {
+                    return Err(Err(ApiError::NotLeader { member: self.node.name(), leader }.into()));
+                }
+                Err(self.forward(leader, request, forward).await)
+            }
+            Err(e) => Err(Err(e.into())),
+        }
+    }
+
+    async fn forward<Req, Resp, F, Fut>(
+        &self,
+        leader: MemberNode,
+        request: Request<Req>,
+        call: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        F: FnOnce(KvClient<Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let channel = self.node.client_channel(&leader.client_addr)?;
+        let mut forwarded = Request::new(request.into_inner());
+        forwarded.metadata_mut().insert(FORWARDED_KEY, tonic::metadata::MetadataValue::from_static("1"));
+        forwarded.set_timeout(Duration::from_secs(30));
+        tracing::debug!(leader = %leader.name, "forwarding write to the leader");
+        call(KvClient::new(channel).max_decoding_message_size(usize::MAX), forwarded).await.map_err(|status| {
+            if status.code() == tonic::Code::Unavailable || status.code() == tonic::Code::Unknown {
+                // The leader may or may not have applied it; the client's request id makes a
+                // retry safe. Point it at the leader.
+                ApiError::NotLeader { member: self.node.name(), leader }.into()
+            } else {
+                status
+            }
+        })
+    }
+
+    async fn read_barrier(&self, consistency: i32) -> Result<(), Status> {
+        self.node.check_serving()?;
+        if consistency == Consistency::Stale as i32 {
+            return Ok(());
+        }
+        if consistency != Consistency::Linearizable as i32 {
+            return Err(Status::invalid_argument(format!(
+                "unknown consistency {consistency}: use 0 (LINEARIZABLE) or 1 (STALE)"
+            )));
+        }
+        self.node.linearizable_barrier(READ_BARRIER_TIMEOUT).await.map_err(Status::from)
+    }
+}
+
+/// Takes the expected variant out of a command result.
+fn expect_result<T>(
+    result: CommandResult,
+    pick: impl FnOnce(command_result::Result) -> Option<T>,
+) -> Result<(i64, T), Status> {
+    let revision = result.revision;
+    match result.result.and_then(pick) {
+        Some(r) => Ok((revision, r)),
+        None => Err(Status::failed_precondition(
+            "this request id (client_id, sequence) was already used by an earlier write whose result \
+             is no longer remembered, or by a different kind of write; use a new sequence number",
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    #[tracing::instrument(name = "kv.put", skip_all, fields(key_len = request.get_ref().key.len()))]
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = request.get_ref();
+        self.node.config.limits.validate_put(req).map_err(ApiError::from)?;
+        let command = LogCommand { request_id: req.request_id, command: Some(log_command::Command::Put(req.clone())) };
+        let result = match self.write(request, command, |mut c, r| async move { c.put(r).await }).await {
+            Ok(result) => result,
+            Err(forwarded) => return forwarded,
+        };
+        let (revision, mut resp) = expect_result(result, |r| match r {
+            command_result::Result::Put(p) => Some(p),
+            _ => None,
+        })?;
+        resp.header = Some(self.node.header(revision));
+        Ok(Response::new(resp))
+    }
+
+    #[tracing::instrument(name = "kv.get", skip_all, fields(consistency = request.get_ref().consistency))]
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let req = request.into_inner();
+        self.node.config.limits.validate_get(&req).map_err(ApiError::from)?;
+        self.read_barrier(req.consistency).await?;
+        let revision = self.node.state_machine.revision();
+        let kv = self.node.state_machine.get(&req.key).map_err(|e| self.storage_error(e))?;
+        Ok(Response::new(GetResponse { header: Some(self.node.header(revision)), kv }))
+    }
+
+    #[tracing::instrument(name = "kv.delete", skip_all)]
+    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let req = request.get_ref();
+        self.node.config.limits.validate_delete(req).map_err(ApiError::from)?;
+        let command =
+            LogCommand { request_id: req.request_id, command: Some(log_command::Command::Delete(req.clone())) };
+        let result = match self.write(request, command, |mut c, r| async move { c.delete(r).await }).await {
+            Ok(result) => result,
+            Err(forwarded) => return forwarded,
+        };
+        let (revision, mut resp) = expect_result(result, |r| match r {
+            command_result::Result::Delete(d) => Some(d),
+            _ => None,
+        })?;
+        resp.header = Some(self.node.header(revision));
+        Ok(Response::new(resp))
+    }
+
+    #[tracing::instrument(name = "kv.range", skip_all, fields(consistency = request.get_ref().consistency))]
+    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let req = request.into_inner();
+        self.node.config.limits.validate_range(&req).map_err(ApiError::from)?;
+        self.read_barrier(req.consistency).await?;
+        let max = self.node.config.limits.max_range_limit;
+        let mut resp = self.node.state_machine.range(&req, max).map_err(|e| match e {
+            e @ crate::store::StoreError::InvalidCursor { .. } => Status::invalid_argument(e.to_string()),
+            e => self.storage_error(e),
+        })?;
+        let revision = self.node.state_machine.revision();
+        resp.header = Some(self.node.header(revision));
+        Ok(Response::new(resp))
+    }
+
+    #[tracing::instrument(name = "kv.txn", skip_all, fields(compares = request.get_ref().compares.len()))]
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let req = request.get_ref();
+        self.node.config.limits.validate_txn(req).map_err(ApiError::from)?;
+        let command = LogCommand { request_id: req.request_id, command: Some(log_command::Command::Txn(req.clone())) };
+        let result = match self.write(request, command, |mut c, r| async move { c.txn(r).await }).await {
+            Ok(result) => result,
+            Err(forwarded) => return forwarded,
+        };
+        let (revision, mut resp) = expect_result(result, |r| match r {
+            command_result::Result::Txn(t) => Some(t),
+            _ => None,
+        })?;
+        resp.header = Some(self.node.header(revision));
+        Ok(Response::new(resp))
+    }
+}

@@ -1,0 +1,102 @@
+//! Runtime configuration of one replica, independent of how it was parsed (flags, env, tests).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::identity::{PeerDirectory, PodIdentity};
+use crate::limits::Limits;
+
+/// Raft timing. Defaults aim at a failover under 3 s on a LAN: a follower notices a dead leader
+/// after 600–900 ms without heartbeats and an election takes a round trip or two.
+#[derive(Clone, Debug)]
+pub struct RaftTiming {
+    pub heartbeat: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_millis(150),
+            election_timeout_min: Duration::from_millis(600),
+            election_timeout_max: Duration::from_millis(900),
+        }
+    }
+}
+
+/// Everything a replica needs to start.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// StatefulSet identity (`kv-0`).
+    pub identity: PodIdentity,
+    /// How to reach the other members.
+    pub peers: PeerDirectory,
+    /// The data volume (`/data` in a pod).
+    pub data_dir: PathBuf,
+    /// Where the public KV / Cluster / health services listen.
+    pub client_listen: SocketAddr,
+    /// Where the internal Raft service listens.
+    pub peer_listen: SocketAddr,
+    /// Pinned cluster id: refuse a volume or peers of another cluster. None: accept what the
+    /// volume or the cluster says.
+    pub expected_cluster_id: Option<String>,
+    /// With a template directory, how many ordinals a joining member tries (0..n).
+    pub join_probe_ordinals: u64,
+    /// Forward writes that reach a follower to the leader (true) or refuse them with a hint.
+    pub forward_writes: bool,
+    /// Hand leadership back to ordinal 0 once it is caught up.
+    pub prefer_ordinal_zero: bool,
+    /// Take a snapshot (and compact the log) after this many applied entries.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot, so briefly lagging followers avoid a snapshot.
+    pub keep_after_snapshot: u64,
+    /// Readiness requires applied index within this many entries of the commit index.
+    pub ready_max_lag: u64,
+    /// Request size limits.
+    pub limits: Limits,
+    /// Raft timing.
+    pub timing: RaftTiming,
+    /// How long graceful shutdown may take before the process exits anyway.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    /// A configuration with production defaults for `identity`.
+    pub fn new(identity: PodIdentity, peers: PeerDirectory, data_dir: PathBuf) -> Self {
+        Self {
+            identity,
+            peers,
+            data_dir,
+            client_listen: "0.0.0.0:7379".parse().expect("valid default address"),
+            peer_listen: "0.0.0.0:7479".parse().expect("valid default address"),
+            expected_cluster_id: None,
+            join_probe_ordinals: 16,
+            forward_writes: true,
+            prefer_ordinal_zero: true,
+            snapshot_every: 10_000,
+            keep_after_snapshot: 1_000,
+            ready_max_lag: 1_000,
+            limits: Limits::default(),
+            timing: RaftTiming::default(),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+
+    /// The openraft configuration derived from this one.
+    pub fn raft_config(&self) -> openraft::Config {
+        openraft::Config {
+            cluster_name: self.identity.set.clone(),
+            heartbeat_interval: self.timing.heartbeat.as_millis() as u64,
+            election_timeout_min: self.timing.election_timeout_min.as_millis() as u64,
+            election_timeout_max: self.timing.election_timeout_max.as_millis() as u64,
+            install_snapshot_timeout: 10_000,
+            max_payload_entries: 256,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_after_snapshot,
+            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! A member's way into the cluster, and the check that it still belongs.
+//!
+//! Joining (ordinals ≥ 1 on an empty volume, or a wiped kv-0): ask the members in ordinal order —
+//! kv-0's stable name first, since under `OrderedReady` it is the one that surely runs — for the
+//! cluster id, record it in the volume, then ask to be added as a learner and wait until caught
+//! up (the leader streams a snapshot when the log was compacted), then ask to be promoted to
+//! voter. Any member accepts these requests and forwards them to the leader. The loop retries
+//! with back-off until it succeeds or the member shuts down; nothing here needs a quorum that
+//! cannot exist yet, because the cluster already has one when kv-N is created.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvset_proto::v1::cluster_client::ClusterClient;
+use kvset_proto::v1::{AddLearnerRequest, Member, MembersRequest, PromoteRequest, StatusRequest};
+use tokio::time::sleep;
+
+use super::Node;
+use crate::raft::network::lazy_channel;
+use crate::raft::MemberNode;
+
+/// Why joining or a membership check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(
+        "{me} was removed from cluster {cluster} (its members are now {members}); refusing to \
+         start so it cannot disrupt the cluster. To bring it back as a new member, delete its data \
+         (in Kubernetes: the PVC data-{me}) and start it again"
+    )]
+    Removed { me: String, cluster: String, members: String },
+    #[error("{0}")]
+    Volume(#[from] crate::volume::VolumeError),
+    #[error("shut down before joining")]
+    ShutDown,
+}
+
+fn client(addr: &str) -> Option<ClusterClient<tonic::transport::Channel>> {
+    lazy_channel(addr, Duration::from_secs(1)).ok().map(ClusterClient::new)
+}
+
+/// Asks each candidate for its cluster id; the first non-empty answer wins.
+pub async fn probe_cluster_id(candidates: &[MemberNode], timeout: Duration) -> Option<(String, MemberNode)> {
+    for candidate in candidates {
+        let Some(mut c) = client(&candidate.client_addr) else { continue };
+        if let Ok(Ok(resp)) = tokio::time::timeout(timeout, c.status(StatusRequest {})).await {
+            let id = resp.into_inner().header.map(|h| h.cluster_id).unwrap_or_default();
+            if !id.is_empty() {
+                return Some((id, candidate.clone()));
+            }
+        }
+    }
+    None
+}
+
+/// Joins through `candidates` until this member is a voter. `record_cluster_id` persists the
+/// learned id in the volume before the first join request.
+pub async fn join(
+    node: Arc<Node>,
+    candidates: Vec<MemberNode>,
+    mut record_cluster_id: impl FnMut(&str) -> Result<(), crate::volume::VolumeError>,
+) -> Result<(), JoinError> {
+    let me = node.config.peers.member(&node.config.identity).expect("own address is resolvable");
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        if node.is_shutting_down() {
+            return Err(JoinError::ShutDown);
+        }
+        if is_voter(&node) {
+            tracing::info!("joined the cluster as a voter");
+            return Ok(());
+        }
+        if node.cluster_id.get().is_none() {
+            if let Some((id, from)) = probe_cluster_id(&candidates, Duration::from_secs(2)).await {
+                tracing::info!(cluster_id = %id, via = %from.name, "learned the cluster id");
+                record_cluster_id(&id)?;
+                let _ = node.cluster_id.set(id);
+            }
+        }
+        if node.cluster_id.get().is_some() {
+            for candidate in &candidates {
+                match try_join_via(&node, &me, candidate).await {
+                    Ok(()) => break,
+                    Err(e) => tracing::info!(via = %candidate.name, error = %e, "join attempt failed; trying the next member"),
+                }
+            }
+        } else {
+            tracing::info!("no member answered with a cluster id yet; waiting for the cluster");
+        }
+        if is_voter(&node) {
+            continue;
+        }
+        sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn is_voter(node: &Node) -> bool {
+    node.metrics().membership_config.membership().voter_ids().any(|v| v == node.id())
+}
+
+async fn try_join_via(node: &Node, me: &MemberNode, via: &MemberNode) -> Result<(), tonic::Status> {
+    let mut c = client(&via.client_addr).ok_or_else(|| tonic::Status::invalid_argument("bad address"))?;
+    let member = Member {
+        id: node.id(),
+        name: me.name.clone(),
+        client_addr: me.client_addr.clone(),
+        peer_addr: me.peer_addr.clone(),
+        voter: false,
+    };
+    tracing::info!(via = %via.name, "asking to be added as a learner");
+    let add = c.add_learner(AddLearnerRequest { member: Some(member), wait_caught_up: true });
+    tokio::time::timeout(Duration::from_secs(600), add)
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("catching up took longer than 10 minutes"))??;
+    tracing::info!(via = %via.name, "caught up as a learner; asking to be promoted to voter");
+    tokio::time::timeout(Duration::from_secs(30), c.promote(PromoteRequest { id: node.id() }))
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("promotion took longer than 30 s"))??;
+    // Wait for the new membership to reach this member's log.
+    for _ in 0..100 {
+        if is_voter(node) {
+            return Ok(());
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// For a member restarting with data: if a live member of the same cluster reports a membership
+/// that no longer contains this member, it was removed (scale-down) and must not start.
+pub async fn check_still_member(node: &Node, candidates: &[MemberNode]) -> Result<(), JoinError> {
+    let mine = node.cluster_id.get().cloned().unwrap_or_default();
+    for candidate in candidates {
+        let Some(mut c) = client(&candidate.client_addr) else { continue };
+        let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(2), c.members(MembersRequest {})).await else {
+            continue;
+        };
+        let resp = resp.into_inner();
+        let cluster = resp.header.map(|h| h.cluster_id).unwrap_or_default();
+        if cluster != mine || resp.members.is_empty() {
+            continue;
+        }
+        if resp.members.iter().any(|m| m.id == node.id()) {
+            return Ok(());
+        }
+        let members = resp.members.iter().map(|m| m.name.clone()).collect::<Vec<_>>().join(", ");
+        return Err(JoinError::Removed { me: node.name(), cluster, members });
+    }
+    Ok(())
+}

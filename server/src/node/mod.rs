@@ -1,0 +1,241 @@
+//! A running member: the Raft handle, its stores, and the decisions that depend on its identity.
+//!
+//! - [`bootstrap`] decides, from the ordinal and the volume, whether this start initializes the
+//!   cluster (kv-0 on an empty volume), joins it (kv-N on an empty volume), or rejoins with the
+//!   membership already stored (any member with data). It never re-initializes a volume with
+//!   data: a cluster is initialized exactly once, by kv-0, on its first start.
+//! - [`join`] is the joining member's side: learn the cluster id, ask to be added as a learner,
+//!   catch up (by snapshot if the log was compacted), get promoted to voter.
+//! - [`leadership`] steers elections: the hand-off that openraft 0.9 lacks, used to return
+//!   leadership to kv-0 (the preferred primary) and to leave gracefully on SIGTERM.
+//! - [`Node`] (here) is what the API services share: how to write through Raft, how to make a read
+//!   linearizable on any member (leader: `ensure_linearizable`; follower: ReadIndex from the leader,
+//!   then wait until applied), how to fill response headers.
+
+pub mod bootstrap;
+pub mod join;
+pub mod leadership;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kvset_proto::raft::{CommandResult, LogCommand};
+use kvset_proto::v1::{MemberRef, ResponseHeader, Role};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::ServerState;
+use tonic::transport::Channel;
+
+use crate::api::error::ApiError;
+use crate::config::ServerConfig;
+use crate::raft::network::{lazy_channel, ClusterIdCell, PeerNetwork, PeerRpc};
+use crate::raft::{LogId, MemberNode, NodeId, Proto, Raft, RaftMetrics};
+use crate::store::StateMachineStore;
+use leadership::ElectionSteering;
+
+/// What a write turned into.
+pub enum WriteOutcome {
+    /// Committed by a majority and applied here.
+    Applied(CommandResult),
+    /// This member is not the leader; forward to (or point the client at) this one.
+    NotLeader(MemberNode),
+}
+
+/// Shared state of a running member.
+pub struct Node {
+    pub config: ServerConfig,
+    pub raft: Raft,
+    pub state_machine: StateMachineStore,
+    pub cluster_id: ClusterIdCell,
+    pub network: PeerNetwork,
+    pub steering: Arc<ElectionSteering>,
+    shutting_down: AtomicBool,
+    /// Set once this process has seen any leader; see [`Node::is_ready`].
+    seen_leader: AtomicBool,
+    /// Client-port channels to other members, for forwarding.
+    client_channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl Node {
+    pub fn new(
+        config: ServerConfig,
+        raft: Raft,
+        state_machine: StateMachineStore,
+        cluster_id: ClusterIdCell,
+        network: PeerNetwork,
+    ) -> Arc<Self> {
+        let steering = Arc::new(ElectionSteering::new(raft.clone()));
+        Arc::new(Self {
+            config,
+            raft,
+            state_machine,
+            cluster_id,
+            network,
+            steering,
+            shutting_down: AtomicBool::new(false),
+            seen_leader: AtomicBool::new(false),
+            client_channels: Mutex::default(),
+        })
+    }
+
+    /// `kv-N`.
+    pub fn name(&self) -> String {
+        self.config.identity.to_string()
+    }
+
+    /// This member's node id (= ordinal).
+    pub fn id(&self) -> NodeId {
+        self.config.identity.ordinal
+    }
+
+    /// A copy of the latest Raft metrics.
+    pub fn metrics(&self) -> RaftMetrics {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// The role to report for a server state.
+    pub fn role_of(state: ServerState) -> Role {
+        match state {
+            ServerState::Leader => Role::Leader,
+            ServerState::Follower => Role::Follower,
+            ServerState::Learner => Role::Learner,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Shutdown => Role::Shutdown,
+        }
+    }
+
+    /// The response header for an answer at `revision`.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        ResponseHeader {
+            cluster_id: self.cluster_id.get().cloned().unwrap_or_default(),
+            member: Some(MemberRef {
+                name: self.name(),
+                ordinal: self.id(),
+                role: Self::role_of(m.state) as i32,
+            }),
+            raft_term: m.current_term,
+            revision,
+        }
+    }
+
+    /// The current leader, if known, with its addresses.
+    pub fn leader(&self) -> Option<(NodeId, MemberNode)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    /// Refuses new requests once shutdown began.
+    pub fn check_serving(&self) -> Result<(), ApiError> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(ApiError::ShuttingDown(self.name()));
+        }
+        Ok(())
+    }
+
+    /// Marks the member as leaving: new requests are refused.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// True once shutdown began.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Readiness for Kubernetes (`grpc.health.v1` service "readiness").
+    ///
+    /// Ready when the member belongs to the membership, knows a leader and has applied within
+    /// `ready_max_lag` entries of what it has stored. One exception keeps `OrderedReady` from
+    /// deadlocking after a full restart: kv-0 comes back first, with a membership of three, and
+    /// can elect no leader until kv-1 exists, which Kubernetes creates only once kv-0 is Ready. So
+    /// until this process has seen its first leader, a voter that restarted with data counts as
+    /// ready ("waiting for quorum"); clients then get UNAVAILABLE and retry. Once a leader was
+    /// seen, readiness strictly requires one.
+    pub fn is_ready(&self) -> bool {
+        if self.is_shutting_down() {
+            return false;
+        }
+        let m = self.metrics();
+        let is_member = m.membership_config.membership().get_node(&self.id()).is_some();
+        if !is_member {
+            return false;
+        }
+        if m.current_leader.is_some() {
+            self.seen_leader.store(true, Ordering::SeqCst);
+            let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+            let last = m.last_log_index.unwrap_or(0);
+            return last.saturating_sub(applied) <= self.config.ready_max_lag;
+        }
+        let is_voter = m.membership_config.membership().voter_ids().any(|v| v == self.id());
+        !self.seen_leader.load(Ordering::SeqCst) && is_voter
+    }
+
+    /// Proposes a command. On a follower, returns the leader to forward to.
+    pub async fn write(&self, command: LogCommand) -> Result<WriteOutcome, ApiError> {
+        self.check_serving()?;
+        match self.raft.client_write(Proto(command)).await {
+            Ok(resp) => Ok(WriteOutcome::Applied(resp.data.0)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
+                Some(node) if f.leader_id != Some(self.id()) => Ok(WriteOutcome::NotLeader(node)),
+                _ => Err(ApiError::NoLeader { member: self.name() }),
+            },
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(ApiError::FailedPrecondition(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => Err(ApiError::RaftStopped { member: self.name(), reason: e.to_string() }),
+        }
+    }
+
+    /// Waits until a read on this member is linearizable: the leader confirms its leadership
+    /// with a quorum (ReadIndex), and this member has applied at least up to that index.
+    pub async fn linearizable_barrier(&self, timeout: Duration) -> Result<(), ApiError> {
+        self.check_serving()?;
+        let read_log_id: Option<LogId> = match self.raft.get_read_log_id().await {
+            Ok((read_log_id, _)) => read_log_id,
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                let (leader_id, leader) = match (f.leader_id, f.leader_node) {
+                    (Some(id), Some(node)) if id != self.id() => (id, node),
+                    _ => return Err(ApiError::NoLeader { member: self.name() }),
+                };
+                let mut peer = self.network.client_for(leader_id, &leader);
+                let reply: Result<Option<LogId>, RaftError<NodeId, CheckIsLeaderError<NodeId, MemberNode>>> = peer
+                    .call(PeerRpc::ReadIndex, &(), timeout)
+                    .await
+                    .map_err(|_| ApiError::NotLeader { member: self.name(), leader: leader.clone() })?;
+                reply.map_err(|_| ApiError::NotLeader { member: self.name(), leader })?
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                return Err(ApiError::NoLeader { member: format!("{} ({e})", self.name()) })
+            }
+            Err(RaftError::Fatal(e)) => {
+                return Err(ApiError::RaftStopped { member: self.name(), reason: e.to_string() })
+            }
+        };
+        if let Some(log_id) = read_log_id {
+            self.raft
+                .wait(Some(timeout))
+                .applied_index_at_least(Some(log_id.index), "linearizable read")
+                .await
+                .map_err(|e| ApiError::Timeout(format!("{} did not catch up for a linearizable read: {e}", self.name())))?;
+        }
+        Ok(())
+    }
+
+    /// A channel to another member's client port (for forwarding).
+    pub fn client_channel(&self, addr: &str) -> Result<Channel, ApiError> {
+        let mut channels = self.client_channels.lock().expect("client channel cache lock poisoned");
+        if let Some(ch) = channels.get(addr) {
+            return Ok(ch.clone());
+        }
+        let ch = lazy_channel(addr, Duration::from_secs(2))
+            .map_err(|e| ApiError::FailedPrecondition(format!("bad member address {addr:?}: {e}")))?;
+        channels.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+}

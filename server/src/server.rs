@@ -1,0 +1,260 @@
+//! One member's lifecycle: claim the volume, open the store, start Raft and the gRPC servers,
+//! carry out the start plan (initialize / join / rejoin), serve, and leave gracefully.
+//!
+//! Order matters for safety: the volume's ownership is checked before the store is opened (a
+//! foreign volume is left untouched); the listeners are bound before Raft can be asked to do
+//! anything (a port clash fails fast, before the member is in any membership); the cluster id is
+//! recorded durably before it is used (so a crash cannot lead to a second, different id).
+//!
+//! Graceful shutdown (SIGTERM, Kubernetes' pod deletion): stop taking requests and turn readiness
+//! off, hand leadership to a caught-up voter if this member leads, then stop the servers and Raft
+//! and let the store flush, all within `shutdown_grace`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kvset_proto::raft::raft_server::RaftServer;
+use kvset_proto::v1::cluster_server::ClusterServer;
+use kvset_proto::v1::kv_server::KvServer;
+use openraft::error::{InitializeError, RaftError};
+use openraft::ServerState;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::cluster::ClusterService;
+use crate::api::health::report_health;
+use crate::api::kv::KvService;
+use crate::config::ServerConfig;
+use crate::node::bootstrap::{mint_cluster_id, plan, StartPlan, VolumeState};
+use crate::node::join::{check_still_member, join, probe_cluster_id, JoinError};
+use crate::node::leadership::{hand_off, reclaim_preferred_leadership};
+use crate::node::Node;
+use crate::raft::network::{PeerNetwork, MAX_PEER_MESSAGE_BYTES};
+use crate::raft::service::PeerService;
+use crate::raft::{NodeId, Raft};
+use crate::store::Store;
+use crate::volume::{Volume, VolumeError};
+
+/// Why a member could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Volume(#[from] VolumeError),
+    #[error("opening the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error("invalid Raft configuration: {0}")]
+    RaftConfig(String),
+    #[error("starting Raft: {0}")]
+    RaftStart(String),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { addr: SocketAddr, what: &'static str, source: std::io::Error },
+    #[error("{0}")]
+    Join(#[from] JoinError),
+    #[error("initializing the cluster: {0}")]
+    Initialize(String),
+    #[error("gRPC server failed: {0}")]
+    Serve(String),
+}
+
+/// A started member. Dropping it does not stop it; call [`RunningServer::shutdown`].
+pub struct RunningServer {
+    pub node: Arc<Node>,
+    pub client_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    stop_servers: tokio::sync::watch::Sender<bool>,
+    servers: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts a member and returns once it serves (joining continues in the background).
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    let me = config.identity.clone();
+    let my_node = config.peers.member(&me)?;
+    let volume = Volume::claim(&config.data_dir, &me, config.expected_cluster_id.as_deref())?;
+    let store = Store::open(&volume.store_dir())?;
+
+    let cluster_id = Arc::new(std::sync::OnceLock::new());
+    if let Some(id) = volume.cluster_id() {
+        let _ = cluster_id.set(id.to_string());
+    }
+    let raft_config = config.raft_config().validate().map_err(|e| ServerError::RaftConfig(e.to_string()))?;
+    let network = PeerNetwork::new(me.ordinal, cluster_id.clone());
+    let raft = Raft::new(me.ordinal, Arc::new(raft_config), network.clone(), store.log_store(), store.state_machine())
+        .await
+        .map_err(|e| ServerError::RaftStart(e.to_string()))?;
+    let node = Node::new(config.clone(), raft.clone(), store.state_machine(), cluster_id.clone(), network);
+
+    // Bind before anything can reach Raft.
+    let client_listener = TcpListener::bind(config.client_listen)
+        .await
+        .map_err(|source| ServerError::Bind { addr: config.client_listen, what: "client", source })?;
+    let peer_listener = TcpListener::bind(config.peer_listen)
+        .await
+        .map_err(|source| ServerError::Bind { addr: config.peer_listen, what: "peer", source })?;
+    let client_addr = client_listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.client_listen,
+        what: "client",
+        source,
+    })?;
+    let peer_addr = peer_listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.peer_listen,
+        what: "peer",
+        source,
+    })?;
+
+    let (stop_servers, stop_rx) = tokio::sync::watch::channel(false);
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let peer_service = PeerService::new(raft.clone(), cluster_id.clone(), node.steering.clone());
+    let peer_server = tonic::transport::Server::builder().serve_with_incoming_shutdown(
+        RaftServer::new(peer_service)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
+        TcpListenerStream::new(peer_listener),
+        stopped(stop_rx.clone()),
+    );
+    let max_request = config.limits.max_request_bytes();
+    let client_server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(KvServer::new(KvService::new(node.clone())).max_decoding_message_size(max_request))
+        .add_service(ClusterServer::new(ClusterService::new(node.clone())))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), stopped(stop_rx.clone()));
+    let servers = vec![tokio::spawn(peer_server), tokio::spawn(client_server)];
+    let mut background = vec![tokio::spawn(report_health(node.clone(), health_reporter))];
+
+    // Carry out the start plan.
+    let has_raft_state = raft.is_initialized().await.map_err(|e| ServerError::RaftStart(e.to_string()))?;
+    let candidates = config.peers.join_candidates(&me, config.join_probe_ordinals);
+    let existing_cluster = if me.ordinal == 0 && !has_raft_state && volume.cluster_id().is_none() {
+        probe_cluster_id(&candidates, Duration::from_secs(1)).await.map(|(id, _)| id)
+    } else {
+        None
+    };
+    let volume_state = VolumeState {
+        cluster_id: volume.cluster_id().map(str::to_string),
+        has_raft_state,
+        minted_here: volume.cluster_id_minted(),
+        existing_cluster,
+    };
+    let start_plan = plan(me.ordinal, &volume_state, mint_cluster_id);
+    tracing::info!(member = %me, plan = ?start_plan, "starting");
+    let volume = Arc::new(Mutex::new(volume));
+    let needs_join = match &start_plan {
+        StartPlan::Initialize { cluster_id: id } => {
+            volume.lock().expect("volume lock").set_cluster_id(id, true)?;
+            let _ = cluster_id.set(id.clone());
+            match raft.initialize(BTreeMap::from([(me.ordinal, my_node.clone())])).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(ServerError::Initialize(e.to_string())),
+            }
+            false
+        }
+        StartPlan::Join => true,
+        StartPlan::Rejoin => {
+            check_still_member(&node, &candidates).await?;
+            let m = node.metrics();
+            !m.membership_config.membership().voter_ids().any(|v| v == me.ordinal)
+        }
+    };
+    if needs_join {
+        let join_node = node.clone();
+        let volume = volume.clone();
+        background.push(tokio::spawn(async move {
+            let record = |id: &str| volume.lock().expect("volume lock").set_cluster_id(id, false);
+            if let Err(e) = join(join_node, candidates, record).await {
+                tracing::error!(error = %e, "joining the cluster failed");
+            }
+        }));
+    }
+    if me.ordinal == 0 && config.prefer_ordinal_zero {
+        background.push(tokio::spawn(reclaim_preferred_leadership(node.clone())));
+    }
+    tracing::info!(member = %me, client = %client_addr, peer = %peer_addr, "serving");
+    Ok(RunningServer { node, client_addr, peer_addr, stop_servers, servers, background })
+}
+
+impl RunningServer {
+    /// Leaves gracefully: refuse new requests, hand leadership off if leading, stop serving,
+    /// stop Raft (which flushes the store). Bounded by the configured grace period.
+    pub async fn shutdown(self) {
+        let grace = self.node.config.shutdown_grace;
+        let node = self.node.clone();
+        let leave = async {
+            node.begin_shutdown();
+            if node.metrics().state == ServerState::Leader {
+                if let Some(target) = hand_off_target(&node) {
+                    tracing::info!(target, "leaving as leader: handing leadership off");
+                    match hand_off(&node, target, true).await {
+                        Ok(()) => tracing::info!(target, "leadership handed off"),
+                        Err(e) => tracing::warn!(error = %e, "leadership hand-off failed; followers will elect"),
+                    }
+                }
+            }
+        };
+        if tokio::time::timeout(grace / 2, leave).await.is_err() {
+            tracing::warn!("hand-off took too long; stopping anyway");
+        }
+        let _ = self.stop_servers.send(true);
+        for task in &self.background {
+            task.abort();
+        }
+        let remaining = grace / 2;
+        let stop = async {
+            let _ = node.raft.shutdown().await;
+            for server in self.servers {
+                let _ = server.await;
+            }
+        };
+        if tokio::time::timeout(remaining, stop).await.is_err() {
+            tracing::warn!("servers did not stop within the grace period");
+        }
+        tracing::info!(member = %node.name(), "stopped");
+    }
+}
+
+/// The caught-up voter to hand leadership to: fully replicated, lowest ordinal first (so kv-0,
+/// the preferred primary, wins when it qualifies).
+fn hand_off_target(node: &Node) -> Option<NodeId> {
+    let m = node.metrics();
+    let last = m.last_log_index?;
+    let replication = m.replication.as_ref()?;
+    let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+    voters
+        .into_iter()
+        .filter(|v| *v != node.id())
+        .find(|v| replication.get(v).copied().flatten().is_some_and(|l| l.index >= last))
+}
+
+/// Runs a member until `shutdown` resolves, then leaves gracefully.
+pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let server = start(config).await?;
+    shutdown.await;
+    tracing::info!("shutdown requested");
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn termination_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
