@@ -29,9 +29,17 @@ pub enum IdentityError {
     BadMemberEntry(String),
     #[error("member list names {0} twice")]
     DuplicateMember(String),
-    #[error("member list entry {entry:?} belongs to set {found:?}, but this pod's set is {expected:?}")]
-    ForeignMember { entry: String, found: String, expected: String },
-    #[error("address template {0:?} must contain {{ordinal}} so that members get distinct addresses")]
+    #[error(
+        "member list entry {entry:?} belongs to set {found:?}, but this pod's set is {expected:?}"
+    )]
+    ForeignMember {
+        entry: String,
+        found: String,
+        expected: String,
+    },
+    #[error(
+        "address template {0:?} must contain {{ordinal}} so that members get distinct addresses"
+    )]
     BadTemplate(String),
     #[error("no address known for {0}: it is missing from --peers")]
     UnknownMember(String),
@@ -49,7 +57,9 @@ pub struct PodIdentity {
 impl PodIdentity {
     /// Parses `<set>-<ordinal>`. The ordinal is the digits after the last '-'.
     pub fn parse(name: &str) -> Result<Self, IdentityError> {
-        let (set, ordinal) = name.rsplit_once('-').ok_or_else(|| IdentityError::NoOrdinal(name.to_string()))?;
+        let (set, ordinal) = name
+            .rsplit_once('-')
+            .ok_or_else(|| IdentityError::NoOrdinal(name.to_string()))?;
         let valid_ordinal = !ordinal.is_empty()
             && ordinal.bytes().all(|b| b.is_ascii_digit())
             && (ordinal == "0" || !ordinal.starts_with('0'));
@@ -60,7 +70,10 @@ impl PodIdentity {
         if !is_dns_label(set) {
             return Err(IdentityError::BadSetName(name.to_string()));
         }
-        Ok(Self { set: set.to_string(), ordinal })
+        Ok(Self {
+            set: set.to_string(),
+            ordinal,
+        })
     }
 
     /// The Raft node id.
@@ -70,7 +83,10 @@ impl PodIdentity {
 
     /// The pod name of another ordinal of the same set.
     pub fn sibling(&self, ordinal: NodeId) -> PodIdentity {
-        PodIdentity { set: self.set.clone(), ordinal }
+        PodIdentity {
+            set: self.set.clone(),
+            ordinal,
+        }
     }
 }
 
@@ -85,7 +101,8 @@ fn is_dns_label(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && b[0].is_ascii_lowercase()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && !s.ends_with('-')
 }
 
@@ -107,9 +124,11 @@ pub enum PeerDirectory {
 }
 
 /// The Kubernetes default for the peer address template.
-pub const DEFAULT_PEER_TEMPLATE: &str = "{set}-{ordinal}.{service}.{namespace}.svc.cluster.local:{peer_port}";
+pub const DEFAULT_PEER_TEMPLATE: &str =
+    "{set}-{ordinal}.{service}.{namespace}.svc.cluster.local:{peer_port}";
 /// The Kubernetes default for the client address template.
-pub const DEFAULT_CLIENT_TEMPLATE: &str = "{set}-{ordinal}.{service}.{namespace}.svc.cluster.local:{client_port}";
+pub const DEFAULT_CLIENT_TEMPLATE: &str =
+    "{set}-{ordinal}.{service}.{namespace}.svc.cluster.local:{client_port}";
 
 impl PeerDirectory {
     /// Checks a template directory: both templates must vary with the ordinal.
@@ -154,7 +173,11 @@ impl PeerDirectory {
                     expected: set.to_string(),
                 });
             }
-            let node = MemberNode { name: name.to_string(), client_addr: client.to_string(), peer_addr: peer.to_string() };
+            let node = MemberNode {
+                name: name.to_string(),
+                client_addr: client.to_string(),
+                peer_addr: peer.to_string(),
+            };
             if members.insert(id.ordinal, node).is_some() {
                 return Err(IdentityError::DuplicateMember(name.to_string()));
             }
@@ -165,10 +188,18 @@ impl PeerDirectory {
     /// The address record of `member`.
     pub fn member(&self, member: &PodIdentity) -> Result<MemberNode, IdentityError> {
         match self {
-            Self::Static(members) => {
-                members.get(&member.ordinal).cloned().ok_or_else(|| IdentityError::UnknownMember(member.to_string()))
-            }
-            Self::Template { client_template, peer_template, service, namespace, client_port, peer_port } => {
+            Self::Static(members) => members
+                .get(&member.ordinal)
+                .cloned()
+                .ok_or_else(|| IdentityError::UnknownMember(member.to_string())),
+            Self::Template {
+                client_template,
+                peer_template,
+                service,
+                namespace,
+                client_port,
+                peer_port,
+            } => {
                 let fill = |t: &str| {
                     t.replace("{set}", &member.set)
                         .replace("{ordinal}", &member.ordinal.to_string())
@@ -190,9 +221,11 @@ impl PeerDirectory {
     /// template the set's size is unknown, so the caller passes how many ordinals to try.
     pub fn join_candidates(&self, me: &PodIdentity, try_ordinals: NodeId) -> Vec<MemberNode> {
         match self {
-            Self::Static(members) => {
-                members.iter().filter(|(id, _)| **id != me.ordinal).map(|(_, m)| m.clone()).collect()
-            }
+            Self::Static(members) => members
+                .iter()
+                .filter(|(id, _)| **id != me.ordinal)
+                .map(|(_, m)| m.clone())
+                .collect(),
             Self::Template { .. } => (0..try_ordinals)
                 .filter(|o| *o != me.ordinal)
                 .filter_map(|o| self.member(&me.sibling(o)).ok())
@@ -207,34 +240,72 @@ mod tests {
 
     #[test]
     fn parses_statefulset_names() {
-        assert_eq!(PodIdentity::parse("kv-0").unwrap(), PodIdentity { set: "kv".into(), ordinal: 0 });
-        assert_eq!(PodIdentity::parse("my-db-12").unwrap(), PodIdentity { set: "my-db".into(), ordinal: 12 });
+        assert_eq!(
+            PodIdentity::parse("kv-0").unwrap(),
+            PodIdentity {
+                set: "kv".into(),
+                ordinal: 0
+            }
+        );
+        assert_eq!(
+            PodIdentity::parse("my-db-12").unwrap(),
+            PodIdentity {
+                set: "my-db".into(),
+                ordinal: 12
+            }
+        );
         assert_eq!(PodIdentity::parse("kv-12").unwrap().to_string(), "kv-12");
     }
 
     #[test]
     fn rejects_names_without_an_ordinal() {
-        for bad in ["kv", "kv-", "kv-x", "-3", "kv-01", "kv--1", "kv-1a", "kv-99999999999999999999999"] {
+        for bad in [
+            "kv",
+            "kv-",
+            "kv-x",
+            "-3",
+            "kv-01",
+            "kv--1",
+            "kv-1a",
+            "kv-99999999999999999999999",
+        ] {
             assert!(
-                matches!(PodIdentity::parse(bad), Err(IdentityError::NoOrdinal(_)) | Err(IdentityError::BadSetName(_))),
+                matches!(
+                    PodIdentity::parse(bad),
+                    Err(IdentityError::NoOrdinal(_)) | Err(IdentityError::BadSetName(_))
+                ),
                 "{bad} accepted"
             );
         }
         let msg = PodIdentity::parse("myhost").unwrap_err().to_string();
         assert!(msg.contains("POD_NAME"), "{msg}");
-        assert!(matches!(PodIdentity::parse("KV-0"), Err(IdentityError::BadSetName(_))));
+        assert!(matches!(
+            PodIdentity::parse("KV-0"),
+            Err(IdentityError::BadSetName(_))
+        ));
     }
 
     #[test]
     fn template_fills_kubernetes_dns_names() {
-        let dir =
-            PeerDirectory::template(DEFAULT_CLIENT_TEMPLATE, DEFAULT_PEER_TEMPLATE, "kv", "prod", 7379, 7479).unwrap();
+        let dir = PeerDirectory::template(
+            DEFAULT_CLIENT_TEMPLATE,
+            DEFAULT_PEER_TEMPLATE,
+            "kv",
+            "prod",
+            7379,
+            7479,
+        )
+        .unwrap();
         let me = PodIdentity::parse("kv-1").unwrap();
         let m = dir.member(&me.sibling(2)).unwrap();
         assert_eq!(m.name, "kv-2");
         assert_eq!(m.peer_addr, "kv-2.kv.prod.svc.cluster.local:7479");
         assert_eq!(m.client_addr, "kv-2.kv.prod.svc.cluster.local:7379");
-        let names: Vec<_> = dir.join_candidates(&me, 3).into_iter().map(|m| m.name).collect();
+        let names: Vec<_> = dir
+            .join_candidates(&me, 3)
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
         assert_eq!(names, ["kv-0", "kv-2"]);
         assert!(PeerDirectory::template("host:1", DEFAULT_PEER_TEMPLATE, "s", "n", 1, 2).is_err());
     }
@@ -247,16 +318,25 @@ mod tests {
         )
         .unwrap();
         let m = dir.member(&PodIdentity::parse("kv-1").unwrap()).unwrap();
-        assert_eq!((m.client_addr.as_str(), m.peer_addr.as_str()), ("127.0.0.1:7380", "127.0.0.1:7480"));
+        assert_eq!(
+            (m.client_addr.as_str(), m.peer_addr.as_str()),
+            ("127.0.0.1:7380", "127.0.0.1:7480")
+        );
         assert!(matches!(
             dir.member(&PodIdentity::parse("kv-5").unwrap()),
             Err(IdentityError::UnknownMember(_))
         ));
-        assert!(matches!(PeerDirectory::parse_static("kv-0=a", "kv"), Err(IdentityError::BadMemberEntry(_))));
+        assert!(matches!(
+            PeerDirectory::parse_static("kv-0=a", "kv"),
+            Err(IdentityError::BadMemberEntry(_))
+        ));
         assert!(matches!(
             PeerDirectory::parse_static("kv-0=a/b,kv-0=c/d", "kv"),
             Err(IdentityError::DuplicateMember(_))
         ));
-        assert!(matches!(PeerDirectory::parse_static("db-0=a/b", "kv"), Err(IdentityError::ForeignMember { .. })));
+        assert!(matches!(
+            PeerDirectory::parse_static("db-0=a/b", "kv"),
+            Err(IdentityError::ForeignMember { .. })
+        ));
     }
 }

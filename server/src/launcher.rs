@@ -52,7 +52,10 @@ pub enum LauncherError {
     #[error("--base-port {0} leaves no room for {1} replicas (needs ports up to base+200+N)")]
     Ports(u16, u64),
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot find this program to launch replicas: {0}")]
     SelfExe(std::io::Error),
 }
@@ -81,7 +84,12 @@ impl LocalClusterSpec {
         Ok((0..self.replicas)
             .map(|n| {
                 let name = format!("{}-{n}", self.set);
-                let port = |offset: u64| SocketAddr::new(self.bind_ip, (u64::from(self.base_port) + offset + n) as u16);
+                let port = |offset: u64| {
+                    SocketAddr::new(
+                        self.bind_ip,
+                        (u64::from(self.base_port) + offset + n) as u16,
+                    )
+                };
                 ReplicaSpec {
                     client: port(0),
                     peer: port(100),
@@ -97,23 +105,37 @@ impl LocalClusterSpec {
 
     /// The `--peers` list every replica gets.
     pub fn peers_flag(replicas: &[ReplicaSpec]) -> String {
-        replicas.iter().map(|r| format!("{}={}/{}", r.name, r.client, r.peer)).collect::<Vec<_>>().join(",")
+        replicas
+            .iter()
+            .map(|r| format!("{}={}/{}", r.name, r.client, r.peer))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LauncherError + '_ {
-    move |source| LauncherError::Io { path: path.display().to_string(), source }
+    move |source| LauncherError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Runs the local cluster until `shutdown` resolves.
-pub async fn run(spec: LocalClusterSpec, shutdown: impl Future<Output = ()>) -> Result<(), LauncherError> {
+pub async fn run(
+    spec: LocalClusterSpec,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), LauncherError> {
     let replicas = spec.replica_specs()?;
     std::fs::create_dir_all(spec.data_dir.join("logs")).map_err(io_err(&spec.data_dir))?;
     let exe = std::env::current_exe().map_err(LauncherError::SelfExe)?;
     let peers = LocalClusterSpec::peers_flag(&replicas);
     let stopping = Arc::new(AtomicBool::new(false));
 
-    println!("kvset local cluster: {} replicas, data in {}", replicas.len(), spec.data_dir.display());
+    println!(
+        "kvset local cluster: {} replicas, data in {}",
+        replicas.len(),
+        spec.data_dir.display()
+    );
     for r in &replicas {
         println!(
             "  {:<6} client {:<21} peer {:<21} data {}  log {}",
@@ -124,7 +146,11 @@ pub async fn run(spec: LocalClusterSpec, shutdown: impl Future<Output = ()>) -> 
             r.log_file.display()
         );
     }
-    let endpoints = replicas.iter().map(|r| r.client.to_string()).collect::<Vec<_>>().join(",");
+    let endpoints = replicas
+        .iter()
+        .map(|r| r.client.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
 
     let mut supervisors = Vec::new();
     let mut children: Vec<Arc<tokio::sync::Mutex<Option<Child>>>> = Vec::new();
@@ -132,7 +158,13 @@ pub async fn run(spec: LocalClusterSpec, shutdown: impl Future<Output = ()>) -> 
         for r in &replicas {
             let slot = Arc::new(tokio::sync::Mutex::new(None));
             let args = replica_args(r, &peers, &spec);
-            supervisors.push(tokio::spawn(supervise(exe.clone(), args, r.clone(), slot.clone(), stopping.clone())));
+            supervisors.push(tokio::spawn(supervise(
+                exe.clone(),
+                args,
+                r.clone(),
+                slot.clone(),
+                stopping.clone(),
+            )));
             children.push(slot);
             wait_ready(r).await;
             println!("  {} is ready", r.name);
@@ -183,7 +215,10 @@ fn replica_args(r: &ReplicaSpec, peers: &str, spec: &LocalClusterSpec) -> Vec<St
         format!("--client-listen={}", r.client),
         format!("--peer-listen={}", r.peer),
         format!("--peers={peers}"),
-        format!("--log-format={}", if spec.json_logs { "json" } else { "text" }),
+        format!(
+            "--log-format={}",
+            if spec.json_logs { "json" } else { "text" }
+        ),
     ];
     args.extend(spec.server_args.iter().cloned());
     args
@@ -236,15 +271,23 @@ async fn supervise(
         if started.elapsed() > Duration::from_secs(30) {
             backoff = Duration::from_millis(500);
         }
-        let how = status.map(|s| s.to_string()).unwrap_or_else(|| "unknown status".into());
-        eprintln!("  {} exited ({how}); restarting in {:?} with the same identity and data", r.name, backoff);
+        let how = status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "unknown status".into());
+        eprintln!(
+            "  {} exited ({how}); restarting in {:?} with the same identity and data",
+            r.name, backoff
+        );
         sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 
 fn spawn_replica(exe: &Path, args: &[String], r: &ReplicaSpec) -> std::io::Result<Child> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&r.log_file)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&r.log_file)?;
     Command::new(exe)
         .args(args)
         .stdin(Stdio::null())
@@ -256,11 +299,16 @@ fn spawn_replica(exe: &Path, args: &[String], r: &ReplicaSpec) -> std::io::Resul
 
 /// Polls the replica's readiness health check until it serves.
 pub async fn wait_ready(r: &ReplicaSpec) {
-    let Ok(channel) = lazy_channel(&r.client.to_string(), Duration::from_millis(500)) else { return };
+    let Ok(channel) = lazy_channel(&r.client.to_string(), Duration::from_millis(500)) else {
+        return;
+    };
     let mut client = HealthClient::new(channel);
     loop {
-        let req = HealthCheckRequest { service: READINESS.to_string() };
-        if let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(1), client.check(req)).await {
+        let req = HealthCheckRequest {
+            service: READINESS.to_string(),
+        };
+        if let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(1), client.check(req)).await
+        {
             if resp.into_inner().status == ServingStatus::Serving as i32 {
                 return;
             }
@@ -293,7 +341,17 @@ mod tests {
             LocalClusterSpec::peers_flag(&r[..2]),
             "kv-0=127.0.0.1:7379/127.0.0.1:7479,kv-1=127.0.0.1:7380/127.0.0.1:7480"
         );
-        assert!(LocalClusterSpec { replicas: 0, ..spec.clone() }.replica_specs().is_err());
-        assert!(LocalClusterSpec { base_port: 65400, ..spec }.replica_specs().is_err());
+        assert!(LocalClusterSpec {
+            replicas: 0,
+            ..spec.clone()
+        }
+        .replica_specs()
+        .is_err());
+        assert!(LocalClusterSpec {
+            base_port: 65400,
+            ..spec
+        }
+        .replica_specs()
+        .is_err());
     }
 }

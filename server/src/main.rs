@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kvset_server::config::{RaftTiming, ServerConfig};
-use kvset_server::identity::{PeerDirectory, PodIdentity, DEFAULT_CLIENT_TEMPLATE, DEFAULT_PEER_TEMPLATE};
+use kvset_server::identity::{
+    PeerDirectory, PodIdentity, DEFAULT_CLIENT_TEMPLATE, DEFAULT_PEER_TEMPLATE,
+};
 use kvset_server::launcher::{self, LocalClusterSpec};
 use kvset_server::limits::Limits;
 use kvset_server::server;
@@ -29,7 +31,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run one replica (the default when no subcommand is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a local cluster on loopback: kv-0..kv-(N-1) as child processes, one data dir each,
     /// started in ordinal order and restarted when they die, like a StatefulSet would.
     Local(LocalArgs),
@@ -154,10 +156,16 @@ struct LocalArgs {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
     }
 }
 
@@ -228,7 +236,7 @@ async fn main() -> anyhow::Result<()> {
             launcher::run(spec, server::termination_signal()).await?;
             Ok(())
         }
-        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Serve(args)) => serve(*args).await,
         None => serve(cli.serve).await,
     }
 }

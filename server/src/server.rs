@@ -52,7 +52,11 @@ pub enum ServerError {
     #[error("starting Raft: {0}")]
     RaftStart(String),
     #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind { addr: SocketAddr, what: &'static str, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Join(#[from] JoinError),
     #[error("initializing the cluster: {0}")]
@@ -82,30 +86,57 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if let Some(id) = volume.cluster_id() {
         let _ = cluster_id.set(id.to_string());
     }
-    let raft_config = config.raft_config().validate().map_err(|e| ServerError::RaftConfig(e.to_string()))?;
+    let raft_config = config
+        .raft_config()
+        .validate()
+        .map_err(|e| ServerError::RaftConfig(e.to_string()))?;
     let network = PeerNetwork::new(me.ordinal, cluster_id.clone());
-    let raft = Raft::new(me.ordinal, Arc::new(raft_config), network.clone(), store.log_store(), store.state_machine())
-        .await
-        .map_err(|e| ServerError::RaftStart(e.to_string()))?;
-    let node = Node::new(config.clone(), raft.clone(), store.state_machine(), cluster_id.clone(), network);
+    let raft = Raft::new(
+        me.ordinal,
+        Arc::new(raft_config),
+        network.clone(),
+        store.log_store(),
+        store.state_machine(),
+    )
+    .await
+    .map_err(|e| ServerError::RaftStart(e.to_string()))?;
+    let node = Node::new(
+        config.clone(),
+        raft.clone(),
+        store.state_machine(),
+        cluster_id.clone(),
+        network,
+    );
 
     // Bind before anything can reach Raft.
     let client_listener = TcpListener::bind(config.client_listen)
         .await
-        .map_err(|source| ServerError::Bind { addr: config.client_listen, what: "client", source })?;
+        .map_err(|source| ServerError::Bind {
+            addr: config.client_listen,
+            what: "client",
+            source,
+        })?;
     let peer_listener = TcpListener::bind(config.peer_listen)
         .await
-        .map_err(|source| ServerError::Bind { addr: config.peer_listen, what: "peer", source })?;
-    let client_addr = client_listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: config.client_listen,
-        what: "client",
-        source,
-    })?;
-    let peer_addr = peer_listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: config.peer_listen,
-        what: "peer",
-        source,
-    })?;
+        .map_err(|source| ServerError::Bind {
+            addr: config.peer_listen,
+            what: "peer",
+            source,
+        })?;
+    let client_addr = client_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: config.client_listen,
+            what: "client",
+            source,
+        })?;
+    let peer_addr = peer_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: config.peer_listen,
+            what: "peer",
+            source,
+        })?;
 
     let (stop_servers, stop_rx) = tokio::sync::watch::channel(false);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -120,20 +151,34 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         TcpListenerStream::new(peer_listener),
         stopped(stop_rx.clone()),
     );
-    let max_request = config.limits.max_request_bytes();
+    // The worst case of the limits is huge (two branches of maximal puts); cap what one request
+    // may make the server buffer.
+    let max_request = config.limits.max_request_bytes().min(64 * 1024 * 1024);
     let client_server = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(KvServer::new(KvService::new(node.clone())).max_decoding_message_size(max_request))
+        .add_service(
+            KvServer::new(KvService::new(node.clone())).max_decoding_message_size(max_request),
+        )
         .add_service(ClusterServer::new(ClusterService::new(node.clone())))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(client_listener),
+            stopped(stop_rx.clone()),
+        );
     let servers = vec![tokio::spawn(peer_server), tokio::spawn(client_server)];
     let mut background = vec![tokio::spawn(report_health(node.clone(), health_reporter))];
 
     // Carry out the start plan.
-    let has_raft_state = raft.is_initialized().await.map_err(|e| ServerError::RaftStart(e.to_string()))?;
-    let candidates = config.peers.join_candidates(&me, config.join_probe_ordinals);
+    let has_raft_state = raft
+        .is_initialized()
+        .await
+        .map_err(|e| ServerError::RaftStart(e.to_string()))?;
+    let candidates = config
+        .peers
+        .join_candidates(&me, config.join_probe_ordinals);
     let existing_cluster = if me.ordinal == 0 && !has_raft_state && volume.cluster_id().is_none() {
-        probe_cluster_id(&candidates, Duration::from_secs(1)).await.map(|(id, _)| id)
+        probe_cluster_id(&candidates, Duration::from_secs(1))
+            .await
+            .map(|(id, _)| id)
     } else {
         None
     };
@@ -148,9 +193,15 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let volume = Arc::new(Mutex::new(volume));
     let needs_join = match &start_plan {
         StartPlan::Initialize { cluster_id: id } => {
-            volume.lock().expect("volume lock").set_cluster_id(id, true)?;
+            volume
+                .lock()
+                .expect("volume lock")
+                .set_cluster_id(id, true)?;
             let _ = cluster_id.set(id.clone());
-            match raft.initialize(BTreeMap::from([(me.ordinal, my_node.clone())])).await {
+            match raft
+                .initialize(BTreeMap::from([(me.ordinal, my_node.clone())]))
+                .await
+            {
                 Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
                 Err(e) => return Err(ServerError::Initialize(e.to_string())),
             }
@@ -160,14 +211,22 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         StartPlan::Rejoin => {
             check_still_member(&node, &candidates).await?;
             let m = node.metrics();
-            !m.membership_config.membership().voter_ids().any(|v| v == me.ordinal)
+            !m.membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == me.ordinal)
         }
     };
     if needs_join {
         let join_node = node.clone();
         let volume = volume.clone();
         background.push(tokio::spawn(async move {
-            let record = |id: &str| volume.lock().expect("volume lock").set_cluster_id(id, false);
+            let record = |id: &str| {
+                volume
+                    .lock()
+                    .expect("volume lock")
+                    .set_cluster_id(id, false)
+            };
             if let Err(e) = join(join_node, candidates, record).await {
                 tracing::error!(error = %e, "joining the cluster failed");
             }
@@ -177,7 +236,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         background.push(tokio::spawn(reclaim_preferred_leadership(node.clone())));
     }
     tracing::info!(member = %me, client = %client_addr, peer = %peer_addr, "serving");
-    Ok(RunningServer { node, client_addr, peer_addr, stop_servers, servers, background })
+    Ok(RunningServer {
+        node,
+        client_addr,
+        peer_addr,
+        stop_servers,
+        servers,
+        background,
+    })
 }
 
 impl RunningServer {
@@ -193,7 +259,9 @@ impl RunningServer {
                     tracing::info!(target, "leaving as leader: handing leadership off");
                     match hand_off(&node, target, true).await {
                         Ok(()) => tracing::info!(target, "leadership handed off"),
-                        Err(e) => tracing::warn!(error = %e, "leadership hand-off failed; followers will elect"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "leadership hand-off failed; followers will elect")
+                        }
                     }
                 }
             }
@@ -226,14 +294,20 @@ fn hand_off_target(node: &Node) -> Option<NodeId> {
     let last = m.last_log_index?;
     let replication = m.replication.as_ref()?;
     let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
-    voters
-        .into_iter()
-        .filter(|v| *v != node.id())
-        .find(|v| replication.get(v).copied().flatten().is_some_and(|l| l.index >= last))
+    voters.into_iter().filter(|v| *v != node.id()).find(|v| {
+        replication
+            .get(v)
+            .copied()
+            .flatten()
+            .is_some_and(|l| l.index >= last)
+    })
 }
 
 /// Runs a member until `shutdown` resolves, then leaves gracefully.
-pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let server = start(config).await?;
     shutdown.await;
     tracing::info!("shutdown requested");

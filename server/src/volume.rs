@@ -27,18 +27,17 @@ const FORMAT: u32 = 1;
 /// Errors about the data volume.
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
+    /// `owner` and `me` read like "kv-1 of cluster 3fa…" (the cluster part when known).
     #[error(
-        "data dir {dir} belongs to {owner_set}-{owner_ordinal}{owner_cluster}, not to {me}{my_cluster}; \
-         refusing to start and leaving the volume untouched. Mount the volume of {me} (in Kubernetes, \
-         PVC data-{me}), or point --data-dir at an empty directory to join as a new member"
+        "data dir {dir} belongs to {owner}, not to {me}; refusing to start and leaving the volume \
+         untouched. Mount the volume of {pod} (in Kubernetes, PVC data-{pod}), or point --data-dir \
+         at an empty directory to join as a new member"
     )]
     WrongOwner {
         dir: String,
-        owner_set: String,
-        owner_ordinal: u64,
-        owner_cluster: String,
+        owner: String,
         me: String,
-        my_cluster: String,
+        pod: String,
     },
     #[error("data dir {dir} holds kvset data but no {VOLUME_FILE}: it was not written by this version of kvset or was damaged; refusing to touch it")]
     Unowned { dir: String },
@@ -47,7 +46,10 @@ pub enum VolumeError {
     #[error("{path} has format {found}; this kvset understands up to {FORMAT}: upgrade kvset")]
     TooNew { path: String, found: u32 },
     #[error("data dir {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// The ownership record.
@@ -77,8 +79,15 @@ pub struct Volume {
 impl Volume {
     /// Checks (or, on an empty dir, claims) `dir` for `me`. `expected_cluster`, when given, must
     /// match the recorded cluster id. Touches nothing when the check fails.
-    pub fn claim(dir: &Path, me: &PodIdentity, expected_cluster: Option<&str>) -> Result<Self, VolumeError> {
-        let io = |source| VolumeError::Io { path: dir.display().to_string(), source };
+    pub fn claim(
+        dir: &Path,
+        me: &PodIdentity,
+        expected_cluster: Option<&str>,
+    ) -> Result<Self, VolumeError> {
+        let io = |source| VolumeError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
         fs::create_dir_all(dir).map_err(io)?;
         let record = dir.join(VOLUME_FILE);
         if record.exists() {
@@ -90,20 +99,27 @@ impl Volume {
             if owner.set != me.set || owner.ordinal != me.ordinal || cluster_mismatch {
                 return Err(VolumeError::WrongOwner {
                     dir: dir.display().to_string(),
-                    owner_set: owner.set,
-                    owner_ordinal: owner.ordinal,
-                    owner_cluster: owner.cluster_id.map(|c| format!(" of cluster {c}")).unwrap_or_default(),
-                    me: me.to_string(),
-                    my_cluster: expected_cluster.map(|c| format!(" of cluster {c}")).unwrap_or_default(),
+                    owner: describe(
+                        &format!("{}-{}", owner.set, owner.ordinal),
+                        owner.cluster_id.as_deref(),
+                    ),
+                    me: describe(&me.to_string(), expected_cluster),
+                    pod: me.to_string(),
                 });
             }
-            return Ok(Self { dir: dir.to_path_buf(), owner, fresh: false });
+            return Ok(Self {
+                dir: dir.to_path_buf(),
+                owner,
+                fresh: false,
+            });
         }
         // No record: only an empty directory may be claimed (lost+found is what a fresh ext4
         // volume carries).
         let mut entries = fs::read_dir(dir).map_err(io)?;
         if entries.any(|e| e.map(|e| e.file_name() != "lost+found").unwrap_or(true)) {
-            return Err(VolumeError::Unowned { dir: dir.display().to_string() });
+            return Err(VolumeError::Unowned {
+                dir: dir.display().to_string(),
+            });
         }
         let owner = VolumeOwner {
             format: FORMAT,
@@ -113,7 +129,11 @@ impl Volume {
             minted: false,
         };
         write_record(dir, &owner)?;
-        Ok(Self { dir: dir.to_path_buf(), owner, fresh: true })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            owner,
+            fresh: true,
+        })
     }
 
     /// True when this start claimed an empty directory.
@@ -146,14 +166,15 @@ impl Volume {
     pub fn set_cluster_id(&mut self, cluster_id: &str, minted: bool) -> Result<(), VolumeError> {
         match self.owner.cluster_id.as_deref() {
             Some(have) if have == cluster_id => Ok(()),
-            Some(have) => Err(VolumeError::WrongOwner {
-                dir: self.dir.display().to_string(),
-                owner_set: self.owner.set.clone(),
-                owner_ordinal: self.owner.ordinal,
-                owner_cluster: format!(" of cluster {have}"),
-                me: format!("{}-{}", self.owner.set, self.owner.ordinal),
-                my_cluster: format!(" of cluster {cluster_id}"),
-            }),
+            Some(have) => {
+                let pod = format!("{}-{}", self.owner.set, self.owner.ordinal);
+                Err(VolumeError::WrongOwner {
+                    dir: self.dir.display().to_string(),
+                    owner: describe(&pod, Some(have)),
+                    me: describe(&pod, Some(cluster_id)),
+                    pod,
+                })
+            }
             None => {
                 let mut owner = self.owner.clone();
                 owner.cluster_id = Some(cluster_id.to_string());
@@ -166,19 +187,37 @@ impl Volume {
     }
 }
 
+fn describe(pod: &str, cluster: Option<&str>) -> String {
+    match cluster {
+        Some(c) => format!("{pod} of cluster {c}"),
+        None => pod.to_string(),
+    }
+}
+
 fn read_record(path: &Path) -> Result<VolumeOwner, VolumeError> {
-    let bytes = fs::read(path).map_err(|source| VolumeError::Io { path: path.display().to_string(), source })?;
-    let owner: VolumeOwner = serde_json::from_slice(&bytes)
-        .map_err(|e| VolumeError::Corrupt { path: path.display().to_string(), reason: e.to_string() })?;
+    let bytes = fs::read(path).map_err(|source| VolumeError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let owner: VolumeOwner = serde_json::from_slice(&bytes).map_err(|e| VolumeError::Corrupt {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
     if owner.format > FORMAT {
-        return Err(VolumeError::TooNew { path: path.display().to_string(), found: owner.format });
+        return Err(VolumeError::TooNew {
+            path: path.display().to_string(),
+            found: owner.format,
+        });
     }
     Ok(owner)
 }
 
 /// Atomically replaces the record: temp file, fsync, rename, fsync of the directory.
 fn write_record(dir: &Path, owner: &VolumeOwner) -> Result<(), VolumeError> {
-    let io = |source| VolumeError::Io { path: dir.display().to_string(), source };
+    let io = |source| VolumeError::Io {
+        path: dir.display().to_string(),
+        source,
+    };
     let tmp = dir.join(format!("{VOLUME_FILE}.tmp"));
     let mut f = fs::File::create(&tmp).map_err(io)?;
     let json = serde_json::to_vec_pretty(owner).expect("the ownership record always serializes");
@@ -205,7 +244,12 @@ mod tests {
         let mut v = Volume::claim(tmp.path(), &id("kv-1"), None).unwrap();
         assert!(!v.is_fresh());
         v.set_cluster_id("c1", false).unwrap();
-        assert_eq!(Volume::claim(tmp.path(), &id("kv-1"), Some("c1")).unwrap().cluster_id(), Some("c1"));
+        assert_eq!(
+            Volume::claim(tmp.path(), &id("kv-1"), Some("c1"))
+                .unwrap()
+                .cluster_id(),
+            Some("c1")
+        );
         assert!(v.set_cluster_id("c2", false).is_err());
     }
 
@@ -217,11 +261,17 @@ mod tests {
         std::fs::write(tmp.path().join("payload"), b"x").unwrap();
         let before = std::fs::read(tmp.path().join(VOLUME_FILE)).unwrap();
 
-        let err = Volume::claim(tmp.path(), &id("kv-2"), None).unwrap_err().to_string();
+        let err = Volume::claim(tmp.path(), &id("kv-2"), None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("kv-1") && err.contains("kv-2"), "{err}");
-        let err = Volume::claim(tmp.path(), &id("db-1"), None).unwrap_err().to_string();
+        let err = Volume::claim(tmp.path(), &id("db-1"), None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("kv-1") && err.contains("db-1"), "{err}");
-        let err = Volume::claim(tmp.path(), &id("kv-1"), Some("c9")).unwrap_err().to_string();
+        let err = Volume::claim(tmp.path(), &id("kv-1"), Some("c9"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("c1") && err.contains("c9"), "{err}");
 
         assert_eq!(std::fs::read(tmp.path().join(VOLUME_FILE)).unwrap(), before);
@@ -232,7 +282,10 @@ mod tests {
     fn refuses_a_non_empty_unowned_dir() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("something"), b"x").unwrap();
-        assert!(matches!(Volume::claim(tmp.path(), &id("kv-0"), None), Err(VolumeError::Unowned { .. })));
+        assert!(matches!(
+            Volume::claim(tmp.path(), &id("kv-0"), None),
+            Err(VolumeError::Unowned { .. })
+        ));
         assert!(!tmp.path().join(VOLUME_FILE).exists());
         let tmp = tempfile::tempdir().unwrap();
         std::fs::create_dir(tmp.path().join("lost+found")).unwrap();

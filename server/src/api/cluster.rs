@@ -16,8 +16,9 @@ use std::time::Duration;
 use kvset_proto::v1::cluster_client::ClusterClient;
 use kvset_proto::v1::cluster_server::Cluster;
 use kvset_proto::v1::{
-    AddLearnerRequest, AddLearnerResponse, Member, MemberStatus, MembersRequest, MembersResponse, PromoteRequest,
-    PromoteResponse, RemoveRequest, RemoveResponse, Role, StatusRequest, StatusResponse,
+    AddLearnerRequest, AddLearnerResponse, Member, MemberStatus, MembersRequest, MembersResponse,
+    PromoteRequest, PromoteResponse, RemoveRequest, RemoveResponse, Role, StatusRequest,
+    StatusResponse,
 };
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
@@ -45,8 +46,12 @@ impl ClusterService {
         if m.state == ServerState::Leader {
             return Ok(None);
         }
-        let (_, leader) = self.node.leader().ok_or(ApiError::NoLeader { member: self.node.name() })?;
-        Ok(Some(ClusterClient::new(self.node.client_channel(&leader.client_addr)?)))
+        let (_, leader) = self.node.leader().ok_or(ApiError::NoLeader {
+            member: self.node.name(),
+        })?;
+        Ok(Some(ClusterClient::new(
+            self.node.client_channel(&leader.client_addr)?,
+        )))
     }
 
     fn members_of(m: &RaftMetrics) -> Vec<Member> {
@@ -64,15 +69,23 @@ impl ClusterService {
             .collect()
     }
 
-    fn membership_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, MemberNode>>) -> Status {
+    fn membership_error(
+        &self,
+        e: RaftError<NodeId, ClientWriteError<NodeId, MemberNode>>,
+    ) -> Status {
         match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
-                ApiError::NoLeader { member: self.node.name() }.into()
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ApiError::NoLeader {
+                member: self.node.name(),
             }
+            .into(),
             RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
                 ApiError::FailedPrecondition(format!("membership change refused: {e}")).into()
             }
-            RaftError::Fatal(e) => ApiError::RaftStopped { member: self.node.name(), reason: e.to_string() }.into(),
+            RaftError::Fatal(e) => ApiError::RaftStopped {
+                member: self.node.name(),
+                reason: e.to_string(),
+            }
+            .into(),
         }
     }
 
@@ -97,9 +110,16 @@ impl ClusterService {
             )));
         }
         if member.client_addr.is_empty() || member.peer_addr.is_empty() {
-            return Err(invalid(format!("member {} needs client_addr and peer_addr", member.name)));
+            return Err(invalid(format!(
+                "member {} needs client_addr and peer_addr",
+                member.name
+            )));
         }
-        Ok(MemberNode { name: member.name.clone(), client_addr: member.client_addr.clone(), peer_addr: member.peer_addr.clone() })
+        Ok(MemberNode {
+            name: member.name.clone(),
+            client_addr: member.client_addr.clone(),
+            peer_addr: member.peer_addr.clone(),
+        })
     }
 
     /// Asks `ids` for their status; returns those that answered as members of our cluster.
@@ -112,11 +132,21 @@ impl ClusterService {
                 alive.insert(*id);
                 continue;
             }
-            let Some(node) = m.membership_config.membership().get_node(id) else { continue };
-            let Ok(channel) = self.node.client_channel(&node.client_addr) else { continue };
+            let Some(node) = m.membership_config.membership().get_node(id) else {
+                continue;
+            };
+            let Ok(channel) = self.node.client_channel(&node.client_addr) else {
+                continue;
+            };
             let mut client = ClusterClient::new(channel);
-            if let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(2), client.status(StatusRequest {})).await {
-                if resp.into_inner().header.is_some_and(|h| h.cluster_id == mine) {
+            if let Ok(Ok(resp)) =
+                tokio::time::timeout(Duration::from_secs(2), client.status(StatusRequest {})).await
+            {
+                if resp
+                    .into_inner()
+                    .header
+                    .is_some_and(|h| h.cluster_id == mine)
+                {
                     alive.insert(*id);
                 }
             }
@@ -138,16 +168,26 @@ fn role_name(role: Role) -> &'static str {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let m = self.node.metrics();
-        let committed = self.node.raft.with_raft_state(|s| s.committed).await.ok().flatten();
+        let committed = self
+            .node
+            .raft
+            .with_raft_state(|s| s.committed)
+            .await
+            .ok()
+            .flatten();
         let commit_index = committed.map(|l| l.index).unwrap_or(0);
         let revision = self.node.state_machine.revision();
-        let state_hash = self
-            .node
-            .state_machine
-            .state_hash()
-            .map_err(|e| Status::from(ApiError::Storage { member: self.node.name(), source: e }))?;
+        let state_hash = self.node.state_machine.state_hash().map_err(|e| {
+            Status::from(ApiError::Storage {
+                member: self.node.name(),
+                source: e,
+            })
+        })?;
         let role = Node::role_of(m.state);
         let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
         let members = Self::members_of(&m)
@@ -163,7 +203,11 @@ impl Cluster for ClusterService {
                 } else {
                     Role::Learner
                 };
-                let matched = m.replication.as_ref().and_then(|r| r.get(&id).copied().flatten()).map(|l| l.index);
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).copied().flatten())
+                    .map(|l| l.index);
                 let last = m.last_log_index.unwrap_or(0);
                 let (matched_index, lag, healthy) = match (&m.replication, matched) {
                     (Some(_), _) if id == self.node.id() => (last, 0, true),
@@ -174,7 +218,13 @@ impl Cluster for ClusterService {
                     (Some(_), None) => (0, last, false),
                     (None, _) => (0, 0, id == self.node.id()),
                 };
-                MemberStatus { member: Some(member), role: role as i32, matched_index, lag, healthy }
+                MemberStatus {
+                    member: Some(member),
+                    role: role as i32,
+                    matched_index,
+                    lag,
+                    healthy,
+                }
             })
             .collect();
         tracing::trace!(role = role_name(role), "status");
@@ -197,21 +247,36 @@ impl Cluster for ClusterService {
         }))
     }
 
-    async fn members(&self, _request: Request<MembersRequest>) -> Result<Response<MembersResponse>, Status> {
+    async fn members(
+        &self,
+        _request: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
         let revision = self.node.state_machine.revision();
-        Ok(Response::new(MembersResponse { header: Some(self.node.header(revision)), members: self.answer_members() }))
+        Ok(Response::new(MembersResponse {
+            header: Some(self.node.header(revision)),
+            members: self.answer_members(),
+        }))
     }
 
-    async fn add_learner(&self, request: Request<AddLearnerRequest>) -> Result<Response<AddLearnerResponse>, Status> {
+    async fn add_learner(
+        &self,
+        request: Request<AddLearnerRequest>,
+    ) -> Result<Response<AddLearnerResponse>, Status> {
         self.node.check_serving()?;
         if let Some(mut leader) = self.leader_client()? {
             return leader.add_learner(request.into_inner()).await;
         }
         let req = request.into_inner();
-        let member = req.member.ok_or_else(|| Status::invalid_argument("AddLearner needs `member`"))?;
+        let member = req
+            .member
+            .ok_or_else(|| Status::invalid_argument("AddLearner needs `member`"))?;
         let node = self.check_member(&member)?;
         let m = self.node.metrics();
-        let is_voter = m.membership_config.membership().voter_ids().any(|v| v == member.id);
+        let is_voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == member.id);
         if is_voter {
             if member.id == self.node.id() {
                 return Err(Status::failed_precondition(format!(
@@ -223,15 +288,29 @@ impl Cluster for ClusterService {
             // catches up again.
             tracing::warn!(member = %member.name, "a voter asked to join again (volume lost?); demoting it to learner first");
             let demote = ChangeMembers::RemoveVoters(BTreeSet::from([member.id]));
-            self.node.raft.change_membership(demote, true).await.map_err(|e| self.membership_error(e))?;
+            self.node
+                .raft
+                .change_membership(demote, true)
+                .await
+                .map_err(|e| self.membership_error(e))?;
         }
         tracing::info!(member = %node, wait = req.wait_caught_up, "adding learner");
-        self.node.raft.add_learner(member.id, node, req.wait_caught_up).await.map_err(|e| self.membership_error(e))?;
+        self.node
+            .raft
+            .add_learner(member.id, node, req.wait_caught_up)
+            .await
+            .map_err(|e| self.membership_error(e))?;
         let revision = self.node.state_machine.revision();
-        Ok(Response::new(AddLearnerResponse { header: Some(self.node.header(revision)), members: self.answer_members() }))
+        Ok(Response::new(AddLearnerResponse {
+            header: Some(self.node.header(revision)),
+            members: self.answer_members(),
+        }))
     }
 
-    async fn promote(&self, request: Request<PromoteRequest>) -> Result<Response<PromoteResponse>, Status> {
+    async fn promote(
+        &self,
+        request: Request<PromoteRequest>,
+    ) -> Result<Response<PromoteResponse>, Status> {
         self.node.check_serving()?;
         if let Some(mut leader) = self.leader_client()? {
             return leader.promote(request.into_inner()).await;
@@ -240,18 +319,31 @@ impl Cluster for ClusterService {
         let m = self.node.metrics();
         let membership = m.membership_config.membership();
         if membership.get_node(&id).is_none() {
-            return Err(ApiError::NotFound(format!("member {id} is not in the cluster; add it as a learner first")).into());
+            return Err(ApiError::NotFound(format!(
+                "member {id} is not in the cluster; add it as a learner first"
+            ))
+            .into());
         }
         if !membership.voter_ids().any(|v| v == id) {
             tracing::info!(member = id, "promoting learner to voter");
             let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
-            self.node.raft.change_membership(change, false).await.map_err(|e| self.membership_error(e))?;
+            self.node
+                .raft
+                .change_membership(change, false)
+                .await
+                .map_err(|e| self.membership_error(e))?;
         }
         let revision = self.node.state_machine.revision();
-        Ok(Response::new(PromoteResponse { header: Some(self.node.header(revision)), members: self.answer_members() }))
+        Ok(Response::new(PromoteResponse {
+            header: Some(self.node.header(revision)),
+            members: self.answer_members(),
+        }))
     }
 
-    async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
+    async fn remove(
+        &self,
+        request: Request<RemoveRequest>,
+    ) -> Result<Response<RemoveResponse>, Status> {
         self.node.check_serving()?;
         if let Some(mut leader) = self.leader_client()? {
             return leader.remove(request.into_inner()).await;
@@ -260,7 +352,9 @@ impl Cluster for ClusterService {
         let m = self.node.metrics();
         let membership = m.membership_config.membership();
         let Some(target) = membership.get_node(&req.id).cloned() else {
-            return Err(ApiError::NotFound(format!("member {} is not in the cluster", req.id)).into());
+            return Err(
+                ApiError::NotFound(format!("member {} is not in the cluster", req.id)).into(),
+            );
         };
         let highest = membership.nodes().map(|(id, _)| *id).max().unwrap_or(0);
         if req.id != highest && !req.any_order {
@@ -273,7 +367,8 @@ impl Cluster for ClusterService {
         }
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let change = if voters.contains(&req.id) {
-            let remaining: BTreeSet<NodeId> = voters.iter().copied().filter(|v| *v != req.id).collect();
+            let remaining: BTreeSet<NodeId> =
+                voters.iter().copied().filter(|v| *v != req.id).collect();
             if remaining.is_empty() {
                 return Err(ApiError::FailedPrecondition(format!(
                     "{} is the last voter; removing it would leave no cluster",
@@ -299,8 +394,15 @@ impl Cluster for ClusterService {
             ChangeMembers::RemoveNodes(BTreeSet::from([req.id]))
         };
         tracing::info!(member = %target.name, "removing member");
-        self.node.raft.change_membership(change, false).await.map_err(|e| self.membership_error(e))?;
+        self.node
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
         let revision = self.node.state_machine.revision();
-        Ok(Response::new(RemoveResponse { header: Some(self.node.header(revision)), members: self.answer_members() }))
+        Ok(Response::new(RemoveResponse {
+            header: Some(self.node.header(revision)),
+            members: self.answer_members(),
+        }))
     }
 }

@@ -21,7 +21,9 @@ pub enum ApiError {
     #[error("{member} is not the leader; the leader is {} at {}", leader.name, leader.client_addr)]
     NotLeader { member: String, leader: MemberNode },
     /// No leader is known right now.
-    #[error("{member} knows no leader right now (election in progress or no quorum); retry shortly")]
+    #[error(
+        "{member} knows no leader right now (election in progress or no quorum); retry shortly"
+    )]
     NoLeader { member: String },
     /// The member is shutting down.
     #[error("{0} is shutting down; retry on another member")]
@@ -64,9 +66,9 @@ impl From<ApiError> for Status {
                 }
                 status
             }
-            ApiError::NoLeader { .. } | ApiError::ShuttingDown(_) | ApiError::RaftStopped { .. } => {
-                Status::unavailable(message)
-            }
+            ApiError::NoLeader { .. }
+            | ApiError::ShuttingDown(_)
+            | ApiError::RaftStopped { .. } => Status::unavailable(message),
             ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
             ApiError::NotFound(_) => Status::not_found(message),
             ApiError::Timeout(_) => Status::deadline_exceeded(message),
@@ -78,5 +80,6 @@ impl From<ApiError> for Status {
 
 /// True for status codes after which a forwarded write is known not to have been applied.
 pub fn is_transport_failure(status: &Status) -> bool {
-    matches!(status.code(), Code::Unavailable) && status.metadata().get(LEADER_METADATA_KEY).is_none()
+    matches!(status.code(), Code::Unavailable)
+        && status.metadata().get(LEADER_METADATA_KEY).is_none()
 }

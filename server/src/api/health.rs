@@ -24,12 +24,18 @@ const KV_SERVICE: &str = "kvset.v1.KV";
 
 /// Keeps the reporter's statuses in step with the node until shutdown completes.
 pub async fn report_health(node: Arc<Node>, reporter: HealthReporter) {
-    reporter.set_service_status(LIVENESS, ServingStatus::Serving).await;
+    reporter
+        .set_service_status(LIVENESS, ServingStatus::Serving)
+        .await;
     let mut last = None;
     loop {
         let ready = node.is_ready();
         if last != Some(ready) {
-            let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+            let status = if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
             reporter.set_service_status(READINESS, status).await;
             reporter.set_service_status(KV_SERVICE, status).await;
             tracing::info!(ready, "readiness changed");

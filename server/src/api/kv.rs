@@ -15,8 +15,8 @@ use kvset_proto::raft::{command_result, log_command, CommandResult, LogCommand};
 use kvset_proto::v1::kv_client::KvClient;
 use kvset_proto::v1::kv_server::Kv;
 use kvset_proto::v1::{
-    Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, TxnRequest, TxnResponse,
+    Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -42,7 +42,11 @@ impl KvService {
     }
 
     fn storage_error(&self, source: crate::store::StoreError) -> Status {
-        ApiError::Storage { member: self.node.name(), source }.into()
+        ApiError::Storage {
+            member: self.node.name(),
+            source,
+        }
+        .into()
     }
 
     /// Proposes `command`; on a follower forwards the original request with `forward`.
@@ -61,7 +65,11 @@ impl KvService {
             Ok(WriteOutcome::Applied(result)) => Ok(result),
             Ok(WriteOutcome::NotLeader(leader)) => {
                 if !self.node.config.forward_writes || forwarded {
-                    return Err(Err(ApiError::NotLeader { member: self.node.name(), leader }.into()));
+                    return Err(Err(ApiError::NotLeader {
+                        member: self.node.name(),
+                        leader,
+                    }
+                    .into()));
                 }
                 Err(self.forward(leader, request, forward).await)
             }
@@ -81,14 +89,26 @@ impl KvService {
     {
         let channel = self.node.client_channel(&leader.client_addr)?;
         let mut forwarded = Request::new(request.into_inner());
-        forwarded.metadata_mut().insert(FORWARDED_KEY, tonic::metadata::MetadataValue::from_static("1"));
+        forwarded.metadata_mut().insert(
+            FORWARDED_KEY,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
         forwarded.set_timeout(Duration::from_secs(30));
         tracing::debug!(leader = %leader.name, "forwarding write to the leader");
-        call(KvClient::new(channel).max_decoding_message_size(usize::MAX), forwarded).await.map_err(|status| {
+        call(
+            KvClient::new(channel).max_decoding_message_size(usize::MAX),
+            forwarded,
+        )
+        .await
+        .map_err(|status| {
             if status.code() == tonic::Code::Unavailable || status.code() == tonic::Code::Unknown {
                 // The leader may or may not have applied it; the client's request id makes a
                 // retry safe. Point it at the leader.
-                ApiError::NotLeader { member: self.node.name(), leader }.into()
+                ApiError::NotLeader {
+                    member: self.node.name(),
+                    leader,
+                }
+                .into()
             } else {
                 status
             }
@@ -105,7 +125,10 @@ impl KvService {
                 "unknown consistency {consistency}: use 0 (LINEARIZABLE) or 1 (STALE)"
             )));
         }
-        self.node.linearizable_barrier(READ_BARRIER_TIMEOUT).await.map_err(Status::from)
+        self.node
+            .linearizable_barrier(READ_BARRIER_TIMEOUT)
+            .await
+            .map_err(Status::from)
     }
 }
 
@@ -129,9 +152,19 @@ impl Kv for KvService {
     #[tracing::instrument(name = "kv.put", skip_all, fields(key_len = request.get_ref().key.len()))]
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let req = request.get_ref();
-        self.node.config.limits.validate_put(req).map_err(ApiError::from)?;
-        let command = LogCommand { request_id: req.request_id, command: Some(log_command::Command::Put(req.clone())) };
-        let result = match self.write(request, command, |mut c, r| async move { c.put(r).await }).await {
+        self.node
+            .config
+            .limits
+            .validate_put(req)
+            .map_err(ApiError::from)?;
+        let command = LogCommand {
+            request_id: req.request_id,
+            command: Some(log_command::Command::Put(req.clone())),
+        };
+        let result = match self
+            .write(request, command, |mut c, r| async move { c.put(r).await })
+            .await
+        {
             Ok(result) => result,
             Err(forwarded) => return forwarded,
         };
@@ -146,20 +179,46 @@ impl Kv for KvService {
     #[tracing::instrument(name = "kv.get", skip_all, fields(consistency = request.get_ref().consistency))]
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let req = request.into_inner();
-        self.node.config.limits.validate_get(&req).map_err(ApiError::from)?;
+        self.node
+            .config
+            .limits
+            .validate_get(&req)
+            .map_err(ApiError::from)?;
         self.read_barrier(req.consistency).await?;
-        let revision = self.node.state_machine.revision();
-        let kv = self.node.state_machine.get(&req.key).map_err(|e| self.storage_error(e))?;
-        Ok(Response::new(GetResponse { header: Some(self.node.header(revision)), kv }))
+        let (kv, revision) = self
+            .node
+            .state_machine
+            .get_with_revision(&req.key)
+            .map_err(|e| self.storage_error(e))?;
+        Ok(Response::new(GetResponse {
+            header: Some(self.node.header(revision)),
+            kv,
+        }))
     }
 
     #[tracing::instrument(name = "kv.delete", skip_all)]
-    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         let req = request.get_ref();
-        self.node.config.limits.validate_delete(req).map_err(ApiError::from)?;
-        let command =
-            LogCommand { request_id: req.request_id, command: Some(log_command::Command::Delete(req.clone())) };
-        let result = match self.write(request, command, |mut c, r| async move { c.delete(r).await }).await {
+        self.node
+            .config
+            .limits
+            .validate_delete(req)
+            .map_err(ApiError::from)?;
+        let command = LogCommand {
+            request_id: req.request_id,
+            command: Some(log_command::Command::Delete(req.clone())),
+        };
+        let result = match self
+            .write(
+                request,
+                command,
+                |mut c, r| async move { c.delete(r).await },
+            )
+            .await
+        {
             Ok(result) => result,
             Err(forwarded) => return forwarded,
         };
@@ -172,16 +231,29 @@ impl Kv for KvService {
     }
 
     #[tracing::instrument(name = "kv.range", skip_all, fields(consistency = request.get_ref().consistency))]
-    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
         let req = request.into_inner();
-        self.node.config.limits.validate_range(&req).map_err(ApiError::from)?;
+        self.node
+            .config
+            .limits
+            .validate_range(&req)
+            .map_err(ApiError::from)?;
         self.read_barrier(req.consistency).await?;
         let max = self.node.config.limits.max_range_limit;
-        let mut resp = self.node.state_machine.range(&req, max).map_err(|e| match e {
-            e @ crate::store::StoreError::InvalidCursor { .. } => Status::invalid_argument(e.to_string()),
-            e => self.storage_error(e),
-        })?;
-        let revision = self.node.state_machine.revision();
+        let (mut resp, revision) = self
+            .node
+            .state_machine
+            .range_with_revision(&req, max)
+            .map_err(|e| {
+                if e.is_deterministic() {
+                    Status::invalid_argument(e.to_string())
+                } else {
+                    self.storage_error(e)
+                }
+            })?;
         resp.header = Some(self.node.header(revision));
         Ok(Response::new(resp))
     }
@@ -189,9 +261,19 @@ impl Kv for KvService {
     #[tracing::instrument(name = "kv.txn", skip_all, fields(compares = request.get_ref().compares.len()))]
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let req = request.get_ref();
-        self.node.config.limits.validate_txn(req).map_err(ApiError::from)?;
-        let command = LogCommand { request_id: req.request_id, command: Some(log_command::Command::Txn(req.clone())) };
-        let result = match self.write(request, command, |mut c, r| async move { c.txn(r).await }).await {
+        self.node
+            .config
+            .limits
+            .validate_txn(req)
+            .map_err(ApiError::from)?;
+        let command = LogCommand {
+            request_id: req.request_id,
+            command: Some(log_command::Command::Txn(req.clone())),
+        };
+        let result = match self
+            .write(request, command, |mut c, r| async move { c.txn(r).await })
+            .await
+        {
             Ok(result) => result,
             Err(forwarded) => return forwarded,
         };

@@ -44,19 +44,27 @@ pub struct VolumeState {
 }
 
 /// Decides the plan. `new_cluster_id` is called only when a cluster id must be minted.
-pub fn plan(ordinal: u64, volume: &VolumeState, new_cluster_id: impl FnOnce() -> String) -> StartPlan {
+pub fn plan(
+    ordinal: u64,
+    volume: &VolumeState,
+    new_cluster_id: impl FnOnce() -> String,
+) -> StartPlan {
     if volume.has_raft_state {
         return StartPlan::Rejoin;
     }
     if ordinal == 0 {
         return match &volume.cluster_id {
             // Crashed between recording the id and initializing: finish with the same id.
-            Some(id) if volume.minted_here => StartPlan::Initialize { cluster_id: id.clone() },
+            Some(id) if volume.minted_here => StartPlan::Initialize {
+                cluster_id: id.clone(),
+            },
             // kv-0 was wiped and replaced by a volume that learned its id from the cluster
             // (a re-join of a wiped kv-0): join like any other member.
             Some(_) => StartPlan::Join,
             None if volume.existing_cluster.is_some() => StartPlan::Join,
-            None => StartPlan::Initialize { cluster_id: new_cluster_id() },
+            None => StartPlan::Initialize {
+                cluster_id: new_cluster_id(),
+            },
         };
     }
     StartPlan::Join
@@ -72,25 +80,45 @@ mod tests {
     use super::*;
 
     fn vol(cluster_id: Option<&str>, has_raft_state: bool, minted_here: bool) -> VolumeState {
-        VolumeState { cluster_id: cluster_id.map(str::to_string), has_raft_state, minted_here, existing_cluster: None }
+        VolumeState {
+            cluster_id: cluster_id.map(str::to_string),
+            has_raft_state,
+            minted_here,
+            existing_cluster: None,
+        }
     }
 
     #[test]
     fn ordinal_zero_on_an_empty_volume_initializes() {
-        assert_eq!(plan(0, &vol(None, false, false), || "c1".into()), StartPlan::Initialize { cluster_id: "c1".into() });
+        assert_eq!(
+            plan(0, &vol(None, false, false), || "c1".into()),
+            StartPlan::Initialize {
+                cluster_id: "c1".into()
+            }
+        );
     }
 
     #[test]
     fn higher_ordinals_on_an_empty_volume_join() {
         for ordinal in [1, 2, 7] {
-            assert_eq!(plan(ordinal, &vol(None, false, false), || panic!("must not mint")), StartPlan::Join);
+            assert_eq!(
+                plan(ordinal, &vol(None, false, false), || panic!(
+                    "must not mint"
+                )),
+                StartPlan::Join
+            );
         }
     }
 
     #[test]
     fn any_member_with_raft_state_rejoins_and_never_initializes() {
         for ordinal in [0, 1, 2] {
-            assert_eq!(plan(ordinal, &vol(Some("c1"), true, ordinal == 0), || panic!("must not mint")), StartPlan::Rejoin);
+            assert_eq!(
+                plan(ordinal, &vol(Some("c1"), true, ordinal == 0), || panic!(
+                    "must not mint"
+                )),
+                StartPlan::Rejoin
+            );
         }
     }
 
@@ -99,12 +127,24 @@ mod tests {
         // kv-0 crashed after recording its minted id: initialize again with the same id.
         assert_eq!(
             plan(0, &vol(Some("c1"), false, true), || panic!("must not mint")),
-            StartPlan::Initialize { cluster_id: "c1".into() }
+            StartPlan::Initialize {
+                cluster_id: "c1".into()
+            }
         );
         // A joiner crashed after learning the id: ask to join again.
-        assert_eq!(plan(2, &vol(Some("c1"), false, false), || panic!("must not mint")), StartPlan::Join);
+        assert_eq!(
+            plan(2, &vol(Some("c1"), false, false), || panic!(
+                "must not mint"
+            )),
+            StartPlan::Join
+        );
         // A wiped kv-0 that learned the id from the cluster joins rather than forking a new cluster.
-        assert_eq!(plan(0, &vol(Some("c1"), false, false), || panic!("must not mint")), StartPlan::Join);
+        assert_eq!(
+            plan(0, &vol(Some("c1"), false, false), || panic!(
+                "must not mint"
+            )),
+            StartPlan::Join
+        );
     }
 
     #[test]

@@ -27,7 +27,11 @@ pub enum JoinError {
          start so it cannot disrupt the cluster. To bring it back as a new member, delete its data \
          (in Kubernetes: the PVC data-{me}) and start it again"
     )]
-    Removed { me: String, cluster: String, members: String },
+    Removed {
+        me: String,
+        cluster: String,
+        members: String,
+    },
     #[error("{0}")]
     Volume(#[from] crate::volume::VolumeError),
     #[error("shut down before joining")]
@@ -35,15 +39,26 @@ pub enum JoinError {
 }
 
 fn client(addr: &str) -> Option<ClusterClient<tonic::transport::Channel>> {
-    lazy_channel(addr, Duration::from_secs(1)).ok().map(ClusterClient::new)
+    lazy_channel(addr, Duration::from_secs(1))
+        .ok()
+        .map(ClusterClient::new)
 }
 
 /// Asks each candidate for its cluster id; the first non-empty answer wins.
-pub async fn probe_cluster_id(candidates: &[MemberNode], timeout: Duration) -> Option<(String, MemberNode)> {
+pub async fn probe_cluster_id(
+    candidates: &[MemberNode],
+    timeout: Duration,
+) -> Option<(String, MemberNode)> {
     for candidate in candidates {
-        let Some(mut c) = client(&candidate.client_addr) else { continue };
+        let Some(mut c) = client(&candidate.client_addr) else {
+            continue;
+        };
         if let Ok(Ok(resp)) = tokio::time::timeout(timeout, c.status(StatusRequest {})).await {
-            let id = resp.into_inner().header.map(|h| h.cluster_id).unwrap_or_default();
+            let id = resp
+                .into_inner()
+                .header
+                .map(|h| h.cluster_id)
+                .unwrap_or_default();
             if !id.is_empty() {
                 return Some((id, candidate.clone()));
             }
@@ -59,15 +74,18 @@ pub async fn join(
     candidates: Vec<MemberNode>,
     mut record_cluster_id: impl FnMut(&str) -> Result<(), crate::volume::VolumeError>,
 ) -> Result<(), JoinError> {
-    let me = node.config.peers.member(&node.config.identity).expect("own address is resolvable");
+    let me = node
+        .config
+        .peers
+        .member(&node.config.identity)
+        .expect("own address is resolvable");
     let mut backoff = Duration::from_millis(200);
+    // Never conclude from the local membership alone that joining is done: a member whose
+    // volume was wiped may receive the log (and see itself as a voter in it) before the leader
+    // has demoted it. Only a completed AddLearner + Promote round counts.
     loop {
         if node.is_shutting_down() {
             return Err(JoinError::ShutDown);
-        }
-        if is_voter(&node) {
-            tracing::info!("joined the cluster as a voter");
-            return Ok(());
         }
         if node.cluster_id.get().is_none() {
             if let Some((id, from)) = probe_cluster_id(&candidates, Duration::from_secs(2)).await {
@@ -79,15 +97,17 @@ pub async fn join(
         if node.cluster_id.get().is_some() {
             for candidate in &candidates {
                 match try_join_via(&node, &me, candidate).await {
-                    Ok(()) => break,
-                    Err(e) => tracing::info!(via = %candidate.name, error = %e, "join attempt failed; trying the next member"),
+                    Ok(()) => {
+                        tracing::info!("joined the cluster as a voter");
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        tracing::info!(via = %candidate.name, error = %e, "join attempt failed; trying the next member")
+                    }
                 }
             }
         } else {
             tracing::info!("no member answered with a cluster id yet; waiting for the cluster");
-        }
-        if is_voter(&node) {
-            continue;
         }
         sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -95,11 +115,16 @@ pub async fn join(
 }
 
 fn is_voter(node: &Node) -> bool {
-    node.metrics().membership_config.membership().voter_ids().any(|v| v == node.id())
+    node.metrics()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == node.id())
 }
 
 async fn try_join_via(node: &Node, me: &MemberNode, via: &MemberNode) -> Result<(), tonic::Status> {
-    let mut c = client(&via.client_addr).ok_or_else(|| tonic::Status::invalid_argument("bad address"))?;
+    let mut c =
+        client(&via.client_addr).ok_or_else(|| tonic::Status::invalid_argument("bad address"))?;
     let member = Member {
         id: node.id(),
         name: me.name.clone(),
@@ -108,14 +133,22 @@ async fn try_join_via(node: &Node, me: &MemberNode, via: &MemberNode) -> Result<
         voter: false,
     };
     tracing::info!(via = %via.name, "asking to be added as a learner");
-    let add = c.add_learner(AddLearnerRequest { member: Some(member), wait_caught_up: true });
+    let add = c.add_learner(AddLearnerRequest {
+        member: Some(member),
+        wait_caught_up: true,
+    });
     tokio::time::timeout(Duration::from_secs(600), add)
         .await
-        .map_err(|_| tonic::Status::deadline_exceeded("catching up took longer than 10 minutes"))??;
+        .map_err(|_| {
+            tonic::Status::deadline_exceeded("catching up took longer than 10 minutes")
+        })??;
     tracing::info!(via = %via.name, "caught up as a learner; asking to be promoted to voter");
-    tokio::time::timeout(Duration::from_secs(30), c.promote(PromoteRequest { id: node.id() }))
-        .await
-        .map_err(|_| tonic::Status::deadline_exceeded("promotion took longer than 30 s"))??;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        c.promote(PromoteRequest { id: node.id() }),
+    )
+    .await
+    .map_err(|_| tonic::Status::deadline_exceeded("promotion took longer than 30 s"))??;
     // Wait for the new membership to reach this member's log.
     for _ in 0..100 {
         if is_voter(node) {
@@ -131,8 +164,12 @@ async fn try_join_via(node: &Node, me: &MemberNode, via: &MemberNode) -> Result<
 pub async fn check_still_member(node: &Node, candidates: &[MemberNode]) -> Result<(), JoinError> {
     let mine = node.cluster_id.get().cloned().unwrap_or_default();
     for candidate in candidates {
-        let Some(mut c) = client(&candidate.client_addr) else { continue };
-        let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(2), c.members(MembersRequest {})).await else {
+        let Some(mut c) = client(&candidate.client_addr) else {
+            continue;
+        };
+        let Ok(Ok(resp)) =
+            tokio::time::timeout(Duration::from_secs(2), c.members(MembersRequest {})).await
+        else {
             continue;
         };
         let resp = resp.into_inner();
@@ -143,8 +180,17 @@ pub async fn check_still_member(node: &Node, candidates: &[MemberNode]) -> Resul
         if resp.members.iter().any(|m| m.id == node.id()) {
             return Ok(());
         }
-        let members = resp.members.iter().map(|m| m.name.clone()).collect::<Vec<_>>().join(", ");
-        return Err(JoinError::Removed { me: node.name(), cluster, members });
+        let members = resp
+            .members
+            .iter()
+            .map(|m| m.name.clone())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(JoinError::Removed {
+            me: node.name(),
+            cluster,
+            members,
+        });
     }
     Ok(())
 }

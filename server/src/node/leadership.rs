@@ -33,7 +33,10 @@ pub struct ElectionSteering {
 
 impl ElectionSteering {
     pub fn new(raft: Raft) -> Self {
-        Self { raft, generation: Arc::default() }
+        Self {
+            raft,
+            generation: Arc::default(),
+        }
     }
 
     /// Stops elections (and heartbeats, if leading) for `duration`, then resumes by itself
@@ -110,7 +113,10 @@ pub async fn hand_off(node: &Node, target: NodeId, leaving: bool) -> Result<(), 
             }
             sleep(Duration::from_millis(25)).await;
         }
-        Err(HandOffError::Lost { target, waited: lease * 3 })
+        Err(HandOffError::Lost {
+            target,
+            waited: lease * 3,
+        })
     }
     .await;
     for id in steered {
@@ -123,33 +129,56 @@ pub async fn hand_off(node: &Node, target: NodeId, leaving: bool) -> Result<(), 
 }
 
 /// Sends one steering action to `id` (locally when `id` is this member).
-async fn steer(node: &Node, id: NodeId, action: Action, duration: Duration) -> Result<(), HandOffError> {
+async fn steer(
+    node: &Node,
+    id: NodeId,
+    action: Action,
+    duration: Duration,
+) -> Result<(), HandOffError> {
     if id == node.id() {
         match action {
             Action::Suppress => node.steering.suppress(duration),
             Action::Resume => node.steering.resume(),
-            Action::ElectNow => node
-                .steering
-                .elect_now()
-                .await
-                .map_err(|e| HandOffError::Unreachable { who: node.name(), reason: e.to_string() })?,
+            Action::ElectNow => {
+                node.steering
+                    .elect_now()
+                    .await
+                    .map_err(|e| HandOffError::Unreachable {
+                        who: node.name(),
+                        reason: e.to_string(),
+                    })?
+            }
         }
         return Ok(());
     }
-    let member = node.metrics().membership_config.membership().get_node(&id).cloned();
+    let member = node
+        .metrics()
+        .membership_config
+        .membership()
+        .get_node(&id)
+        .cloned();
     let member = member.ok_or(HandOffError::NotAVoter { target: id })?;
-    let unreachable = |reason: String| HandOffError::Unreachable { who: member.name.clone(), reason };
-    let channel = node.network.channel(&member.peer_addr).map_err(|e| unreachable(e.to_string()))?;
+    let unreachable = |reason: String| HandOffError::Unreachable {
+        who: member.name.clone(),
+        reason,
+    };
+    let channel = node
+        .network
+        .channel(&member.peer_addr)
+        .map_err(|e| unreachable(e.to_string()))?;
     let request = ElectionRequest {
         cluster_id: node.cluster_id.get().cloned().unwrap_or_default(),
         from: node.id(),
         action: action as i32,
         duration_ms: duration.as_millis() as u64,
     };
-    tokio::time::timeout(Duration::from_secs(2), RaftClient::new(channel).election(request))
-        .await
-        .map_err(|_| unreachable("timed out".into()))?
-        .map_err(|s| unreachable(s.message().to_string()))?;
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        RaftClient::new(channel).election(request),
+    )
+    .await
+    .map_err(|_| unreachable("timed out".into()))?
+    .map_err(|s| unreachable(s.message().to_string()))?;
     Ok(())
 }
 
@@ -169,13 +198,19 @@ pub async fn reclaim_preferred_leadership(node: Arc<Node>) {
             continue;
         }
         // Caught up: a linearizable barrier succeeds (we have applied the leader's read index).
-        if node.linearizable_barrier(Duration::from_secs(1)).await.is_err() {
+        if node
+            .linearizable_barrier(Duration::from_secs(1))
+            .await
+            .is_err()
+        {
             continue;
         }
         tracing::info!(from = ?m.current_leader, "caught up; reclaiming leadership as the preferred primary");
         match hand_off(&node, node.id(), false).await {
             Ok(()) => tracing::info!("leadership returned to the preferred primary"),
-            Err(e) => tracing::info!(error = %e, "leadership hand-off did not complete; will retry"),
+            Err(e) => {
+                tracing::info!(error = %e, "leadership hand-off did not complete; will retry")
+            }
         }
     }
 }

@@ -162,7 +162,11 @@ impl Node {
             return false;
         }
         let m = self.metrics();
-        let is_member = m.membership_config.membership().get_node(&self.id()).is_some();
+        let is_member = m
+            .membership_config
+            .membership()
+            .get_node(&self.id())
+            .is_some();
         if !is_member {
             return false;
         }
@@ -172,7 +176,11 @@ impl Node {
             let last = m.last_log_index.unwrap_or(0);
             return last.saturating_sub(applied) <= self.config.ready_max_lag;
         }
-        let is_voter = m.membership_config.membership().voter_ids().any(|v| v == self.id());
+        let is_voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.id());
         !self.seen_leader.load(Ordering::SeqCst) && is_voter
     }
 
@@ -183,12 +191,17 @@ impl Node {
             Ok(resp) => Ok(WriteOutcome::Applied(resp.data.0)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
                 Some(node) if f.leader_id != Some(self.id()) => Ok(WriteOutcome::NotLeader(node)),
-                _ => Err(ApiError::NoLeader { member: self.name() }),
+                _ => Err(ApiError::NoLeader {
+                    member: self.name(),
+                }),
             },
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(ApiError::FailedPrecondition(e.to_string()))
             }
-            Err(RaftError::Fatal(e)) => Err(ApiError::RaftStopped { member: self.name(), reason: e.to_string() }),
+            Err(RaftError::Fatal(e)) => Err(ApiError::RaftStopped {
+                member: self.name(),
+                reason: e.to_string(),
+            }),
         }
     }
 
@@ -201,20 +214,38 @@ impl Node {
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 let (leader_id, leader) = match (f.leader_id, f.leader_node) {
                     (Some(id), Some(node)) if id != self.id() => (id, node),
-                    _ => return Err(ApiError::NoLeader { member: self.name() }),
+                    _ => {
+                        return Err(ApiError::NoLeader {
+                            member: self.name(),
+                        })
+                    }
                 };
                 let mut peer = self.network.client_for(leader_id, &leader);
-                let reply: Result<Option<LogId>, RaftError<NodeId, CheckIsLeaderError<NodeId, MemberNode>>> = peer
+                let reply: Result<
+                    Option<LogId>,
+                    RaftError<NodeId, CheckIsLeaderError<NodeId, MemberNode>>,
+                > = peer
                     .call(PeerRpc::ReadIndex, &(), timeout)
                     .await
-                    .map_err(|_| ApiError::NotLeader { member: self.name(), leader: leader.clone() })?;
-                reply.map_err(|_| ApiError::NotLeader { member: self.name(), leader })?
+                    .map_err(|_| ApiError::NotLeader {
+                        member: self.name(),
+                        leader: leader.clone(),
+                    })?;
+                reply.map_err(|_| ApiError::NotLeader {
+                    member: self.name(),
+                    leader,
+                })?
             }
             Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
-                return Err(ApiError::NoLeader { member: format!("{} ({e})", self.name()) })
+                return Err(ApiError::NoLeader {
+                    member: format!("{} ({e})", self.name()),
+                })
             }
             Err(RaftError::Fatal(e)) => {
-                return Err(ApiError::RaftStopped { member: self.name(), reason: e.to_string() })
+                return Err(ApiError::RaftStopped {
+                    member: self.name(),
+                    reason: e.to_string(),
+                })
             }
         };
         if let Some(log_id) = read_log_id {
@@ -222,19 +253,28 @@ impl Node {
                 .wait(Some(timeout))
                 .applied_index_at_least(Some(log_id.index), "linearizable read")
                 .await
-                .map_err(|e| ApiError::Timeout(format!("{} did not catch up for a linearizable read: {e}", self.name())))?;
+                .map_err(|e| {
+                    ApiError::Timeout(format!(
+                        "{} did not catch up for a linearizable read: {e}",
+                        self.name()
+                    ))
+                })?;
         }
         Ok(())
     }
 
     /// A channel to another member's client port (for forwarding).
     pub fn client_channel(&self, addr: &str) -> Result<Channel, ApiError> {
-        let mut channels = self.client_channels.lock().expect("client channel cache lock poisoned");
+        let mut channels = self
+            .client_channels
+            .lock()
+            .expect("client channel cache lock poisoned");
         if let Some(ch) = channels.get(addr) {
             return Ok(ch.clone());
         }
-        let ch = lazy_channel(addr, Duration::from_secs(2))
-            .map_err(|e| ApiError::FailedPrecondition(format!("bad member address {addr:?}: {e}")))?;
+        let ch = lazy_channel(addr, Duration::from_secs(2)).map_err(|e| {
+            ApiError::FailedPrecondition(format!("bad member address {addr:?}: {e}"))
+        })?;
         channels.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }

@@ -19,12 +19,13 @@ use std::time::Duration;
 use kvset_proto::raft::raft_client::RaftClient;
 use kvset_proto::raft::RaftMessage;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::RPCTypes;
 use serde::de::DeserializeOwned;
@@ -51,7 +52,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, postcard::Error> {
 }
 
 /// Builds a lazily connecting channel to `addr` (`host:port`).
-pub fn lazy_channel(addr: &str, connect_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+pub fn lazy_channel(
+    addr: &str,
+    connect_timeout: Duration,
+) -> Result<Channel, tonic::transport::Error> {
     Ok(Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
@@ -70,7 +74,11 @@ pub struct PeerNetwork {
 
 impl PeerNetwork {
     pub fn new(me: NodeId, cluster_id: ClusterIdCell) -> Self {
-        Self { me, cluster_id, channels: Arc::default() }
+        Self {
+            me,
+            cluster_id,
+            channels: Arc::default(),
+        }
     }
 
     /// The shared channel to a peer address.
@@ -127,7 +135,11 @@ pub enum PeerRpc {
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("peer {peer} at {addr} is unreachable: {reason}")]
-    Unreachable { peer: String, addr: String, reason: String },
+    Unreachable {
+        peer: String,
+        addr: String,
+        reason: String,
+    },
     #[error("peer {peer} did not answer within {timeout:?}")]
     Timeout { peer: String, timeout: Duration },
     #[error("peer {peer} sent an undecodable reply: {reason}")]
@@ -166,10 +178,15 @@ impl PeerClient {
         };
         let reply = tokio::time::timeout(timeout, fut)
             .await
-            .map_err(|_| TransportError::Timeout { peer: self.node.name.clone(), timeout })?
+            .map_err(|_| TransportError::Timeout {
+                peer: self.node.name.clone(),
+                timeout,
+            })?
             .map_err(|status| unreachable(format!("{}: {}", status.code(), status.message())))?;
-        decode(&reply.into_inner().payload)
-            .map_err(|e| TransportError::BadReply { peer: self.node.name.clone(), reason: e.to_string() })
+        decode(&reply.into_inner().payload).map_err(|e| TransportError::BadReply {
+            peer: self.node.name.clone(),
+            reason: e.to_string(),
+        })
     }
 
     /// Sends a Raft RPC whose reply is the peer Raft's `Result<Resp, RaftError<E>>`.
@@ -185,15 +202,26 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: Error + DeserializeOwned,
     {
-        let reply: Result<Resp, RaftError<NodeId, E>> =
-            self.call(rpc, request, option.hard_ttl()).await.map_err(|e| match e {
-                TransportError::Timeout { timeout, .. } => {
-                    RPCError::Timeout(Timeout { action, id: self.me, target: self.target, timeout })
-                }
+        let reply: Result<Resp, RaftError<NodeId, E>> = self
+            .call(rpc, request, option.hard_ttl())
+            .await
+            .map_err(|e| match e {
+                TransportError::Timeout { timeout, .. } => RPCError::Timeout(Timeout {
+                    action,
+                    id: self.me,
+                    target: self.target,
+                    timeout,
+                }),
                 TransportError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
                 TransportError::BadReply { .. } => RPCError::Network(NetworkError::new(&e)),
             })?;
-        reply.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
+        reply.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
     }
 }
 
@@ -202,15 +230,24 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MemberNode, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MemberNode, RaftError<NodeId>>>
+    {
         let n = rpc.entries.len() as u64;
         if n > 1 {
             let size: usize = rpc.entries.iter().map(entry_size_hint).sum();
             if size > MAX_PEER_MESSAGE_BYTES / 2 {
-                return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(n / 2)));
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(n / 2),
+                ));
             }
         }
-        self.raft_call(PeerRpc::AppendEntries, RPCTypes::AppendEntries, &rpc, &option).await
+        self.raft_call(
+            PeerRpc::AppendEntries,
+            RPCTypes::AppendEntries,
+            &rpc,
+            &option,
+        )
+        .await
     }
 
     async fn install_snapshot(
@@ -221,7 +258,13 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, MemberNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.raft_call(PeerRpc::InstallSnapshot, RPCTypes::InstallSnapshot, &rpc, &option).await
+        self.raft_call(
+            PeerRpc::InstallSnapshot,
+            RPCTypes::InstallSnapshot,
+            &rpc,
+            &option,
+        )
+        .await
     }
 
     async fn vote(
@@ -229,7 +272,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, MemberNode, RaftError<NodeId>>> {
-        self.raft_call(PeerRpc::Vote, RPCTypes::Vote, &rpc, &option).await
+        self.raft_call(PeerRpc::Vote, RPCTypes::Vote, &rpc, &option)
+            .await
     }
 }
 

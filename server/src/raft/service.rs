@@ -32,7 +32,11 @@ pub struct PeerService {
 
 impl PeerService {
     pub fn new(raft: Raft, cluster_id: ClusterIdCell, steering: Arc<ElectionSteering>) -> Self {
-        Self { raft, cluster_id, steering }
+        Self {
+            raft,
+            cluster_id,
+            steering,
+        }
     }
 
     fn check_cluster(&self, sender_cluster: &str, from: NodeId) -> Result<(), Status> {
@@ -48,11 +52,16 @@ impl PeerService {
     }
 
     fn decode<T: serde::de::DeserializeOwned>(message: &RaftMessage) -> Result<T, Status> {
-        decode(&message.payload).map_err(|e| Status::invalid_argument(format!("undecodable Raft payload: {e}")))
+        decode(&message.payload)
+            .map_err(|e| Status::invalid_argument(format!("undecodable Raft payload: {e}")))
     }
 }
 
-fn reply<T: serde::Serialize>(from: NodeId, cluster: &ClusterIdCell, value: &T) -> Response<RaftMessage> {
+fn reply<T: serde::Serialize>(
+    from: NodeId,
+    cluster: &ClusterIdCell,
+    value: &T,
+) -> Response<RaftMessage> {
     Response::new(RaftMessage {
         cluster_id: cluster.get().cloned().unwrap_or_default(),
         from,
@@ -62,7 +71,10 @@ fn reply<T: serde::Serialize>(from: NodeId, cluster: &ClusterIdCell, value: &T) 
 
 #[tonic::async_trait]
 impl RaftService for PeerService {
-    async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
         self.check_cluster(&msg.cluster_id, msg.from)?;
         let rpc: AppendEntriesRequest<TypeConfig> = Self::decode(&msg)?;
@@ -74,7 +86,14 @@ impl RaftService for PeerService {
         let msg = request.into_inner();
         self.check_cluster(&msg.cluster_id, msg.from)?;
         let rpc: VoteRequest<NodeId> = Self::decode(&msg)?;
-        let is_member = self.raft.metrics().borrow().membership_config.membership().get_node(&rpc.vote.leader_id.node_id).is_some();
+        let is_member = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&rpc.vote.leader_id.node_id)
+            .is_some();
         if !is_member {
             return Err(Status::failed_precondition(format!(
                 "node {} is not a member of this cluster (it was removed, or never joined); its vote request is ignored",
@@ -85,7 +104,10 @@ impl RaftService for PeerService {
         Ok(reply(self.raft_id(), &self.cluster_id, &result))
     }
 
-    async fn install_snapshot(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
         self.check_cluster(&msg.cluster_id, msg.from)?;
         let rpc: InstallSnapshotRequest<TypeConfig> = Self::decode(&msg)?;
@@ -93,20 +115,36 @@ impl RaftService for PeerService {
         Ok(reply(self.raft_id(), &self.cluster_id, &result))
     }
 
-    async fn read_index(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn read_index(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
         self.check_cluster(&msg.cluster_id, msg.from)?;
-        let result = self.raft.get_read_log_id().await.map(|(read_log_id, _applied)| read_log_id);
+        let result = self
+            .raft
+            .get_read_log_id()
+            .await
+            .map(|(read_log_id, _applied)| read_log_id);
         Ok(reply(self.raft_id(), &self.cluster_id, &result))
     }
 
-    async fn election(&self, request: Request<ElectionRequest>) -> Result<Response<ElectionResponse>, Status> {
+    async fn election(
+        &self,
+        request: Request<ElectionRequest>,
+    ) -> Result<Response<ElectionResponse>, Status> {
         let req = request.into_inner();
         self.check_cluster(&req.cluster_id, req.from)?;
         match req.action() {
-            Action::Suppress => self.steering.suppress(std::time::Duration::from_millis(req.duration_ms.min(30_000))),
+            Action::Suppress => self.steering.suppress(std::time::Duration::from_millis(
+                req.duration_ms.min(30_000),
+            )),
             Action::Resume => self.steering.resume(),
-            Action::ElectNow => self.steering.elect_now().await.map_err(|e| Status::unavailable(e.to_string()))?,
+            Action::ElectNow => self
+                .steering
+                .elect_now()
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?,
         }
         Ok(Response::new(ElectionResponse {}))
     }

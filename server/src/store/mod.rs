@@ -1,1 +1,205 @@
-//! Durable storage: see the module essay (filled in by the storage work).
+//! Durable storage: the Raft log and the key-value state machine, on one sled database.
+//!
+//! [`Store::open`] gives a [`Store`] with two cloneable handles: a [`LogStore`] (openraft's
+//! `RaftLogStorage` and `RaftLogReader`) and a [`StateMachineStore`] (openraft's
+//! `RaftStateMachine`, plus the read API the server uses directly: `get`, `range`, `revision`,
+//! `state_hash`, …). Clones share one state, so the server can read while openraft applies.
+//!
+//! # On-disk layout
+//!
+//! ```text
+//! <data_dir>/
+//!   sled/                 one sled::Db (sled's own files: conf, db, blobs/, snap.*)
+//!     tree "store"        store-level records
+//!       format            u32 BE, the layout version (STORE_FORMAT)
+//!       sm_generation     u64 BE, which sm.<generation> tree is live
+//!     tree "log"          u64 BE log index -> postcard(openraft Entry)
+//!     tree "raft"         vote | committed | last_purged -> postcard
+//!     tree "sm.<gen>"     the state machine, 16 hex digits of generation; one namespace byte:
+//!       k<user key>         -> 0x01, create_revision, mod_revision, version (i64 BE), value
+//!       d<client id BE>     -> postcard(ClientRecord): last sequence, its log index, its result
+//!       e<log index BE><client id BE> -> empty: dedup eviction order
+//!       m/state             -> postcard(SmMeta): last applied, membership, revision, counters
+//!   snapshot/current      the current snapshot: meta + data + CRC-32, replaced atomically
+//! ```
+//!
+//! Byte layouts are spelled out in `codec.rs`, the snapshot data in `snapshot.rs`, the snapshot
+//! file in `snapfile.rs`.
+//!
+//! # Durability
+//!
+//! A write is acknowledged by Raft once a quorum has it in its log, so the log is what must
+//! survive: power loss included, not only a process crash.
+//!
+//! - The log store appends a batch of entries with one sled batch and then one durable sync
+//!   before telling openraft they are flushed; `save_vote` syncs before it returns. sled's own
+//!   `flush()` is not enough (no drive-cache flush, no metadata, and no fsync at all for values
+//!   over ~128 KiB, which sled keeps in separate blob files); `durable.rs` explains the gap and
+//!   closes it with `fdatasync` of sled's data file and `fsync` of new blob files and their
+//!   directory.
+//! - The state machine applies each batch of entries as one atomic sled batch without a sync
+//!   of its own: after a crash it may be behind, and openraft re-applies committed entries
+//!   from the log. Before openraft may purge log entries, the state they produced is durable in
+//!   the snapshot file (written with fsync + rename + directory fsync when the snapshot is
+//!   built); opening rebuilds the state machine from that file if sled's copy is behind it.
+//! - Installing a snapshot stores the snapshot file first, then fills a fresh `sm.<gen+1>`
+//!   tree, syncs, and switches `sm_generation` atomically. A crash before the switch leaves the
+//!   old tree live and the newer snapshot file, which the next open installs again.
+//! - Applying is deterministic (`kv.rs`, `dedup.rs`): the same log gives the same bytes on
+//!   every replica, so replicas agree without comparing data; `state_hash` lets a checker
+//!   verify it.
+//!
+//! # Errors
+//!
+//! [`StoreError`] separates deterministic outcomes from failures (see `error.rs`). A command
+//! whose compare fails, or that deletes nothing, is a result, never an error. Any error that
+//! reaches openraft is fatal to the node, on purpose: a replica that cannot write must stop
+//! rather than diverge.
+//!
+//! # Left out, deliberately
+//!
+//! - No MVCC history: only the latest version of each key is kept, so there are no reads at a
+//!   past revision and no watch. Revisions are metadata, as in etcd's responses, not versions.
+//! - No compaction of sled beyond what sled does itself; no per-key TTL or leases.
+//! - Snapshots are built and installed in memory (openraft 0.9's `SnapshotData` is a
+//!   `Cursor<Vec<u8>>`), so a replica needs memory for about twice its data to snapshot. Fine
+//!   for the data sizes kvset is for; a streaming format would need openraft's newer API.
+//! - Range `count` scans the whole range (except for the range of all keys, whose count is
+//!   kept), so paging through a huge range costs a scan per page.
+//! - The dedup table stores whole results; a client whose last write returned a large Txn
+//!   range keeps that answer until its next write.
+//! - sled 0.34's own internal crash-consistency (segment reuse, its `snap.*` files) is trusted
+//!   as it is; only its missing fsyncs are filled in.
+
+mod codec;
+mod cursor;
+mod dedup;
+mod durable;
+mod error;
+mod kv;
+mod log;
+mod snapfile;
+mod snapshot;
+mod state_machine;
+mod view;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use dedup::MAX_CLIENTS as MAX_DEDUP_CLIENTS;
+pub use error::StoreError;
+pub use kv::TXN_RANGE_DEFAULT_LIMIT;
+pub use log::LogStore;
+pub use snapshot::SNAPSHOT_FORMAT;
+pub use state_machine::{SnapshotBuilder, StateDigest, StateMachineStore};
+
+use durable::Durability;
+
+/// The layout version of the data directory this build reads and writes.
+pub const STORE_FORMAT: u32 = 1;
+
+const FORMAT_KEY: &[u8] = b"format";
+/// Key in the `store` tree naming the live state-machine generation.
+const GENERATION_KEY: &[u8] = b"sm_generation";
+
+/// An opened store: the two handles openraft needs. Everything in it is cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    log: LogStore,
+    state_machine: StateMachineStore,
+    db: sled::Db,
+    durable: Arc<Durability>,
+    data_dir: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `data_dir`; see [`open`].
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        open(data_dir)
+    }
+
+    /// The Raft log and hard state, for `openraft::Raft::new`.
+    pub fn log_store(&self) -> LogStore {
+        self.log.clone()
+    }
+
+    /// The state machine, for `openraft::Raft::new` and for the server's reads.
+    pub fn state_machine(&self) -> StateMachineStore {
+        self.state_machine.clone()
+    }
+
+    /// The directory the store lives in.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Bytes on disk (sled's files and the snapshot file).
+    pub fn disk_size(&self) -> Result<u64, StoreError> {
+        self.state_machine.disk_size()
+    }
+
+    /// Makes everything written so far durable (for a clean shutdown).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.durable.sync(&self.db)
+    }
+}
+
+/// Opens (creating if needed) the store in `data_dir`.
+///
+/// Fails if another process (or another `Store` in this process) has it open: sled holds an
+/// exclusive lock until every clone of every handle is dropped.
+pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| StoreError::io("create", data_dir, e))?;
+    let sled_dir = data_dir.join("sled");
+    let db = sled::Config::new().path(&sled_dir).open()?;
+    let durable = Arc::new(Durability::open(data_dir, &sled_dir)?);
+
+    let store_tree = db.open_tree("store")?;
+    match store_tree.get(FORMAT_KEY)? {
+        None => {
+            store_tree.insert(FORMAT_KEY, &STORE_FORMAT.to_be_bytes())?;
+            durable.sync(&db)?;
+        }
+        Some(found) => {
+            let found = <[u8; 4]>::try_from(found.as_ref())
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    what: "store format record",
+                    detail: format!("{} bytes, expected 4", found.len()),
+                })?;
+            if found != STORE_FORMAT {
+                return Err(StoreError::UnsupportedFormat {
+                    what: "data directory",
+                    found,
+                    supported: STORE_FORMAT,
+                });
+            }
+        }
+    }
+
+    let log = LogStore::open(db.clone(), durable.clone())?;
+    let state_machine = StateMachineStore::open(
+        db.clone(),
+        store_tree,
+        durable.clone(),
+        &data_dir.join("snapshot"),
+    )?;
+    Ok(Store {
+        log,
+        state_machine,
+        db,
+        durable,
+        data_dir: data_dir.to_path_buf(),
+    })
+}
+
+/// Runs blocking storage work (fsync, big scans) off the async runtime's worker threads.
+async fn blocking<T, F>(work: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+}

@@ -1,0 +1,278 @@
+//! Byte layouts: how keys and records are spelled inside sled.
+//!
+//! Everything that reaches the disk goes through this file, so the on-disk format can be read in
+//! one place (the module essay in `mod.rs` has the overview):
+//!
+//! - Raft log keys: the log index as 8 bytes big-endian, so sled's byte order is index order.
+//! - State-machine keys: one namespace byte, then the rest. `k` + user key for key-values,
+//!   `d` + client id (8 bytes BE) for the dedup table, `e` + log index (8 BE) + client id (8 BE)
+//!   for its eviction order, and `m` + name for state-machine metadata.
+//! - A key-value record: format byte `1`, `create_revision`, `mod_revision`, `version` as
+//!   8-byte big-endian signed integers, then the value bytes (no copy of the key).
+//! - Structured records (log entries, vote, metadata, dedup records): postcard.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::error::StoreError;
+use kvset_proto::v1::KeyValue;
+
+/// Encodes a value with postcard; `what` names it in errors.
+pub(crate) fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_allocvec(value).map_err(StoreError::codec(what))
+}
+
+/// Decodes a postcard value; `what` names it in errors.
+pub(crate) fn decode<T: DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(StoreError::codec(what))
+}
+
+/// Reads an 8-byte big-endian integer at `at`, or reports `what` as corrupt.
+fn be_u64(what: &'static str, bytes: &[u8], at: usize) -> Result<u64, StoreError> {
+    bytes
+        .get(at..at + 8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt {
+            what,
+            detail: format!("{} bytes, expected an integer at offset {at}", bytes.len()),
+        })
+}
+
+/// Decodes a stored 8-byte big-endian integer (a counter or pointer record).
+pub(crate) fn decode_u64(what: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
+    if bytes.len() != 8 {
+        return Err(StoreError::Corrupt {
+            what,
+            detail: format!("{} bytes, expected 8", bytes.len()),
+        });
+    }
+    be_u64(what, bytes, 0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raft log
+
+/// The sled key of the log entry at `index`.
+pub(crate) fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+// ---------------------------------------------------------------------------------------------
+// State-machine namespaces
+
+/// Namespace of key-value records.
+pub(crate) const NS_KV: u8 = b'k';
+/// Namespace of dedup records, keyed by client id.
+pub(crate) const NS_CLIENT: u8 = b'd';
+/// Namespace of the dedup eviction order: (last-write log index, client id) -> empty.
+pub(crate) const NS_EVICT: u8 = b'e';
+/// The state-machine metadata record.
+pub(crate) const META_KEY: &[u8] = b"m/state";
+
+// d < e < k < (end of k) <= m: every namespace is a contiguous range of its own.
+const _: () = assert!(NS_CLIENT < NS_EVICT && NS_EVICT < NS_KV && NS_KV < b'm');
+
+/// The sled key of a user key.
+pub(crate) fn kv_key(user_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + user_key.len());
+    k.push(NS_KV);
+    k.extend_from_slice(user_key);
+    k
+}
+
+/// The user key of a key-value sled key (the inverse of [`kv_key`]).
+pub(crate) fn user_key(kv_key: &[u8]) -> &[u8] {
+    kv_key.get(1..).unwrap_or_default()
+}
+
+/// The exclusive sled upper bound for user keys below `end` (`None`: every key).
+pub(crate) fn kv_upper(end: Option<&[u8]>) -> Vec<u8> {
+    match end {
+        Some(end) => kv_key(end),
+        None => vec![NS_KV + 1],
+    }
+}
+
+/// The sled key of a client's dedup record.
+pub(crate) fn client_key(client_id: u64) -> [u8; 9] {
+    let mut k = [0; 9];
+    k[0] = NS_CLIENT;
+    k[1..].copy_from_slice(&client_id.to_be_bytes());
+    k
+}
+
+/// The sled key that orders a client for eviction by the log index of its last write.
+pub(crate) fn evict_key(log_index: u64, client_id: u64) -> [u8; 17] {
+    let mut k = [0; 17];
+    k[0] = NS_EVICT;
+    k[1..9].copy_from_slice(&log_index.to_be_bytes());
+    k[9..].copy_from_slice(&client_id.to_be_bytes());
+    k
+}
+
+/// The (log index, client id) an eviction key names.
+pub(crate) fn parse_evict_key(key: &[u8]) -> Result<(u64, u64), StoreError> {
+    if key.len() != 17 || key[0] != NS_EVICT {
+        return Err(StoreError::Corrupt {
+            what: "dedup eviction key",
+            detail: format!("{} bytes", key.len()),
+        });
+    }
+    Ok((
+        be_u64("dedup eviction key", key, 1)?,
+        be_u64("dedup eviction key", key, 9)?,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key-value records
+
+const KV_FORMAT: u8 = 1;
+const KV_HEADER: usize = 1 + 3 * 8;
+
+/// A stored key's metadata and value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct KvRecord {
+    /// Revision of the put that created the key (after it was absent).
+    pub create_revision: i64,
+    /// Revision of the last write.
+    pub mod_revision: i64,
+    /// Writes since creation; 1 after the first put.
+    pub version: i64,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+impl KvRecord {
+    /// The record's bytes.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(KV_HEADER + self.value.len());
+        b.push(KV_FORMAT);
+        b.extend_from_slice(&self.create_revision.to_be_bytes());
+        b.extend_from_slice(&self.mod_revision.to_be_bytes());
+        b.extend_from_slice(&self.version.to_be_bytes());
+        b.extend_from_slice(&self.value);
+        b
+    }
+
+    /// Parses a record's bytes.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let header = KvHeader::decode(bytes)?;
+        Ok(Self {
+            create_revision: header.create_revision,
+            mod_revision: header.mod_revision,
+            version: header.version,
+            value: bytes[KV_HEADER..].to_vec(),
+        })
+    }
+
+    /// The API's view of this record under `key`.
+    pub(crate) fn to_key_value(&self, key: &[u8], keys_only: bool) -> KeyValue {
+        KeyValue {
+            key: key.to_vec(),
+            value: if keys_only {
+                Vec::new()
+            } else {
+                self.value.clone()
+            },
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+        }
+    }
+}
+
+/// The fixed-size front of a record, for reads that do not need the value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KvHeader {
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    pub version: i64,
+}
+
+impl KvHeader {
+    /// Parses the header of a record's bytes.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        if bytes.len() < KV_HEADER || bytes[0] != KV_FORMAT {
+            return Err(StoreError::Corrupt {
+                what: "key-value record",
+                detail: format!(
+                    "{} bytes starting with {:?}, expected at least {KV_HEADER} starting with {KV_FORMAT}",
+                    bytes.len(),
+                    bytes.first()
+                ),
+            });
+        }
+        let int = |at| be_u64("key-value record", bytes, at).map(|v| v as i64);
+        Ok(Self {
+            create_revision: int(1)?,
+            mod_revision: int(9)?,
+            version: int(17)?,
+        })
+    }
+
+    /// The value part of a record's bytes whose header decoded.
+    pub(crate) fn value(bytes: &[u8]) -> &[u8] {
+        bytes.get(KV_HEADER..).unwrap_or_default()
+    }
+}
+
+/// Decodes a stored record straight into the API's `KeyValue`.
+pub(crate) fn key_value(key: &[u8], bytes: &[u8], keys_only: bool) -> Result<KeyValue, StoreError> {
+    let h = KvHeader::decode(bytes)?;
+    Ok(KeyValue {
+        key: key.to_vec(),
+        value: if keys_only {
+            Vec::new()
+        } else {
+            KvHeader::value(bytes).to_vec()
+        },
+        create_revision: h.create_revision,
+        mod_revision: h.mod_revision,
+        version: h.version,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_keys_sort_by_index() {
+        assert!(log_key(255) < log_key(256));
+        assert_eq!(decode_u64("log key", &log_key(u64::MAX)).unwrap(), u64::MAX);
+        assert!(decode_u64("log key", &[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn kv_record_round_trips() {
+        let r = KvRecord {
+            create_revision: 3,
+            mod_revision: 9,
+            version: 4,
+            value: vec![0, 255, 1],
+        };
+        let b = r.encode();
+        assert_eq!(KvRecord::decode(&b).unwrap(), r);
+        let kv = key_value(b"key", &b, true).unwrap();
+        assert_eq!(kv.value, Vec::<u8>::new());
+        assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (3, 9, 4));
+        assert!(KvRecord::decode(&b[..10]).is_err());
+        let mut wrong_format = b.clone();
+        wrong_format[0] = 7;
+        assert!(KvRecord::decode(&wrong_format).is_err());
+    }
+
+    #[test]
+    fn namespaces_do_not_overlap() {
+        assert!(kv_key(&[0xff; 8]) < kv_upper(None));
+        assert!(kv_upper(None).as_slice() <= META_KEY);
+        assert_eq!(parse_evict_key(&evict_key(7, 9)).unwrap(), (7, 9));
+        assert!(evict_key(1, u64::MAX) < evict_key(2, 0));
+        assert_eq!(user_key(&kv_key(b"abc")), b"abc");
+    }
+}

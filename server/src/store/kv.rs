@@ -1,0 +1,525 @@
+//! The key-value semantics: what a Put, Delete, Range and Txn mean (kvset.proto is the contract).
+//!
+//! Everything here is a pure function of a [`View`] and the command, so the result is the same
+//! on every replica that applied the same log (the state machine's determinism rests on it):
+//! no clocks, no randomness, no node configuration. Writes go to an [`Overlay`], never to sled.
+//!
+//! Revisions: the store has one global revision. A command that writes anything bumps it by
+//! exactly one, and all its writes carry that revision as `mod_revision` (a Txn with ten puts is
+//! one revision). A command that writes nothing (a delete that matched no key, a Txn whose
+//! branch only reads or is empty) leaves it unchanged. Per key: `create_revision` is the revision
+//! of the put that created it after it was absent, `version` counts puts since then (1 after
+//! the first), and a delete forgets the key entirely, so a later put starts over with a new
+//! `create_revision` and version 1.
+//!
+//! Commands that the API layer should have refused (empty put key, a compare whose operand
+//! does not match its target, unknown enum values, `prefix` together with `range_end`) still get
+//! a deterministic meaning here instead of an error, because an error while applying would stop
+//! the node: such a put writes nothing, such a compare is false, and `prefix` wins over
+//! `range_end`.
+
+use std::cmp::Ordering;
+
+use kvset_proto::raft::{log_command::Command, CommandResult};
+use kvset_proto::v1::{
+    compare, request_op, response_op, Compare, DeleteRequest, DeleteResponse, KeyValue, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseOp, TxnRequest, TxnResponse,
+};
+
+use super::codec::{self, KvRecord};
+use super::error::StoreError;
+use super::view::{Overlay, Scan, View};
+
+/// Page size of a Range inside a Txn whose `limit` is 0. A constant, not the server's
+/// `--max-range-limit`: the result of applying a command must not depend on a node's flags.
+pub const TXN_RANGE_DEFAULT_LIMIT: usize = 10_000;
+
+// ---------------------------------------------------------------------------------------------
+// Key ranges
+
+/// A half-open range of user keys, `[start, end)`; `end == None` means "to the last key".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeyRange {
+    pub start: Vec<u8>,
+    pub end: Option<Vec<u8>>,
+}
+
+impl KeyRange {
+    /// Exactly one key.
+    pub(crate) fn single(key: &[u8]) -> Self {
+        let mut end = key.to_vec();
+        end.push(0);
+        Self {
+            start: key.to_vec(),
+            end: Some(end),
+        }
+    }
+
+    /// Every key that starts with `prefix` (every key at all for an empty prefix).
+    pub(crate) fn prefix(prefix: &[u8]) -> Self {
+        Self {
+            start: prefix.to_vec(),
+            end: prefix_end(prefix),
+        }
+    }
+
+    /// `[start, end)`, where an empty `end` means no upper bound.
+    pub(crate) fn span(start: &[u8], end: &[u8]) -> Self {
+        Self {
+            start: start.to_vec(),
+            end: (!end.is_empty()).then(|| end.to_vec()),
+        }
+    }
+
+    /// The range a RangeRequest reads (`prefix` wins over `end`).
+    pub(crate) fn of_range(req: &RangeRequest) -> Self {
+        if req.prefix {
+            Self::prefix(&req.start)
+        } else {
+            Self::span(&req.start, &req.end)
+        }
+    }
+
+    /// The range a DeleteRequest removes, `None` when it names no key (empty key, no prefix).
+    pub(crate) fn of_delete(req: &DeleteRequest) -> Option<Self> {
+        if req.prefix {
+            Some(Self::prefix(&req.key))
+        } else if !req.range_end.is_empty() {
+            Some(Self::span(&req.key, &req.range_end))
+        } else if req.key.is_empty() {
+            None
+        } else {
+            Some(Self::single(&req.key))
+        }
+    }
+
+    /// True for the range of all keys.
+    pub(crate) fn is_everything(&self) -> bool {
+        self.start.is_empty() && self.end.is_none()
+    }
+
+    /// The range as sled keys `[lo, hi)` in the key-value namespace.
+    pub(crate) fn sled_bounds(&self) -> (Vec<u8>, Vec<u8>) {
+        (
+            codec::kv_key(&self.start),
+            codec::kv_upper(self.end.as_deref()),
+        )
+    }
+}
+
+/// The smallest key greater than every key that starts with `prefix`: drop trailing `0xff`
+/// bytes and increment the last remaining one. `None` when there is none (the prefix is empty
+/// or all `0xff`), meaning "to the last key".
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let keep = prefix.iter().rposition(|&b| b != 0xff)?;
+    let mut end = prefix[..=keep].to_vec();
+    end[keep] += 1;
+    Some(end)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+
+/// One key, or `None` when it is absent.
+pub(crate) fn get(view: &dyn View, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
+    if key.is_empty() {
+        return Ok(None);
+    }
+    view.get(&codec::kv_key(key))?
+        .map(|bytes| codec::key_value(key, &bytes, false))
+        .transpose()
+}
+
+/// A page of a range read.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Page {
+    /// At most `limit` keys, ascending.
+    pub kvs: Vec<KeyValue>,
+    /// True when keys follow the page.
+    pub more: bool,
+    /// Number of keys in the whole range (before and after the page too).
+    pub count: u64,
+}
+
+/// Reads up to `limit` keys of `range` that sort after `after` (the previous page's last key).
+///
+/// `count` needs a scan of the whole range; `known_count` skips it when the caller already
+/// knows the answer (the number of all keys, for the range of everything).
+pub(crate) fn page(
+    view: &dyn View,
+    range: &KeyRange,
+    after: Option<&[u8]>,
+    limit: usize,
+    keys_only: bool,
+    known_count: Option<u64>,
+) -> Result<Page, StoreError> {
+    let (lo, hi) = range.sled_bounds();
+    // The first sled key the page may contain: right after the cursor's key.
+    let page_lo = match after {
+        Some(after) => {
+            let mut k = codec::kv_key(after);
+            k.push(0);
+            k.max(lo.clone())
+        }
+        None => lo.clone(),
+    };
+    let mut page = Page::default();
+    let push = |page: &mut Page, k: &[u8], v: &[u8]| -> Result<Scan, StoreError> {
+        if page.kvs.len() < limit {
+            page.kvs
+                .push(codec::key_value(codec::user_key(k), v, keys_only)?);
+        } else {
+            page.more = true;
+        }
+        Ok(Scan::Continue)
+    };
+    match known_count {
+        Some(count) => {
+            page.count = count;
+            view.scan(&page_lo, &hi, &mut |k, v| {
+                push(&mut page, k, v)?;
+                Ok(if page.more {
+                    Scan::Stop
+                } else {
+                    Scan::Continue
+                })
+            })?;
+        }
+        None => view.scan(&lo, &hi, &mut |k, v| {
+            page.count += 1;
+            if k >= page_lo.as_slice() {
+                push(&mut page, k, v)?;
+            }
+            Ok(Scan::Continue)
+        })?,
+    }
+    Ok(page)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compares
+
+/// Whether `compare` holds for the key's current record (`None`: the key is absent), exactly as
+/// kvset.proto defines it: VALUE compares bytes and is false for every op on an absent key;
+/// VERSION / CREATE_REVISION / MOD_REVISION treat an absent key as 0; EXISTS supports only
+/// EQUAL and NOT_EQUAL. A missing or mismatched operand, or an unknown target or op, is false.
+pub(crate) fn compare_holds(current: Option<&KvRecord>, c: &Compare) -> bool {
+    use compare::{Op, Operand, Target};
+    let (Ok(target), Ok(op)) = (Target::try_from(c.target), Op::try_from(c.op)) else {
+        return false;
+    };
+    let number = |f: fn(&KvRecord) -> i64| current.map_or(0, f);
+    let ordering = match (target, &c.operand) {
+        (Target::Value, Some(Operand::Value(want))) => match current {
+            Some(r) => r.value.as_slice().cmp(want.as_slice()),
+            None => return false,
+        },
+        (Target::Version, Some(Operand::Version(want))) => number(|r| r.version).cmp(want),
+        (Target::CreateRevision, Some(Operand::CreateRevision(want))) => {
+            number(|r| r.create_revision).cmp(want)
+        }
+        (Target::ModRevision, Some(Operand::ModRevision(want))) => {
+            number(|r| r.mod_revision).cmp(want)
+        }
+        (Target::Exists, Some(Operand::Exists(want))) => {
+            return match op {
+                Op::Equal => current.is_some() == *want,
+                Op::NotEqual => current.is_some() != *want,
+                Op::Greater | Op::Less => false,
+            };
+        }
+        _ => return false,
+    };
+    match op {
+        Op::Equal => ordering == Ordering::Equal,
+        Op::NotEqual => ordering != Ordering::Equal,
+        Op::Greater => ordering == Ordering::Greater,
+        Op::Less => ordering == Ordering::Less,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes
+
+/// Applies one command to the overlay. `revision` and `key_count` are the state machine's
+/// counters; they are updated in place. Returns the command's result (headers left empty).
+pub(crate) fn execute(
+    ov: &mut Overlay<'_>,
+    revision: &mut i64,
+    key_count: &mut u64,
+    command: Option<&Command>,
+) -> Result<CommandResult, StoreError> {
+    use kvset_proto::raft::command_result::Result as R;
+    let mut exec = Exec {
+        ov,
+        key_count,
+        rev: *revision + 1,
+        wrote: false,
+    };
+    let result = match command {
+        Some(Command::Put(req)) => Some(R::Put(exec.put(req)?)),
+        Some(Command::Delete(req)) => Some(R::Delete(exec.delete(req)?)),
+        Some(Command::Txn(req)) => Some(R::Txn(exec.txn(req)?)),
+        None => None,
+    };
+    if exec.wrote {
+        *revision = exec.rev;
+    }
+    Ok(CommandResult {
+        revision: *revision,
+        result,
+    })
+}
+
+/// One command in progress: the revision its writes get and whether it wrote yet.
+struct Exec<'a, 't> {
+    ov: &'a mut Overlay<'t>,
+    key_count: &'a mut u64,
+    /// The revision this command's writes carry (current revision + 1).
+    rev: i64,
+    wrote: bool,
+}
+
+impl Exec<'_, '_> {
+    /// The revision a read inside this command observes.
+    fn visible_revision(&self) -> i64 {
+        if self.wrote {
+            self.rev
+        } else {
+            self.rev - 1
+        }
+    }
+
+    fn record(&self, key: &[u8]) -> Result<Option<KvRecord>, StoreError> {
+        if key.is_empty() {
+            return Ok(None);
+        }
+        self.ov
+            .get(&codec::kv_key(key))?
+            .map(|b| KvRecord::decode(&b))
+            .transpose()
+    }
+
+    fn put(&mut self, req: &PutRequest) -> Result<PutResponse, StoreError> {
+        if req.key.is_empty() {
+            return Ok(PutResponse::default());
+        }
+        let old = self.record(&req.key)?;
+        let new = KvRecord {
+            create_revision: old.as_ref().map_or(self.rev, |o| o.create_revision),
+            mod_revision: self.rev,
+            version: old.as_ref().map_or(1, |o| o.version + 1),
+            value: req.value.clone(),
+        };
+        if old.is_none() {
+            *self.key_count += 1;
+        }
+        self.ov.put(codec::kv_key(&req.key), new.encode());
+        self.wrote = true;
+        Ok(PutResponse {
+            header: None,
+            prev_kv: old
+                .filter(|_| req.prev_kv)
+                .map(|o| o.to_key_value(&req.key, false)),
+        })
+    }
+
+    fn delete(&mut self, req: &DeleteRequest) -> Result<DeleteResponse, StoreError> {
+        let Some(range) = KeyRange::of_delete(req) else {
+            return Ok(DeleteResponse::default());
+        };
+        let (lo, hi) = range.sled_bounds();
+        let mut doomed: Vec<Vec<u8>> = Vec::new();
+        let mut prev_kvs = Vec::new();
+        self.ov.scan(&lo, &hi, &mut |k, v| {
+            if req.prev_kv {
+                prev_kvs.push(codec::key_value(codec::user_key(k), v, false)?);
+            }
+            doomed.push(k.to_vec());
+            Ok(Scan::Continue)
+        })?;
+        let deleted = doomed.len();
+        for k in doomed {
+            self.ov.remove(k);
+        }
+        if deleted > 0 {
+            *self.key_count = self.key_count.saturating_sub(deleted as u64);
+            self.wrote = true;
+        }
+        Ok(DeleteResponse {
+            header: None,
+            deleted: deleted as i64,
+            prev_kvs,
+        })
+    }
+
+    fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
+        let range = KeyRange::of_range(req);
+        let limit = if req.limit > 0 {
+            usize::try_from(req.limit).unwrap_or(usize::MAX)
+        } else {
+            TXN_RANGE_DEFAULT_LIMIT
+        };
+        let known = range.is_everything().then_some(*self.key_count);
+        let page = page(&*self.ov, &range, None, limit, req.keys_only, known)?;
+        Ok(RangeResponse {
+            header: None,
+            kvs: page.kvs,
+            more: page.more,
+            next_cursor: Vec::new(),
+            count: page.count as i64,
+            first_page_revision: self.visible_revision(),
+        })
+    }
+
+    fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, StoreError> {
+        let mut succeeded = true;
+        for c in &req.compares {
+            if !compare_holds(self.record(&c.key)?.as_ref(), c) {
+                succeeded = false;
+                break;
+            }
+        }
+        let branch = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
+        let mut responses = Vec::with_capacity(branch.len());
+        for op in branch {
+            let response = match &op.request {
+                Some(request_op::Request::Put(p)) => Some(response_op::Response::Put(self.put(p)?)),
+                Some(request_op::Request::Delete(d)) => {
+                    Some(response_op::Response::Delete(self.delete(d)?))
+                }
+                Some(request_op::Request::Range(r)) => {
+                    Some(response_op::Response::Range(self.range(r)?))
+                }
+                None => None,
+            };
+            responses.push(ResponseOp { response });
+        }
+        Ok(TxnResponse {
+            header: None,
+            succeeded,
+            responses,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use compare::{Op, Operand, Target};
+
+    #[test]
+    fn prefix_end_handles_0xff() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[0x61, 0xff]), Some(vec![0x62]));
+        assert_eq!(prefix_end(&[0x01, 0xff, 0xff]), Some(vec![0x02]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+
+    #[test]
+    fn delete_ranges() {
+        let d = |key: &[u8], end: &[u8], prefix| DeleteRequest {
+            key: key.to_vec(),
+            range_end: end.to_vec(),
+            prefix,
+            ..Default::default()
+        };
+        assert_eq!(KeyRange::of_delete(&d(b"", b"", false)), None);
+        assert!(KeyRange::of_delete(&d(b"", b"", true))
+            .unwrap()
+            .is_everything());
+        assert_eq!(
+            KeyRange::of_delete(&d(b"a", b"", false)),
+            Some(KeyRange::single(b"a"))
+        );
+        assert_eq!(
+            KeyRange::of_delete(&d(b"a", b"c", false)),
+            Some(KeyRange::span(b"a", b"c"))
+        );
+        // prefix wins over range_end (the API refuses the combination)
+        assert_eq!(
+            KeyRange::of_delete(&d(b"a", b"c", true)),
+            Some(KeyRange::prefix(b"a"))
+        );
+    }
+
+    fn cmp(target: Target, op: Op, operand: Option<Operand>) -> Compare {
+        Compare {
+            key: b"k".to_vec(),
+            target: target as i32,
+            op: op as i32,
+            operand,
+        }
+    }
+
+    #[test]
+    fn compares_on_absent_keys() {
+        use Op::*;
+        for op in [Equal, NotEqual, Greater, Less] {
+            assert!(
+                !compare_holds(None, &cmp(Target::Value, op, Some(Operand::Value(vec![])))),
+                "value compare on an absent key is false for {op:?}"
+            );
+        }
+        assert!(compare_holds(
+            None,
+            &cmp(Target::Version, Equal, Some(Operand::Version(0)))
+        ));
+        assert!(compare_holds(
+            None,
+            &cmp(
+                Target::CreateRevision,
+                Less,
+                Some(Operand::CreateRevision(1))
+            )
+        ));
+        assert!(compare_holds(
+            None,
+            &cmp(Target::ModRevision, NotEqual, Some(Operand::ModRevision(5)))
+        ));
+        assert!(compare_holds(
+            None,
+            &cmp(Target::Exists, Equal, Some(Operand::Exists(false)))
+        ));
+        assert!(!compare_holds(
+            None,
+            &cmp(Target::Exists, NotEqual, Some(Operand::Exists(false)))
+        ));
+        assert!(!compare_holds(
+            None,
+            &cmp(Target::Exists, Greater, Some(Operand::Exists(false)))
+        ));
+    }
+
+    #[test]
+    fn malformed_compares_are_false() {
+        let present = KvRecord {
+            create_revision: 1,
+            mod_revision: 2,
+            version: 3,
+            value: b"v".to_vec(),
+        };
+        let p = Some(&present);
+        assert!(!compare_holds(p, &cmp(Target::Version, Op::Equal, None)));
+        assert!(!compare_holds(
+            p,
+            &cmp(Target::Version, Op::Equal, Some(Operand::ModRevision(3)))
+        ));
+        assert!(!compare_holds(
+            p,
+            &cmp(Target::Exists, Op::Less, Some(Operand::Exists(true)))
+        ));
+        let mut unknown = cmp(Target::Version, Op::Equal, Some(Operand::Version(3)));
+        assert!(compare_holds(p, &unknown));
+        unknown.op = 42;
+        assert!(!compare_holds(p, &unknown));
+        unknown.op = Op::Equal as i32;
+        unknown.target = -1;
+        assert!(!compare_holds(p, &unknown));
+    }
+}

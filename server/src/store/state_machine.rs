@@ -1,0 +1,670 @@
+//! The replicated state machine: applies committed log entries to a sled tree, serves the
+//! server's reads, and builds and installs snapshots.
+//!
+//! **One tree per generation.** The state lives in the tree `sm.<generation>` (16 hex digits);
+//! the `store` tree's key `sm_generation` names the live one. Installing a snapshot fills a
+//! fresh tree `sm.<generation + 1>`, makes it durable, and only then switches the pointer (one
+//! sled write, made durable) — a crash at any point leaves either the old state or the new one,
+//! never a mix. Opening drops any other `sm.*` tree, the remains of an interrupted install.
+//!
+//! **One batch per apply.** `apply` computes the writes of all its entries in an [`Overlay`]
+//! (so each command sees the ones before it) and writes them, together with the metadata
+//! record (last applied log id, membership, revision, counters), as one `sled::Batch`, which
+//! sled recovers atomically. A crash never leaves half a command, or half a batch, applied.
+//! Applying does not fsync: after a crash the state machine may be behind the log, and
+//! openraft re-applies the committed entries the log still holds.
+//!
+//! **Purged entries stay covered.** openraft purges log entries only once a snapshot includes
+//! them. `build_snapshot` writes the snapshot durably to the snapshot file (`snapfile.rs`)
+//! before it returns (and also syncs sled, so the tree is durable up to that point). Should the
+//! tree still be behind the snapshot file when the store opens (an interrupted install, or a
+//! power cut that lost unsynced applies whose log entries were purged since), opening rebuilds
+//! the state machine from the snapshot file. So the state covered by a purged entry always
+//! survives in one of the two.
+//!
+//! **Reads and snapshots.** The server reads through clones of [`StateMachineStore`] while
+//! openraft applies. A reader holds a read lock for the duration of one read, and apply takes
+//! the write lock only to write its batch and publish the new metadata, so a read sees one
+//! whole revision (page, count and revision agree). openraft builds snapshots concurrently with
+//! apply, and sled has no point-in-time view, so `get_snapshot_builder` (which openraft calls
+//! in order with `apply`) copies the state into memory, and `build_snapshot` only encodes and
+//! writes that copy.
+
+use std::io::Cursor as IoCursor;
+use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kvset_proto::raft::{CommandResult, LogCommand};
+use kvset_proto::v1::{KeyValue, RangeRequest, RangeResponse};
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use super::codec::{self, KvHeader};
+use super::cursor::{self, Cursor};
+use super::dedup::{self, Check, ClientRecord, MAX_CLIENTS};
+use super::durable::Durability;
+use super::error::StoreError;
+use super::kv::{self, KeyRange};
+use super::snapfile::SnapshotFile;
+use super::snapshot::{self, SnapshotPayload};
+use super::view::{Overlay, Scan, View};
+use super::{blocking, GENERATION_KEY};
+use crate::raft::types::{
+    Entry, LogId, Proto, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+
+/// The state machine's metadata record (`m/state` in its tree).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SmMeta {
+    /// The last log entry applied.
+    pub last_applied: Option<LogId>,
+    /// The last membership applied.
+    pub membership: StoredMembership,
+    /// The global revision.
+    pub revision: i64,
+    /// Number of keys.
+    pub key_count: u64,
+    /// Number of clients in the dedup table.
+    pub client_count: u64,
+}
+
+/// A content hash of the key-value state, with the position it was taken at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateDigest {
+    /// The revision of the hashed state.
+    pub revision: i64,
+    /// The last applied log id of the hashed state.
+    pub last_applied: Option<LogId>,
+    /// Number of keys hashed.
+    pub key_count: u64,
+    /// Hex SHA-256 of every key, value, `create_revision`, `mod_revision` and `version`, in
+    /// key order. The dedup table and the metadata are left out, so replicas at the same
+    /// revision have the same hash whatever their log positions.
+    pub hash: String,
+}
+
+/// A cloneable handle on the state machine; see the module docs.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    /// The store-level tree that holds the generation pointer.
+    store_tree: sled::Tree,
+    durable: Arc<Durability>,
+    snapshots: SnapshotFile,
+    state: RwLock<Live>,
+}
+
+/// The live generation: its tree and its metadata as of the last committed batch.
+struct Live {
+    generation: u64,
+    tree: sled::Tree,
+    meta: SmMeta,
+}
+
+/// The name of a generation's tree.
+fn tree_name(generation: u64) -> String {
+    format!("sm.{generation:016x}")
+}
+
+impl StateMachineStore {
+    /// Opens the live generation, drops leftovers of interrupted installs, and catches up with
+    /// the snapshot file if the tree is behind it.
+    pub(crate) fn open(
+        db: sled::Db,
+        store_tree: sled::Tree,
+        durable: Arc<Durability>,
+        snapshot_dir: &Path,
+    ) -> Result<Self, StoreError> {
+        let generation = match store_tree.get(GENERATION_KEY)? {
+            Some(b) => codec::decode_u64("state-machine generation", &b)?,
+            None => 0,
+        };
+        let live_name = tree_name(generation);
+        for name in db.tree_names() {
+            if name.starts_with(b"sm.") && name != live_name.as_bytes() {
+                warn!(
+                    tree = %String::from_utf8_lossy(&name),
+                    "dropping a state-machine tree left by an interrupted snapshot install"
+                );
+                db.drop_tree(&name)?;
+            }
+        }
+        let tree = db.open_tree(&live_name)?;
+        let meta = match tree.get(codec::META_KEY)? {
+            Some(b) => codec::decode("state-machine metadata", &b)?,
+            None => SmMeta::default(),
+        };
+        let snapshots = SnapshotFile::open(snapshot_dir)?;
+        let sm = Self {
+            inner: Arc::new(Inner {
+                db,
+                store_tree,
+                durable,
+                snapshots,
+                state: RwLock::new(Live {
+                    generation,
+                    tree,
+                    meta,
+                }),
+            }),
+        };
+
+        let behind =
+            sm.inner.snapshots.meta().filter(|snap| {
+                snap.last_log_id.map(|l| l.index) > sm.last_applied().map(|l| l.index)
+            });
+        if let Some(snap) = behind {
+            info!(
+                snapshot = %snap,
+                applied = ?sm.last_applied(),
+                "state machine is behind the stored snapshot; rebuilding it from the snapshot"
+            );
+            let (_, data) = sm
+                .inner
+                .snapshots
+                .load()?
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: "snapshot file",
+                    detail: "disappeared while opening".into(),
+                })?;
+            sm.inner.install_payload(snapshot::decode(&data)?)?;
+        }
+        Ok(sm)
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Reads for the server
+
+    /// One key, or `None` when it does not exist.
+    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
+        self.get_with_revision(key).map(|(kv, _)| kv)
+    }
+
+    /// One key and the revision of the state it was read from.
+    pub fn get_with_revision(&self, key: &[u8]) -> Result<(Option<KeyValue>, i64), StoreError> {
+        let live = self.inner.read();
+        Ok((kv::get(&live.tree, key)?, live.meta.revision))
+    }
+
+    /// One page of a range read, as kvset.proto's `Range` defines it (`header` left `None`).
+    ///
+    /// `limit` 0 means `max_limit`; a negative limit, a limit above `max_limit`, `prefix`
+    /// together with `end`, and a cursor that is damaged or from another range are
+    /// deterministic errors ([`StoreError::is_deterministic`]).
+    pub fn range(&self, req: &RangeRequest, max_limit: usize) -> Result<RangeResponse, StoreError> {
+        self.range_with_revision(req, max_limit).map(|(r, _)| r)
+    }
+
+    /// [`Self::range`], plus the revision the page was read at (for the response header).
+    pub fn range_with_revision(
+        &self,
+        req: &RangeRequest,
+        max_limit: usize,
+    ) -> Result<(RangeResponse, i64), StoreError> {
+        if req.prefix && !req.end.is_empty() {
+            return Err(StoreError::InvalidArgument(
+                "range: `end` must be empty when `prefix` is set".into(),
+            ));
+        }
+        let max_limit = max_limit.max(1);
+        let limit = match req.limit {
+            0 => max_limit,
+            l if l < 0 => {
+                return Err(StoreError::InvalidArgument(format!(
+                    "range: limit is {l}; it must be 0 (the server maximum) or positive"
+                )))
+            }
+            l => match usize::try_from(l) {
+                Ok(l) if l <= max_limit => l,
+                _ => {
+                    return Err(StoreError::InvalidArgument(format!(
+                        "range: limit is {l}; the maximum is {max_limit}"
+                    )))
+                }
+            },
+        };
+        let cursor = if req.cursor.is_empty() {
+            None
+        } else {
+            Some(Cursor::decode_for(req)?)
+        };
+
+        let live = self.inner.read();
+        let revision = live.meta.revision;
+        let range = KeyRange::of_range(req);
+        let known = range.is_everything().then_some(live.meta.key_count);
+        let after = cursor.as_ref().map(|c| c.after.as_slice());
+        let page = kv::page(&live.tree, &range, after, limit, req.keys_only, known)?;
+        drop(live);
+
+        let first_page_revision = cursor.map_or(revision, |c| c.first_page_revision);
+        let next_cursor = match page.kvs.last() {
+            Some(last) if page.more => Cursor {
+                after: last.key.clone(),
+                first_page_revision,
+                range: cursor::fingerprint(req),
+            }
+            .encode()?,
+            _ => Vec::new(),
+        };
+        let response = RangeResponse {
+            header: None,
+            kvs: page.kvs,
+            more: page.more,
+            next_cursor,
+            count: page.count as i64,
+            first_page_revision,
+        };
+        Ok((response, revision))
+    }
+
+    /// The global revision of the applied state.
+    pub fn revision(&self) -> i64 {
+        self.inner.read().meta.revision
+    }
+
+    /// The last log id applied.
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.inner.read().meta.last_applied
+    }
+
+    /// The last membership applied.
+    pub fn membership(&self) -> StoredMembership {
+        self.inner.read().meta.membership.clone()
+    }
+
+    /// Number of keys.
+    pub fn key_count(&self) -> u64 {
+        self.inner.read().meta.key_count
+    }
+
+    /// Number of clients in the dedup table.
+    pub fn dedup_clients(&self) -> u64 {
+        self.inner.read().meta.client_count
+    }
+
+    /// Metadata of the current snapshot, if one was built or installed.
+    pub fn snapshot_meta(&self) -> Option<SnapshotMeta> {
+        self.inner.snapshots.meta()
+    }
+
+    /// Hex content hash of the key-value state; see [`StateDigest::hash`].
+    pub fn state_hash(&self) -> Result<String, StoreError> {
+        self.digest().map(|d| d.hash)
+    }
+
+    /// Content hash together with the revision it belongs to, read in one consistent step.
+    /// Reads every key: O(data size).
+    pub fn digest(&self) -> Result<StateDigest, StoreError> {
+        let live = self.inner.read();
+        let mut h = Sha256::new();
+        let mut keys = 0u64;
+        let (lo, hi) = (codec::kv_key(b""), codec::kv_upper(None));
+        live.tree.scan(&lo, &hi, &mut |k, v| {
+            let header = KvHeader::decode(v)?;
+            let key = codec::user_key(k);
+            let value = KvHeader::value(v);
+            h.update((key.len() as u64).to_be_bytes());
+            h.update(key);
+            h.update((value.len() as u64).to_be_bytes());
+            h.update(value);
+            h.update(header.create_revision.to_be_bytes());
+            h.update(header.mod_revision.to_be_bytes());
+            h.update(header.version.to_be_bytes());
+            keys += 1;
+            Ok(Scan::Continue)
+        })?;
+        let hash = h
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        Ok(StateDigest {
+            revision: live.meta.revision,
+            last_applied: live.meta.last_applied,
+            key_count: keys,
+            hash,
+        })
+    }
+
+    /// Bytes on disk: sled's files plus the snapshot file.
+    pub fn disk_size(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.db.size_on_disk()? + self.inner.snapshots.size())
+    }
+}
+
+impl Inner {
+    fn read(&self) -> RwLockReadGuard<'_, Live> {
+        // Nothing panics while holding the lock with the state half-updated, so a poisoned lock
+        // still guards consistent data.
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Live> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies a batch of entries as one atomic sled batch.
+    fn apply(&self, entries: Vec<Entry>) -> Result<Vec<Proto<CommandResult>>, StoreError> {
+        let (generation, tree, mut meta) = {
+            let live = self.read();
+            (live.generation, live.tree.clone(), live.meta.clone())
+        };
+        let mut ov = Overlay::new(&tree);
+        let mut results = Vec::with_capacity(entries.len());
+        for entry in entries {
+            meta.last_applied = Some(entry.log_id);
+            let result = match entry.payload {
+                EntryPayload::Blank => unchanged(&meta),
+                EntryPayload::Membership(m) => {
+                    meta.membership = StoredMembership::new(Some(entry.log_id), m);
+                    unchanged(&meta)
+                }
+                EntryPayload::Normal(Proto(command)) => {
+                    apply_command(&mut ov, &mut meta, entry.log_id.index, command)?
+                }
+            };
+            results.push(Proto(result));
+        }
+        ov.put(
+            codec::META_KEY.to_vec(),
+            codec::encode("state-machine metadata", &meta)?,
+        );
+        let batch = ov.into_batch();
+
+        let mut live = self.write();
+        if live.generation != generation {
+            // openraft never installs a snapshot while applying (both take `&mut self`).
+            return Err(StoreError::Task(
+                "the state machine was replaced by a snapshot while applying".into(),
+            ));
+        }
+        live.tree.apply_batch(batch)?;
+        live.meta = meta;
+        Ok(results)
+    }
+
+    /// Copies the live state for a snapshot.
+    fn capture(&self) -> Result<SnapshotPayload, StoreError> {
+        let live = self.read();
+        snapshot::capture(&live.tree, &live.meta)
+    }
+
+    /// Encodes a captured state and stores it durably as the current snapshot.
+    fn build(&self, payload: SnapshotPayload) -> Result<Snapshot, StoreError> {
+        let meta = SnapshotMeta {
+            last_log_id: payload.last_applied,
+            last_membership: payload.membership.clone(),
+            snapshot_id: snapshot_id(payload.last_applied),
+        };
+        let data = snapshot::encode(&payload)?;
+        // The tree is durable at least up to the snapshot, then the snapshot itself is.
+        self.durable.sync(&self.db)?;
+        if !self.snapshots.save(&meta, &data)? {
+            info!(snapshot = %meta, "a newer snapshot is already stored; keeping it as current");
+        }
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(IoCursor::new(data)),
+        })
+    }
+
+    /// Replaces the whole state with `payload` through a new generation (see module docs).
+    fn install_payload(&self, payload: SnapshotPayload) -> Result<(), StoreError> {
+        let old_generation = self.read().generation;
+        let generation = old_generation + 1;
+        let name = tree_name(generation);
+        self.db.drop_tree(&name)?;
+        let tree = self.db.open_tree(&name)?;
+        let meta = snapshot::load(&tree, payload)?;
+        self.durable.sync(&self.db)?;
+        self.store_tree
+            .insert(GENERATION_KEY, &generation.to_be_bytes())?;
+        self.durable.sync(&self.db)?;
+
+        let old = std::mem::replace(
+            &mut *self.write(),
+            Live {
+                generation,
+                tree,
+                meta,
+            },
+        );
+        drop(old);
+        if let Err(e) = self.db.drop_tree(tree_name(old_generation)) {
+            warn!(error = %e, "could not drop the previous state-machine tree; opening will retry");
+        }
+        Ok(())
+    }
+}
+
+/// The result of an entry that is not a command.
+fn unchanged(meta: &SmMeta) -> CommandResult {
+    CommandResult {
+        revision: meta.revision,
+        result: None,
+    }
+}
+
+/// Applies one client command with exactly-once deduplication (see `dedup.rs`).
+fn apply_command(
+    ov: &mut Overlay<'_>,
+    meta: &mut SmMeta,
+    log_index: u64,
+    command: LogCommand,
+) -> Result<CommandResult, StoreError> {
+    let token = dedup::token(command.request_id.as_ref());
+    if let Some((client_id, sequence)) = token {
+        match dedup::check(ov, client_id, sequence)? {
+            Check::Fresh => {}
+            Check::Repeat(result) => return Ok(result),
+            Check::Stale => return Ok(unchanged(meta)),
+        }
+    }
+    let result = kv::execute(
+        ov,
+        &mut meta.revision,
+        &mut meta.key_count,
+        command.command.as_ref(),
+    )?;
+    if let Some((client_id, sequence)) = token {
+        let record = ClientRecord {
+            sequence,
+            log_index,
+            result: result.encode_to_vec(),
+        };
+        dedup::record(ov, &mut meta.client_count, MAX_CLIENTS, client_id, record)?;
+    }
+    Ok(result)
+}
+
+/// A snapshot id: unique per build, readable in logs.
+fn snapshot_id(last: Option<LogId>) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    match last {
+        Some(l) => format!("{}-{}-{nanos:x}", l.leader_id, l.index),
+        None => format!("none-{nanos:x}"),
+    }
+}
+
+fn sm_error(e: StoreError, verb: ErrorVerb) -> StorageError {
+    e.into_raft(ErrorSubject::StateMachine, verb)
+}
+
+fn snapshot_error(e: StoreError, verb: ErrorVerb) -> StorageError {
+    e.into_raft(ErrorSubject::Snapshot(None), verb)
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let live = self.inner.read();
+        Ok((live.meta.last_applied, live.meta.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Proto<CommandResult>>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inner = self.inner.clone();
+        blocking(move || inner.apply(entries))
+            .await
+            .map_err(|e| sm_error(e, ErrorVerb::Write))
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        let inner = self.inner.clone();
+        let captured = blocking(move || inner.capture()).await;
+        SnapshotBuilder {
+            inner: self.inner.clone(),
+            captured: Some(captured),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<IoCursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(IoCursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<IoCursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let inner = self.inner.clone();
+        let meta = meta.clone();
+        blocking(move || {
+            let payload = snapshot::decode(&data)?;
+            if payload.last_applied != meta.last_log_id {
+                return Err(StoreError::Corrupt {
+                    what: "snapshot",
+                    detail: format!(
+                        "data ends at {:?} but its metadata says {:?}",
+                        payload.last_applied, meta.last_log_id
+                    ),
+                });
+            }
+            // Store the snapshot first: from here on a crash finishes the install on opening.
+            inner.snapshots.save(&meta, &data)?;
+            inner.install_payload(payload)
+        })
+        .await
+        .map_err(|e| snapshot_error(e, ErrorVerb::Write))
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let inner = self.inner.clone();
+        let loaded = blocking(move || inner.snapshots.load())
+            .await
+            .map_err(|e| snapshot_error(e, ErrorVerb::Read))?;
+        Ok(loaded.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(IoCursor::new(data)),
+        }))
+    }
+}
+
+/// Builds a snapshot from the state captured when openraft asked for the builder.
+pub struct SnapshotBuilder {
+    inner: Arc<Inner>,
+    captured: Option<Result<SnapshotPayload, StoreError>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let payload = self
+            .captured
+            .take()
+            .unwrap_or_else(|| Err(StoreError::Task("snapshot builder used twice".into())))
+            .map_err(|e| snapshot_error(e, ErrorVerb::Read))?;
+        let inner = self.inner.clone();
+        blocking(move || inner.build(payload))
+            .await
+            .map_err(|e| snapshot_error(e, ErrorVerb::Write))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store;
+    use kvset_proto::raft::log_command::Command;
+    use kvset_proto::v1::PutRequest;
+    use openraft::CommittedLeaderId;
+
+    fn put(index: u64, key: &str) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 0), index),
+            payload: EntryPayload::Normal(Proto(LogCommand {
+                request_id: None,
+                command: Some(Command::Put(PutRequest {
+                    key: key.as_bytes().to_vec(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                })),
+            })),
+        }
+    }
+
+    /// A snapshot file newer than the tree (an install interrupted after storing the snapshot,
+    /// or unsynced applies lost after their log entries were purged) is caught up on opening.
+    #[test]
+    fn opening_finishes_an_interrupted_install() {
+        let source_dir = tempfile::tempdir().unwrap();
+        let target_dir = tempfile::tempdir().unwrap();
+
+        let source = store::open(source_dir.path()).unwrap().state_machine();
+        source
+            .inner
+            .apply((1..=5).map(|i| put(i, &format!("k{i}"))).collect())
+            .unwrap();
+        let payload = source.inner.capture().unwrap();
+        let snap = source.inner.build(payload).unwrap();
+        let want = source.digest().unwrap();
+
+        // Target: only the first half of an install happened (snapshot file stored).
+        let target = store::open(target_dir.path()).unwrap().state_machine();
+        target.inner.apply(vec![put(1, "old")]).unwrap();
+        target
+            .inner
+            .snapshots
+            .save(&snap.meta, snap.snapshot.get_ref())
+            .unwrap();
+        // A leftover tree of an even later, interrupted generation must be dropped.
+        target.inner.db.open_tree(tree_name(7)).unwrap();
+        drop(target);
+
+        let target = store::open(target_dir.path()).unwrap().state_machine();
+        assert_eq!(target.digest().unwrap(), want);
+        assert_eq!(target.get(b"old").unwrap(), None);
+        let names: Vec<_> = target
+            .inner
+            .db
+            .tree_names()
+            .into_iter()
+            .filter(|n| n.starts_with(b"sm."))
+            .collect();
+        assert_eq!(
+            names.len(),
+            1,
+            "only the live generation remains: {names:?}"
+        );
+    }
+}
