@@ -1,1 +1,79 @@
-//! placeholder
+//! # kvset-client
+//!
+//! The Rust SDK for kvset, a Raft-replicated key-value store run as a Kubernetes StatefulSet,
+//! and the `kvsetctl` command-line tool built on it.
+//!
+//! ```no_run
+//! # async fn demo() -> kvset_client::Result<()> {
+//! use kvset_client::{Client, ReadOptions};
+//! let client = Client::connect(["127.0.0.1:7379", "127.0.0.1:7380", "127.0.0.1:7381"]).await?;
+//! client.put("greeting", "hello").await?;
+//! let kv = client.get("greeting").await?;                       // linearizable
+//! let stale = client.get_with("greeting", &ReadOptions::stale().on_member("kv-1")).await?;
+//! let swapped = client.cas("greeting", Some(b"hello"), "hi").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## What the client does for you
+//!
+//! - **Finds and follows the primary.** Any member accepts any request, but writes and
+//!   linearizable reads are cheapest at the leader. The client remembers the leader from
+//!   response headers and from the `kvset-leader` hint a member attaches when it refuses, goes
+//!   there directly, and after a failover tries the hint, then every other endpoint, with
+//!   jittered exponential backoff until the call's deadline ([`retry`] module docs).
+//! - **Retries only what is safe.** Reads always. Writes (`put`, `delete`, `txn`) carry a
+//!   `RequestId` that every retry reuses, so the state machine applies each write at most once
+//!   and answers a repeat with the stored result ([`session`] module docs explain how
+//!   concurrent writes keep that guarantee). Membership changes are retried only when an
+//!   attempt provably did nothing.
+//! - **Explains failures.** One [`Error`] enum, one variant per thing a caller can act on, with
+//!   messages that say what to do.
+//!
+//! ## Module map
+//!
+//! - [`Client`] (`client.rs`): the operations.
+//! - [`ClientBuilder`], [`Config`], [`ReadOptions`], [`WriteOptions`] (`config.rs`): settings.
+//! - `endpoint.rs`: endpoint parsing, lazily connected channels, leader tracking.
+//! - [`retry`]: the retry loop and its safety rules.
+//! - [`session`]: the pool of exactly-once client ids.
+//! - [`Error`] (`error.rs`): typed errors and the classification of gRPC failures.
+//! - [`Txn`], [`Compare`], [`TxnOp`] (`txn.rs`): transactions.
+//! - [`KeyRange`], [`RangeOptions`], [`RangePage`] (`range.rs`): ranges and pagination.
+//! - [`ClusterStatus`] (`cluster.rs`): status of every member.
+//! - [`cli`]: the `kvsetctl` implementation; its renderers are pure functions.
+//!
+//! ## What it leaves out
+//!
+//! TLS and authentication (the server has neither yet), watches (not in the API), and
+//! client-side load balancing beyond "stale reads prefer a follower".
+
+pub mod cli;
+mod client;
+mod cluster;
+mod config;
+mod endpoint;
+mod error;
+mod range;
+pub mod retry;
+pub mod session;
+mod txn;
+mod types;
+
+pub use client::Client;
+pub use cluster::{ClusterStatus, MemberHealth, Probe};
+pub use config::{ClientBuilder, Config, Consistency, ReadOptions, WriteOptions};
+pub use endpoint::{
+    parse_endpoint_list, EndpointAddr, LeaderHint, LeaderInfo, DEFAULT_ENDPOINTS, DEFAULT_PORT,
+};
+pub use error::{Cause, CauseKind, Error, Result};
+pub use range::{KeyRange, KvStream, PageStream, RangeOptions, RangePage, DEFAULT_PAGE_SIZE};
+pub use txn::{
+    Compare, CompareOp, CompareOperand, NumberCompare, Txn, TxnOp, TxnOpResponse, TxnResponse,
+    ValueCompare,
+};
+pub use types::{
+    DeleteResponse, GetResponse, Header, KeyValue, Member, MemberStatus, PutResponse, Role, Status,
+};
+
+/// The generated protobuf and gRPC types, for what the SDK does not wrap.
+pub use kvset_proto as proto;

@@ -20,7 +20,7 @@ use kvset_server::server;
 ///
 /// Every flag can also be set through the environment variable shown with it.
 #[derive(Parser, Debug)]
-#[command(name = "kvset-server", version, args_conflicts_with_subcommands = true)]
+#[command(name = "kvset-server", version, args_conflicts_with_subcommands = true, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -30,7 +30,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run one replica (the default when no subcommand is given).
+    /// Run one replica (the default when no subcommand is given). A flag given twice takes
+    /// the last value.
+    #[command(args_override_self = true)]
     Serve(Box<ServeArgs>),
     /// Run a local cluster on loopback: kv-0..kv-(N-1) as child processes, one data dir each,
     /// started in ordinal order and restarted when they die, like a StatefulSet would.

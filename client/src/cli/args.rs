@@ -1,0 +1,232 @@
+//! `kvsetctl`'s command line (clap derive).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::endpoint::DEFAULT_ENDPOINTS;
+
+/// Text appended to `kvsetctl --help`.
+pub const AFTER_HELP: &str = "\
+Keys and values are UTF-8 on the command line. In output, bytes that are not valid UTF-8 are
+shown as \\xNN (JSON output adds key_hex / value_hex with the exact bytes).
+
+Exit codes:
+  0  success
+  1  not found (get of a missing key, unknown member) or compare failed (cas, txn)
+  2  invalid input: usage error, bad txn JSON, or the server answered INVALID_ARGUMENT
+  3  unavailable or timed out: no leader, members unreachable, deadline passed
+  4  any other error
+
+Environment:
+  KVSET_ENDPOINTS  comma-separated endpoints (default 127.0.0.1:7379,127.0.0.1:7380,127.0.0.1:7381)";
+
+/// Command-line client for kvset: reads and writes keys through the primary, shows the
+/// cluster's status and changes its membership.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "kvsetctl", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Comma-separated member endpoints: host:port, http://host:port, or a DNS name (port 7379)
+    #[arg(
+        long,
+        env = "KVSET_ENDPOINTS",
+        default_value = DEFAULT_ENDPOINTS,
+        global = true,
+        value_name = "LIST"
+    )]
+    pub endpoints: String,
+
+    /// Output format
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table, global = true)]
+    pub output: OutputFormat,
+
+    /// Read consistency for get and range: linearizable (via the leader) or stale (local read)
+    #[arg(long, value_enum, default_value_t = ConsistencyArg::Linearizable, global = true)]
+    pub consistency: ConsistencyArg,
+
+    /// Send reads to this member only: a name (kv-1) or host:port
+    #[arg(long, global = true, value_name = "MEMBER")]
+    pub member: Option<String>,
+
+    /// Deadline for the command, retries included (e.g. 500ms, 5s, 1m)
+    #[arg(
+        long,
+        global = true,
+        value_parser = parse_duration,
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    pub timeout: Duration,
+
+    /// The command
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `-o table|json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable text and aligned tables.
+    Table,
+    /// One JSON document (formats documented in client/README.md).
+    Json,
+}
+
+/// `--consistency linearizable|stale`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConsistencyArg {
+    /// Confirmed with the leader; never stale.
+    Linearizable,
+    /// Served from the contacted member's state; may be stale.
+    Stale,
+}
+
+/// The subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Set KEY to VALUE
+    Put {
+        /// The key
+        key: String,
+        /// The value
+        value: String,
+        /// Also print the previous value
+        #[arg(long)]
+        prev_kv: bool,
+    },
+    /// Print the value of KEY (exit 1 if it does not exist)
+    Get {
+        /// The key
+        key: String,
+    },
+    /// Delete KEY, every key under the prefix KEY (--prefix), or [KEY, END) (--range-end)
+    Del {
+        /// The key, the prefix, or the start of the range
+        key: String,
+        /// Delete every key that starts with KEY
+        #[arg(long, conflicts_with = "range_end")]
+        prefix: bool,
+        /// Delete every key in [KEY, END)
+        #[arg(long, value_name = "END")]
+        range_end: Option<String>,
+        /// Also print the deleted keys
+        #[arg(long)]
+        prev_kv: bool,
+    },
+    /// List keys in [START, END) (all keys without arguments) or under --prefix
+    Range {
+        /// First key (inclusive); omit for the first key
+        start: Option<String>,
+        /// End key (exclusive); omit for the last key
+        end: Option<String>,
+        /// List every key that starts with P (instead of START/END)
+        #[arg(long, value_name = "P", conflicts_with_all = ["start", "end"])]
+        prefix: Option<String>,
+        /// Show at most N keys
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+        /// Leave values out
+        #[arg(long)]
+        keys_only: bool,
+    },
+    /// Compare-and-swap: set KEY to NEW if its value is EXPECTED (exit 1 if not).
+    ///
+    /// `kvsetctl cas KEY EXPECTED NEW` swaps when the current value equals EXPECTED (an empty
+    /// EXPECTED, "", means "exists with an empty value"). `kvsetctl cas --absent KEY NEW`
+    /// swaps only when KEY does not exist.
+    Cas {
+        /// The key
+        key: String,
+        /// EXPECTED then NEW, or only NEW with --absent
+        #[arg(value_name = "EXPECTED|NEW", num_args = 1..=2, required = true)]
+        values: Vec<String>,
+        /// Swap only if the key does not exist (then give only NEW)
+        #[arg(long)]
+        absent: bool,
+    },
+    /// Run a transaction described in JSON (from FILE, or stdin when FILE is absent or -).
+    ///
+    /// Format: {"compare":[{"key":"a","target":"value","op":"=","value":"x"}],
+    /// "success":[{"put":{"key":"a","value":"y"}}], "failure":[{"get":{"key":"a"}}]}.
+    /// Targets: value, version, create_revision, mod_revision, exists. Ops: = != > <.
+    /// Operations: put {key,value,prev_kv}, delete {key,range_end,prefix,prev_kv},
+    /// range {key,end,prefix,limit,keys_only}, get {key}. Exit 1 when the compares failed.
+    Txn {
+        /// JSON file; stdin when absent or -
+        file: Option<PathBuf>,
+    },
+    /// Show every member: name, ordinal, endpoint, role, term, applied index, lag, health
+    Status,
+    /// List and change the membership
+    Members {
+        /// The membership command
+        #[command(subcommand)]
+        command: MembersCommand,
+    },
+}
+
+/// `kvsetctl members ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum MembersCommand {
+    /// List voters and learners
+    List,
+    /// Add a member as a learner (waits until it has caught up unless --no-wait)
+    Add {
+        /// Member name, e.g. kv-3
+        name: String,
+        /// Raft node id; defaults to the ordinal at the end of NAME
+        #[arg(long)]
+        id: Option<u64>,
+        /// host:port where clients reach it
+        #[arg(long, value_name = "HOST:PORT")]
+        client_addr: String,
+        /// host:port where peers reach it
+        #[arg(long, value_name = "HOST:PORT")]
+        peer_addr: String,
+        /// Return once the learner is added, without waiting for it to catch up
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Promote a caught-up learner to voter
+    Promote {
+        /// Member name (kv-3) or id (3)
+        member: String,
+    },
+    /// Remove a member (the highest ordinal unless --any-order)
+    Remove {
+        /// Member name (kv-2) or id (2)
+        member: String,
+        /// Allow removing a member that is not the highest ordinal (repair)
+        #[arg(long)]
+        any_order: bool,
+    },
+}
+
+/// Parses `500ms`, `5s`, `1.5s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; use e.g. 500ms, 5s, 1m"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => return Err(format!("unknown unit {other:?}; use ms, s, m or h")),
+    };
+    if !(secs > 0.0 && secs.is_finite() && secs < 1e9) {
+        return Err("the duration must be greater than zero".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The ordinal at the end of a member name: `kv-3` -> 3.
+pub fn ordinal_of(name: &str) -> Option<u64> {
+    name.rsplit_once('-')?.1.parse().ok()
+}

@@ -1,0 +1,406 @@
+//! `kvsetctl`, the command-line client, as a library.
+//!
+//! The binary (`src/bin/kvsetctl.rs`) only calls [`main`]. Everything else lives here so that
+//! tests can drive it without spawning a process:
+//!
+//! - [`args`]: the command line ([`Cli`], parsed with clap derive; `Cli::try_parse_from` in
+//!   tests).
+//! - [`execute`]: runs one parsed command against the cluster and returns an [`Outcome`]: the
+//!   text for stdout and stderr and the [`Exit`] code. It never prints and never exits.
+//! - [`output`]: pure renderers from SDK values to text (tables or JSON); golden tests call
+//!   them directly.
+//! - [`txn_json`]: the JSON form of `kvsetctl txn`.
+//!
+//! # Exit codes
+//!
+//! | code | meaning |
+//! |------|---------|
+//! | 0 | success |
+//! | 1 | not found (get of a missing key, unknown member) or compare failed (`cas`, `txn`) |
+//! | 2 | invalid input: usage, bad txn JSON, `INVALID_ARGUMENT` from the server |
+//! | 3 | unavailable or timed out |
+//! | 4 | any other error |
+//!
+//! Errors go to stderr as one line, `error: <message>`, in both output formats.
+
+pub mod args;
+pub mod output;
+#[cfg(test)]
+mod tests;
+pub mod txn_json;
+
+use std::io::Read;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+
+pub use args::{Cli, Command, ConsistencyArg, MembersCommand, OutputFormat};
+
+use crate::client::Client;
+use crate::config::{Consistency, ReadOptions, WriteOptions};
+use crate::error::Error;
+use crate::range::{KeyRange, RangeOptions, RangePage};
+use crate::txn::{Compare, Txn, TxnOp};
+use crate::types::Member;
+
+/// `kvsetctl`'s exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: success.
+    Ok = 0,
+    /// 1: not found (missing key, unknown member) or compare failed.
+    NotFound = 1,
+    /// 2: invalid input.
+    InvalidInput = 2,
+    /// 3: unavailable or timed out.
+    Unavailable = 3,
+    /// 4: any other error.
+    Other = 4,
+}
+
+impl Exit {
+    /// The exit code for an SDK error.
+    pub fn for_error(e: &Error) -> Exit {
+        match e {
+            Error::InvalidArgument(_) | Error::InvalidEndpoint { .. } => Exit::InvalidInput,
+            Error::NotFound(_) => Exit::NotFound,
+            Error::Unavailable { .. } | Error::Timeout { .. } | Error::NotLeader { .. } => {
+                Exit::Unavailable
+            }
+            _ => Exit::Other,
+        }
+    }
+
+    /// The numeric code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// What one command produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Text for stdout.
+    pub stdout: String,
+    /// Text for stderr.
+    pub stderr: String,
+    /// The exit status.
+    pub exit: Exit,
+}
+
+impl Outcome {
+    fn ok(stdout: String) -> Outcome {
+        Outcome {
+            stdout,
+            stderr: String::new(),
+            exit: Exit::Ok,
+        }
+    }
+
+    fn with(stdout: String, exit: Exit, stderr: String) -> Outcome {
+        Outcome {
+            stdout,
+            stderr,
+            exit,
+        }
+    }
+
+    fn error(e: &Error) -> Outcome {
+        Outcome::with(String::new(), Exit::for_error(e), format!("error: {e}\n"))
+    }
+
+    fn invalid(message: impl std::fmt::Display) -> Outcome {
+        Outcome::with(
+            String::new(),
+            Exit::InvalidInput,
+            format!("error: {message}\n"),
+        )
+    }
+}
+
+/// Builds the client `kvsetctl` uses: the command's `--timeout` is the retry deadline, and
+/// bounds each attempt and connect too.
+pub fn client_for(cli: &Cli) -> Result<Client, Error> {
+    let timeout = cli.timeout;
+    Client::builder()
+        .endpoints([cli.endpoints.as_str()])
+        .retry_deadline(timeout)
+        .request_timeout(timeout.min(Duration::from_secs(5)))
+        .connect_timeout(timeout.min(Duration::from_secs(2)))
+        .build()
+}
+
+fn read_options(cli: &Cli) -> ReadOptions {
+    ReadOptions {
+        consistency: match cli.consistency {
+            ConsistencyArg::Linearizable => Consistency::Linearizable,
+            ConsistencyArg::Stale => Consistency::Stale,
+        },
+        member: cli.member.clone(),
+        timeout: None,
+    }
+}
+
+/// Runs one command. `stdin` is read only by `txn` without a file.
+pub async fn execute(cli: &Cli, stdin: &mut dyn Read) -> Outcome {
+    let client = match client_for(cli) {
+        Ok(c) => c,
+        Err(e) => return Outcome::error(&e),
+    };
+    match run(cli, &client, stdin).await {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome::error(&e),
+    }
+}
+
+async fn run(cli: &Cli, client: &Client, stdin: &mut dyn Read) -> Result<Outcome, Error> {
+    let fmt = cli.output;
+    Ok(match &cli.command {
+        Command::Put {
+            key,
+            value,
+            prev_kv,
+        } => {
+            let opts = WriteOptions {
+                prev_kv: *prev_kv,
+                timeout: None,
+            };
+            let resp = client.put_with(key, value, &opts).await?;
+            Outcome::ok(output::render_put(&resp, fmt))
+        }
+        Command::Get { key } => {
+            let resp = client.get_response(key, &read_options(cli)).await?;
+            let text = output::render_get(&resp, fmt);
+            match resp.kv {
+                Some(_) => Outcome::ok(text),
+                None => Outcome::with(text, Exit::NotFound, format!("not found: {key:?}\n")),
+            }
+        }
+        Command::Del {
+            key,
+            prefix,
+            range_end,
+            prev_kv,
+        } => {
+            let range = match (prefix, range_end) {
+                (true, _) => KeyRange::prefix(key),
+                (false, Some(end)) => KeyRange::range(key, end),
+                (false, None) => KeyRange::key(key),
+            };
+            let opts = WriteOptions {
+                prev_kv: *prev_kv,
+                timeout: None,
+            };
+            let resp = client.delete_with(range, &opts).await?;
+            Outcome::ok(output::render_delete(&resp, fmt))
+        }
+        Command::Range {
+            start,
+            end,
+            prefix,
+            limit,
+            keys_only,
+        } => {
+            let range = match (prefix, start, end) {
+                (Some(p), _, _) => KeyRange::prefix(p),
+                (None, None, _) => KeyRange::all(),
+                (None, Some(s), None) => KeyRange::starting_at(s),
+                (None, Some(s), Some(e)) => KeyRange::range(s, e),
+            };
+            let opts = RangeOptions {
+                read: read_options(cli),
+                limit: *limit,
+                keys_only: *keys_only,
+                ..RangeOptions::default()
+            };
+            let pages: Vec<RangePage> = client.pages(range, opts).try_collect().await?;
+            let kvs: Vec<_> = pages.iter().flat_map(|p| p.kvs.iter().cloned()).collect();
+            let last = pages.last().cloned().unwrap_or_default();
+            Outcome::ok(output::render_range(&kvs, &last, *keys_only, fmt))
+        }
+        Command::Cas {
+            key,
+            values,
+            absent,
+        } => {
+            let (expected, new) = match (absent, values.as_slice()) {
+                (true, [new]) => (None, new),
+                (false, [expected, new]) => (Some(expected.as_bytes()), new),
+                (true, _) => {
+                    return Ok(Outcome::invalid(
+                        "with --absent give only KEY and NEW: kvsetctl cas --absent KEY NEW",
+                    ))
+                }
+                (false, _) => return Ok(Outcome::invalid(
+                    "give KEY EXPECTED NEW, or --absent KEY NEW to swap only if KEY does not exist",
+                )),
+            };
+            let compare = match expected {
+                None => Compare::absent(key),
+                Some(v) => Compare::value(key).equal(v),
+            };
+            let txn = Txn::new()
+                .when([compare])
+                .and_then([TxnOp::put(key, new)])
+                .or_else([TxnOp::get(key)]);
+            let resp = client.txn(txn).await?;
+            let text = output::render_cas(&resp, output::cas_current(&resp), fmt);
+            if resp.succeeded {
+                Outcome::ok(text)
+            } else {
+                Outcome::with(text, Exit::NotFound, String::new())
+            }
+        }
+        Command::Txn { file } => {
+            let text = match file.as_deref() {
+                Some(path) if path.as_os_str() != "-" => match std::fs::read_to_string(path) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        return Ok(Outcome::invalid(format!(
+                            "cannot read {}: {e}",
+                            path.display()
+                        )))
+                    }
+                },
+                _ => {
+                    let mut t = String::new();
+                    if let Err(e) = stdin.read_to_string(&mut t) {
+                        return Ok(Outcome::invalid(format!("cannot read stdin: {e}")));
+                    }
+                    t
+                }
+            };
+            let txn = match txn_json::parse_txn_json(&text) {
+                Ok(t) => t,
+                Err(e) => return Ok(Outcome::invalid(e)),
+            };
+            let resp = client.txn(txn).await?;
+            let text = output::render_txn(&resp, fmt);
+            if resp.succeeded {
+                Outcome::ok(text)
+            } else {
+                Outcome::with(text, Exit::NotFound, String::new())
+            }
+        }
+        Command::Status => {
+            let status = client.status_all().await;
+            let text = output::render_status(&status, fmt);
+            if status.reachable() == 0 {
+                let endpoints = client.endpoints().join(", ");
+                let mut causes: Vec<&str> = status
+                    .members
+                    .iter()
+                    .filter_map(|m| m.error.as_deref())
+                    .collect();
+                causes.dedup();
+                let cause = match causes.as_slice() {
+                    [one] => format!(": {one}"),
+                    _ => String::new(),
+                };
+                Outcome::with(
+                    text,
+                    Exit::Unavailable,
+                    format!(
+                        "error: no kvset member answered at {endpoints}{cause}; is the cluster running? (kvset-server local)\n"
+                    ),
+                )
+            } else {
+                Outcome::ok(text)
+            }
+        }
+        Command::Members { command } => members(command, client, fmt).await?,
+    })
+}
+
+async fn members(
+    command: &MembersCommand,
+    client: &Client,
+    fmt: OutputFormat,
+) -> Result<Outcome, Error> {
+    let members = match command {
+        MembersCommand::List => client.members().await?,
+        MembersCommand::Add {
+            name,
+            id,
+            client_addr,
+            peer_addr,
+            no_wait,
+        } => {
+            let Some(id) = id.or_else(|| args::ordinal_of(name)) else {
+                return Ok(Outcome::invalid(format!(
+                    "cannot derive an id from {name:?}; pass --id"
+                )));
+            };
+            let member = Member {
+                id,
+                name: name.clone(),
+                client_addr: client_addr.clone(),
+                peer_addr: peer_addr.clone(),
+                voter: false,
+            };
+            client.add_learner(member, !no_wait).await?
+        }
+        MembersCommand::Promote { member } => {
+            let id = member_id(client, member).await?;
+            client.promote(id).await?
+        }
+        MembersCommand::Remove { member, any_order } => {
+            let id = member_id(client, member).await?;
+            client.remove(id, *any_order).await?
+        }
+    };
+    Ok(Outcome::ok(output::render_members(&members, fmt)))
+}
+
+/// Resolves `3` or `kv-3` to a member id, by the current membership for names.
+async fn member_id(client: &Client, member: &str) -> Result<u64, Error> {
+    if let Ok(id) = member.parse::<u64>() {
+        return Ok(id);
+    }
+    let members = client.members().await?;
+    members
+        .iter()
+        .find(|m| m.name == member)
+        .map(|m| m.id)
+        .ok_or_else(|| {
+            let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+            Error::NotFound(format!(
+                "no member named {member:?}; members are: {}",
+                names.join(", ")
+            ))
+        })
+}
+
+/// The `kvsetctl` entry point: parses the command line, runs the command on a
+/// single-threaded runtime, prints, and returns the exit code. `RUST_LOG=debug` shows every
+/// attempt and retry on stderr.
+pub fn main() -> std::process::ExitCode {
+    use clap::Parser;
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return std::process::ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+        }
+    };
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(Exit::Other.code());
+        }
+    };
+    let outcome = runtime.block_on(execute(&cli, &mut std::io::stdin()));
+    print!("{}", outcome.stdout);
+    eprint!("{}", outcome.stderr);
+    std::process::ExitCode::from(outcome.exit.code())
+}

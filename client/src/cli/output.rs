@@ -1,0 +1,418 @@
+//! Rendering of command results: pure functions from SDK values to text.
+//!
+//! Nothing here does I/O, so golden tests can build SDK values with struct literals and compare
+//! the output byte for byte. Every renderer returns the complete text, ending in a newline
+//! (or empty).
+//!
+//! # Bytes
+//!
+//! Keys and values are bytes. Text output shows valid UTF-8 as is and every byte that is not
+//! part of valid UTF-8 as `\xNN` ([`display_bytes`]); table cells additionally escape control
+//! characters so one key stays on one line ([`cell`]). JSON output carries the same display
+//! string, plus a `<field>_hex` field with the exact bytes in hex when they are not UTF-8
+//! ([`kv_json`]).
+//!
+//! # JSON shapes (stable; documented in client/README.md)
+//!
+//! - header: `{"cluster_id","member","ordinal","role","term","revision"}`
+//! - key-value: `{"key","value","create_revision","mod_revision","version"}` (+ `key_hex`,
+//!   `value_hex`)
+//! - `put`: `{"header","prev_kv"}`; `get`: `{"header","kv"}` (`kv` null when absent);
+//!   `del`: `{"header","deleted","prev_kvs"}`; `range`: `{"header","kvs","count","more"}`;
+//!   `cas`: `{"header","succeeded","current"}`; `txn`: `{"header","succeeded","responses"}`;
+//!   `status`: `{"leader","members":[{"name","ordinal","endpoint","role","term","applied",
+//!   "revision","lag","voter","reachable","ready","healthy","error"}]}`;
+//!   `members`: `{"members":[{"id","name","client_addr","peer_addr","voter"}]}`.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Map, Value};
+
+use crate::cli::args::OutputFormat;
+use crate::cluster::ClusterStatus;
+use crate::range::RangePage;
+use crate::txn::{TxnOpResponse, TxnResponse};
+use crate::types::{DeleteResponse, GetResponse, Header, KeyValue, Member, PutResponse};
+
+/// Shows bytes as text: valid UTF-8 as is, other bytes as `\xNN`.
+pub fn display_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// Like [`display_bytes`], with control characters escaped (`\n`, `\t`, `\u{1b}`) so the text
+/// fits in one table cell.
+pub fn cell(bytes: &[u8]) -> String {
+    let shown = display_bytes(bytes);
+    if !shown.chars().any(char::is_control) {
+        return shown;
+    }
+    shown
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn put_bytes(map: &mut Map<String, Value>, field: &str, bytes: &[u8]) {
+    map.insert(field.to_string(), Value::String(display_bytes(bytes)));
+    if std::str::from_utf8(bytes).is_err() {
+        map.insert(format!("{field}_hex"), Value::String(hex(bytes)));
+    }
+}
+
+/// A key-value as JSON.
+pub fn kv_json(kv: &KeyValue) -> Value {
+    let mut map = Map::new();
+    put_bytes(&mut map, "key", &kv.key);
+    put_bytes(&mut map, "value", &kv.value);
+    map.insert("create_revision".into(), json!(kv.create_revision));
+    map.insert("mod_revision".into(), json!(kv.mod_revision));
+    map.insert("version".into(), json!(kv.version));
+    Value::Object(map)
+}
+
+fn opt_kv_json(kv: Option<&KeyValue>) -> Value {
+    kv.map_or(Value::Null, kv_json)
+}
+
+/// A response header as JSON.
+pub fn header_json(h: &Header) -> Value {
+    json!({
+        "cluster_id": h.cluster_id,
+        "member": h.member,
+        "ordinal": h.ordinal,
+        "role": h.role.as_str(),
+        "term": h.term,
+        "revision": h.revision,
+    })
+}
+
+fn json_text(value: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(value).expect("a Value always serializes");
+    s.push('\n');
+    s
+}
+
+/// Aligns rows under a header; columns are separated by two spaces.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, c) in row.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, c) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(c);
+            let pad = widths[i] - c.chars().count();
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `put`: `OK` (and the previous value when asked for).
+pub fn render_put(resp: &PutResponse, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => json_text(&json!({
+            "header": header_json(&resp.header),
+            "prev_kv": opt_kv_json(resp.prev_kv.as_ref()),
+        })),
+        OutputFormat::Table => match &resp.prev_kv {
+            Some(prev) => format!("OK\nprevious value: {}\n", display_bytes(&prev.value)),
+            None => "OK\n".to_string(),
+        },
+    }
+}
+
+/// `get`: the value (nothing when absent; the caller reports "not found").
+pub fn render_get(resp: &GetResponse, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => json_text(&json!({
+            "header": header_json(&resp.header),
+            "kv": opt_kv_json(resp.kv.as_ref()),
+        })),
+        OutputFormat::Table => match &resp.kv {
+            Some(kv) => format!("{}\n", display_bytes(&kv.value)),
+            None => String::new(),
+        },
+    }
+}
+
+/// `del`: the number of deleted keys (and the keys when asked for).
+pub fn render_delete(resp: &DeleteResponse, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => json_text(&json!({
+            "header": header_json(&resp.header),
+            "deleted": resp.deleted,
+            "prev_kvs": resp.prev_kvs.iter().map(kv_json).collect::<Vec<_>>(),
+        })),
+        OutputFormat::Table => {
+            let mut out = format!("{}\n", resp.deleted);
+            if !resp.prev_kvs.is_empty() {
+                out.push_str(&kv_table(&resp.prev_kvs, false));
+            }
+            out
+        }
+    }
+}
+
+fn kv_table(kvs: &[KeyValue], keys_only: bool) -> String {
+    if keys_only {
+        let rows: Vec<Vec<String>> = kvs.iter().map(|kv| vec![cell(&kv.key)]).collect();
+        table(&["KEY"], &rows)
+    } else {
+        let rows: Vec<Vec<String>> = kvs
+            .iter()
+            .map(|kv| vec![cell(&kv.key), cell(&kv.value)])
+            .collect();
+        table(&["KEY", "VALUE"], &rows)
+    }
+}
+
+/// `range`: the keys read over all pages; `last` is the last page (for header, count, more).
+pub fn render_range(
+    kvs: &[KeyValue],
+    last: &RangePage,
+    keys_only: bool,
+    format: OutputFormat,
+) -> String {
+    match format {
+        OutputFormat::Json => json_text(&json!({
+            "header": header_json(&last.header),
+            "kvs": kvs.iter().map(kv_json).collect::<Vec<_>>(),
+            "count": last.count,
+            "more": last.more,
+        })),
+        OutputFormat::Table => {
+            let mut out = kv_table(kvs, keys_only);
+            if last.more {
+                let _ = writeln!(
+                    out,
+                    "({} of {} keys shown; raise --limit for more)",
+                    kvs.len(),
+                    last.count
+                );
+            }
+            out
+        }
+    }
+}
+
+/// `cas`: `OK`, or `FAILED` with the current value.
+pub fn render_cas(resp: &TxnResponse, current: Option<&KeyValue>, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => json_text(&json!({
+            "header": header_json(&resp.header),
+            "succeeded": resp.succeeded,
+            "current": opt_kv_json(current),
+        })),
+        OutputFormat::Table if resp.succeeded => "OK\n".to_string(),
+        OutputFormat::Table => match current {
+            Some(kv) => format!("FAILED: the current value is {:?}\n", cell(&kv.value)),
+            None => "FAILED: the key does not exist\n".to_string(),
+        },
+    }
+}
+
+/// The current value of a key read by the failure branch of a `cas` transaction.
+pub fn cas_current(resp: &TxnResponse) -> Option<&KeyValue> {
+    resp.responses.iter().find_map(|r| match r {
+        TxnOpResponse::Range { kvs, .. } => kvs.first(),
+        _ => None,
+    })
+}
+
+fn op_json(op: &TxnOpResponse) -> Value {
+    match op {
+        TxnOpResponse::Put { prev_kv } => {
+            json!({ "put": { "prev_kv": opt_kv_json(prev_kv.as_ref()) } })
+        }
+        TxnOpResponse::Delete { deleted, prev_kvs } => json!({
+            "delete": { "deleted": deleted, "prev_kvs": prev_kvs.iter().map(kv_json).collect::<Vec<_>>() }
+        }),
+        TxnOpResponse::Range { kvs, more, count } => json!({
+            "range": { "kvs": kvs.iter().map(kv_json).collect::<Vec<_>>(), "more": more, "count": count }
+        }),
+    }
+}
+
+/// `txn`: `SUCCESS` or `FAILURE`, then one block per operation result.
+pub fn render_txn(resp: &TxnResponse, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => json_text(&json!({
+            "header": header_json(&resp.header),
+            "succeeded": resp.succeeded,
+            "responses": resp.responses.iter().map(op_json).collect::<Vec<_>>(),
+        })),
+        OutputFormat::Table => {
+            let mut out = if resp.succeeded {
+                "SUCCESS\n"
+            } else {
+                "FAILURE\n"
+            }
+            .to_string();
+            for op in &resp.responses {
+                out.push('\n');
+                match op {
+                    TxnOpResponse::Put { prev_kv: None } => out.push_str("put: OK\n"),
+                    TxnOpResponse::Put { prev_kv: Some(p) } => {
+                        let _ = writeln!(out, "put: OK (previous value {:?})", cell(&p.value));
+                    }
+                    TxnOpResponse::Delete { deleted, .. } => {
+                        let _ = writeln!(out, "delete: {deleted}");
+                    }
+                    TxnOpResponse::Range { kvs, .. } => {
+                        let _ = writeln!(out, "range: {} key(s)", kvs.len());
+                        if !kvs.is_empty() {
+                            out.push_str(&kv_table(kvs, false));
+                        }
+                    }
+                }
+            }
+            out
+        }
+    }
+}
+
+/// `status -o json`: `{"leader": "kv-0", "members": [{"name": "kv-0", "ordinal": 0,
+/// "endpoint": "127.0.0.1:7379", "role": "leader", "term": 2, "applied": 17, "healthy": true,
+/// ...}]}`. Unknown numbers are `null`; an unreachable member has role `"unknown"` and
+/// `healthy: false`.
+pub fn status_json(status: &ClusterStatus) -> Value {
+    json!({
+        "leader": status.leader,
+        "members": status.members.iter().map(|m| json!({
+            "name": m.name,
+            "ordinal": m.ordinal,
+            "endpoint": m.endpoint,
+            "role": m.role.as_str(),
+            "term": m.term,
+            "applied": m.applied,
+            "revision": m.revision,
+            "lag": m.lag,
+            "voter": m.voter,
+            "reachable": m.reachable,
+            "ready": m.ready,
+            "healthy": m.healthy,
+            "error": m.error,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn or_dash<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// `status`: a table of members, then the reason for each unreachable one.
+pub fn render_status(status: &ClusterStatus, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => json_text(&status_json(status)),
+        OutputFormat::Table => {
+            let rows: Vec<Vec<String>> = status
+                .members
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.name.clone().unwrap_or_else(|| "?".into()),
+                        or_dash(m.ordinal),
+                        m.endpoint.clone(),
+                        m.role.as_str().to_string(),
+                        or_dash(m.term),
+                        or_dash(m.applied),
+                        or_dash(m.revision),
+                        or_dash(m.lag),
+                        m.healthy.to_string(),
+                    ]
+                })
+                .collect();
+            let mut out = table(
+                &[
+                    "NAME", "ORDINAL", "ENDPOINT", "ROLE", "TERM", "APPLIED", "REVISION", "LAG",
+                    "HEALTHY",
+                ],
+                &rows,
+            );
+            let problems: Vec<String> = status
+                .members
+                .iter()
+                .filter_map(|m| {
+                    let who = m.name.as_deref().unwrap_or("?");
+                    match (&m.error, m.reachable && !m.ready) {
+                        (Some(e), _) => Some(format!("{who} ({}): {e}", m.endpoint)),
+                        (None, true) => Some(format!(
+                            "{who} ({}): answered but is not ready (joining, catching up, or no leader)",
+                            m.endpoint
+                        )),
+                        _ => None,
+                    }
+                })
+                .collect();
+            if !problems.is_empty() {
+                out.push('\n');
+                for p in problems {
+                    out.push_str(&p);
+                    out.push('\n');
+                }
+            }
+            out
+        }
+    }
+}
+
+/// `members`: the membership.
+pub fn render_members(members: &[Member], format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => json_text(&json!({
+            "members": members.iter().map(|m| json!({
+                "id": m.id,
+                "name": m.name,
+                "client_addr": m.client_addr,
+                "peer_addr": m.peer_addr,
+                "voter": m.voter,
+            })).collect::<Vec<_>>(),
+        })),
+        OutputFormat::Table => {
+            let rows: Vec<Vec<String>> = members
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.id.to_string(),
+                        m.name.clone(),
+                        m.client_addr.clone(),
+                        m.peer_addr.clone(),
+                        if m.voter { "voter" } else { "learner" }.to_string(),
+                    ]
+                })
+                .collect();
+            table(&["ID", "NAME", "CLIENT_ADDR", "PEER_ADDR", "KIND"], &rows)
+        }
+    }
+}

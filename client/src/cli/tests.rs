@@ -1,0 +1,460 @@
+//! Unit tests of kvsetctl's argument parsing and rendering.
+
+use std::time::Duration;
+
+use clap::Parser;
+
+use super::args::{ordinal_of, parse_duration};
+use super::output::*;
+use super::*;
+use crate::cluster::{ClusterStatus, MemberHealth};
+use crate::range::RangePage;
+use crate::txn::{TxnOpResponse, TxnResponse};
+use crate::types::{GetResponse, Header, KeyValue, PutResponse, Role};
+
+fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+    Cli::try_parse_from(std::iter::once("kvsetctl").chain(args.iter().copied()))
+}
+
+#[test]
+fn global_flags_and_defaults() {
+    std::env::remove_var("KVSET_ENDPOINTS");
+    let cli = parse(&["get", "a"]).unwrap();
+    assert_eq!(
+        cli.endpoints,
+        "127.0.0.1:7379,127.0.0.1:7380,127.0.0.1:7381"
+    );
+    assert_eq!(cli.output, OutputFormat::Table);
+    assert_eq!(cli.consistency, ConsistencyArg::Linearizable);
+    assert_eq!(cli.timeout, Duration::from_secs(10));
+    let cli = parse(&[
+        "get",
+        "a",
+        "-o",
+        "json",
+        "--consistency",
+        "stale",
+        "--member",
+        "kv-1",
+        "--timeout",
+        "500ms",
+        "--endpoints",
+        "a:1,b:2",
+    ])
+    .unwrap();
+    assert_eq!(cli.output, OutputFormat::Json);
+    assert_eq!(cli.consistency, ConsistencyArg::Stale);
+    assert_eq!(cli.member.as_deref(), Some("kv-1"));
+    assert_eq!(cli.timeout, Duration::from_millis(500));
+    assert_eq!(cli.endpoints, "a:1,b:2");
+    assert!(matches!(cli.command, Command::Get { ref key } if key == "a"));
+}
+
+#[test]
+fn subcommands_parse() {
+    match parse(&["del", "p/", "--prefix"]).unwrap().command {
+        Command::Del {
+            key,
+            prefix,
+            range_end,
+            ..
+        } => {
+            assert_eq!((key.as_str(), prefix, range_end), ("p/", true, None))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(parse(&["del", "a", "--prefix", "--range-end", "b"]).is_err());
+    match parse(&["range", "a", "c", "--limit", "5", "--keys-only"])
+        .unwrap()
+        .command
+    {
+        Command::Range {
+            start,
+            end,
+            prefix,
+            limit,
+            keys_only,
+        } => {
+            assert_eq!(start.as_deref(), Some("a"));
+            assert_eq!(end.as_deref(), Some("c"));
+            assert_eq!((prefix, limit, keys_only), (None, Some(5), true));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(parse(&["range", "a", "--prefix", "p"]).is_err());
+    match parse(&["cas", "k", "old", "new"]).unwrap().command {
+        Command::Cas {
+            key,
+            values,
+            absent,
+        } => {
+            assert_eq!(
+                (key.as_str(), values, absent),
+                ("k", vec!["old".into(), "new".into()], false)
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        parse(&["cas", "--absent", "k", "new"]).unwrap().command,
+        Command::Cas { absent: true, ref values, .. } if values.len() == 1
+    ));
+    assert!(parse(&["cas", "k"]).is_err());
+    assert!(parse(&["cas", "k", "a", "b", "c"]).is_err());
+    match parse(&[
+        "members",
+        "add",
+        "kv-3",
+        "--client-addr",
+        "h:1",
+        "--peer-addr",
+        "h:2",
+        "--no-wait",
+    ])
+    .unwrap()
+    .command
+    {
+        Command::Members {
+            command: MembersCommand::Add {
+                name, id, no_wait, ..
+            },
+        } => {
+            assert_eq!((name.as_str(), id, no_wait), ("kv-3", None, true))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        parse(&["members", "remove", "2", "--any-order"])
+            .unwrap()
+            .command,
+        Command::Members {
+            command: MembersCommand::Remove {
+                any_order: true,
+                ..
+            }
+        }
+    ));
+    assert!(matches!(
+        parse(&["status"]).unwrap().command,
+        Command::Status
+    ));
+    // Usage errors exit with 2, like invalid input.
+    assert_eq!(parse(&["frobnicate"]).unwrap_err().exit_code(), 2);
+    assert_eq!(
+        parse(&["get", "a", "-o", "yaml"]).unwrap_err().exit_code(),
+        2
+    );
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let help = parse(&["--help"]).unwrap_err().to_string();
+    for needle in [
+        "Exit codes:",
+        "0  success",
+        "1  not found",
+        "2  invalid input",
+        "3  unavailable",
+        "4  any other",
+        "KVSET_ENDPOINTS",
+    ] {
+        assert!(help.contains(needle), "help lacks {needle:?}:\n{help}");
+    }
+}
+
+#[test]
+fn durations_and_ordinals() {
+    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+    assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+    assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    assert!(parse_duration("0s").is_err());
+    assert!(parse_duration("5 parsecs").is_err());
+    assert!(parse_duration("").is_err());
+    assert_eq!(ordinal_of("kv-12"), Some(12));
+    assert_eq!(ordinal_of("kv"), None);
+}
+
+#[test]
+fn errors_map_to_exit_codes() {
+    use crate::error::{Cause, CauseKind};
+    let cause = Cause {
+        endpoint: "h:1".into(),
+        kind: CauseKind::Refused,
+        code: tonic::Code::Unavailable,
+        message: "no leader".into(),
+    };
+    assert_eq!(
+        Exit::for_error(&Error::InvalidArgument("x".into())),
+        Exit::InvalidInput
+    );
+    assert_eq!(
+        Exit::for_error(&Error::NotFound("x".into())),
+        Exit::NotFound
+    );
+    assert_eq!(
+        Exit::for_error(&Error::FailedPrecondition("x".into())),
+        Exit::Other
+    );
+    assert_eq!(
+        Exit::for_error(&Error::Unavailable {
+            endpoints: vec![],
+            last_cause: cause.clone(),
+            reached_member: true,
+            may_have_applied: false
+        }),
+        Exit::Unavailable
+    );
+    assert_eq!(
+        Exit::for_error(&Error::Timeout {
+            after: Duration::from_secs(1),
+            last_cause: Some(cause),
+            may_have_applied: false
+        }),
+        Exit::Unavailable
+    );
+    assert_eq!(Exit::NotFound.code(), 1);
+    assert_eq!(Exit::Other.code(), 4);
+}
+
+#[test]
+fn bytes_are_shown_escaped() {
+    assert_eq!(display_bytes(b"plain"), "plain");
+    assert_eq!(display_bytes("h\u{e9}".as_bytes()), "h\u{e9}");
+    assert_eq!(display_bytes(b"a\xffb\xc3"), "a\\xffb\\xc3");
+    assert_eq!(cell(b"two\nlines\t"), "two\\nlines\\t");
+    let v = kv_json(&KeyValue {
+        key: b"k\xfe".to_vec(),
+        value: b"ok".to_vec(),
+        ..KeyValue::default()
+    });
+    assert_eq!(v["key"], "k\\xfe");
+    assert_eq!(v["key_hex"], "6bfe");
+    assert!(v.get("value_hex").is_none());
+}
+
+fn header() -> Header {
+    Header {
+        cluster_id: "c1".into(),
+        member: "kv-0".into(),
+        ordinal: 0,
+        role: Role::Leader,
+        term: 2,
+        revision: 17,
+    }
+}
+
+#[test]
+fn renders_kv_results() {
+    let kv = KeyValue {
+        key: b"a".to_vec(),
+        value: b"x".to_vec(),
+        create_revision: 3,
+        mod_revision: 5,
+        version: 2,
+    };
+    let put = PutResponse {
+        header: header(),
+        prev_kv: Some(kv.clone()),
+    };
+    assert_eq!(
+        render_put(&put, OutputFormat::Table),
+        "OK\nprevious value: x\n"
+    );
+    let get = GetResponse {
+        header: header(),
+        kv: Some(kv.clone()),
+    };
+    assert_eq!(render_get(&get, OutputFormat::Table), "x\n");
+    let json: serde_json::Value =
+        serde_json::from_str(&render_get(&get, OutputFormat::Json)).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "header": {"cluster_id": "c1", "member": "kv-0", "ordinal": 0, "role": "leader", "term": 2, "revision": 17},
+            "kv": {"key": "a", "value": "x", "create_revision": 3, "mod_revision": 5, "version": 2}
+        })
+    );
+    let missing = GetResponse {
+        header: header(),
+        kv: None,
+    };
+    assert_eq!(render_get(&missing, OutputFormat::Table), "");
+    let json: serde_json::Value =
+        serde_json::from_str(&render_get(&missing, OutputFormat::Json)).unwrap();
+    assert!(json["kv"].is_null());
+
+    let kvs = vec![
+        kv.clone(),
+        KeyValue {
+            key: b"bb".to_vec(),
+            value: b"y\nz".to_vec(),
+            ..KeyValue::default()
+        },
+    ];
+    let last = RangePage {
+        header: header(),
+        more: true,
+        count: 9,
+        ..RangePage::default()
+    };
+    assert_eq!(
+        render_range(&kvs, &last, false, OutputFormat::Table),
+        "KEY  VALUE\na    x\nbb   y\\nz\n(2 of 9 keys shown; raise --limit for more)\n"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&render_range(&kvs, &last, false, OutputFormat::Json)).unwrap();
+    assert_eq!(json["count"], 9);
+    assert_eq!(json["more"], true);
+    assert_eq!(json["kvs"][1]["value"], "y\nz");
+}
+
+#[test]
+fn renders_txn_and_cas() {
+    let failed = TxnResponse {
+        header: header(),
+        succeeded: false,
+        responses: vec![TxnOpResponse::Range {
+            kvs: vec![KeyValue {
+                key: b"a".to_vec(),
+                value: b"now".to_vec(),
+                ..KeyValue::default()
+            }],
+            more: false,
+            count: 1,
+        }],
+    };
+    assert_eq!(
+        render_cas(&failed, cas_current(&failed), OutputFormat::Table),
+        "FAILED: the current value is \"now\"\n"
+    );
+    let absent = TxnResponse {
+        responses: vec![TxnOpResponse::Range {
+            kvs: vec![],
+            more: false,
+            count: 0,
+        }],
+        ..failed.clone()
+    };
+    assert_eq!(
+        render_cas(&absent, cas_current(&absent), OutputFormat::Table),
+        "FAILED: the key does not exist\n"
+    );
+    let json: serde_json::Value = serde_json::from_str(&render_cas(
+        &failed,
+        cas_current(&failed),
+        OutputFormat::Json,
+    ))
+    .unwrap();
+    assert_eq!(json["succeeded"], false);
+    assert_eq!(json["current"]["value"], "now");
+
+    let ok = TxnResponse {
+        header: header(),
+        succeeded: true,
+        responses: vec![
+            TxnOpResponse::Put { prev_kv: None },
+            TxnOpResponse::Delete {
+                deleted: 2,
+                prev_kvs: vec![],
+            },
+        ],
+    };
+    assert_eq!(
+        render_txn(&ok, OutputFormat::Table),
+        "SUCCESS\n\nput: OK\n\ndelete: 2\n"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&render_txn(&ok, OutputFormat::Json)).unwrap();
+    assert_eq!(
+        json["responses"][0],
+        serde_json::json!({"put": {"prev_kv": null}})
+    );
+    assert_eq!(
+        json["responses"][1],
+        serde_json::json!({"delete": {"deleted": 2, "prev_kvs": []}})
+    );
+}
+
+fn sample_status() -> ClusterStatus {
+    ClusterStatus {
+        leader: Some("kv-0".into()),
+        members: vec![
+            MemberHealth {
+                name: Some("kv-0".into()),
+                ordinal: Some(0),
+                endpoint: "127.0.0.1:7379".into(),
+                role: Role::Leader,
+                term: Some(2),
+                applied: Some(17),
+                revision: Some(9),
+                lag: Some(0),
+                voter: Some(true),
+                reachable: true,
+                ready: true,
+                healthy: true,
+                error: None,
+            },
+            MemberHealth {
+                name: Some("kv-2".into()),
+                ordinal: Some(2),
+                endpoint: "127.0.0.1:7381".into(),
+                voter: Some(true),
+                error: Some("connection refused".into()),
+                ..MemberHealth::default()
+            },
+        ],
+    }
+}
+
+#[test]
+fn status_json_has_the_documented_shape() {
+    let v = status_json(&sample_status());
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "leader": "kv-0",
+            "members": [
+                {"name": "kv-0", "ordinal": 0, "endpoint": "127.0.0.1:7379", "role": "leader",
+                 "term": 2, "applied": 17, "healthy": true, "revision": 9, "lag": 0,
+                 "voter": true, "reachable": true, "ready": true, "error": null},
+                {"name": "kv-2", "ordinal": 2, "endpoint": "127.0.0.1:7381", "role": "unknown",
+                 "term": null, "applied": null, "healthy": false, "revision": null, "lag": null,
+                 "voter": true, "reachable": false, "ready": false, "error": "connection refused"}
+            ]
+        })
+    );
+}
+
+#[test]
+fn status_table() {
+    assert_eq!(
+        render_status(&sample_status(), OutputFormat::Table),
+        "NAME  ORDINAL  ENDPOINT        ROLE     TERM  APPLIED  REVISION  LAG  HEALTHY\n\
+         kv-0  0        127.0.0.1:7379  leader   2     17       9         0    true\n\
+         kv-2  2        127.0.0.1:7381  unknown  -     -        -         -    false\n\
+         \n\
+         kv-2 (127.0.0.1:7381): connection refused\n"
+    );
+}
+
+#[test]
+fn members_rendering() {
+    let members = vec![crate::types::Member {
+        id: 3,
+        name: "kv-3".into(),
+        client_addr: "h:7382".into(),
+        peer_addr: "h:8382".into(),
+        voter: false,
+    }];
+    assert_eq!(
+        render_members(&members, OutputFormat::Table),
+        "ID  NAME  CLIENT_ADDR  PEER_ADDR  KIND\n3   kv-3  h:7382       h:8382     learner\n"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&render_members(&members, OutputFormat::Json)).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"members": [{"id": 3, "name": "kv-3", "client_addr": "h:7382", "peer_addr": "h:8382", "voter": false}]})
+    );
+}

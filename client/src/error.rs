@@ -1,0 +1,500 @@
+//! Typed errors, and the classification of one failed attempt.
+//!
+//! kvset reports errors as gRPC status codes (see `proto/kvset/v1/kvset.proto`). The SDK turns
+//! every failure into one [`Error`] variant whose message says what to do next; callers match
+//! on the variant, humans read the message.
+//!
+//! Two layers meet here:
+//!
+//! - **One attempt** fails with a [`tonic::Status`]. [`classify`] decides whether that failure is
+//!   *final* (the answer will not change if asked again: `INVALID_ARGUMENT`,
+//!   `FAILED_PRECONDITION`, `NOT_FOUND`, an unknown server error) or *transient* (no leader
+//!   right now, connection refused, no answer in time). A transient failure becomes a [`Cause`],
+//!   which also records *how far the request got* ([`CauseKind`]): a request that never left the
+//!   client cannot have been applied, one that timed out may have been.
+//! - **The whole call** ends, after the retry loop gave up, with [`Error::Unavailable`] or
+//!   [`Error::Timeout`] carrying the last cause, and with `may_have_applied` set when a write
+//!   could have been applied by an attempt whose answer was lost.
+//!
+//! A failed compare in a transaction is not an error: it is the `succeeded: false` result of the
+//! transaction (and `Ok(false)` from [`crate::Client::cas`]).
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+use crate::endpoint::LeaderHint;
+
+/// The SDK's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything a kvset call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or breaks a server limit (key size, value size, range limit,
+    /// operations per transaction), or the SDK refused it before sending. Nothing was written.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// A cluster operation is not allowed in the current membership (for example a removal that
+    /// would break quorum). Nothing was changed.
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
+
+    /// A cluster operation named a member that does not exist. (A missing key is not an error:
+    /// [`crate::Client::get`] returns `Ok(None)`.)
+    #[error("not found: {0}")]
+    NotFound(String),
+
+    /// No member could serve the call before the retry deadline: members were unreachable or
+    /// answered `UNAVAILABLE` (no leader known, shutting down).
+    #[error("{}", unavailable_message(endpoints, last_cause, *reached_member, *may_have_applied))]
+    Unavailable {
+        /// Every endpoint the call tried, in the order first tried.
+        endpoints: Vec<String>,
+        /// Why the last attempt failed.
+        last_cause: Cause,
+        /// True when at least one member answered (as opposed to none being reachable at all).
+        reached_member: bool,
+        /// True for a write when an attempt may have reached the leader: the write may or may
+        /// not have been applied. Always false for reads.
+        may_have_applied: bool,
+    },
+
+    /// The call did not complete within its deadline; the last attempt got no answer in time.
+    #[error("{}", timeout_message(*after, last_cause.as_ref(), *may_have_applied))]
+    Timeout {
+        /// How long the call ran before giving up.
+        after: Duration,
+        /// Why the last attempt failed, when an attempt was made.
+        last_cause: Option<Cause>,
+        /// True for a write that may or may not have been applied.
+        may_have_applied: bool,
+    },
+
+    /// The member is not the leader and the client was built with redirects off
+    /// ([`crate::ClientBuilder::follow_leader`]`(false)`).
+    #[error("{}", not_leader_message(endpoint, leader.as_ref()))]
+    NotLeader {
+        /// The endpoint that refused.
+        endpoint: String,
+        /// The leader it named, if it knows one.
+        leader: Option<LeaderHint>,
+    },
+
+    /// The connection broke while a non-retryable request (a membership change) was in flight.
+    /// The change may or may not have been applied.
+    #[error("transport error at {endpoint}: {message}; the change may or may not have been applied, check `kvsetctl members list`")]
+    Transport {
+        /// The endpoint the request went to.
+        endpoint: String,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// An endpoint string could not be parsed.
+    #[error("invalid endpoint {input:?}: {reason}")]
+    InvalidEndpoint {
+        /// The string as given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The member answered with an error the SDK does not map to a more specific variant.
+    #[error("{}", server_message(endpoint, *code, message))]
+    Server {
+        /// The endpoint that answered.
+        endpoint: String,
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The server's message.
+        message: String,
+    },
+
+    /// The member's answer broke the API contract (for example a pagination cursor that does not
+    /// advance). Indicates a server bug or a version mismatch.
+    #[error("unexpected answer from {endpoint}: {message}")]
+    Protocol {
+        /// The endpoint that answered.
+        endpoint: String,
+        /// What was wrong with the answer.
+        message: String,
+    },
+}
+
+impl Error {
+    /// True when a write that failed with this error may nevertheless have been applied: the
+    /// caller must not assume either outcome (read the key back, or make the next write
+    /// conditional with a compare). False means the write was not applied: it was refused
+    /// (`InvalidArgument`, `FailedPrecondition`, `NotFound`, `NotLeader`) or never reached a
+    /// member. Meaningless for reads.
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            Error::Unavailable {
+                may_have_applied, ..
+            }
+            | Error::Timeout {
+                may_have_applied, ..
+            } => *may_have_applied,
+            // An unexpected server error or answer does not say how far the write got.
+            Error::Transport { .. } | Error::Server { .. } | Error::Protocol { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// True for [`Error::Unavailable`] and [`Error::Timeout`]: the cluster could not answer in
+    /// time, and asking again later may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. } | Error::Timeout { .. })
+    }
+
+    /// True for errors caused by the request itself (bad argument or endpoint): retrying the
+    /// same request cannot help.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidArgument(_) | Error::InvalidEndpoint { .. }
+        )
+    }
+}
+
+/// How far a failed attempt got, which decides whether a write may have been applied and
+/// whether a non-idempotent request may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CauseKind {
+    /// No connection could be made (refused, DNS failure, connect timeout): the request was never
+    /// sent.
+    Connect,
+    /// A member answered and refused: `UNAVAILABLE` (no leader, shutting down, not the leader),
+    /// `ABORTED` or `RESOURCE_EXHAUSTED`.
+    Refused,
+    /// The attempt got no answer in time (the client's timer or `DEADLINE_EXCEEDED`).
+    TimedOut,
+    /// The connection broke while the request was in flight.
+    Broken,
+}
+
+/// Why one attempt failed; kept by the retry loop and reported when it gives up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    /// The endpoint (`host:port`) the attempt went to.
+    pub endpoint: String,
+    /// How far the attempt got.
+    pub kind: CauseKind,
+    /// The gRPC code of the failure.
+    pub code: tonic::Code,
+    /// A short human-readable description ("connection refused", the server's message, …).
+    pub message: String,
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.endpoint, self.message)
+    }
+}
+
+fn unavailable_message(
+    endpoints: &[String],
+    last: &Cause,
+    reached_member: bool,
+    may_have_applied: bool,
+) -> String {
+    let mut msg = if reached_member {
+        format!(
+            "kvset cluster unavailable: last answer from {}: {} (tried {}); the cluster may be \
+             electing a leader or may have lost quorum, check `kvsetctl status`",
+            last.endpoint,
+            last.message,
+            endpoints.join(", ")
+        )
+    } else {
+        format!(
+            "no kvset member answered at {}: {}; is the cluster running? (kvset-server local)",
+            endpoints.join(", "),
+            last.message
+        )
+    };
+    if may_have_applied {
+        msg.push_str("; the write may or may not have been applied");
+    }
+    msg
+}
+
+fn timeout_message(after: Duration, last: Option<&Cause>, may_have_applied: bool) -> String {
+    let mut msg = format!("timed out after {}", human_duration(after));
+    if let Some(cause) = last {
+        msg.push_str(&format!(" (last attempt: {cause})"));
+    }
+    msg.push_str("; raise the timeout or check `kvsetctl status`");
+    if may_have_applied {
+        msg.push_str("; the write may or may not have been applied");
+    }
+    msg
+}
+
+fn not_leader_message(endpoint: &str, leader: Option<&LeaderHint>) -> String {
+    match leader {
+        Some(hint) => {
+            format!("{endpoint} is not the leader; the leader is {hint} (redirects are disabled)")
+        }
+        None => format!("{endpoint} is not the leader and knows no leader right now; retry later"),
+    }
+}
+
+fn server_message(endpoint: &str, code: tonic::Code, message: &str) -> String {
+    match code {
+        tonic::Code::Unimplemented => format!(
+            "{endpoint} does not serve the kvset API ({message}); is it a kvset member's client \
+             port?"
+        ),
+        _ => format!("{endpoint} answered {code:?}: {message}"),
+    }
+}
+
+/// Renders a duration the way people write it: `750ms`, `2s`, `1.5s`.
+pub(crate) fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// What the retry loop should do with one failed attempt.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Transient: another attempt (here or elsewhere) may succeed.
+    Transient(Cause),
+    /// Final: report this error.
+    Final(Error),
+}
+
+/// Classifies the failure of one attempt at `endpoint`.
+pub(crate) fn classify(endpoint: &str, status: &tonic::Status) -> Verdict {
+    use tonic::Code;
+    let message = status.message().to_string();
+    let cause = |kind: CauseKind, message: String| {
+        Verdict::Transient(Cause {
+            endpoint: endpoint.to_string(),
+            kind,
+            code: status.code(),
+            message,
+        })
+    };
+    // A status produced by the client's own transport carries the underlying error as its
+    // source; a status the server sent has none.
+    if let Some(source) = StdError::source(status) {
+        if chain_has::<tonic::ConnectError>(source) {
+            return cause(CauseKind::Connect, describe_transport(source, &message));
+        }
+        return match status.code() {
+            Code::DeadlineExceeded | Code::Cancelled if is_timeout(source) => {
+                cause(CauseKind::TimedOut, "no answer in time".to_string())
+            }
+            _ => cause(CauseKind::Broken, describe_transport(source, &message)),
+        };
+    }
+    match status.code() {
+        Code::InvalidArgument | Code::OutOfRange => Verdict::Final(Error::InvalidArgument(message)),
+        Code::FailedPrecondition => Verdict::Final(Error::FailedPrecondition(message)),
+        Code::NotFound => Verdict::Final(Error::NotFound(message)),
+        Code::Unavailable | Code::Aborted | Code::ResourceExhausted => {
+            cause(CauseKind::Refused, non_empty(message, "unavailable"))
+        }
+        // A tonic server answers CANCELLED ("Timeout expired") when the gRPC deadline passes.
+        Code::DeadlineExceeded | Code::Cancelled => {
+            cause(CauseKind::TimedOut, non_empty(message, "deadline exceeded"))
+        }
+        // tonic reports a connection that died mid-request without a source in a few paths;
+        // its messages name the transport.
+        Code::Unknown | Code::Internal if looks_like_transport(&message) => {
+            cause(CauseKind::Broken, message)
+        }
+        code => Verdict::Final(Error::Server {
+            endpoint: endpoint.to_string(),
+            code,
+            message,
+        }),
+    }
+}
+
+/// The `kvset-leader` hint of a refusal, when the member set one.
+pub(crate) fn leader_hint(status: &tonic::Status) -> Option<LeaderHint> {
+    let value = status.metadata().get(kvset_proto::LEADER_METADATA_KEY)?;
+    LeaderHint::parse(value.to_str().ok()?)
+}
+
+fn non_empty(message: String, fallback: &str) -> String {
+    if message.is_empty() {
+        fallback.to_string()
+    } else {
+        message
+    }
+}
+
+fn looks_like_transport(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "transport error",
+        "h2 protocol error",
+        "connection",
+        "broken pipe",
+        "not ready",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
+}
+
+fn chain_has<E: StdError + 'static>(err: &(dyn StdError + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<E>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+fn is_timeout(err: &(dyn StdError + 'static)) -> bool {
+    if chain_has::<tonic::TimeoutExpired>(err) {
+        return true;
+    }
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// A short description of a transport failure: "connection refused", "dns error: failed to
+/// lookup address information: …", "connection reset".
+fn describe_transport(err: &(dyn StdError + 'static), status_message: &str) -> String {
+    use std::io::ErrorKind;
+    let mut io: Option<&std::io::Error> = None;
+    let mut innermost = err;
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(found) = e.downcast_ref::<std::io::Error>() {
+            io = Some(found);
+        }
+        innermost = e;
+        cur = e.source();
+    }
+    if let Some(io) = io {
+        let known = match io.kind() {
+            ErrorKind::ConnectionRefused => Some("connection refused"),
+            ErrorKind::ConnectionReset => Some("connection reset"),
+            ErrorKind::ConnectionAborted => Some("connection aborted"),
+            ErrorKind::TimedOut => Some("connect timed out"),
+            ErrorKind::BrokenPipe => Some("broken pipe"),
+            ErrorKind::AddrNotAvailable => Some("address not available"),
+            _ => None,
+        };
+        if let Some(known) = known {
+            return known.to_string();
+        }
+    }
+    let inner = innermost.to_string();
+    if status_message.is_empty() || inner.contains(status_message) {
+        inner
+    } else {
+        format!("{status_message}: {inner}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_statuses_are_classified() {
+        let final_err = |s: tonic::Status| match classify("h:1", &s) {
+            Verdict::Final(e) => e,
+            other => panic!("expected final, got {other:?}"),
+        };
+        assert!(matches!(
+            final_err(tonic::Status::invalid_argument("key too large")),
+            Error::InvalidArgument(m) if m == "key too large"
+        ));
+        assert!(matches!(
+            final_err(tonic::Status::failed_precondition("quorum")),
+            Error::FailedPrecondition(_)
+        ));
+        assert!(matches!(
+            final_err(tonic::Status::not_found("no member 7")),
+            Error::NotFound(_)
+        ));
+        assert!(matches!(
+            final_err(tonic::Status::internal("bug")),
+            Error::Server {
+                code: tonic::Code::Internal,
+                ..
+            }
+        ));
+        match classify("h:1", &tonic::Status::unavailable("no leader")) {
+            Verdict::Transient(c) => {
+                assert_eq!(c.kind, CauseKind::Refused);
+                assert_eq!(c.message, "no leader");
+            }
+            other => panic!("{other:?}"),
+        }
+        match classify("h:1", &tonic::Status::deadline_exceeded("")) {
+            Verdict::Transient(c) => assert_eq!(c.kind, CauseKind::TimedOut),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hint_is_read_from_metadata() {
+        let mut s = tonic::Status::unavailable("not leader");
+        s.metadata_mut().insert(
+            kvset_proto::LEADER_METADATA_KEY,
+            "kv-0=127.0.0.1:7379".parse().unwrap(),
+        );
+        let hint = leader_hint(&s).unwrap();
+        assert_eq!(hint.name, "kv-0");
+        assert_eq!(hint.endpoint.as_deref(), Some("127.0.0.1:7379"));
+    }
+
+    #[test]
+    fn messages_are_actionable() {
+        let cause = Cause {
+            endpoint: "127.0.0.1:7380".into(),
+            kind: CauseKind::Connect,
+            code: tonic::Code::Unavailable,
+            message: "connection refused".into(),
+        };
+        let e = Error::Unavailable {
+            endpoints: vec!["127.0.0.1:7379".into(), "127.0.0.1:7380".into()],
+            last_cause: cause.clone(),
+            reached_member: false,
+            may_have_applied: false,
+        };
+        assert_eq!(
+            e.to_string(),
+            "no kvset member answered at 127.0.0.1:7379, 127.0.0.1:7380: connection refused; \
+             is the cluster running? (kvset-server local)"
+        );
+        let t = Error::Timeout {
+            after: Duration::from_millis(1500),
+            last_cause: Some(cause),
+            may_have_applied: true,
+        };
+        assert!(t
+            .to_string()
+            .starts_with("timed out after 1.5s (last attempt: 127.0.0.1:7380"));
+        assert!(t.may_have_applied());
+        assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(human_duration(Duration::from_secs(2)), "2s");
+    }
+}

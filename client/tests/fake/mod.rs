@@ -1,0 +1,766 @@
+//! An in-process fake kvset cluster with scripted behaviour.
+//!
+//! Each [`FakeMember`] is a real tonic server on `127.0.0.1:0` implementing the generated `Kv`
+//! and `Cluster` traits. Members share one [`Store`] (a "perfectly replicated" state machine
+//! with the server's exactly-once rules) so a request may land anywhere. Every call is recorded
+//! ([`Call`]), and per-method scripts ([`Action`]) make a member refuse, fail, lose the answer
+//! after applying, or hang.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kvset_proto::v1 as pb;
+use kvset_proto::v1::cluster_server::{Cluster, ClusterServer};
+use kvset_proto::v1::kv_server::{Kv, KvServer};
+use tonic::{Code, Request, Response, Status};
+
+/// What a member does with the next call of a method.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Answer normally.
+    Serve,
+    /// Fail with this code and message, without doing anything.
+    Fail(Code, &'static str),
+    /// Fail with UNAVAILABLE and a `kvset-leader` hint.
+    Redirect(String),
+    /// Apply the request, then fail as if the answer was lost.
+    ApplyThenFail(Code),
+    /// Apply the request, then hang for this long before answering.
+    ApplyThenHang(Duration),
+    /// Wait this long, then answer normally.
+    Delay(Duration),
+}
+
+/// One recorded call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: &'static str,
+    pub key: Vec<u8>,
+    pub request_id: Option<(u64, u64)>,
+    pub consistency: i32,
+    pub cursor: Vec<u8>,
+    pub limit: i64,
+}
+
+/// The shared, replicated state.
+#[derive(Debug, Default)]
+pub struct Store {
+    pub kvs: BTreeMap<Vec<u8>, pb::KeyValue>,
+    pub revision: i64,
+    pub term: u64,
+    pub leader: String,
+    pub members: Vec<pb::Member>,
+    /// client_id -> (last sequence, its response)
+    sessions: HashMap<u64, (u64, Stored)>,
+    /// Request ids actually applied, in order.
+    pub applied: Vec<(u64, u64)>,
+    /// Requests whose sequence was older than the client's last one.
+    pub stale: Vec<(u64, u64)>,
+    inflight: HashMap<u64, usize>,
+    pub max_inflight_per_client: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Stored {
+    Put(pb::PutResponse),
+    Delete(pb::DeleteResponse),
+    Txn(pb::TxnResponse),
+}
+
+/// One member's scripted behaviour and call log.
+pub struct MemberState {
+    pub name: String,
+    pub ordinal: u64,
+    pub addr: SocketAddr,
+    pub role: Mutex<pb::Role>,
+    pub ready: Mutex<bool>,
+    /// Answer with another member's header (name, ordinal), as a follower that forwarded the
+    /// request to the leader does.
+    pub forwards_to: Mutex<Option<(String, u64)>>,
+    scripts: Mutex<HashMap<&'static str, VecDeque<Action>>>,
+    defaults: Mutex<HashMap<&'static str, Action>>,
+    pub calls: Mutex<Vec<Call>>,
+    pub store: Arc<Mutex<Store>>,
+}
+
+/// A handle on one fake member.
+#[derive(Clone)]
+pub struct FakeMember(pub Arc<MemberState>);
+
+impl FakeMember {
+    /// `127.0.0.1:port`.
+    pub fn endpoint(&self) -> String {
+        self.0.addr.to_string()
+    }
+
+    /// Queues actions for the next calls of `method`.
+    pub fn script(&self, method: &'static str, actions: impl IntoIterator<Item = Action>) {
+        self.0
+            .scripts
+            .lock()
+            .unwrap()
+            .entry(method)
+            .or_default()
+            .extend(actions);
+    }
+
+    /// The action for calls of `method` once the queue is empty.
+    pub fn default_action(&self, method: &'static str, action: Action) {
+        self.0.defaults.lock().unwrap().insert(method, action);
+    }
+
+    /// Recorded calls of `method`.
+    pub fn calls(&self, method: &str) -> Vec<Call> {
+        self.0
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.method == method)
+            .cloned()
+            .collect()
+    }
+
+    pub fn set_role(&self, role: pb::Role) {
+        *self.0.role.lock().unwrap() = role;
+    }
+
+    fn next_action(&self, method: &'static str) -> Action {
+        if let Some(a) = self
+            .0
+            .scripts
+            .lock()
+            .unwrap()
+            .get_mut(method)
+            .and_then(|q| q.pop_front())
+        {
+            return a;
+        }
+        self.0
+            .defaults
+            .lock()
+            .unwrap()
+            .get(method)
+            .cloned()
+            .unwrap_or(Action::Serve)
+    }
+
+    fn header(&self) -> pb::ResponseHeader {
+        let store = self.0.store.lock().unwrap();
+        let member = match self.0.forwards_to.lock().unwrap().clone() {
+            Some((name, ordinal)) => pb::MemberRef {
+                name,
+                ordinal,
+                role: pb::Role::Leader as i32,
+            },
+            None => pb::MemberRef {
+                name: self.0.name.clone(),
+                ordinal: self.0.ordinal,
+                role: *self.0.role.lock().unwrap() as i32,
+            },
+        };
+        pb::ResponseHeader {
+            cluster_id: "fake-cluster".into(),
+            member: Some(member),
+            raft_term: store.term,
+            revision: store.revision,
+        }
+    }
+
+    fn record(&self, call: Call) {
+        self.0.calls.lock().unwrap().push(call);
+    }
+}
+
+/// A set of fake members sharing one store.
+pub struct FakeCluster {
+    pub members: Vec<FakeMember>,
+    pub store: Arc<Mutex<Store>>,
+}
+
+impl FakeCluster {
+    /// Starts `n` members `kv-0..kv-{n-1}`; kv-0 is the leader. `dead` ordinals are listed in
+    /// the membership but not started (their port is closed).
+    pub async fn start(n: usize, dead: &[u64]) -> FakeCluster {
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        let store = Arc::new(Mutex::new(Store {
+            term: 2,
+            leader: "kv-0".into(),
+            members: addrs
+                .iter()
+                .enumerate()
+                .map(|(i, a)| pb::Member {
+                    id: i as u64,
+                    name: format!("kv-{i}"),
+                    client_addr: a.to_string(),
+                    peer_addr: format!("127.0.0.1:{}", 17000 + i),
+                    voter: true,
+                })
+                .collect(),
+            ..Store::default()
+        }));
+        let mut members = Vec::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let state = Arc::new(MemberState {
+                name: format!("kv-{i}"),
+                ordinal: i as u64,
+                addr: addrs[i],
+                role: Mutex::new(if i == 0 {
+                    pb::Role::Leader
+                } else {
+                    pb::Role::Follower
+                }),
+                ready: Mutex::new(true),
+                forwards_to: Mutex::new(None),
+                scripts: Mutex::default(),
+                defaults: Mutex::default(),
+                calls: Mutex::default(),
+                store: store.clone(),
+            });
+            let member = FakeMember(state);
+            if dead.contains(&(i as u64)) {
+                drop(listener);
+            } else {
+                let incoming = tonic::transport::server::TcpIncoming::from(listener);
+                let server = tonic::transport::Server::builder()
+                    .add_service(KvServer::new(member.clone()))
+                    .add_service(ClusterServer::new(member.clone()))
+                    .serve_with_incoming(incoming);
+                tokio::spawn(server);
+            }
+            members.push(member);
+        }
+        FakeCluster { members, store }
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.endpoint()).collect()
+    }
+
+    /// Inserts keys directly into the store.
+    pub fn seed(&self, pairs: &[(&str, &str)]) {
+        let mut st = self.store.lock().unwrap();
+        for (k, v) in pairs {
+            st.revision += 1;
+            let rev = st.revision;
+            st.kvs.insert(
+                k.as_bytes().to_vec(),
+                pb::KeyValue {
+                    key: k.as_bytes().to_vec(),
+                    value: v.as_bytes().to_vec(),
+                    create_revision: rev,
+                    mod_revision: rev,
+                    version: 1,
+                },
+            );
+        }
+    }
+
+    pub fn value(&self, key: &str) -> Option<Vec<u8>> {
+        self.store
+            .lock()
+            .unwrap()
+            .kvs
+            .get(key.as_bytes())
+            .map(|kv| kv.value.clone())
+    }
+}
+
+/// A closed port on 127.0.0.1 (connection refused).
+pub async fn closed_endpoint() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr.to_string()
+}
+
+fn rid(id: &Option<pb::RequestId>) -> Option<(u64, u64)> {
+    id.as_ref()
+        .filter(|r| r.client_id != 0 && r.sequence != 0)
+        .map(|r| (r.client_id, r.sequence))
+}
+
+impl Store {
+    fn put(&mut self, key: &[u8], value: &[u8], prev: bool) -> pb::PutResponse {
+        self.revision += 1;
+        let rev = self.revision;
+        let old = self.kvs.get(key).cloned();
+        let kv = pb::KeyValue {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            create_revision: old.as_ref().map_or(rev, |o| o.create_revision),
+            mod_revision: rev,
+            version: old.as_ref().map_or(1, |o| o.version + 1),
+        };
+        self.kvs.insert(key.to_vec(), kv);
+        pb::PutResponse {
+            header: None,
+            prev_kv: if prev { old } else { None },
+        }
+    }
+
+    fn select(&self, start: &[u8], end: &[u8], prefix: bool) -> Vec<pb::KeyValue> {
+        self.kvs
+            .values()
+            .filter(|kv| {
+                if prefix {
+                    kv.key.starts_with(start)
+                } else if end.is_empty() {
+                    kv.key.as_slice() >= start
+                } else {
+                    kv.key.as_slice() >= start && kv.key.as_slice() < end
+                }
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn delete(&mut self, r: &pb::DeleteRequest) -> pb::DeleteResponse {
+        let victims: Vec<pb::KeyValue> = if r.prefix || !r.range_end.is_empty() {
+            self.select(&r.key, &r.range_end, r.prefix)
+        } else {
+            self.kvs.get(&r.key).cloned().into_iter().collect()
+        };
+        if !victims.is_empty() {
+            self.revision += 1;
+        }
+        for v in &victims {
+            self.kvs.remove(&v.key);
+        }
+        pb::DeleteResponse {
+            header: None,
+            deleted: victims.len() as i64,
+            prev_kvs: if r.prev_kv { victims } else { vec![] },
+        }
+    }
+
+    fn holds(&self, c: &pb::Compare) -> bool {
+        use pb::compare::{Op, Operand};
+        let kv = self.kvs.get(&c.key);
+        let ord = match (&c.operand, kv) {
+            (Some(Operand::Value(_)), None) => return false,
+            (Some(Operand::Value(v)), Some(kv)) => kv.value.cmp(v),
+            (Some(Operand::Version(n)), kv) => kv.map_or(0, |k| k.version).cmp(n),
+            (Some(Operand::ModRevision(n)), kv) => kv.map_or(0, |k| k.mod_revision).cmp(n),
+            (Some(Operand::CreateRevision(n)), kv) => kv.map_or(0, |k| k.create_revision).cmp(n),
+            (Some(Operand::Exists(b)), kv) => kv.is_some().cmp(b),
+            (None, _) => return false,
+        };
+        match Op::try_from(c.op).unwrap() {
+            Op::Equal => ord.is_eq(),
+            Op::NotEqual => ord.is_ne(),
+            Op::Greater => ord.is_gt(),
+            Op::Less => ord.is_lt(),
+        }
+    }
+
+    fn txn(&mut self, r: &pb::TxnRequest) -> pb::TxnResponse {
+        use pb::request_op::Request as Rq;
+        use pb::response_op::Response as Rs;
+        let succeeded = r.compares.iter().all(|c| self.holds(c));
+        let ops = if succeeded { &r.success } else { &r.failure };
+        let mut responses = Vec::new();
+        for op in ops {
+            let resp = match op.request.as_ref().unwrap() {
+                Rq::Put(p) => Rs::Put(self.put(&p.key, &p.value, p.prev_kv)),
+                Rq::Delete(d) => Rs::Delete(self.delete(d)),
+                Rq::Range(q) => {
+                    let kvs = self.select(&q.start, &q.end, q.prefix);
+                    Rs::Range(pb::RangeResponse {
+                        count: kvs.len() as i64,
+                        kvs,
+                        ..Default::default()
+                    })
+                }
+            };
+            responses.push(pb::ResponseOp {
+                response: Some(resp),
+            });
+        }
+        pb::TxnResponse {
+            header: None,
+            succeeded,
+            responses,
+        }
+    }
+
+    /// The exactly-once rule: fresh ids apply, the last id answers from memory.
+    fn exactly_once(
+        &mut self,
+        id: Option<(u64, u64)>,
+        apply: impl FnOnce(&mut Store) -> Stored,
+    ) -> Result<Stored, Status> {
+        let Some((client, seq)) = id else {
+            return Ok(apply(self));
+        };
+        if let Some((last, stored)) = self.sessions.get(&client) {
+            if seq == *last {
+                return Ok(stored.clone());
+            }
+            if seq < *last {
+                self.stale.push((client, seq));
+                return Err(Status::failed_precondition("stale request id"));
+            }
+        }
+        let result = apply(self);
+        self.applied.push((client, seq));
+        self.sessions.insert(client, (seq, result.clone()));
+        Ok(result)
+    }
+}
+
+impl FakeMember {
+    /// Runs a write under the script, with in-flight accounting per client id.
+    async fn write(
+        &self,
+        method: &'static str,
+        id: Option<(u64, u64)>,
+        apply: impl FnOnce(&mut Store) -> Stored,
+    ) -> Result<Stored, Status> {
+        struct InFlight(Arc<Mutex<Store>>, u64);
+        impl Drop for InFlight {
+            fn drop(&mut self) {
+                *self.0.lock().unwrap().inflight.get_mut(&self.1).unwrap() -= 1;
+            }
+        }
+        let _guard = id.map(|(client, _)| {
+            let mut st = self.0.store.lock().unwrap();
+            let n = st.inflight.entry(client).or_default();
+            *n += 1;
+            let n = *n;
+            st.max_inflight_per_client = st.max_inflight_per_client.max(n);
+            InFlight(self.0.store.clone(), client)
+        });
+        match self.next_action(method) {
+            Action::Serve => self.0.store.lock().unwrap().exactly_once(id, apply),
+            Action::Delay(d) => {
+                tokio::time::sleep(d).await;
+                self.0.store.lock().unwrap().exactly_once(id, apply)
+            }
+            Action::Fail(code, msg) => Err(Status::new(code, msg)),
+            Action::Redirect(hint) => Err(redirect(&hint)),
+            Action::ApplyThenFail(code) => {
+                self.0.store.lock().unwrap().exactly_once(id, apply)?;
+                Err(Status::new(code, "connection to the leader lost"))
+            }
+            Action::ApplyThenHang(d) => {
+                self.0.store.lock().unwrap().exactly_once(id, apply)?;
+                tokio::time::sleep(d).await;
+                Err(Status::deadline_exceeded("hung"))
+            }
+        }
+    }
+
+    /// Runs a read or admin call under the script.
+    async fn gate(&self, method: &'static str) -> Result<(), Status> {
+        match self.next_action(method) {
+            Action::Serve => Ok(()),
+            Action::Delay(d) => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+            Action::Fail(code, msg) => Err(Status::new(code, msg)),
+            Action::Redirect(hint) => Err(redirect(&hint)),
+            Action::ApplyThenFail(code) => Err(Status::new(code, "lost")),
+            Action::ApplyThenHang(d) => {
+                tokio::time::sleep(d).await;
+                Err(Status::deadline_exceeded("hung"))
+            }
+        }
+    }
+}
+
+fn redirect(hint: &str) -> Status {
+    let mut s = Status::unavailable("not the leader");
+    s.metadata_mut()
+        .insert(kvset_proto::LEADER_METADATA_KEY, hint.parse().unwrap());
+    s
+}
+
+#[tonic::async_trait]
+impl Kv for FakeMember {
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let r = req.into_inner();
+        self.record(Call {
+            method: "put",
+            key: r.key.clone(),
+            request_id: rid(&r.request_id),
+            consistency: 0,
+            cursor: vec![],
+            limit: 0,
+        });
+        let (k, v, p) = (r.key.clone(), r.value.clone(), r.prev_kv);
+        match self
+            .write("put", rid(&r.request_id), move |st| {
+                Stored::Put(st.put(&k, &v, p))
+            })
+            .await?
+        {
+            Stored::Put(mut resp) => {
+                resp.header = Some(self.header());
+                Ok(Response::new(resp))
+            }
+            _ => Err(Status::internal("id reused across kinds")),
+        }
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let r = req.into_inner();
+        self.record(Call {
+            method: "get",
+            key: r.key.clone(),
+            request_id: None,
+            consistency: r.consistency,
+            cursor: vec![],
+            limit: 0,
+        });
+        self.gate("get").await?;
+        let kv = self.0.store.lock().unwrap().kvs.get(&r.key).cloned();
+        Ok(Response::new(pb::GetResponse {
+            header: Some(self.header()),
+            kv,
+        }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = req.into_inner();
+        self.record(Call {
+            method: "delete",
+            key: r.key.clone(),
+            request_id: rid(&r.request_id),
+            consistency: 0,
+            cursor: vec![],
+            limit: 0,
+        });
+        let id = rid(&r.request_id);
+        match self
+            .write("delete", id, move |st| Stored::Delete(st.delete(&r)))
+            .await?
+        {
+            Stored::Delete(mut resp) => {
+                resp.header = Some(self.header());
+                Ok(Response::new(resp))
+            }
+            _ => Err(Status::internal("id reused across kinds")),
+        }
+    }
+
+    async fn range(
+        &self,
+        req: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        let r = req.into_inner();
+        self.record(Call {
+            method: "range",
+            key: r.start.clone(),
+            request_id: None,
+            consistency: r.consistency,
+            cursor: r.cursor.clone(),
+            limit: r.limit,
+        });
+        self.gate("range").await?;
+        let st = self.0.store.lock().unwrap();
+        let all = st.select(&r.start, &r.end, r.prefix);
+        let after = r
+            .cursor
+            .strip_prefix(b"after:".as_slice())
+            .map(<[u8]>::to_vec);
+        let rest: Vec<pb::KeyValue> = all
+            .iter()
+            .filter(|kv| after.as_ref().is_none_or(|a| kv.key > *a))
+            .cloned()
+            .collect();
+        let limit = if r.limit == 0 { 1000 } else { r.limit as usize };
+        let mut page: Vec<pb::KeyValue> = rest.iter().take(limit).cloned().collect();
+        let more = rest.len() > page.len();
+        let next_cursor = if more {
+            [b"after:".as_slice(), &page.last().unwrap().key].concat()
+        } else {
+            vec![]
+        };
+        if r.keys_only {
+            for kv in &mut page {
+                kv.value.clear();
+            }
+        }
+        let revision = st.revision;
+        drop(st);
+        Ok(Response::new(pb::RangeResponse {
+            header: Some(self.header()),
+            kvs: page,
+            more,
+            next_cursor,
+            count: all.len() as i64,
+            first_page_revision: revision,
+        }))
+    }
+
+    async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let r = req.into_inner();
+        self.record(Call {
+            method: "txn",
+            key: r
+                .compares
+                .first()
+                .map(|c| c.key.clone())
+                .unwrap_or_default(),
+            request_id: rid(&r.request_id),
+            consistency: 0,
+            cursor: vec![],
+            limit: 0,
+        });
+        let id = rid(&r.request_id);
+        match self
+            .write("txn", id, move |st| Stored::Txn(st.txn(&r)))
+            .await?
+        {
+            Stored::Txn(mut resp) => {
+                resp.header = Some(self.header());
+                Ok(Response::new(resp))
+            }
+            _ => Err(Status::internal("id reused across kinds")),
+        }
+    }
+}
+
+fn plain_call(method: &'static str) -> Call {
+    Call {
+        method,
+        key: vec![],
+        request_id: None,
+        consistency: 0,
+        cursor: vec![],
+        limit: 0,
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for FakeMember {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.record(plain_call("status"));
+        self.gate("status").await?;
+        let role = *self.0.role.lock().unwrap();
+        let st = self.0.store.lock().unwrap();
+        let is_leader = role == pb::Role::Leader;
+        let members = st
+            .members
+            .iter()
+            .map(|m| pb::MemberStatus {
+                member: Some(m.clone()),
+                role: if m.name == st.leader {
+                    pb::Role::Leader as i32
+                } else {
+                    pb::Role::Follower as i32
+                },
+                matched_index: st.revision as u64,
+                lag: if is_leader { m.id } else { 0 },
+                healthy: true,
+            })
+            .collect();
+        let resp = pb::StatusResponse {
+            header: None,
+            role: role as i32,
+            term: st.term,
+            leader_id: Some(0),
+            leader_name: st.leader.clone(),
+            last_log_index: st.revision as u64 + 3,
+            commit_index: st.revision as u64 + 3,
+            applied_index: st.revision as u64 + 3,
+            revision: st.revision,
+            members,
+            ready: *self.0.ready.lock().unwrap(),
+            version: "fake".into(),
+            ..Default::default()
+        };
+        drop(st);
+        Ok(Response::new(pb::StatusResponse {
+            header: Some(self.header()),
+            ..resp
+        }))
+    }
+
+    async fn members(
+        &self,
+        _req: Request<pb::MembersRequest>,
+    ) -> Result<Response<pb::MembersResponse>, Status> {
+        self.record(plain_call("members"));
+        self.gate("members").await?;
+        let members = self.0.store.lock().unwrap().members.clone();
+        Ok(Response::new(pb::MembersResponse {
+            header: Some(self.header()),
+            members,
+        }))
+    }
+
+    async fn add_learner(
+        &self,
+        req: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::AddLearnerResponse>, Status> {
+        self.record(plain_call("add_learner"));
+        self.gate("add_learner").await?;
+        let mut m = req.into_inner().member.unwrap();
+        m.voter = false;
+        let members = {
+            let mut st = self.0.store.lock().unwrap();
+            st.members.push(m);
+            st.members.clone()
+        };
+        Ok(Response::new(pb::AddLearnerResponse {
+            header: Some(self.header()),
+            members,
+        }))
+    }
+
+    async fn promote(
+        &self,
+        req: Request<pb::PromoteRequest>,
+    ) -> Result<Response<pb::PromoteResponse>, Status> {
+        self.record(plain_call("promote"));
+        self.gate("promote").await?;
+        let id = req.into_inner().id;
+        let members = {
+            let mut st = self.0.store.lock().unwrap();
+            let Some(m) = st.members.iter_mut().find(|m| m.id == id) else {
+                return Err(Status::not_found(format!("no member with id {id}")));
+            };
+            m.voter = true;
+            st.members.clone()
+        };
+        Ok(Response::new(pb::PromoteResponse {
+            header: Some(self.header()),
+            members,
+        }))
+    }
+
+    async fn remove(
+        &self,
+        req: Request<pb::RemoveRequest>,
+    ) -> Result<Response<pb::RemoveResponse>, Status> {
+        self.record(plain_call("remove"));
+        self.gate("remove").await?;
+        let id = req.into_inner().id;
+        let members = {
+            let mut st = self.0.store.lock().unwrap();
+            st.members.retain(|m| m.id != id);
+            st.members.clone()
+        };
+        Ok(Response::new(pb::RemoveResponse {
+            header: Some(self.header()),
+            members,
+        }))
+    }
+}

@@ -1,0 +1,646 @@
+//! The SDK and kvsetctl against in-process fake members (see `fake/mod.rs`).
+
+mod fake;
+
+use std::time::{Duration, Instant};
+
+use fake::{closed_endpoint, Action, FakeCluster};
+use futures::TryStreamExt;
+use kvset_client::cli::{self, Cli, Exit};
+use kvset_client::{
+    CauseKind, Client, Error, KeyRange, RangeOptions, ReadOptions, Role, WriteOptions,
+};
+use kvset_proto::v1 as pb;
+use tonic::Code;
+
+/// A client with short timeouts so failure paths finish quickly.
+fn client(endpoints: &[String]) -> Client {
+    Client::builder()
+        .endpoints(endpoints)
+        .request_timeout(Duration::from_millis(300))
+        .retry_deadline(Duration::from_secs(3))
+        .connect_timeout(Duration::from_millis(300))
+        .backoff(Duration::from_millis(5), Duration::from_millis(50))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn leader_hint_is_followed_to_an_unlisted_endpoint() {
+    let cluster = FakeCluster::start(2, &[]).await;
+    let (kv0, kv1) = (&cluster.members[0], &cluster.members[1]);
+    kv0.set_role(pb::Role::Follower);
+    kv1.set_role(pb::Role::Leader);
+    kv0.default_action("put", Action::Redirect(format!("kv-1={}", kv1.endpoint())));
+    // Only kv-0 is configured: kv-1 is known only from the hint.
+    let c = client(&[kv0.endpoint()]);
+
+    let resp = c.put("a", "1").await.unwrap();
+    assert_eq!(resp.header.member, "kv-1");
+    assert_eq!(kv0.calls("put").len(), 1);
+    assert_eq!(kv1.calls("put").len(), 1);
+    let leader = c.leader().unwrap();
+    assert_eq!(leader.name.as_deref(), Some("kv-1"));
+    assert_eq!(leader.endpoint, Some(kv1.endpoint()));
+    assert!(c.endpoints().contains(&kv1.endpoint()));
+
+    // The next write goes straight to the remembered leader.
+    c.put("b", "2").await.unwrap();
+    assert_eq!(kv0.calls("put").len(), 1);
+    assert_eq!(kv1.calls("put").len(), 2);
+}
+
+#[tokio::test]
+async fn leader_found_behind_a_forwarding_follower() {
+    // Only kv-0 is configured (like a Service address); it forwards writes to the leader kv-1
+    // and answers with kv-1's header. The client learns kv-1's own address from the
+    // membership and then writes to it directly.
+    let cluster = FakeCluster::start(3, &[]).await;
+    let (kv0, kv1) = (&cluster.members[0], &cluster.members[1]);
+    kv0.set_role(pb::Role::Follower);
+    kv1.set_role(pb::Role::Leader);
+    *kv0.0.forwards_to.lock().unwrap() = Some(("kv-1".into(), 1));
+    let c = client(&[kv0.endpoint()]);
+
+    let resp = c.put("a", "1").await.unwrap();
+    assert_eq!(resp.header.member, "kv-1");
+    assert_eq!(kv0.calls("put").len(), 1);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while c.leader().and_then(|l| l.endpoint) != Some(kv1.endpoint()) {
+        assert!(
+            Instant::now() < deadline,
+            "leader address not learned: {:?}",
+            c.leader()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(kv0.calls("members").len(), 1, "one background refresh");
+    c.put("b", "2").await.unwrap();
+    assert_eq!(kv0.calls("put").len(), 1);
+    assert_eq!(kv1.calls("put").len(), 1);
+}
+
+#[tokio::test]
+async fn hint_is_returned_as_not_leader_when_redirects_are_off() {
+    let cluster = FakeCluster::start(2, &[]).await;
+    let (kv0, kv1) = (&cluster.members[0], &cluster.members[1]);
+    kv0.default_action("put", Action::Redirect(format!("kv-1={}", kv1.endpoint())));
+    let c = Client::builder()
+        .endpoints([kv0.endpoint()])
+        .follow_leader(false)
+        .build()
+        .unwrap();
+    match c.put("a", "1").await {
+        Err(Error::NotLeader { endpoint, leader }) => {
+            assert_eq!(endpoint, kv0.endpoint());
+            let leader = leader.unwrap();
+            assert_eq!(leader.name, "kv-1");
+            assert_eq!(leader.endpoint, Some(kv1.endpoint()));
+        }
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    assert!(kv1.calls("put").is_empty());
+
+    // If an earlier attempt of the same write may have reached a leader, a later refusal is
+    // not reported as a clean "not the leader".
+    let c = Client::builder()
+        .endpoints([kv1.endpoint(), kv0.endpoint()])
+        .follow_leader(false)
+        .build()
+        .unwrap();
+    kv1.script(
+        "put",
+        [Action::Fail(
+            Code::Unavailable,
+            "leader lost while forwarding",
+        )],
+    );
+    let err = c.put("a", "1").await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert!(err.may_have_applied());
+}
+
+#[tokio::test]
+async fn lost_answer_is_retried_with_the_same_request_id() {
+    let cluster = FakeCluster::start(1, &[]).await;
+    let kv0 = &cluster.members[0];
+    kv0.script("put", [Action::ApplyThenFail(Code::Unavailable)]);
+    let c = client(&cluster.endpoints());
+
+    let resp = c.put("a", "1").await.unwrap();
+    let calls = kv0.calls("put");
+    assert_eq!(calls.len(), 2, "one lost answer, one retry");
+    let id = calls[0]
+        .request_id
+        .expect("the SDK always attaches a RequestId");
+    assert_ne!(id.0, 0);
+    assert_eq!(calls[1].request_id, Some(id), "the retry reuses the id");
+    {
+        let store = cluster.store.lock().unwrap();
+        assert_eq!(store.applied, vec![id], "applied exactly once");
+        assert_eq!(store.revision, 1);
+    }
+    assert_eq!(resp.header.revision, 1);
+
+    // The next logical write gets the next sequence of the same client id.
+    c.put("b", "2").await.unwrap();
+    let next = kv0.calls("put")[2].request_id.unwrap();
+    assert_eq!(next, (id.0, id.1 + 1));
+}
+
+#[tokio::test]
+async fn timed_out_attempt_is_retried_with_the_same_request_id() {
+    let cluster = FakeCluster::start(2, &[]).await;
+    let kv0 = &cluster.members[0];
+    kv0.script("txn", [Action::ApplyThenHang(Duration::from_secs(5))]);
+    let c = client(&cluster.endpoints());
+
+    let started = Instant::now();
+    assert!(c.cas("k", None, "v").await.unwrap(), "answered from memory");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let ids: Vec<_> = cluster
+        .members
+        .iter()
+        .flat_map(|m| m.calls("txn"))
+        .map(|c| c.request_id)
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(cluster.store.lock().unwrap().applied.len(), 1);
+    assert_eq!(cluster.value("k").as_deref(), Some(b"v".as_slice()));
+}
+
+#[tokio::test]
+async fn invalid_argument_is_not_retried() {
+    let cluster = FakeCluster::start(2, &[]).await;
+    let kv0 = &cluster.members[0];
+    kv0.default_action(
+        "put",
+        Action::Fail(
+            Code::InvalidArgument,
+            "key is 5000 bytes, the limit is 4096",
+        ),
+    );
+    let c = client(&cluster.endpoints());
+    match c.put("a", "1").await {
+        Err(Error::InvalidArgument(msg)) => assert_eq!(msg, "key is 5000 bytes, the limit is 4096"),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    assert_eq!(kv0.calls("put").len(), 1);
+    assert!(cluster.members[1].calls("put").is_empty());
+
+    kv0.default_action(
+        "remove",
+        Action::Fail(Code::FailedPrecondition, "removing kv-1 would break quorum"),
+    );
+    assert!(matches!(
+        c.remove(1, false).await,
+        Err(Error::FailedPrecondition(_))
+    ));
+    assert_eq!(kv0.calls("remove").len(), 1);
+}
+
+#[tokio::test]
+async fn reads_are_retried_until_served() {
+    let cluster = FakeCluster::start(1, &[]).await;
+    cluster.seed(&[("a", "1")]);
+    let kv0 = &cluster.members[0];
+    kv0.script(
+        "get",
+        [
+            Action::Fail(Code::Unavailable, "no leader"),
+            Action::Fail(Code::Unavailable, "no leader"),
+        ],
+    );
+    let c = client(&cluster.endpoints());
+    let kv = c.get("a").await.unwrap().unwrap();
+    assert_eq!(kv.value, b"1");
+    assert_eq!(kv0.calls("get").len(), 3);
+    assert_eq!(c.get("missing").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn requests_fail_over_from_an_unreachable_endpoint() {
+    let cluster = FakeCluster::start(1, &[]).await;
+    cluster.seed(&[("a", "1")]);
+    let dead = closed_endpoint().await;
+    let c = client(&[dead, cluster.members[0].endpoint()]);
+    assert_eq!(c.get("a").await.unwrap().unwrap().value, b"1");
+    c.put("b", "2").await.unwrap();
+    assert_eq!(cluster.members[0].calls("put").len(), 1);
+}
+
+#[tokio::test]
+async fn nothing_reachable_is_unavailable_with_an_actionable_message() {
+    let (a, b) = (closed_endpoint().await, closed_endpoint().await);
+    let c = Client::builder()
+        .endpoints([&a, &b])
+        .retry_deadline(Duration::from_millis(400))
+        .backoff(Duration::from_millis(5), Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let err = c.put("a", "1").await.unwrap_err();
+    match &err {
+        Error::Unavailable {
+            endpoints,
+            last_cause,
+            reached_member,
+            may_have_applied,
+        } => {
+            assert_eq!(endpoints, &vec![a.clone(), b.clone()]);
+            assert_eq!(last_cause.kind, CauseKind::Connect);
+            assert!(!reached_member);
+            assert!(
+                !may_have_applied,
+                "a write that was never sent did not apply"
+            );
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "no kvset member answered at {a}, {b}: connection refused; is the cluster running? (kvset-server local)"
+        )
+    );
+}
+
+#[tokio::test]
+async fn deadline_reports_unavailable_with_the_last_cause() {
+    let cluster = FakeCluster::start(2, &[]).await;
+    for m in &cluster.members {
+        m.default_action(
+            "get",
+            Action::Fail(Code::Unavailable, "no leader known (election in progress)"),
+        );
+    }
+    let c = client(&cluster.endpoints());
+    let started = Instant::now();
+    let err = c
+        .get_with("a", &ReadOptions::new().timeout(Duration::from_millis(500)))
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(500) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+    match &err {
+        Error::Unavailable {
+            last_cause,
+            reached_member,
+            may_have_applied,
+            ..
+        } => {
+            assert_eq!(last_cause.message, "no leader known (election in progress)");
+            assert_eq!(last_cause.kind, CauseKind::Refused);
+            assert!(*reached_member);
+            assert!(!may_have_applied);
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(err.to_string().contains("check `kvsetctl status`"));
+    let calls: usize = cluster.members.iter().map(|m| m.calls("get").len()).sum();
+    assert!(calls > 2, "retried across rounds, got {calls} calls");
+}
+
+#[tokio::test]
+async fn deadline_reports_timeout_when_members_hang() {
+    let cluster = FakeCluster::start(1, &[]).await;
+    cluster.members[0].default_action("put", Action::ApplyThenHang(Duration::from_secs(10)));
+    let c = client(&cluster.endpoints());
+    let err = c
+        .put_with(
+            "a",
+            "1",
+            &WriteOptions::new().timeout(Duration::from_millis(700)),
+        )
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Timeout {
+            last_cause: Some(cause),
+            may_have_applied,
+            ..
+        } => {
+            assert_eq!(cause.kind, CauseKind::TimedOut);
+            assert!(may_have_applied, "the write reached the leader");
+        }
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert!(err.may_have_applied());
+    // Every attempt carried the same id, and the store applied it once.
+    let calls = cluster.members[0].calls("put");
+    assert!(calls.len() >= 2);
+    assert!(calls.iter().all(|c| c.request_id == calls[0].request_id));
+    assert_eq!(cluster.store.lock().unwrap().applied.len(), 1);
+}
+
+#[tokio::test]
+async fn pagination_stream_follows_the_cursor() {
+    let cluster = FakeCluster::start(1, &[]).await;
+    let keys: Vec<String> = (0..7).map(|i| format!("k{i:02}")).collect();
+    let pairs: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "v")).collect();
+    cluster.seed(&pairs);
+    cluster.seed(&[("other", "x")]);
+    let c = client(&cluster.endpoints());
+    let kv0 = &cluster.members[0];
+
+    let got: Vec<_> = c
+        .range_with(KeyRange::prefix("k"), RangeOptions::new().page_size(3))
+        .try_collect()
+        .await
+        .unwrap();
+    let got_keys: Vec<String> = got
+        .iter()
+        .map(|kv| kv.key_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got_keys, keys);
+    let cursors: Vec<Vec<u8>> = kv0
+        .calls("range")
+        .iter()
+        .map(|c| c.cursor.clone())
+        .collect();
+    assert_eq!(
+        cursors,
+        vec![b"".to_vec(), b"after:k02".to_vec(), b"after:k05".to_vec()]
+    );
+
+    // A total limit stops early and asks only for what is missing.
+    let limited: Vec<_> = c
+        .range_with(
+            KeyRange::prefix("k"),
+            RangeOptions::new().page_size(3).limit(5),
+        )
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(limited.len(), 5);
+    let limits: Vec<i64> = kv0.calls("range")[3..].iter().map(|c| c.limit).collect();
+    assert_eq!(limits, vec![3, 2]);
+
+    // Pages report the range's total count.
+    let pages: Vec<_> = c
+        .pages(
+            KeyRange::all(),
+            RangeOptions::new().page_size(5).keys_only(),
+        )
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(pages.len(), 2);
+    assert_eq!(pages[0].count, 8);
+    assert!(pages[0].more && !pages[1].more);
+    assert!(pages[0].kvs.iter().all(|kv| kv.value.is_empty()));
+}
+
+#[tokio::test]
+async fn stale_reads_prefer_a_follower_and_can_be_pinned_by_name() {
+    let cluster = FakeCluster::start(3, &[]).await;
+    cluster.seed(&[("a", "1")]);
+    let c = client(&cluster.endpoints());
+    c.put("w", "x").await.unwrap(); // learns the leader from the header
+    assert_eq!(c.leader().unwrap().name.as_deref(), Some("kv-0"));
+
+    let stale = c.get_response("a", &ReadOptions::stale()).await.unwrap();
+    assert_ne!(
+        stale.header.role,
+        Role::Leader,
+        "a stale read goes to a secondary"
+    );
+    let lin = c.get_response("a", &ReadOptions::new()).await.unwrap();
+    assert_eq!(lin.header.member, "kv-0");
+
+    let pinned = c
+        .get_response("a", &ReadOptions::stale().on_member("kv-2"))
+        .await
+        .unwrap();
+    assert_eq!(pinned.header.member, "kv-2");
+    let call = cluster.members[2].calls("get").pop().unwrap();
+    assert_eq!(call.consistency, pb::Consistency::Stale as i32);
+
+    let by_addr = ReadOptions::stale().on_member(cluster.members[1].endpoint());
+    assert_eq!(
+        c.get_response("a", &by_addr).await.unwrap().header.member,
+        "kv-1"
+    );
+    assert!(matches!(
+        c.get_with("a", &ReadOptions::stale().on_member("kv-9"))
+            .await,
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[tokio::test]
+async fn concurrent_writes_never_share_an_in_flight_client_id() {
+    let cluster = FakeCluster::start(1, &[]).await;
+    cluster.members[0].default_action("put", Action::Delay(Duration::from_millis(20)));
+    let c = Client::builder()
+        .endpoints(cluster.endpoints())
+        .max_inflight_writes(4)
+        .build()
+        .unwrap();
+    let writes = (0..24).map(|i| {
+        let c = c.clone();
+        tokio::spawn(async move { c.put(format!("k{i}"), "v").await })
+    });
+    for w in futures::future::join_all(writes).await {
+        w.unwrap().unwrap();
+    }
+    let store = cluster.store.lock().unwrap();
+    assert_eq!(store.applied.len(), 24);
+    assert_eq!(
+        store.max_inflight_per_client, 1,
+        "one write in flight per client id"
+    );
+    assert!(
+        store.stale.is_empty(),
+        "no sequence ever arrived out of order"
+    );
+    let ids = c.client_ids();
+    assert!(ids.len() > 1 && ids.len() <= 4, "{} client ids", ids.len());
+}
+
+#[tokio::test]
+async fn cas_swaps_only_on_match() {
+    let cluster = FakeCluster::start(1, &[]).await;
+    let c = client(&cluster.endpoints());
+    assert!(c.cas("a", None, "1").await.unwrap());
+    assert!(!c.cas("a", None, "2").await.unwrap());
+    assert!(c.cas("a", Some(b"1"), "2").await.unwrap());
+    assert!(!c.cas("a", Some(b"1"), "3").await.unwrap());
+    assert_eq!(cluster.value("a").as_deref(), Some(b"2".as_slice()));
+}
+
+#[tokio::test]
+async fn membership_change_is_not_retried_after_an_ambiguous_failure() {
+    let cluster = FakeCluster::start(2, &[]).await;
+    let kv0 = &cluster.members[0];
+    kv0.default_action(
+        "remove",
+        Action::Fail(Code::DeadlineExceeded, "timed out waiting for commit"),
+    );
+    let c = client(&cluster.endpoints());
+    let err = c.remove(1, false).await.unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(err.may_have_applied());
+    assert_eq!(kv0.calls("remove").len(), 1);
+    assert!(cluster.members[1].calls("remove").is_empty());
+
+    // A refusal that names the leader provably did nothing: it is followed.
+    let kv1 = &cluster.members[1];
+    kv0.default_action(
+        "promote",
+        Action::Redirect(format!("kv-1={}", kv1.endpoint())),
+    );
+    c.promote(1).await.unwrap();
+    assert_eq!(kv1.calls("promote").len(), 1);
+
+    // So is a connection that could not be made.
+    let dead = closed_endpoint().await;
+    let c2 = client(&[dead, kv1.endpoint()]);
+    let members = c2.members().await.unwrap();
+    assert_eq!(members.len(), 2);
+    c2.remove(1, false).await.unwrap();
+}
+
+#[tokio::test]
+async fn status_all_reports_every_member() {
+    // kv-2 is in the membership but not running; only kv-0 is configured (like a Service).
+    let cluster = FakeCluster::start(3, &[2]).await;
+    let c = client(&[cluster.members[0].endpoint()]);
+    let status = c.status_all().await;
+    assert_eq!(status.leader.as_deref(), Some("kv-0"));
+    assert_eq!(status.members.len(), 3);
+    assert_eq!(status.reachable(), 2);
+    assert_eq!(
+        cluster.members[1].calls("status").len(),
+        1,
+        "found through the membership"
+    );
+
+    let json = cli::output::status_json(&status);
+    assert_eq!(json["leader"], "kv-0");
+    let rows = json["members"].as_array().unwrap();
+    let row0 = &rows[0];
+    assert_eq!(row0["name"], "kv-0");
+    assert_eq!(row0["ordinal"], 0);
+    assert_eq!(row0["endpoint"], cluster.members[0].endpoint());
+    assert_eq!(row0["role"], "leader");
+    assert_eq!(row0["term"], 2);
+    assert_eq!(row0["applied"], 3);
+    assert_eq!(row0["healthy"], true);
+    let row2 = &rows[2];
+    assert_eq!(row2["name"], "kv-2");
+    assert_eq!(row2["role"], "unknown");
+    assert_eq!(row2["healthy"], false);
+    assert_eq!(row2["endpoint"], cluster.members[2].endpoint());
+    assert_eq!(row2["error"], "connection refused");
+    assert_eq!(row2["lag"], 2, "lag as seen by the leader");
+}
+
+// ----- kvsetctl end to end (in process) -----
+
+async fn ctl(cluster_endpoints: &[String], args: &[&str]) -> cli::Outcome {
+    ctl_stdin(cluster_endpoints, args, "").await
+}
+
+async fn ctl_stdin(cluster_endpoints: &[String], args: &[&str], stdin: &str) -> cli::Outcome {
+    use clap::Parser;
+    let endpoints = cluster_endpoints.join(",");
+    let mut argv = vec!["kvsetctl", "--endpoints", &endpoints, "--timeout", "1s"];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(argv).unwrap();
+    cli::execute(&cli, &mut stdin.as_bytes()).await
+}
+
+#[tokio::test]
+async fn kvsetctl_commands_and_exit_codes() {
+    let cluster = FakeCluster::start(3, &[]).await;
+    let eps = cluster.endpoints();
+
+    let out = ctl(&eps, &["put", "greeting", "hello"]).await;
+    assert_eq!((out.stdout.as_str(), out.exit), ("OK\n", Exit::Ok));
+
+    let out = ctl(&eps, &["get", "greeting"]).await;
+    assert_eq!((out.stdout.as_str(), out.exit), ("hello\n", Exit::Ok));
+
+    let out = ctl(&eps, &["get", "nope"]).await;
+    assert_eq!((out.stdout.as_str(), out.exit), ("", Exit::NotFound));
+    assert_eq!(out.stderr, "not found: \"nope\"\n");
+
+    let out = ctl(
+        &eps,
+        &[
+            "--consistency",
+            "stale",
+            "--member",
+            "kv-1",
+            "get",
+            "greeting",
+        ],
+    )
+    .await;
+    assert_eq!(out.exit, Exit::Ok);
+    assert_eq!(cluster.members[1].calls("get").len(), 1);
+
+    let out = ctl(&eps, &["cas", "greeting", "hello", "hi"]).await;
+    assert_eq!((out.stdout.as_str(), out.exit), ("OK\n", Exit::Ok));
+    let out = ctl(&eps, &["cas", "greeting", "hello", "hey"]).await;
+    assert_eq!(out.exit, Exit::NotFound);
+    assert_eq!(out.stdout, "FAILED: the current value is \"hi\"\n");
+    let out = ctl(&eps, &["cas", "--absent", "fresh", "1"]).await;
+    assert_eq!(out.exit, Exit::Ok);
+    let out = ctl(&eps, &["cas", "--absent", "fresh", "x", "y"]).await;
+    assert_eq!(out.exit, Exit::InvalidInput);
+
+    let txn = r#"{"compare":[{"key":"fresh","op":"=","value":"1"}],
+                  "success":[{"put":{"key":"fresh","value":"2"}},{"get":{"key":"greeting"}}]}"#;
+    let out = ctl_stdin(&eps, &["-o", "json", "txn"], txn).await;
+    assert_eq!(out.exit, Exit::Ok, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["succeeded"], true);
+    assert_eq!(v["responses"][1]["range"]["kvs"][0]["value"], "hi");
+    let out = ctl_stdin(&eps, &["txn"], "{not json").await;
+    assert_eq!(out.exit, Exit::InvalidInput);
+
+    let out = ctl(&eps, &["range", "--prefix", "f", "--keys-only"]).await;
+    assert_eq!(out.stdout, "KEY\nfresh\n");
+
+    let out = ctl(&eps, &["del", "--prefix", "f"]).await;
+    assert_eq!((out.stdout.as_str(), out.exit), ("1\n", Exit::Ok));
+
+    cluster.members[0].default_action(
+        "put",
+        Action::Fail(Code::InvalidArgument, "value too large"),
+    );
+    let out = ctl(&eps, &["put", "k", "v"]).await;
+    assert_eq!(out.exit, Exit::InvalidInput);
+    assert_eq!(out.stderr, "error: invalid argument: value too large\n");
+
+    let out = ctl(&eps, &["-o", "json", "status"]).await;
+    assert_eq!(out.exit, Exit::Ok);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["leader"], "kv-0");
+    assert_eq!(v["members"].as_array().unwrap().len(), 3);
+
+    let out = ctl(&eps, &["members", "remove", "kv-2"]).await;
+    assert_eq!(out.exit, Exit::Ok, "{}", out.stderr);
+    let out = ctl(&eps, &["members", "promote", "kv-7"]).await;
+    assert_eq!(out.exit, Exit::NotFound);
+}
+
+#[tokio::test]
+async fn kvsetctl_reports_an_unreachable_cluster() {
+    let dead = vec![closed_endpoint().await];
+    let out = ctl(&dead, &["get", "a"]).await;
+    assert_eq!(out.exit, Exit::Unavailable);
+    assert!(
+        out.stderr.starts_with("error: no kvset member answered at"),
+        "{}",
+        out.stderr
+    );
+    let out = ctl(&dead, &["status"]).await;
+    assert_eq!(out.exit, Exit::Unavailable);
+    assert!(out.stdout.contains("unknown"));
+}
