@@ -20,7 +20,12 @@ use kvset_server::server;
 ///
 /// Every flag can also be set through the environment variable shown with it.
 #[derive(Parser, Debug)]
-#[command(name = "kvset-server", version, args_conflicts_with_subcommands = true, args_override_self = true)]
+#[command(
+    name = "kvset-server",
+    version,
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -143,7 +143,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let peer_service = PeerService::new(raft.clone(), cluster_id.clone(), node.steering.clone());
+    let peer_service = PeerService::new(node.clone());
     let peer_server = tonic::transport::Server::builder().serve_with_incoming_shutdown(
         RaftServer::new(peer_service)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
@@ -218,6 +218,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         }
     };
     if needs_join {
+        node.set_joining(true);
         let join_node = node.clone();
         let volume = volume.clone();
         background.push(tokio::spawn(async move {
@@ -227,8 +228,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                     .expect("volume lock")
                     .set_cluster_id(id, false)
             };
-            if let Err(e) = join(join_node, candidates, record).await {
-                tracing::error!(error = %e, "joining the cluster failed");
+            match join(join_node.clone(), candidates, record).await {
+                Ok(()) => join_node.set_joining(false),
+                Err(e) => tracing::error!(error = %e, "joining the cluster failed"),
             }
         }));
     }

@@ -5,7 +5,7 @@
 //! can talk to kv-0's stable name whatever the current leader is. Safety rules enforced here:
 //! - a member id must equal the ordinal of its name, and its set must be ours;
 //! - AddLearner for an id that is still a voter means that member lost its volume: it is first
-//!   demoted to learner (its lost votes and acknowledgements must no longer count), then re-added;
+//!   removed (its lost votes and acknowledgements must no longer count), then re-added;
 //! - Remove takes the highest ordinal first (as a StatefulSet scales down), and is refused when
 //!   the voters left behind could not form a quorum from the members that answer right now.
 

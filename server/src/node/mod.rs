@@ -53,6 +53,8 @@ pub struct Node {
     shutting_down: AtomicBool,
     /// Set once this process has seen any leader; see [`Node::is_ready`].
     seen_leader: AtomicBool,
+    /// Set while a join is in progress; see [`crate::raft::service`] (no votes while joining).
+    joining: AtomicBool,
     /// Client-port channels to other members, for forwarding.
     client_channels: Mutex<HashMap<String, Channel>>,
 }
@@ -75,6 +77,7 @@ impl Node {
             steering,
             shutting_down: AtomicBool::new(false),
             seen_leader: AtomicBool::new(false),
+            joining: AtomicBool::new(false),
             client_channels: Mutex::default(),
         })
     }
@@ -141,6 +144,16 @@ impl Node {
     /// Marks the member as leaving: new requests are refused.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Marks whether a join is in progress.
+    pub fn set_joining(&self, joining: bool) {
+        self.joining.store(joining, Ordering::SeqCst);
+    }
+
+    /// True while a join is in progress.
+    pub fn is_joining(&self) -> bool {
+        self.joining.load(Ordering::SeqCst)
     }
 
     /// True once shutdown began.

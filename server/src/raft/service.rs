@@ -9,7 +9,12 @@
 //! - **membership for votes**: a vote request from a node that is not in this member's current
 //!   membership is refused. A member removed by scale-down that comes back with its old volume
 //!   still believes it is a voter and campaigns with ever higher terms; without this fence its
-//!   higher term would depose the healthy leader every election timeout.
+//!   higher term would depose the healthy leader every election timeout;
+//! - **no votes while joining**: a member that started on an empty volume has forgotten any vote
+//!   it cast before (its volume may have been wiped while it was a voter). Until the leader has
+//!   re-admitted it (AddLearner demotes a voter that asks to join), granting a vote could elect two
+//!   leaders in one term, so vote requests are refused. Appends are accepted: entries it stores
+//!   are really durable.
 
 use std::sync::Arc;
 
@@ -21,21 +26,24 @@ use tonic::{Request, Response, Status};
 use super::network::{decode, encode, ClusterIdCell};
 use super::{NodeId, Raft, TypeConfig};
 use crate::node::leadership::ElectionSteering;
+use crate::node::Node;
 
 /// Serves the internal Raft RPCs of one member.
 #[derive(Clone)]
 pub struct PeerService {
+    node: Arc<Node>,
     raft: Raft,
     cluster_id: ClusterIdCell,
     steering: Arc<ElectionSteering>,
 }
 
 impl PeerService {
-    pub fn new(raft: Raft, cluster_id: ClusterIdCell, steering: Arc<ElectionSteering>) -> Self {
+    pub fn new(node: Arc<Node>) -> Self {
         Self {
-            raft,
-            cluster_id,
-            steering,
+            raft: node.raft.clone(),
+            cluster_id: node.cluster_id.clone(),
+            steering: node.steering.clone(),
+            node,
         }
     }
 
@@ -86,6 +94,11 @@ impl RaftService for PeerService {
         let msg = request.into_inner();
         self.check_cluster(&msg.cluster_id, msg.from)?;
         let rpc: VoteRequest<NodeId> = Self::decode(&msg)?;
+        if self.node.is_joining() {
+            return Err(Status::failed_precondition(
+                "this member started on an empty volume and is re-joining; it casts no votes until re-admitted",
+            ));
+        }
         let is_member = self
             .raft
             .metrics()
