@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub timing: RaftTiming,
     /// How long graceful shutdown may take before the process exits anyway.
     pub shutdown_grace: Duration,
+    /// Deliberate faults (testing only; empty by default).
+    pub faults: Vec<crate::faults::Fault>,
 }
 
 impl ServerConfig {
@@ -81,6 +83,7 @@ impl ServerConfig {
             limits: Limits::default(),
             timing: RaftTiming::default(),
             shutdown_grace: Duration::from_secs(20),
+            faults: Vec::new(),
         }
     }
 

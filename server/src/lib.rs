@@ -14,10 +14,12 @@
 //! - [`raft`]: openraft type configuration, peer transport and the internal Raft service.
 //! - [`store`]: durable raft log and state machine on sled, and the KV semantics.
 //! - [`identity`], [`volume`], [`config`], [`limits`]: who this member is, which volume it
-//!   owns, how it is configured, what requests may contain.
+//!   owns, how it is configured, what requests may contain; [`faults`]: deliberate bugs for
+//!   proving the tests bite (off by default).
 
 pub mod api;
 pub mod config;
+pub mod faults;
 pub mod identity;
 pub mod launcher;
 pub mod limits;

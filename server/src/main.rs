@@ -132,6 +132,10 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, env = "KVSET_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// TESTING ONLY: inject a deliberate fault (repeatable): `stale-linearizable-reads` or
+    /// `drop-write-responses=N`. Off by default; never use in production.
+    #[arg(long = "fault", env = "KVSET_FAULTS", value_delimiter = ',')]
+    faults: Vec<kvset_server::faults::Fault>,
 }
 
 #[derive(Args, Debug)]
@@ -222,6 +226,7 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
         election_timeout_max: Duration::from_millis(args.election_timeout_max_ms),
     };
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
+    config.faults = args.faults;
     Ok(config)
 }
 

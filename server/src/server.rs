@@ -190,6 +190,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     };
     let start_plan = plan(me.ordinal, &volume_state, mint_cluster_id);
     tracing::info!(member = %me, plan = ?start_plan, "starting");
+    for fault in &config.faults {
+        tracing::warn!(%fault, "DELIBERATE FAULT ENABLED: this member misbehaves on purpose (testing only)");
+    }
     let volume = Arc::new(Mutex::new(volume));
     let needs_join = match &start_plan {
         StartPlan::Initialize { cluster_id: id } => {

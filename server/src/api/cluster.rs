@@ -244,6 +244,13 @@ impl Cluster for ClusterService {
             state_hash,
             ready: self.node.is_ready(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            faults: self
+                .node
+                .faults
+                .enabled()
+                .iter()
+                .map(|f| f.to_string())
+                .collect(),
         }))
     }
 

@@ -62,6 +62,10 @@ impl KvService {
     {
         let forwarded = request.metadata().contains_key(FORWARDED_KEY);
         match self.node.write(command).await {
+            Ok(WriteOutcome::Applied(_)) if self.node.faults.drop_this_write_response() => {
+                tracing::warn!("injected fault: dropping the response of an applied write");
+                Err(Err(Status::unavailable("injected fault drop-write-responses: the write was applied but its response is dropped")))
+            }
             Ok(WriteOutcome::Applied(result)) => Ok(result),
             Ok(WriteOutcome::NotLeader(leader)) => {
                 if !self.node.config.forward_writes || forwarded {

@@ -50,6 +50,7 @@ pub struct Node {
     pub cluster_id: ClusterIdCell,
     pub network: PeerNetwork,
     pub steering: Arc<ElectionSteering>,
+    pub faults: crate::faults::Faults,
     shutting_down: AtomicBool,
     /// Set once this process has seen any leader; see [`Node::is_ready`].
     seen_leader: AtomicBool,
@@ -68,7 +69,9 @@ impl Node {
         network: PeerNetwork,
     ) -> Arc<Self> {
         let steering = Arc::new(ElectionSteering::new(raft.clone()));
+        let faults = crate::faults::Faults::new(config.faults.clone());
         Arc::new(Self {
+            faults,
             config,
             raft,
             state_machine,
@@ -222,6 +225,9 @@ impl Node {
     /// with a quorum (ReadIndex), and this member has applied at least up to that index.
     pub async fn linearizable_barrier(&self, timeout: Duration) -> Result<(), ApiError> {
         self.check_serving()?;
+        if self.faults.stale_linearizable_reads() {
+            return Ok(());
+        }
         let read_log_id: Option<LogId> = match self.raft.get_read_log_id().await {
             Ok((read_log_id, _)) => read_log_id,
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {

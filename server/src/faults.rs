@@ -1,0 +1,117 @@
+//! Deliberate faults, for proving that tests and the chaos checker catch real bugs.
+//!
+//! All are **off by default**, enabled only by `--fault NAME` (or `KVSET_FAULTS=a,b`), and a
+//! member running with any of them logs a warning at start-up and reports them in `Status`. They
+//! exist because a checker that never saw a bug proves nothing: the chaos harness runs a short
+//! workload against a member with `stale-linearizable-reads` and must report a violation, and the
+//! SDK's exactly-once test uses `drop-write-responses` to lose answers to committed writes.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One injectable fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Serve LINEARIZABLE reads from local state without the ReadIndex barrier (a stale-read bug).
+    StaleLinearizableReads,
+    /// After every Nth write has been committed and applied, answer UNAVAILABLE instead of the
+    /// result (a lost response: the client cannot know the write happened).
+    DropWriteResponses { every: u64 },
+}
+
+/// Error for an unknown or malformed fault name.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "unknown fault {0:?}: known faults are stale-linearizable-reads and drop-write-responses=N \
+     (for example drop-write-responses=3)"
+)]
+pub struct UnknownFault(String);
+
+impl FromStr for Fault {
+    type Err = UnknownFault;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('=') {
+            None if s == "stale-linearizable-reads" => Ok(Fault::StaleLinearizableReads),
+            Some(("drop-write-responses", n)) => match n.parse::<u64>() {
+                Ok(every) if every > 0 => Ok(Fault::DropWriteResponses { every }),
+                _ => Err(UnknownFault(s.to_string())),
+            },
+            _ => Err(UnknownFault(s.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::StaleLinearizableReads => write!(f, "stale-linearizable-reads"),
+            Fault::DropWriteResponses { every } => write!(f, "drop-write-responses={every}"),
+        }
+    }
+}
+
+/// The faults a member runs with, and their counters.
+#[derive(Debug, Default)]
+pub struct Faults {
+    enabled: Vec<Fault>,
+    writes: AtomicU64,
+}
+
+impl Faults {
+    pub fn new(enabled: Vec<Fault>) -> Self {
+        Self {
+            enabled,
+            writes: AtomicU64::new(0),
+        }
+    }
+
+    /// The enabled faults.
+    pub fn enabled(&self) -> &[Fault] {
+        &self.enabled
+    }
+
+    /// True when linearizable reads must skip their barrier.
+    pub fn stale_linearizable_reads(&self) -> bool {
+        self.enabled.contains(&Fault::StaleLinearizableReads)
+    }
+
+    /// Counts an applied write; true when its response must be dropped.
+    pub fn drop_this_write_response(&self) -> bool {
+        self.enabled.iter().any(|f| match f {
+            Fault::DropWriteResponses { every } => {
+                (self.writes.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(*every)
+            }
+            Fault::StaleLinearizableReads => false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_known_faults_and_rejects_others() {
+        assert_eq!(
+            "stale-linearizable-reads".parse::<Fault>().unwrap(),
+            Fault::StaleLinearizableReads
+        );
+        assert_eq!(
+            "drop-write-responses=3".parse::<Fault>().unwrap(),
+            Fault::DropWriteResponses { every: 3 }
+        );
+        for bad in ["", "drop-write-responses", "drop-write-responses=0", "nope"] {
+            let err = bad.parse::<Fault>().unwrap_err().to_string();
+            assert!(err.contains("known faults"), "{err}");
+        }
+    }
+
+    #[test]
+    fn drops_every_nth_write_response() {
+        let f = Faults::new(vec![Fault::DropWriteResponses { every: 3 }]);
+        let dropped: Vec<bool> = (0..6).map(|_| f.drop_this_write_response()).collect();
+        assert_eq!(dropped, [false, false, true, false, false, true]);
+        assert!(!Faults::default().drop_this_write_response());
+    }
+}
