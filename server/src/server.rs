@@ -70,6 +70,7 @@ pub struct RunningServer {
     pub node: Arc<Node>,
     pub client_addr: SocketAddr,
     pub peer_addr: SocketAddr,
+    store: Store,
     stop_servers: tokio::sync::watch::Sender<bool>,
     servers: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -243,6 +244,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     tracing::info!(member = %me, client = %client_addr, peer = %peer_addr, "serving");
     Ok(RunningServer {
         node,
+        store,
         client_addr,
         peer_addr,
         stop_servers,
@@ -287,6 +289,11 @@ impl RunningServer {
         };
         if tokio::time::timeout(remaining, stop).await.is_err() {
             tracing::warn!("servers did not stop within the grace period");
+        }
+        // Everything acknowledged is already durable; this makes the applied state durable too,
+        // so the next start does not have to re-apply the log tail.
+        if let Err(e) = self.store.sync() {
+            tracing::error!(error = %e, "final store sync failed");
         }
         tracing::info!(member = %node.name(), "stopped");
     }

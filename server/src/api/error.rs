@@ -5,7 +5,7 @@
 //! leader directly.
 
 use kvset_proto::LEADER_METADATA_KEY;
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::limits::LimitError;
 use crate::raft::MemberNode;
@@ -76,10 +76,4 @@ impl From<ApiError> for Status {
             ApiError::Forwarded(status) => status,
         }
     }
-}
-
-/// True for status codes after which a forwarded write is known not to have been applied.
-pub fn is_transport_failure(status: &Status) -> bool {
-    matches!(status.code(), Code::Unavailable)
-        && status.metadata().get(LEADER_METADATA_KEY).is_none()
 }
