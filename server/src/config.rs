@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub client_listen: SocketAddr,
     /// Where the internal Raft service listens.
     pub peer_listen: SocketAddr,
+    /// Where `GET /metrics` (Prometheus) is served.
+    pub metrics_listen: SocketAddr,
     /// Pinned cluster id: refuse a volume or peers of another cluster. None: accept what the
     /// volume or the cluster says.
     pub expected_cluster_id: Option<String>,
@@ -73,6 +75,7 @@ impl ServerConfig {
             data_dir,
             client_listen: "0.0.0.0:7379".parse().expect("valid default address"),
             peer_listen: "0.0.0.0:7479".parse().expect("valid default address"),
+            metrics_listen: "0.0.0.0:7579".parse().expect("valid default address"),
             expected_cluster_id: None,
             join_probe_ordinals: 16,
             forward_writes: true,

@@ -7,7 +7,7 @@
 //! kubelet restarts a crashed container in place. Ctrl-C / SIGTERM stops them all gracefully.
 //!
 //! Ports are predictable: with `--base-port P`, kv-N serves clients on `P+N`, peers on `P+100+N`
-//! (metrics, once they exist, on `P+200+N`).
+//! and metrics on `P+200+N`.
 //!
 //! For fault injection (the chaos harness, or by hand) the launcher leaves a few files in the data
 //! dir: `kv-N.pid` holds the replica's current pid, `logs/kv-N.log` its log, and while a file
@@ -66,6 +66,7 @@ pub struct ReplicaSpec {
     pub name: String,
     pub client: SocketAddr,
     pub peer: SocketAddr,
+    pub metrics: SocketAddr,
     pub data_dir: PathBuf,
     pub log_file: PathBuf,
     pub pid_file: PathBuf,
@@ -93,6 +94,7 @@ impl LocalClusterSpec {
                 ReplicaSpec {
                     client: port(0),
                     peer: port(100),
+                    metrics: port(200),
                     data_dir: self.data_dir.join(&name),
                     log_file: self.data_dir.join("logs").join(format!("{name}.log")),
                     pid_file: self.data_dir.join(format!("{name}.pid")),
@@ -138,10 +140,11 @@ pub async fn run(
     );
     for r in &replicas {
         println!(
-            "  {:<6} client {:<21} peer {:<21} data {}  log {}",
+            "  {:<6} client {:<21} peer {:<21} metrics http://{}/metrics  data {}  log {}",
             r.name,
             r.client,
             r.peer,
+            r.metrics,
             r.data_dir.display(),
             r.log_file.display()
         );
@@ -214,6 +217,7 @@ fn replica_args(r: &ReplicaSpec, peers: &str, spec: &LocalClusterSpec) -> Vec<St
         format!("--data-dir={}", r.data_dir.display()),
         format!("--client-listen={}", r.client),
         format!("--peer-listen={}", r.peer),
+        format!("--metrics-listen={}", r.metrics),
         format!("--peers={peers}"),
         format!(
             "--log-format={}",

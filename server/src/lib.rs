@@ -15,7 +15,7 @@
 //! - [`store`]: durable raft log and state machine on sled, and the KV semantics.
 //! - [`identity`], [`volume`], [`config`], [`limits`]: who this member is, which volume it
 //!   owns, how it is configured, what requests may contain; [`faults`]: deliberate bugs for
-//!   proving the tests bite (off by default).
+//!   proving the tests bite (off by default); [`telemetry`]: Prometheus metrics.
 
 pub mod api;
 pub mod config;
@@ -27,4 +27,5 @@ pub mod node;
 pub mod raft;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod volume;

@@ -65,6 +65,9 @@ struct ServeArgs {
     /// Address for peers (internal Raft service).
     #[arg(long, env = "KVSET_PEER_LISTEN", default_value = "0.0.0.0:7479")]
     peer_listen: SocketAddr,
+    /// Address for Prometheus metrics (`GET /metrics`).
+    #[arg(long, env = "KVSET_METRICS_LISTEN", default_value = "0.0.0.0:7579")]
+    metrics_listen: SocketAddr,
     /// Headless Service name, for the address templates. Default: the set name.
     #[arg(long, env = "KVSET_SERVICE")]
     service: Option<String>,
@@ -146,8 +149,8 @@ struct LocalArgs {
     /// Parent data directory; replica kv-N uses <data-dir>/kv-N. Reused across restarts.
     #[arg(long, env = "KVSET_DATA_DIR", default_value = "./kvset-data")]
     data_dir: PathBuf,
-    /// kv-N serves clients on 127.0.0.1:<base-port + N>, peers on <base-port + 100 + N>
-    /// (metrics will use <base-port + 200 + N>).
+    /// kv-N serves clients on 127.0.0.1:<base-port + N>, peers on <base-port + 100 + N> and
+    /// metrics on <base-port + 200 + N>.
     #[arg(long, env = "KVSET_BASE_PORT", default_value_t = 7379)]
     base_port: u16,
     /// Loopback address to bind.
@@ -207,6 +210,7 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     let mut config = ServerConfig::new(identity, peers, args.data_dir);
     config.client_listen = args.client_listen;
     config.peer_listen = args.peer_listen;
+    config.metrics_listen = args.metrics_listen;
     config.expected_cluster_id = args.cluster_id;
     config.join_probe_ordinals = args.join_probe_ordinals;
     config.forward_writes = args.forward_writes;

@@ -139,6 +139,21 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             source,
         })?;
 
+    let metrics_listener = TcpListener::bind(config.metrics_listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.metrics_listen,
+            what: "metrics",
+            source,
+        })?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: config.metrics_listen,
+            what: "metrics",
+            source,
+        })?;
+
     let (stop_servers, stop_rx) = tokio::sync::watch::channel(false);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -166,7 +181,18 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             stopped(stop_rx.clone()),
         );
     let servers = vec![tokio::spawn(peer_server), tokio::spawn(client_server)];
-    let mut background = vec![tokio::spawn(report_health(node.clone(), health_reporter))];
+    let mut background = vec![
+        tokio::spawn(report_health(node.clone(), health_reporter)),
+        tokio::spawn(crate::telemetry::watch_events(node.clone())),
+    ];
+    {
+        let (node, stop) = (node.clone(), stopped(stop_rx.clone()));
+        background.push(tokio::spawn(async move {
+            if let Err(e) = crate::telemetry::serve_metrics(node, metrics_listener, stop).await {
+                tracing::error!(error = %e, "metrics server failed");
+            }
+        }));
+    }
 
     // Carry out the start plan.
     let has_raft_state = raft
@@ -241,7 +267,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if me.ordinal == 0 && config.prefer_ordinal_zero {
         background.push(tokio::spawn(reclaim_preferred_leadership(node.clone())));
     }
-    tracing::info!(member = %me, client = %client_addr, peer = %peer_addr, "serving");
+    tracing::info!(
+        member = %me,
+        client = %client_addr,
+        peer = %peer_addr,
+        metrics = %crate::telemetry::describe(metrics_addr),
+        "serving"
+    );
     Ok(RunningServer {
         node,
         store,

@@ -28,7 +28,10 @@ pub fn server_binary() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/kvset-server
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile> dir");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> dir");
     let bin = profile_dir.join("kvset-server");
     assert!(
         bin.exists(),
@@ -42,12 +45,17 @@ static CLUSTER_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A loopback address of its own for each cluster in this process.
 fn pick_loopback_ip() -> Ipv4Addr {
-    let n = std::process::id().wrapping_mul(31).wrapping_add(CLUSTER_COUNTER.fetch_add(1, Ordering::SeqCst) * 7);
+    let n = std::process::id()
+        .wrapping_mul(31)
+        .wrapping_add(CLUSTER_COUNTER.fetch_add(1, Ordering::SeqCst) * 7);
     Ipv4Addr::new(127, 0, ((n / 250) % 250 + 1) as u8, (n % 250 + 2) as u8)
 }
 
 fn free_port(ip: Ipv4Addr) -> u16 {
-    TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).expect("a free loopback port").port()
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
 }
 
 /// One member's fixed parameters.
@@ -57,6 +65,7 @@ pub struct MemberSpec {
     pub name: String,
     pub client: SocketAddr,
     pub peer: SocketAddr,
+    pub metrics: SocketAddr,
     pub data_dir: PathBuf,
     pub log_file: PathBuf,
 }
@@ -93,14 +102,20 @@ pub struct ProcessCluster {
 }
 
 /// Fast Raft timing for tests: failover within about a second.
-pub const FAST_TIMING: &[&str] =
-    &["--heartbeat-ms=100", "--election-timeout-min-ms=400", "--election-timeout-max-ms=600"];
+pub const FAST_TIMING: &[&str] = &[
+    "--heartbeat-ms=100",
+    "--election-timeout-min-ms=400",
+    "--election-timeout-max-ms=600",
+];
 
 impl ProcessCluster {
     /// Lays out `size` members (kv-0 …) without starting any. `extra_args` go to every member.
     pub fn new(size: u64, extra_args: &[&str]) -> Self {
         let binary = server_binary();
-        let dir = tempfile::Builder::new().prefix("kvset-test-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("kvset-test-")
+            .tempdir()
+            .expect("temp dir");
         let ip = pick_loopback_ip();
         let members: Vec<Member> = (0..size)
             .map(|ordinal| {
@@ -110,6 +125,7 @@ impl ProcessCluster {
                         ordinal,
                         client: SocketAddr::new(ip.into(), free_port(ip)),
                         peer: SocketAddr::new(ip.into(), free_port(ip)),
+                        metrics: SocketAddr::new(ip.into(), free_port(ip)),
                         data_dir: dir.path().join(&name),
                         log_file: dir.path().join(format!("{name}.log")),
                         name,
@@ -144,17 +160,25 @@ impl ProcessCluster {
     /// Starts member `i` with the cluster's flags plus `extra`.
     pub fn start_with(&mut self, i: usize, extra: &[&str]) {
         let spec = self.members[i].spec.clone();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log_file).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log_file)
+            .expect("log file");
         let child = Command::new(&self.binary)
             .arg("serve")
             .arg(format!("--pod-name={}", spec.name))
             .arg(format!("--data-dir={}", spec.data_dir.display()))
             .arg(format!("--client-listen={}", spec.client))
             .arg(format!("--peer-listen={}", spec.peer))
+            .arg(format!("--metrics-listen={}", spec.metrics))
             .arg(format!("--peers={}", self.peers_flag))
             .args(&self.extra_args)
             .args(extra)
-            .env("RUST_LOG", std::env::var("KVSET_TEST_LOG").unwrap_or_else(|_| "info,openraft=info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("KVSET_TEST_LOG").unwrap_or_else(|_| "info,openraft=info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -210,7 +234,11 @@ impl ProcessCluster {
 
     /// Deletes member `i`'s data dir (it must be stopped).
     pub fn wipe(&mut self, i: usize) {
-        assert!(self.members[i].child.is_none(), "stop {} before wiping it", self.members[i].spec.name);
+        assert!(
+            self.members[i].child.is_none(),
+            "stop {} before wiping it",
+            self.members[i].spec.name
+        );
         let _ = std::fs::remove_dir_all(&self.members[i].spec.data_dir);
     }
 
@@ -255,7 +283,11 @@ impl ProcessCluster {
     /// Member `i`'s status, if it answers.
     pub async fn status(&self, i: usize) -> Option<StatusResponse> {
         let mut c = self.cluster(i);
-        tokio::time::timeout(Duration::from_secs(2), c.status(StatusRequest {})).await.ok()?.ok().map(|r| r.into_inner())
+        tokio::time::timeout(Duration::from_secs(2), c.status(StatusRequest {}))
+            .await
+            .ok()?
+            .ok()
+            .map(|r| r.into_inner())
     }
 
     /// Waits until member `i` reports ready.
@@ -267,11 +299,20 @@ impl ProcessCluster {
                     return;
                 }
             }
-            assert!(self.members[i].is_running(), "{} exited while starting:\n{}", self.members[i].spec.name, self.log(i));
+            assert!(
+                self.members[i].is_running(),
+                "{} exited while starting:\n{}",
+                self.members[i].spec.name,
+                self.log(i)
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.keep_files();
-        panic!("{} not ready after {timeout:?}; logs in {}", self.members[i].spec.name, self.dir.path().display());
+        panic!(
+            "{} not ready after {timeout:?}; logs in {}",
+            self.members[i].spec.name,
+            self.dir.path().display()
+        );
     }
 
     /// Waits until some running member reports itself leader and returns its index.
@@ -290,7 +331,10 @@ impl ProcessCluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("no leader after {timeout:?}; logs in {}", self.dir.path().display());
+        panic!(
+            "no leader after {timeout:?}; logs in {}",
+            self.dir.path().display()
+        );
     }
 
     /// Waits until member `i` is the leader.
@@ -318,7 +362,10 @@ impl Drop for ProcessCluster {
         }
         if self.keep || std::thread::panicking() {
             let path = self.dir.path().to_path_buf();
-            eprintln!("kept cluster files (data dirs and logs) in {}", path.display());
+            eprintln!(
+                "kept cluster files (data dirs and logs) in {}",
+                path.display()
+            );
             // Leak the TempDir so its files stay.
             let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
             let _ = dir.keep();

@@ -166,9 +166,9 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
-#[tonic::async_trait]
-impl Cluster for ClusterService {
-    async fn status(
+/// The handlers proper; the `Cluster` impl below wraps each in metrics and a request span.
+impl ClusterService {
+    async fn serve_status(
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
@@ -254,7 +254,7 @@ impl Cluster for ClusterService {
         }))
     }
 
-    async fn members(
+    async fn serve_members(
         &self,
         _request: Request<MembersRequest>,
     ) -> Result<Response<MembersResponse>, Status> {
@@ -265,7 +265,7 @@ impl Cluster for ClusterService {
         }))
     }
 
-    async fn add_learner(
+    async fn serve_add_learner(
         &self,
         request: Request<AddLearnerRequest>,
     ) -> Result<Response<AddLearnerResponse>, Status> {
@@ -314,7 +314,7 @@ impl Cluster for ClusterService {
         }))
     }
 
-    async fn promote(
+    async fn serve_promote(
         &self,
         request: Request<PromoteRequest>,
     ) -> Result<Response<PromoteResponse>, Status> {
@@ -347,7 +347,7 @@ impl Cluster for ClusterService {
         }))
     }
 
-    async fn remove(
+    async fn serve_remove(
         &self,
         request: Request<RemoveRequest>,
     ) -> Result<Response<RemoveResponse>, Status> {
@@ -411,5 +411,55 @@ impl Cluster for ClusterService {
             header: Some(self.node.header(revision)),
             members: self.answer_members(),
         }))
+    }
+}
+
+macro_rules! instrumented {
+    ($self:ident, $method:literal, $call:expr) => {{
+        use tracing::Instrument;
+        let started = std::time::Instant::now();
+        let result = $call
+            .instrument(super::kv::request_span($method, None))
+            .await;
+        $self.node.telemetry.observe($method, started, &result);
+        result
+    }};
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        instrumented!(self, "Status", self.serve_status(request))
+    }
+
+    async fn members(
+        &self,
+        request: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        instrumented!(self, "Members", self.serve_members(request))
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<AddLearnerRequest>,
+    ) -> Result<Response<AddLearnerResponse>, Status> {
+        instrumented!(self, "AddLearner", self.serve_add_learner(request))
+    }
+
+    async fn promote(
+        &self,
+        request: Request<PromoteRequest>,
+    ) -> Result<Response<PromoteResponse>, Status> {
+        instrumented!(self, "Promote", self.serve_promote(request))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<RemoveRequest>,
+    ) -> Result<Response<RemoveResponse>, Status> {
+        instrumented!(self, "Remove", self.serve_remove(request))
     }
 }

@@ -99,6 +99,13 @@ impl KvService {
         );
         forwarded.set_timeout(Duration::from_secs(30));
         tracing::debug!(leader = %leader.name, "forwarding write to the leader");
+        let method = std::any::type_name::<Req>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("Write");
+        self.node
+            .telemetry
+            .forwarded(method.trim_end_matches("Request"));
         call(
             KvClient::new(channel).max_decoding_message_size(usize::MAX),
             forwarded,
@@ -151,10 +158,13 @@ fn expect_result<T>(
     }
 }
 
-#[tonic::async_trait]
-impl Kv for KvService {
+/// The handlers proper; the `Kv` impl below wraps each in metrics and a request span.
+impl KvService {
     #[tracing::instrument(name = "kv.put", skip_all, fields(key_len = request.get_ref().key.len()))]
-    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+    async fn serve_put(
+        &self,
+        request: Request<PutRequest>,
+    ) -> Result<Response<PutResponse>, Status> {
         let req = request.get_ref();
         self.node
             .config
@@ -181,7 +191,10 @@ impl Kv for KvService {
     }
 
     #[tracing::instrument(name = "kv.get", skip_all, fields(consistency = request.get_ref().consistency))]
-    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+    async fn serve_get(
+        &self,
+        request: Request<GetRequest>,
+    ) -> Result<Response<GetResponse>, Status> {
         let req = request.into_inner();
         self.node
             .config
@@ -201,7 +214,7 @@ impl Kv for KvService {
     }
 
     #[tracing::instrument(name = "kv.delete", skip_all)]
-    async fn delete(
+    async fn serve_delete(
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
@@ -235,7 +248,7 @@ impl Kv for KvService {
     }
 
     #[tracing::instrument(name = "kv.range", skip_all, fields(consistency = request.get_ref().consistency))]
-    async fn range(
+    async fn serve_range(
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
@@ -263,7 +276,10 @@ impl Kv for KvService {
     }
 
     #[tracing::instrument(name = "kv.txn", skip_all, fields(compares = request.get_ref().compares.len()))]
-    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+    async fn serve_txn(
+        &self,
+        request: Request<TxnRequest>,
+    ) -> Result<Response<TxnResponse>, Status> {
         let req = request.get_ref();
         self.node
             .config
@@ -287,5 +303,63 @@ impl Kv for KvService {
         })?;
         resp.header = Some(self.node.header(revision));
         Ok(Response::new(resp))
+    }
+}
+
+/// A request id for logs: the client's exactly-once token when it has one, else a fresh random id.
+pub(crate) fn request_span(
+    method: &'static str,
+    token: Option<&kvset_proto::v1::RequestId>,
+) -> tracing::Span {
+    match token {
+        Some(t) if t.client_id != 0 => {
+            tracing::info_span!("grpc", method, request_id = %format!("{:x}/{}", t.client_id, t.sequence))
+        }
+        _ => {
+            tracing::info_span!("grpc", method, request_id = %format!("{:016x}", rand::random::<u64>()))
+        }
+    }
+}
+
+macro_rules! instrumented {
+    ($self:ident, $method:literal, $token:expr, $call:expr) => {{
+        use tracing::Instrument;
+        let started = std::time::Instant::now();
+        let span = request_span($method, $token);
+        let result = $call.instrument(span).await;
+        $self.node.telemetry.observe($method, started, &result);
+        result
+    }};
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let token = request.get_ref().request_id;
+        instrumented!(self, "Put", token.as_ref(), self.serve_put(request))
+    }
+
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        instrumented!(self, "Get", None, self.serve_get(request))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let token = request.get_ref().request_id;
+        instrumented!(self, "Delete", token.as_ref(), self.serve_delete(request))
+    }
+
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        instrumented!(self, "Range", None, self.serve_range(request))
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let token = request.get_ref().request_id;
+        instrumented!(self, "Txn", token.as_ref(), self.serve_txn(request))
     }
 }

@@ -51,6 +51,7 @@ pub struct Node {
     pub network: PeerNetwork,
     pub steering: Arc<ElectionSteering>,
     pub faults: crate::faults::Faults,
+    pub telemetry: crate::telemetry::Telemetry,
     shutting_down: AtomicBool,
     /// Set once this process has seen any leader; see [`Node::is_ready`].
     seen_leader: AtomicBool,
@@ -72,6 +73,7 @@ impl Node {
         let faults = crate::faults::Faults::new(config.faults.clone());
         Arc::new(Self {
             faults,
+            telemetry: crate::telemetry::Telemetry::new(),
             config,
             raft,
             state_machine,

@@ -1,0 +1,322 @@
+//! Prometheus metrics, served as OpenMetrics text on `GET /metrics` of the metrics port.
+//!
+//! Two kinds: counters and histograms that the request handlers update as they go
+//! ([`Telemetry::observe`]), and gauges that describe the member's state (Raft term, indexes,
+//! membership, store size), which are read from the Raft metrics and the store at scrape time so
+//! they are never stale. A small watcher counts events the scrape could miss between two scrapes
+//! (leader changes, snapshots). Every name and its meaning is listed in `docs/OPERATIONS.md`;
+//! keep the two in step.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+use tokio::net::TcpListener;
+
+use crate::node::Node;
+
+/// Labels of a finished request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The gRPC method, e.g. `Put`.
+    pub method: String,
+    /// The gRPC status code name, e.g. `Ok`, `Unavailable`.
+    pub code: String,
+}
+
+/// Labels naming a method.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    pub method: String,
+}
+
+/// Gauges refreshed at scrape time.
+#[derive(Default)]
+struct StateGauges {
+    term: Gauge,
+    is_leader: Gauge,
+    leader_id: Gauge,
+    last_log_index: Gauge,
+    commit_index: Gauge,
+    applied_index: Gauge,
+    snapshot_index: Gauge,
+    log_entries: Gauge,
+    voters: Gauge,
+    learners: Gauge,
+    revision: Gauge,
+    keys: Gauge,
+    disk_bytes: Gauge,
+    ready: Gauge,
+}
+
+/// The member's metrics.
+pub struct Telemetry {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<MethodLabels, Histogram>,
+    forwarded: Family<MethodLabels, Counter>,
+    leader_changes: Counter,
+    snapshots: Counter,
+    state: StateGauges,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "kvset_requests",
+            "Requests served, by method and gRPC status code",
+            requests.clone(),
+        );
+        let latency = Family::<MethodLabels, Histogram>::new_with_constructor(|| {
+            // 0.1 ms .. ~3.3 s
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+        });
+        registry.register_with_unit(
+            "kvset_request_duration",
+            "Time to serve a request, by method",
+            Unit::Seconds,
+            latency.clone(),
+        );
+        let forwarded = Family::<MethodLabels, Counter>::default();
+        registry.register(
+            "kvset_forwarded_requests",
+            "Writes this member forwarded to the leader",
+            forwarded.clone(),
+        );
+        let leader_changes = Counter::default();
+        registry.register(
+            "kvset_raft_leader_changes",
+            "Times this member saw the leader change",
+            leader_changes.clone(),
+        );
+        let snapshots = Counter::default();
+        registry.register(
+            "kvset_snapshots",
+            "Snapshots this member built or installed",
+            snapshots.clone(),
+        );
+
+        let state = StateGauges::default();
+        let gauges: [(&str, &str, &Gauge); 14] = [
+            ("kvset_raft_term", "Current Raft term", &state.term),
+            (
+                "kvset_raft_is_leader",
+                "1 when this member is the leader",
+                &state.is_leader,
+            ),
+            (
+                "kvset_raft_leader_id",
+                "Node id (ordinal) of the known leader, -1 when none",
+                &state.leader_id,
+            ),
+            (
+                "kvset_raft_last_log_index",
+                "Highest log index stored here",
+                &state.last_log_index,
+            ),
+            (
+                "kvset_raft_commit_index",
+                "Highest log index known committed",
+                &state.commit_index,
+            ),
+            (
+                "kvset_raft_applied_index",
+                "Highest log index applied to the state machine",
+                &state.applied_index,
+            ),
+            (
+                "kvset_raft_snapshot_index",
+                "Log index of the current snapshot, 0 if none",
+                &state.snapshot_index,
+            ),
+            (
+                "kvset_raft_log_entries",
+                "Entries in the log (last index - purged index)",
+                &state.log_entries,
+            ),
+            (
+                "kvset_membership_voters",
+                "Voters in the current membership",
+                &state.voters,
+            ),
+            (
+                "kvset_membership_learners",
+                "Learners in the current membership",
+                &state.learners,
+            ),
+            (
+                "kvset_store_revision",
+                "Global store revision applied here",
+                &state.revision,
+            ),
+            ("kvset_store_keys", "Keys in the store", &state.keys),
+            (
+                "kvset_store_disk_bytes",
+                "Bytes the store occupies on disk (sled + snapshot)",
+                &state.disk_bytes,
+            ),
+            (
+                "kvset_ready",
+                "1 when the readiness check passes",
+                &state.ready,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
+        Self {
+            registry,
+            requests,
+            latency,
+            forwarded,
+            leader_changes,
+            snapshots,
+            state,
+        }
+    }
+
+    /// Records a finished request.
+    pub fn observe<T>(&self, method: &str, started: Instant, result: &Result<T, tonic::Status>) {
+        let code = match result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        let code = format!("{code:?}");
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_string(),
+                code,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&MethodLabels {
+                method: method.to_string(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Records a write forwarded to the leader.
+    pub fn forwarded(&self, method: &str) {
+        self.forwarded
+            .get_or_create(&MethodLabels {
+                method: method.to_string(),
+            })
+            .inc();
+    }
+
+    /// Refreshes the state gauges from the node and renders everything.
+    pub async fn render(&self, node: &Node) -> String {
+        let m = node.metrics();
+        let committed = node
+            .raft
+            .with_raft_state(|s| s.committed)
+            .await
+            .ok()
+            .flatten();
+        let s = &self.state;
+        s.term.set(m.current_term as i64);
+        s.is_leader
+            .set(i64::from(m.state == openraft::ServerState::Leader));
+        s.leader_id
+            .set(m.current_leader.map(|l| l as i64).unwrap_or(-1));
+        let last = m.last_log_index.unwrap_or(0);
+        s.last_log_index.set(last as i64);
+        s.commit_index
+            .set(committed.map(|l| l.index as i64).unwrap_or(0));
+        s.applied_index
+            .set(m.last_applied.map(|l| l.index as i64).unwrap_or(0));
+        s.snapshot_index
+            .set(m.snapshot.map(|l| l.index as i64).unwrap_or(0));
+        let purged = m.purged.map(|l| l.index + 1).unwrap_or(0);
+        s.log_entries
+            .set(last.saturating_add(1).saturating_sub(purged.max(1)) as i64);
+        let membership = m.membership_config.membership();
+        s.voters.set(membership.voter_ids().count() as i64);
+        s.learners.set(membership.learner_ids().count() as i64);
+        s.revision.set(node.state_machine.revision());
+        s.keys.set(node.state_machine.key_count() as i64);
+        s.disk_bytes.set(
+            node.state_machine
+                .disk_size()
+                .map(|b| b as i64)
+                .unwrap_or(-1),
+        );
+        s.ready.set(i64::from(node.is_ready()));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Counts leader changes and snapshots as they happen, so scrapes cannot miss them.
+pub async fn watch_events(node: Arc<Node>) {
+    let mut rx = node.raft.metrics();
+    let (mut leader, mut snapshot) = {
+        let m = rx.borrow();
+        (m.current_leader, m.snapshot)
+    };
+    while rx.changed().await.is_ok() {
+        let (new_leader, new_snapshot) = {
+            let m = rx.borrow();
+            (m.current_leader, m.snapshot)
+        };
+        if new_leader != leader && new_leader.is_some() {
+            node.telemetry.leader_changes.inc();
+        }
+        if new_snapshot != snapshot && new_snapshot.is_some() {
+            node.telemetry.snapshots.inc();
+        }
+        leader = new_leader;
+        snapshot = new_snapshot;
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `stop` resolves.
+pub async fn serve_metrics(
+    node: Arc<Node>,
+    listener: TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::http::header::CONTENT_TYPE;
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let node = node.clone();
+            async move {
+                let body = node.telemetry.render(&node).await;
+                (
+                    [(
+                        CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    body,
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+}
+
+/// The address a metrics listener bound, for logs.
+pub fn describe(addr: SocketAddr) -> String {
+    format!("http://{addr}/metrics")
+}
