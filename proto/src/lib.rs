@@ -23,6 +23,8 @@ pub mod kvset {
 }
 
 /// The public API: key-value operations and cluster administration.
+pub mod backup;
+
 pub use kvset::v1;
 
 /// The internal Raft transport between replicas and the log command format. Not for clients.

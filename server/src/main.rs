@@ -42,6 +42,19 @@ enum Command {
     /// Run a local cluster on loopback: kv-0..kv-(N-1) as child processes, one data dir each,
     /// started in ordinal order and restarted when they die, like a StatefulSet would.
     Local(LocalArgs),
+    /// Seed the empty data dir of kv-0 of a NEW cluster from a backup (`kvsetctl snapshot save`).
+    /// Takes the same flags as serving (they give kv-0's identity and addresses); then start kv-0
+    /// normally on that data dir and let the other members join. See docs/OPERATIONS.md.
+    Restore(Box<RestoreArgs>),
+}
+
+#[derive(Args, Debug)]
+#[command(args_override_self = true)]
+struct RestoreArgs {
+    /// The backup file.
+    file: PathBuf,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -253,6 +266,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Serve(args)) => serve(*args).await,
+        Some(Command::Restore(args)) => restore(*args).await,
         None => serve(cli.serve).await,
     }
 }
@@ -261,5 +275,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let config = server_config(args)?;
     server::run(config, server::termination_signal()).await?;
+    Ok(())
+}
+
+async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    init_logging(args.serve.log_format);
+    let config = server_config(args.serve)?;
+    let summary = kvset_server::server::restore(&config, &args.file).await?;
+    println!("{summary}");
     Ok(())
 }

@@ -63,6 +63,8 @@ pub enum ServerError {
     Initialize(String),
     #[error("gRPC server failed: {0}")]
     Serve(String),
+    #[error("restore: {0}")]
+    Restore(String),
 }
 
 /// A started member. Dropping it does not stop it; call [`RunningServer::shutdown`].
@@ -375,4 +377,40 @@ pub async fn termination_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// Seeds kv-0's empty data dir for a new cluster from a backup file; returns a summary line.
+pub async fn restore(config: &ServerConfig, file: &std::path::Path) -> Result<String, ServerError> {
+    let me = &config.identity;
+    if me.ordinal != 0 {
+        return Err(ServerError::Restore(format!(
+            "restore seeds kv-0 of a new cluster, but this is {me}; restore into {}-0's data dir and let the others join",
+            me.set
+        )));
+    }
+    let reader = std::fs::File::open(file)
+        .map_err(|e| ServerError::Restore(format!("{}: {e}", file.display())))?;
+    let (info, data) = kvset_proto::backup::read(std::io::BufReader::new(reader))
+        .map_err(|e| ServerError::Restore(format!("{}: {e}", file.display())))?;
+    let mut volume = Volume::claim(&config.data_dir, me, None)?;
+    if volume.cluster_id().is_some() {
+        return Err(ServerError::Restore(format!(
+            "{} already belongs to a cluster; restore needs an empty data dir",
+            config.data_dir.display()
+        )));
+    }
+    let store = Store::open(&volume.store_dir())?;
+    let meta = store
+        .seed_from_backup(&data, me.ordinal, config.peers.member(me)?)
+        .await?;
+    let cluster_id = mint_cluster_id();
+    volume.set_cluster_id(&cluster_id, true)?;
+    Ok(format!(
+        "restored {} keys at revision {} (log index {}) into {} as {me} of new cluster {cluster_id}; \
+         start kv-0 on this data dir, then the other members with empty volumes",
+        info.keys,
+        info.revision,
+        meta.last_log_id.map(|l| l.index).unwrap_or(0),
+        config.data_dir.display(),
+    ))
 }

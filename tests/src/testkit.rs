@@ -157,16 +157,11 @@ impl ProcessCluster {
         }
     }
 
-    /// Starts member `i` with the cluster's flags plus `extra`.
-    pub fn start_with(&mut self, i: usize, extra: &[&str]) {
-        let spec = self.members[i].spec.clone();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.log_file)
-            .expect("log file");
-        let child = Command::new(&self.binary)
-            .arg("serve")
+    /// The command line member `i` runs with (`subcommand` = serve, restore FILE, …).
+    fn command(&self, i: usize, subcommand: &[&str], extra: &[&str]) -> Command {
+        let spec = &self.members[i].spec;
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(subcommand)
             .arg(format!("--pod-name={}", spec.name))
             .arg(format!("--data-dir={}", spec.data_dir.display()))
             .arg(format!("--client-listen={}", spec.client))
@@ -179,12 +174,40 @@ impl ProcessCluster {
                 "RUST_LOG",
                 std::env::var("KVSET_TEST_LOG").unwrap_or_else(|_| "info,openraft=info".into()),
             )
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Starts member `i` with the cluster's flags plus `extra`.
+    pub fn start_with(&mut self, i: usize, extra: &[&str]) {
+        let spec = self.members[i].spec.clone();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log_file)
+            .expect("log file");
+        let child = self
+            .command(i, &["serve"], extra)
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .spawn()
             .expect("spawn kvset-server");
         self.members[i].child = Some(child);
+    }
+
+    /// Runs `kvset-server <args…>` with member `i`'s flags to completion (e.g. `restore FILE`);
+    /// returns the exit code and the combined output.
+    pub fn run_tool(&self, i: usize, args: &[&str]) -> (i32, String) {
+        let out = self
+            .command(i, args, &[])
+            .output()
+            .expect("run kvset-server");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
     }
 
     /// Starts member `i`.

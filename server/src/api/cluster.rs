@@ -17,8 +17,8 @@ use kvset_proto::v1::cluster_client::ClusterClient;
 use kvset_proto::v1::cluster_server::Cluster;
 use kvset_proto::v1::{
     AddLearnerRequest, AddLearnerResponse, Member, MemberStatus, MembersRequest, MembersResponse,
-    PromoteRequest, PromoteResponse, RemoveRequest, RemoveResponse, Role, StatusRequest,
-    StatusResponse,
+    PromoteRequest, PromoteResponse, RemoveRequest, RemoveResponse, Role, SnapshotChunk,
+    SnapshotInfo, SnapshotRequest, StatusRequest, StatusResponse,
 };
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
@@ -461,5 +461,114 @@ impl Cluster for ClusterService {
         request: Request<RemoveRequest>,
     ) -> Result<Response<RemoveResponse>, Status> {
         instrumented!(self, "Remove", self.serve_remove(request))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        request: Request<SnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
+        instrumented!(self, "Snapshot", self.serve_snapshot(request))
+    }
+}
+
+/// The chunks of a Snapshot answer.
+pub type SnapshotStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<SnapshotChunk, Status>> + Send + 'static>,
+>;
+
+/// Bytes per Snapshot chunk.
+const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+impl ClusterService {
+    /// Builds a snapshot covering everything applied now and streams it with its checksum.
+    async fn serve_snapshot(
+        &self,
+        _request: Request<SnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
+        self.node.check_serving()?;
+        let m = self.node.metrics();
+        if m.state != ServerState::Leader {
+            return Err(match self.node.leader() {
+                Some((_, leader)) => ApiError::NotLeader {
+                    member: self.node.name(),
+                    leader,
+                },
+                None => ApiError::NoLeader {
+                    member: self.node.name(),
+                },
+            }
+            .into());
+        }
+        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+        let stopped = |e: openraft::error::Fatal<NodeId>| ApiError::RaftStopped {
+            member: self.node.name(),
+            reason: e.to_string(),
+        };
+        self.node.raft.trigger().snapshot().await.map_err(stopped)?;
+        self.node
+            .raft
+            .wait(Some(Duration::from_secs(120)))
+            .metrics(
+                |m| m.snapshot.map(|s| s.index).unwrap_or(0) >= applied,
+                "backup snapshot",
+            )
+            .await
+            .map_err(|e| ApiError::Timeout(format!("building the snapshot for the backup: {e}")))?;
+        let snapshot = self
+            .node
+            .raft
+            .get_snapshot()
+            .await
+            .map_err(|e| ApiError::RaftStopped {
+                member: self.node.name(),
+                reason: e.to_string(),
+            })?
+            .ok_or_else(|| {
+                ApiError::FailedPrecondition("no snapshot is available yet; retry".into())
+            })?;
+        let last = snapshot.meta.last_log_id.unwrap_or_default();
+        let data = snapshot.snapshot.into_inner();
+        let summary = crate::store::describe_snapshot(&data).map_err(|e| ApiError::Storage {
+            member: self.node.name(),
+            source: e,
+        })?;
+        let info = SnapshotInfo {
+            header: Some(self.node.header(summary.revision)),
+            last_log_index: last.index,
+            last_log_term: last.leader_id.term,
+            revision: summary.revision,
+            size_bytes: data.len() as u64,
+            format: crate::store::SNAPSHOT_FORMAT,
+            sha256: String::new(),
+            keys: summary.keys,
+        };
+        tracing::info!(
+            index = last.index,
+            bytes = data.len(),
+            "streaming a backup snapshot"
+        );
+        let sha256 = kvset_proto::backup::sha256_hex(&data);
+        let mut chunks: Vec<Result<SnapshotChunk, Status>> = data
+            .chunks(SNAPSHOT_CHUNK_BYTES)
+            .map(|c| {
+                Ok(SnapshotChunk {
+                    info: None,
+                    data: c.to_vec(),
+                    sha256: String::new(),
+                })
+            })
+            .collect();
+        if chunks.is_empty() {
+            chunks.push(Ok(SnapshotChunk::default()));
+        }
+        if let Some(Ok(first)) = chunks.first_mut() {
+            first.info = Some(info);
+        }
+        if let Some(Ok(last)) = chunks.last_mut() {
+            last.sha256 = sha256;
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 }

@@ -78,6 +78,7 @@ mod durable;
 mod error;
 mod kv;
 mod log;
+mod restore;
 mod snapfile;
 mod snapshot;
 mod state_machine;
@@ -90,6 +91,7 @@ pub use dedup::MAX_CLIENTS as MAX_DEDUP_CLIENTS;
 pub use error::StoreError;
 pub use kv::TXN_RANGE_DEFAULT_LIMIT;
 pub use log::LogStore;
+pub use restore::{describe_snapshot, SnapshotSummary};
 pub use snapshot::SNAPSHOT_FORMAT;
 pub use state_machine::{SnapshotBuilder, StateDigest, StateMachineStore};
 
