@@ -647,6 +647,23 @@ fn plain_call(method: &'static str) -> Call {
 
 #[tonic::async_trait]
 impl Cluster for FakeMember {
+    type SnapshotStream = std::pin::Pin<
+        Box<
+            dyn futures::Stream<Item = Result<kvset_proto::v1::SnapshotChunk, Status>>
+                + Send
+                + 'static,
+        >,
+    >;
+
+    async fn snapshot(
+        &self,
+        _request: Request<kvset_proto::v1::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(Status::unimplemented(
+            "the fake cluster serves no snapshots",
+        ))
+    }
+
     async fn status(
         &self,
         _req: Request<pb::StatusRequest>,
