@@ -62,6 +62,13 @@ pub struct ServerConfig {
     pub timing: RaftTiming,
     /// How long graceful shutdown may take before the process exits anyway.
     pub shutdown_grace: Duration,
+    /// TLS on the client port: this member's certificate and key, and the CA client
+    /// certificates must chain to (None: no client certificates required). None: plain text.
+    pub client_tls: Option<crate::tls::TlsFiles>,
+    /// The CA other members' client-port certificates chain to (for forwarding and joining).
+    pub client_tls_ca: Option<std::path::PathBuf>,
+    /// Mutual TLS on the peer port: certificate, key and the CA peers must chain to.
+    pub peer_tls: Option<crate::tls::TlsFiles>,
     /// Deliberate faults (testing only; empty by default).
     pub faults: Vec<crate::faults::Fault>,
 }
@@ -86,8 +93,31 @@ impl ServerConfig {
             limits: Limits::default(),
             timing: RaftTiming::default(),
             shutdown_grace: Duration::from_secs(20),
+            client_tls: None,
+            client_tls_ca: None,
+            peer_tls: None,
             faults: Vec::new(),
         }
+    }
+
+    /// The dialer for outbound calls to other members: mutual TLS to peer ports when peer TLS is
+    /// on; TLS to client ports when client TLS is on (presenting the peer certificate, so that a
+    /// client port that requires client certificates accepts other members).
+    pub fn dialer(&self) -> std::sync::Arc<crate::tls::Dialer> {
+        let client = self.client_tls.as_ref().map(|_| crate::tls::TlsFiles {
+            cert: self
+                .peer_tls
+                .as_ref()
+                .map(|p| p.cert.clone())
+                .unwrap_or_default(),
+            key: self
+                .peer_tls
+                .as_ref()
+                .map(|p| p.key.clone())
+                .unwrap_or_default(),
+            ca: self.client_tls_ca.clone(),
+        });
+        crate::tls::Dialer::new(client, self.peer_tls.clone())
     }
 
     /// The openraft configuration derived from this one.

@@ -29,7 +29,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use crate::api::health::READINESS;
-use crate::raft::network::lazy_channel;
+use crate::tls::{Dialer, Port};
 
 /// What to launch.
 #[derive(Clone, Debug)]
@@ -303,7 +303,12 @@ fn spawn_replica(exe: &Path, args: &[String], r: &ReplicaSpec) -> std::io::Resul
 
 /// Polls the replica's readiness health check until it serves.
 pub async fn wait_ready(r: &ReplicaSpec) {
-    let Ok(channel) = lazy_channel(&r.client.to_string(), Duration::from_millis(500)) else {
+    let dialer = Dialer::plain();
+    let Ok(channel) = dialer.connect_lazy(
+        Port::Client,
+        &r.client.to_string(),
+        Duration::from_millis(500),
+    ) else {
         return;
     };
     let mut client = HealthClient::new(channel);

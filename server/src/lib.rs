@@ -15,7 +15,8 @@
 //! - [`store`]: durable raft log and state machine on sled, and the KV semantics.
 //! - [`identity`], [`volume`], [`config`], [`limits`]: who this member is, which volume it
 //!   owns, how it is configured, what requests may contain; [`faults`]: deliberate bugs for
-//!   proving the tests bite (off by default); [`telemetry`]: Prometheus metrics.
+//!   proving the tests bite (off by default); [`telemetry`]: Prometheus metrics; [`tls`]: TLS
+//!   and mutual TLS from reloadable PEM files.
 
 pub mod api;
 pub mod config;
@@ -28,4 +29,5 @@ pub mod raft;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod volume;

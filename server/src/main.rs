@@ -14,6 +14,7 @@ use kvset_server::identity::{
 use kvset_server::launcher::{self, LocalClusterSpec};
 use kvset_server::limits::Limits;
 use kvset_server::server;
+use kvset_server::tls::TlsFiles;
 
 /// kvset replica: a Raft-replicated key-value store that takes its role from its StatefulSet
 /// ordinal (kv-0 bootstraps the cluster, kv-1.. join in order).
@@ -148,6 +149,30 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, env = "KVSET_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// TLS on the client port: this member's certificate chain (PEM). Needs --tls-key and
+    /// --tls-ca. Files are re-read when they change.
+    #[arg(long, env = "KVSET_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert.
+    #[arg(long, env = "KVSET_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) that other members' client-port certificates chain to (used when this
+    /// member forwards writes or joins).
+    #[arg(long, env = "KVSET_TLS_CA", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+    /// Require client certificates on the client port, chaining to this CA bundle (PEM).
+    #[arg(long, env = "KVSET_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Mutual TLS between members: this member's certificate (PEM), used both to serve the peer
+    /// port and to call other members. Needs --peer-tls-key and --peer-tls-ca.
+    #[arg(long, env = "KVSET_PEER_TLS_CERT", requires_all = ["peer_tls_key", "peer_tls_ca"])]
+    peer_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --peer-tls-cert.
+    #[arg(long, env = "KVSET_PEER_TLS_KEY", requires = "peer_tls_cert")]
+    peer_tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) every member's peer certificate must chain to.
+    #[arg(long, env = "KVSET_PEER_TLS_CA", requires = "peer_tls_cert")]
+    peer_tls_ca: Option<PathBuf>,
     /// TESTING ONLY: inject a deliberate fault (repeatable): `stale-linearizable-reads` or
     /// `drop-write-responses=N`. Off by default; never use in production.
     #[arg(long = "fault", env = "KVSET_FAULTS", value_delimiter = ',')]
@@ -244,6 +269,23 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     };
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
     config.faults = args.faults;
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.client_tls = Some(TlsFiles {
+            cert,
+            key,
+            ca: args.tls_client_ca,
+        });
+        config.client_tls_ca = args.tls_ca;
+    }
+    if let (Some(cert), Some(key), Some(ca)) =
+        (args.peer_tls_cert, args.peer_tls_key, args.peer_tls_ca)
+    {
+        config.peer_tls = Some(TlsFiles {
+            cert,
+            key,
+            ca: Some(ca),
+        });
+    }
     Ok(config)
 }
 

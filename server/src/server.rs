@@ -36,6 +36,7 @@ use crate::raft::network::{PeerNetwork, MAX_PEER_MESSAGE_BYTES};
 use crate::raft::service::PeerService;
 use crate::raft::{NodeId, Raft};
 use crate::store::Store;
+use crate::tls::ServerTls;
 use crate::volume::{Volume, VolumeError};
 
 /// Why a member could not start or stopped abnormally.
@@ -65,6 +66,8 @@ pub enum ServerError {
     Serve(String),
     #[error("restore: {0}")]
     Restore(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A started member. Dropping it does not stop it; call [`RunningServer::shutdown`].
@@ -93,7 +96,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .raft_config()
         .validate()
         .map_err(|e| ServerError::RaftConfig(e.to_string()))?;
-    let network = PeerNetwork::new(me.ordinal, cluster_id.clone());
+    let client_tls = config.client_tls.clone().map(ServerTls::load).transpose()?;
+    let peer_tls = config.peer_tls.clone().map(ServerTls::load).transpose()?;
+    let dialer = config.dialer();
+    dialer.refresh();
+    let network = PeerNetwork::new(me.ordinal, cluster_id.clone(), dialer.clone());
     let raft = Raft::new(
         me.ordinal,
         Arc::new(raft_config),
@@ -162,30 +169,48 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let peer_service = PeerService::new(node.clone());
-    let peer_server = tonic::transport::Server::builder().serve_with_incoming_shutdown(
+    let peer_router = tonic::transport::Server::builder().add_service(
         RaftServer::new(peer_service)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
-        TcpListenerStream::new(peer_listener),
-        stopped(stop_rx.clone()),
     );
+    let peer_server = match &peer_tls {
+        Some(tls) => tokio::spawn(peer_router.serve_with_incoming_shutdown(
+            tls.clone().incoming(peer_listener),
+            stopped(stop_rx.clone()),
+        )),
+        None => tokio::spawn(peer_router.serve_with_incoming_shutdown(
+            TcpListenerStream::new(peer_listener),
+            stopped(stop_rx.clone()),
+        )),
+    };
     // The worst case of the limits is huge (two branches of maximal puts); cap what one request
     // may make the server buffer.
     let max_request = config.limits.max_request_bytes().min(64 * 1024 * 1024);
-    let client_server = tonic::transport::Server::builder()
+    let client_router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(
             KvServer::new(KvService::new(node.clone())).max_decoding_message_size(max_request),
         )
-        .add_service(ClusterServer::new(ClusterService::new(node.clone())))
-        .serve_with_incoming_shutdown(
+        .add_service(ClusterServer::new(ClusterService::new(node.clone())));
+    let client_server = match &client_tls {
+        Some(tls) => tokio::spawn(client_router.serve_with_incoming_shutdown(
+            tls.clone().incoming(client_listener),
+            stopped(stop_rx.clone()),
+        )),
+        None => tokio::spawn(client_router.serve_with_incoming_shutdown(
             TcpListenerStream::new(client_listener),
             stopped(stop_rx.clone()),
-        );
-    let servers = vec![tokio::spawn(peer_server), tokio::spawn(client_server)];
+        )),
+    };
+    let servers = vec![peer_server, client_server];
     let mut background = vec![
         tokio::spawn(report_health(node.clone(), health_reporter)),
         tokio::spawn(crate::telemetry::watch_events(node.clone())),
+        tokio::spawn(crate::tls::watch(
+            client_tls.into_iter().chain(peer_tls).collect(),
+            dialer,
+        )),
     ];
     {
         let (node, stop) = (node.clone(), stopped(stop_rx.clone()));
@@ -205,7 +230,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .peers
         .join_candidates(&me, config.join_probe_ordinals);
     let existing_cluster = if me.ordinal == 0 && !has_raft_state && volume.cluster_id().is_none() {
-        probe_cluster_id(&candidates, Duration::from_secs(1))
+        probe_cluster_id(node.network.dialer(), &candidates, Duration::from_secs(1))
             .await
             .map(|(id, _)| id)
     } else {

@@ -51,6 +51,10 @@ fn pick_loopback_ip() -> Ipv4Addr {
     Ipv4Addr::new(127, 0, ((n / 250) % 250 + 1) as u8, (n % 250 + 2) as u8)
 }
 
+fn pick_loopback_ip_addr() -> std::net::IpAddr {
+    pick_loopback_ip().into()
+}
+
 fn free_port(ip: Ipv4Addr) -> u16 {
     TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
@@ -111,12 +115,21 @@ pub const FAST_TIMING: &[&str] = &[
 impl ProcessCluster {
     /// Lays out `size` members (kv-0 …) without starting any. `extra_args` go to every member.
     pub fn new(size: u64, extra_args: &[&str]) -> Self {
+        Self::new_on(pick_loopback_ip_addr(), size, extra_args)
+    }
+
+    /// Like [`ProcessCluster::new`], on a given loopback address (e.g. one a test certificate
+    /// names).
+    pub fn new_on(ip: std::net::IpAddr, size: u64, extra_args: &[&str]) -> Self {
         let binary = server_binary();
         let dir = tempfile::Builder::new()
             .prefix("kvset-test-")
             .tempdir()
             .expect("temp dir");
-        let ip = pick_loopback_ip();
+        let ip = match ip {
+            std::net::IpAddr::V4(v4) => v4,
+            std::net::IpAddr::V6(_) => panic!("test clusters use IPv4 loopback addresses"),
+        };
         let members: Vec<Member> = (0..size)
             .map(|ordinal| {
                 let name = format!("kv-{ordinal}");

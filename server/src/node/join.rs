@@ -16,8 +16,8 @@ use kvset_proto::v1::{AddLearnerRequest, Member, MembersRequest, PromoteRequest,
 use tokio::time::sleep;
 
 use super::Node;
-use crate::raft::network::lazy_channel;
 use crate::raft::MemberNode;
+use crate::tls::{Dialer, Port};
 
 /// Why joining or a membership check failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,19 +38,21 @@ pub enum JoinError {
     ShutDown,
 }
 
-fn client(addr: &str) -> Option<ClusterClient<tonic::transport::Channel>> {
-    lazy_channel(addr, Duration::from_secs(1))
+fn client(dialer: &Dialer, addr: &str) -> Option<ClusterClient<tonic::transport::Channel>> {
+    dialer
+        .connect_lazy(Port::Client, addr, Duration::from_secs(1))
         .ok()
         .map(ClusterClient::new)
 }
 
 /// Asks each candidate for its cluster id; the first non-empty answer wins.
 pub async fn probe_cluster_id(
+    dialer: &Dialer,
     candidates: &[MemberNode],
     timeout: Duration,
 ) -> Option<(String, MemberNode)> {
     for candidate in candidates {
-        let Some(mut c) = client(&candidate.client_addr) else {
+        let Some(mut c) = client(dialer, &candidate.client_addr) else {
             continue;
         };
         if let Ok(Ok(resp)) = tokio::time::timeout(timeout, c.status(StatusRequest {})).await {
@@ -88,7 +90,9 @@ pub async fn join(
             return Err(JoinError::ShutDown);
         }
         if node.cluster_id.get().is_none() {
-            if let Some((id, from)) = probe_cluster_id(&candidates, Duration::from_secs(2)).await {
+            if let Some((id, from)) =
+                probe_cluster_id(node.network.dialer(), &candidates, Duration::from_secs(2)).await
+            {
                 tracing::info!(cluster_id = %id, via = %from.name, "learned the cluster id");
                 record_cluster_id(&id)?;
                 let _ = node.cluster_id.set(id);
@@ -123,8 +127,8 @@ fn is_voter(node: &Node) -> bool {
 }
 
 async fn try_join_via(node: &Node, me: &MemberNode, via: &MemberNode) -> Result<(), tonic::Status> {
-    let mut c =
-        client(&via.client_addr).ok_or_else(|| tonic::Status::invalid_argument("bad address"))?;
+    let mut c = client(node.network.dialer(), &via.client_addr)
+        .ok_or_else(|| tonic::Status::invalid_argument("bad address"))?;
     let member = Member {
         id: node.id(),
         name: me.name.clone(),
@@ -164,7 +168,7 @@ async fn try_join_via(node: &Node, me: &MemberNode, via: &MemberNode) -> Result<
 pub async fn check_still_member(node: &Node, candidates: &[MemberNode]) -> Result<(), JoinError> {
     let mine = node.cluster_id.get().cloned().unwrap_or_default();
     for candidate in candidates {
-        let Some(mut c) = client(&candidate.client_addr) else {
+        let Some(mut c) = client(node.network.dialer(), &candidate.client_addr) else {
             continue;
         };
         let Ok(Ok(resp)) =

@@ -16,9 +16,8 @@ pub mod bootstrap;
 pub mod join;
 pub mod leadership;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kvset_proto::raft::{CommandResult, LogCommand};
@@ -29,9 +28,10 @@ use tonic::transport::Channel;
 
 use crate::api::error::ApiError;
 use crate::config::ServerConfig;
-use crate::raft::network::{lazy_channel, ClusterIdCell, PeerNetwork, PeerRpc};
+use crate::raft::network::{ClusterIdCell, PeerNetwork, PeerRpc};
 use crate::raft::{LogId, MemberNode, NodeId, Proto, Raft, RaftMetrics};
 use crate::store::StateMachineStore;
+use crate::tls::Port;
 use leadership::ElectionSteering;
 
 /// What a write turned into.
@@ -57,8 +57,6 @@ pub struct Node {
     seen_leader: AtomicBool,
     /// Set while a join is in progress; see [`crate::raft::service`] (no votes while joining).
     joining: AtomicBool,
-    /// Client-port channels to other members, for forwarding.
-    client_channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl Node {
@@ -83,7 +81,6 @@ impl Node {
             shutting_down: AtomicBool::new(false),
             seen_leader: AtomicBool::new(false),
             joining: AtomicBool::new(false),
-            client_channels: Mutex::default(),
         })
     }
 
@@ -284,19 +281,13 @@ impl Node {
         Ok(())
     }
 
-    /// A channel to another member's client port (for forwarding).
+    /// A channel to another member's client port (forwarding, probes).
     pub fn client_channel(&self, addr: &str) -> Result<Channel, ApiError> {
-        let mut channels = self
-            .client_channels
-            .lock()
-            .expect("client channel cache lock poisoned");
-        if let Some(ch) = channels.get(addr) {
-            return Ok(ch.clone());
-        }
-        let ch = lazy_channel(addr, Duration::from_secs(2)).map_err(|e| {
-            ApiError::FailedPrecondition(format!("bad member address {addr:?}: {e}"))
-        })?;
-        channels.insert(addr.to_string(), ch.clone());
-        Ok(ch)
+        self.network
+            .dialer()
+            .channel(Port::Client, addr)
+            .map_err(|e| {
+                ApiError::FailedPrecondition(format!("cannot reach member at {addr:?}: {e}"))
+            })
     }
 }

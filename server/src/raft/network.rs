@@ -11,9 +11,8 @@
 //! the peer's Raft returned travels back inside the payload and becomes `RemoteError`; a request
 //! larger than [`MAX_PEER_MESSAGE_BYTES`] is `PayloadTooLarge` so openraft sends fewer entries.
 
-use std::collections::HashMap;
 use std::error::Error;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use kvset_proto::raft::raft_client::RaftClient;
@@ -30,9 +29,10 @@ use openraft::raft::{
 use openraft::RPCTypes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::{MemberNode, NodeId, TypeConfig};
+use crate::tls::{Dialer, Port, TlsError};
 
 /// Largest message peers exchange. Appends above it are split by openraft.
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -51,45 +51,31 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, postcard::Error> {
     postcard::from_bytes(bytes)
 }
 
-/// Builds a lazily connecting channel to `addr` (`host:port`).
-pub fn lazy_channel(
-    addr: &str,
-    connect_timeout: Duration,
-) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect_lazy())
-}
-
 /// Creates one [`PeerClient`] per replication target; caches channels by address.
 #[derive(Clone)]
 pub struct PeerNetwork {
     me: NodeId,
     cluster_id: ClusterIdCell,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    dialer: Arc<Dialer>,
 }
 
 impl PeerNetwork {
-    pub fn new(me: NodeId, cluster_id: ClusterIdCell) -> Self {
+    pub fn new(me: NodeId, cluster_id: ClusterIdCell, dialer: Arc<Dialer>) -> Self {
         Self {
             me,
             cluster_id,
-            channels: Arc::default(),
+            dialer,
         }
     }
 
+    /// The dialer behind this network (also used for members' client ports).
+    pub fn dialer(&self) -> &Arc<Dialer> {
+        &self.dialer
+    }
+
     /// The shared channel to a peer address.
-    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        let mut channels = self.channels.lock().expect("channel cache lock poisoned");
-        if let Some(ch) = channels.get(addr) {
-            return Ok(ch.clone());
-        }
-        let ch = lazy_channel(addr, Duration::from_secs(2))?;
-        channels.insert(addr.to_string(), ch.clone());
-        Ok(ch)
+    pub fn channel(&self, addr: &str) -> Result<Channel, TlsError> {
+        self.dialer.channel(Port::Peer, addr)
     }
 
     /// A client for an ad-hoc call to a peer (read index, election steering).
