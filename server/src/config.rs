@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub keep_after_snapshot: u64,
     /// Readiness requires applied index within this many entries of the commit index.
     pub ready_max_lag: u64,
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
     /// Request size limits.
     pub limits: Limits,
     /// Raft timing.
@@ -90,6 +92,7 @@ impl ServerConfig {
             snapshot_every: 10_000,
             keep_after_snapshot: 1_000,
             ready_max_lag: 1_000,
+            cache_bytes: 256 * 1024 * 1024,
             limits: Limits::default(),
             timing: RaftTiming::default(),
             shutdown_grace: Duration::from_secs(20),

@@ -118,6 +118,9 @@ struct ServeArgs {
     /// Readiness requires the applied index within this many entries of the log.
     #[arg(long, env = "KVSET_READY_MAX_LAG", default_value_t = 1_000)]
     ready_max_lag: u64,
+    /// sled page cache size in MiB. Keep well below the container's memory limit.
+    #[arg(long, env = "KVSET_CACHE_MB", default_value_t = 256)]
+    cache_mb: u64,
     /// Largest key, in bytes.
     #[arg(long, env = "KVSET_MAX_KEY_BYTES", default_value_t = Limits::default().max_key_bytes)]
     max_key_bytes: usize,
@@ -208,8 +211,10 @@ struct LocalArgs {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    // Colours only on a terminal: `docker logs` and log collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -256,6 +261,7 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     config.snapshot_every = args.snapshot_every;
     config.keep_after_snapshot = args.keep_after_snapshot;
     config.ready_max_lag = args.ready_max_lag;
+    config.cache_bytes = args.cache_mb * 1024 * 1024;
     config.limits = Limits {
         max_key_bytes: args.max_key_bytes,
         max_value_bytes: args.max_value_bytes,

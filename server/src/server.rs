@@ -86,7 +86,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let me = config.identity.clone();
     let my_node = config.peers.member(&me)?;
     let volume = Volume::claim(&config.data_dir, &me, config.expected_cluster_id.as_deref())?;
-    let store = Store::open(&volume.store_dir())?;
+    let store = Store::open_with_cache(&volume.store_dir(), config.cache_bytes)?;
 
     let cluster_id = Arc::new(std::sync::OnceLock::new());
     if let Some(id) = volume.cluster_id() {

@@ -120,6 +120,12 @@ impl Store {
         open(data_dir)
     }
 
+    /// Like [`Store::open`], with sled's page cache limited to `cache_bytes` (sled's default is
+    /// 1 GiB, too much for a small pod: size it to the memory limit minus headroom).
+    pub fn open_with_cache(data_dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        open_with(data_dir, sled::Config::new().cache_capacity(cache_bytes))
+    }
+
     /// The Raft log and hard state, for `openraft::Raft::new`.
     pub fn log_store(&self) -> LogStore {
         self.log.clone()
@@ -151,9 +157,13 @@ impl Store {
 /// Fails if another process (or another `Store` in this process) has it open: sled holds an
 /// exclusive lock until every clone of every handle is dropped.
 pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+    open_with(data_dir, sled::Config::new())
+}
+
+fn open_with(data_dir: &Path, config: sled::Config) -> Result<Store, StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|e| StoreError::io("create", data_dir, e))?;
     let sled_dir = data_dir.join("sled");
-    let db = sled::Config::new().path(&sled_dir).open()?;
+    let db = config.path(&sled_dir).open()?;
     let durable = Arc::new(Durability::open(data_dir, &sled_dir)?);
 
     let store_tree = db.open_tree("store")?;
