@@ -16,12 +16,20 @@
 //!   (the budget ran out), and inconclusive is never a pass.
 //! * [`testkit`] — real-process clusters (`kvset-server` children on loopback) for the
 //!   integration tests and the harness.
-//! * `kvset-chaos` (the binary) — `kvset-chaos check HISTORY.jsonl` checks a recorded history;
-//!   exit code 0 linearizable, 1 violation, 2 inconclusive or error.
+//! * [`chaos`] — the harness itself (`kvset-chaos run`): a backend that runs the cluster (local
+//!   launcher, Docker, or a StatefulSet through kubectl) and knows how to hurt it; concurrent
+//!   SDK clients that record every operation; a seeded nemesis that kills, restarts, freezes,
+//!   partitions and wipes members one at a time and times the recovery; and the checks that
+//!   judge the run — linearizability (the checker above), no acknowledged write lost, replicas
+//!   converged, cluster healed — with a report and the evidence in one directory.
+//! * `kvset-chaos` (the binary) — `kvset-chaos check HISTORY.jsonl` checks a recorded history,
+//!   `kvset-chaos run --backend process --duration 60s --seed N` runs the harness; both exit
+//!   0 for a pass, 1 for a violation, 2 for inconclusive or an error.
 //!
 //! What the format and the checker mean, and what they do not promise, is written down in
 //! `docs/CHAOS.md`.
 
+pub mod chaos;
 pub mod checker;
 pub mod history;
 pub mod testkit;

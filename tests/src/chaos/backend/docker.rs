@@ -1,0 +1,580 @@
+//! The `docker` backend: the StatefulSet topology in containers, with faults done by the Docker
+//! CLI.
+//!
+//! Two ways to lay the topology out, with the same names inside the network:
+//!
+//! * **compose** (the default): `docker/compose.yaml` from the repository — containers `kv-0`..
+//!   `kv-2` with hostnames `kv-N`, the network `kvset` with the aliases
+//!   `kv-N.kv.default.svc.cluster.local` (the names a headless Service gives), volumes
+//!   `kvset-data-kv-N`, client ports published on `127.0.0.1:17379..17381`. Members are brought
+//!   up one at a time with `compose up -d --no-deps kv-N`, each ready before the next
+//!   (OrderedReady), as `docker/cluster.sh up` does. Those names are global, so only one such
+//!   cluster can run per Docker host: the backend refuses to start when `kv-0` already exists,
+//!   and removes what it created at the end (`compose down --volumes`). The compose file passes
+//!   no extra flags to the server, so `--server-arg` is not honoured in this mode (the members
+//!   run the image's default timing).
+//! * **plain** (`--docker-prefix P`): the same layout made with `docker run`, every name
+//!   prefixed (`P-kv-N`, `P-net`, `P-data-kv-N`, label `kvset.chaos=P`) and client ports chosen
+//!   free, so runs (and tests) can share a Docker host; `--server-arg` flags are passed to every
+//!   member.
+//!
+//! Faults: kill -9 is `docker kill` followed by `docker start` (Docker's restart policy does not
+//! restart a container killed through the API, so the harness plays the kubelet, see
+//! `Backend::revive`); a graceful restart is `docker stop -t 30` (SIGTERM, up to 30 s) and
+//! `docker start`; pause is `docker pause`
+//! (the cgroup freezer, like SIGSTOP to every process of the container); a partition is
+//! `docker network disconnect` (the member loses its peers *and* its published client port),
+//! healed by `docker network connect` with the alias restored; a wipe removes the container and
+//! its volume and recreates both. Logs of a container about to be removed are saved first, so
+//! `logs/kv-N.log` covers the member's whole life.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::{argv, run_command, Backend, BackendError, MemberInfo, WaitReady};
+use crate::chaos::faults::FaultKind;
+
+/// How the containers are laid out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerTopology {
+    /// `docker/compose.yaml` (or another file with the same service, network and volume names).
+    Compose {
+        /// The compose file.
+        file: PathBuf,
+        /// The compose project name (`-p`).
+        project: String,
+    },
+    /// `docker run` with every name prefixed.
+    Plain {
+        /// The prefix.
+        prefix: String,
+    },
+}
+
+/// How to run the containers.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    /// The layout.
+    pub topology: DockerTopology,
+    /// The image (`docker/build-image.sh` builds `kvset:dev`).
+    pub image: String,
+    /// Number of members (the compose file has 3).
+    pub replicas: usize,
+    /// Host port (on 127.0.0.1) each member's client port is published on.
+    pub host_ports: Vec<u16>,
+    /// Flags for every member (plain mode only).
+    pub server_args: Vec<String>,
+    /// `RUST_LOG` for the members.
+    pub rust_log: String,
+}
+
+/// Where a compose file for the default layout is: `docker/compose.yaml` under the current
+/// directory, else under the repository this harness was built from.
+pub fn default_compose_file() -> Option<PathBuf> {
+    let here = PathBuf::from("docker/compose.yaml");
+    if here.exists() {
+        return Some(here);
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    Some(repo.join("docker/compose.yaml")).filter(|p| p.exists())
+}
+
+/// The containers, their network and volumes.
+pub struct DockerBackend {
+    config: DockerConfig,
+    /// `docker compose` or `docker-compose`, found at start (compose mode only).
+    compose: Mutex<Option<Vec<String>>>,
+    started: Mutex<bool>,
+    partitioned: Mutex<HashSet<usize>>,
+    paused: Mutex<HashSet<usize>>,
+    wiped: Mutex<HashSet<usize>>,
+    /// Logs of containers removed by a wipe, by ordinal.
+    saved_logs: Mutex<HashMap<usize, String>>,
+}
+
+impl DockerBackend {
+    /// A backend for `config`; nothing is started yet.
+    pub fn new(config: DockerConfig) -> DockerBackend {
+        DockerBackend {
+            config,
+            compose: Mutex::new(None),
+            started: Mutex::new(false),
+            partitioned: Mutex::new(HashSet::new()),
+            paused: Mutex::new(HashSet::new()),
+            wiped: Mutex::new(HashSet::new()),
+            saved_logs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The container of member `m`.
+    pub fn container(&self, m: usize) -> String {
+        match &self.config.topology {
+            DockerTopology::Compose { .. } => format!("kv-{m}"),
+            DockerTopology::Plain { prefix } => format!("{prefix}-kv-{m}"),
+        }
+    }
+
+    /// The members' network.
+    pub fn network(&self) -> String {
+        match &self.config.topology {
+            DockerTopology::Compose { .. } => "kvset".to_string(),
+            DockerTopology::Plain { prefix } => format!("{prefix}-net"),
+        }
+    }
+
+    /// Member `m`'s data volume.
+    pub fn volume(&self, m: usize) -> String {
+        match &self.config.topology {
+            DockerTopology::Compose { .. } => format!("kvset-data-kv-{m}"),
+            DockerTopology::Plain { prefix } => format!("{prefix}-data-kv-{m}"),
+        }
+    }
+
+    fn alias(m: usize) -> String {
+        format!("kv-{m}.kv.default.svc.cluster.local")
+    }
+
+    fn docker(&self, args: &[&str]) -> Result<String, BackendError> {
+        let mut full = vec!["docker"];
+        full.extend_from_slice(args);
+        let out = run_command(&argv(&full), &[])?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    fn containers(&self, members: &[usize]) -> Vec<String> {
+        members.iter().map(|&m| self.container(m)).collect()
+    }
+
+    fn compose_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("KVSET_IMAGE".to_string(), self.config.image.clone()),
+            ("RUST_LOG".to_string(), self.config.rust_log.clone()),
+        ];
+        for (m, port) in self.config.host_ports.iter().enumerate() {
+            env.push((format!("KVSET_PORT_KV{m}"), port.to_string()));
+        }
+        env
+    }
+
+    fn compose(&self, args: &[&str]) -> Result<(), BackendError> {
+        let DockerTopology::Compose { file, project } = &self.config.topology else {
+            return Err(BackendError::Setup("not a compose layout".into()));
+        };
+        let mut guard = self.compose.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            let plugin = run_command(&argv(&["docker", "compose", "version"]), &[]).is_ok();
+            let legacy = run_command(&argv(&["docker-compose", "version"]), &[]).is_ok();
+            *guard = Some(match (plugin, legacy) {
+                (true, _) => argv(&["docker", "compose"]),
+                (false, true) => argv(&["docker-compose"]),
+                (false, false) => {
+                    return Err(BackendError::Setup(
+                        "neither `docker compose` nor `docker-compose` is installed (or pass \
+                         --docker-prefix to run plain containers)"
+                            .into(),
+                    ))
+                }
+            });
+        }
+        let mut line = guard.clone().unwrap_or_default();
+        drop(guard);
+        line.extend(argv(&["-p", project, "-f"]));
+        line.push(file.display().to_string());
+        line.extend(argv(args));
+        run_command(&line, &self.compose_env()).map(|_| ())
+    }
+
+    /// Creates (or recreates) member `m`'s container, and its volume in plain mode.
+    fn create_member(&self, m: usize) -> Result<(), BackendError> {
+        match &self.config.topology {
+            DockerTopology::Compose { .. } => {
+                self.compose(&["up", "-d", "--no-deps", &format!("kv-{m}")])
+            }
+            DockerTopology::Plain { prefix } => {
+                let label = format!("kvset.chaos={prefix}");
+                let volume = self.volume(m);
+                self.docker(&["volume", "create", "--label", &label, &volume])?;
+                let name = self.container(m);
+                let hostname = format!("kv-{m}");
+                let port = self
+                    .config
+                    .host_ports
+                    .get(m)
+                    .ok_or_else(|| BackendError::Setup(format!("no host port for kv-{m}")))?;
+                let publish = format!("127.0.0.1:{port}:7379");
+                let mount = format!("{volume}:/data");
+                let envs = [
+                    format!("POD_NAME=kv-{m}"),
+                    "POD_NAMESPACE=default".to_string(),
+                    "KVSET_SERVICE=kv".to_string(),
+                    "KVSET_DATA_DIR=/data".to_string(),
+                    "NO_COLOR=1".to_string(),
+                    format!("RUST_LOG={}", self.config.rust_log),
+                ];
+                let network = self.network();
+                let alias = Self::alias(m);
+                let mut args: Vec<&str> = vec![
+                    "run",
+                    "-d",
+                    "--name",
+                    &name,
+                    "--hostname",
+                    &hostname,
+                    "--label",
+                    &label,
+                    "--network",
+                    &network,
+                    "--network-alias",
+                    &alias,
+                    "-v",
+                    &mount,
+                    "-p",
+                    &publish,
+                    "--read-only",
+                    "--tmpfs",
+                    "/tmp",
+                    "--cap-drop",
+                    "ALL",
+                    "--security-opt",
+                    "no-new-privileges:true",
+                    "--stop-timeout",
+                    "30",
+                ];
+                for e in &envs {
+                    args.push("-e");
+                    args.push(e);
+                }
+                args.push(&self.config.image);
+                args.extend(self.config.server_args.iter().map(String::as_str));
+                self.docker(&args).map(|_| ())
+            }
+        }
+    }
+
+    fn exists(&self, container: &str) -> bool {
+        self.docker(&["container", "inspect", "--format", "{{.Id}}", container])
+            .is_ok()
+    }
+
+    fn save_logs(&self, m: usize) {
+        if let Ok(out) = run_command(
+            &argv(&["docker", "logs", "--timestamps", &self.container(m)]),
+            &[],
+        ) {
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+            let mut saved = self.saved_logs.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = saved.entry(m).or_default();
+            entry.push_str(&text);
+            entry.push_str("---- kvset-chaos: container removed (volume wiped) ----\n");
+        }
+    }
+
+    fn remove_all(&self) -> Result<(), BackendError> {
+        let mut errors = Vec::new();
+        match &self.config.topology {
+            DockerTopology::Compose { .. } => {
+                if let Err(e) = self.compose(&["down", "--volumes", "--timeout", "5"]) {
+                    errors.push(e.to_string());
+                }
+            }
+            DockerTopology::Plain { .. } => {
+                for m in 0..self.config.replicas {
+                    let c = self.container(m);
+                    if self.exists(&c) {
+                        if let Err(e) = self.docker(&["rm", "-f", "-v", &c]) {
+                            errors.push(e.to_string());
+                        }
+                    }
+                    let _ = self.docker(&["volume", "rm", "-f", &self.volume(m)]);
+                }
+                let _ = self.docker(&["network", "rm", &self.network()]);
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(BackendError::Setup(errors.join("; ")))
+        }
+    }
+}
+
+impl Backend for DockerBackend {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn members(&self) -> Vec<MemberInfo> {
+        (0..self.config.replicas)
+            .map(|m| MemberInfo {
+                name: format!("kv-{m}"),
+                endpoint: format!(
+                    "127.0.0.1:{}",
+                    self.config.host_ports.get(m).copied().unwrap_or(0)
+                ),
+            })
+            .collect()
+    }
+
+    fn describe(&self) -> String {
+        match &self.config.topology {
+            DockerTopology::Compose { file, project } => format!(
+                "docker compose -p {project} -f {} (image {}, containers kv-0..kv-{}, network {})",
+                file.display(),
+                self.config.image,
+                self.config.replicas.saturating_sub(1),
+                self.network()
+            ),
+            DockerTopology::Plain { prefix } => format!(
+                "docker run (image {}, containers {prefix}-kv-0..{}, network {}, server args: {})",
+                self.config.image,
+                self.config.replicas.saturating_sub(1),
+                self.network(),
+                if self.config.server_args.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.config.server_args.join(" ")
+                }
+            ),
+        }
+    }
+
+    fn unsupported(&self, _kind: FaultKind) -> Option<String> {
+        None
+    }
+
+    fn revives_on_its_own(&self) -> bool {
+        false
+    }
+
+    fn revive(&self, members: &[usize]) -> Result<(), BackendError> {
+        let names = self.containers(members);
+        let mut start = vec!["start"];
+        start.extend(names.iter().map(String::as_str));
+        self.docker(&start).map(|_| ())
+    }
+
+    fn start(&self, wait_ready: &WaitReady<'_>) -> Result<(), BackendError> {
+        self.docker(&["version", "--format", "{{.Server.Version}}"])
+            .map_err(|e| BackendError::Setup(format!("no Docker Engine answers: {e}")))?;
+        self.docker(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            &self.config.image,
+        ])
+        .map_err(|_| {
+            BackendError::Setup(format!(
+                "image {} not found: build it with docker/build-image.sh --tag {}",
+                self.config.image, self.config.image
+            ))
+        })?;
+        if let Some(c) = (0..self.config.replicas)
+            .map(|m| self.container(m))
+            .find(|c| self.exists(c))
+        {
+            return Err(BackendError::Setup(format!(
+                "container {c} already exists: another kvset cluster runs on this Docker host \
+                 (stop it, e.g. docker/cluster.sh down --volumes, or pass --docker-prefix for an \
+                 isolated cluster)"
+            )));
+        }
+        *self.started.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        if let DockerTopology::Plain { prefix } = &self.config.topology {
+            let label = format!("kvset.chaos={prefix}");
+            self.docker(&["network", "create", "--label", &label, &self.network()])?;
+        }
+        for m in 0..self.config.replicas {
+            self.create_member(m)?;
+            wait_ready(m).map_err(|why| {
+                BackendError::Setup(format!("{} did not become ready: {why}", self.container(m)))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn crash(&self, members: &[usize]) -> Result<(), BackendError> {
+        let names = self.containers(members);
+        let mut kill = vec!["kill", "--signal", "KILL"];
+        kill.extend(names.iter().map(String::as_str));
+        self.docker(&kill).map(|_| ())
+    }
+
+    fn restart(&self, member: usize) -> Result<(), BackendError> {
+        self.docker(&["stop", "--time", "30", &self.container(member)])
+            .map(|_| ())
+    }
+
+    fn pause(&self, member: usize) -> Result<(), BackendError> {
+        self.docker(&["pause", &self.container(member)])?;
+        self.paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(member);
+        Ok(())
+    }
+
+    fn resume(&self, member: usize) -> Result<(), BackendError> {
+        self.docker(&["unpause", &self.container(member)])?;
+        self.paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&member);
+        Ok(())
+    }
+
+    fn partition(&self, member: usize) -> Result<(), BackendError> {
+        self.docker(&[
+            "network",
+            "disconnect",
+            "--force",
+            &self.network(),
+            &self.container(member),
+        ])?;
+        self.partitioned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(member);
+        Ok(())
+    }
+
+    fn heal_partition(&self, member: usize) -> Result<(), BackendError> {
+        self.docker(&[
+            "network",
+            "connect",
+            "--alias",
+            &Self::alias(member),
+            &self.network(),
+            &self.container(member),
+        ])?;
+        self.partitioned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&member);
+        Ok(())
+    }
+
+    fn wipe_begin(&self, member: usize) -> Result<(), BackendError> {
+        let c = self.container(member);
+        self.wiped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(member);
+        self.docker(&["kill", "--signal", "KILL", &c])?;
+        self.save_logs(member);
+        self.docker(&["rm", "-f", &c])?;
+        self.docker(&["volume", "rm", &self.volume(member)])
+            .map(|_| ())
+    }
+
+    fn wipe_end(&self, member: usize) -> Result<(), BackendError> {
+        self.create_member(member)?;
+        self.wiped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&member);
+        Ok(())
+    }
+
+    fn heal_all(&self) -> Result<(), BackendError> {
+        let paused: Vec<usize> = self
+            .paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        for m in paused {
+            let _ = self.resume(m);
+        }
+        let cut: Vec<usize> = self
+            .partitioned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        for m in cut {
+            let _ = self.heal_partition(m);
+        }
+        let wiped: Vec<usize> = self
+            .wiped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        for m in wiped {
+            let _ = self.wipe_end(m);
+        }
+        for m in 0..self.config.replicas {
+            let c = self.container(m);
+            let running = self
+                .docker(&["container", "inspect", "--format", "{{.State.Running}}", &c])
+                .map(|s| s == "true")
+                .unwrap_or(false);
+            if !running {
+                let _ = self.docker(&["start", &c]);
+            }
+        }
+        Ok(())
+    }
+
+    fn collect_logs(&self, dir: &Path) -> Result<Vec<PathBuf>, BackendError> {
+        fs::create_dir_all(dir)
+            .map_err(|e| BackendError::io(format!("create {}", dir.display()), e))?;
+        let saved = self
+            .saved_logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut written = Vec::new();
+        for m in 0..self.config.replicas {
+            let mut text = saved.get(&m).cloned().unwrap_or_default();
+            match run_command(
+                &argv(&["docker", "logs", "--timestamps", &self.container(m)]),
+                &[],
+            ) {
+                Ok(out) => {
+                    text.push_str(&String::from_utf8_lossy(&out.stdout));
+                    text.push_str(&String::from_utf8_lossy(&out.stderr));
+                }
+                Err(e) => text.push_str(&format!("kvset-chaos: cannot read the logs: {e}\n")),
+            }
+            let path = dir.join(format!("kv-{m}.log"));
+            fs::write(&path, text)
+                .map_err(|e| BackendError::io(format!("write {}", path.display()), e))?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+
+    fn teardown(&self) -> Result<(), BackendError> {
+        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        if !*started {
+            return Ok(());
+        }
+        *started = false;
+        drop(started);
+        // Thaw first: a paused container cannot be stopped.
+        let paused: Vec<usize> = self
+            .paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        for m in paused {
+            let _ = self.docker(&["unpause", &self.container(m)]);
+        }
+        self.remove_all()
+    }
+}
+
+impl Drop for DockerBackend {
+    fn drop(&mut self) {
+        let _ = self.teardown();
+    }
+}

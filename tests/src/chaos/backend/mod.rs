@@ -1,0 +1,241 @@
+//! Where the cluster runs, and how a fault is done to it there.
+//!
+//! A backend owns one thing: the mapping from a fault *intent* ("kill -9 kv-1 and let its
+//! supervisor bring it back", "freeze kv-2", "cut kv-0 off the network", "lose kv-1's volume")
+//! to the commands that carry it out on one kind of deployment. Everything that decides *which*
+//! fault, *when* and *to whom*, and everything that observes the cluster, is backend-agnostic
+//! and lives elsewhere (`schedule`, `faults`, `monitor`): the harness talks to members only
+//! through their client endpoints (gRPC), so the same checks run unchanged on every backend.
+//!
+//! | fault intent | `process` (local launcher) | `docker` | `kubectl` |
+//! | --- | --- | --- | --- |
+//! | crash (kill -9, supervisor restarts) | `kill -9 $(cat kv-N.pid)`; the launcher restarts it | `docker kill`, then `docker start` (the harness plays the kubelet) | `kubectl delete pod --grace-period=0 --force`; the StatefulSet recreates it |
+//! | graceful restart | `kill -TERM`; the launcher restarts it | `docker stop -t 30`, then `docker start` | `kubectl delete pod` |
+//! | pause / resume | `SIGSTOP` / `SIGCONT` | `docker pause` / `unpause` | unsupported (distroless: no `kill` to exec) |
+//! | partition / heal | unsupported (one loopback interface) | `docker network disconnect` / `connect` | unsupported (needs an enforcing NetworkPolicy CNI) |
+//! | wipe (lose the volume, rejoin) | `kv-N.hold`, kill, `rm -rf kv-N/`, remove the hold | kill, `docker rm`, `docker volume rm`, recreate | `kubectl delete pvc` + `delete pod` |
+//!
+//! Backend operations are synchronous (they run commands or send signals and return once the
+//! intent is carried out); the harness calls them on tokio's blocking pool. That keeps the trait
+//! object-safe (`Arc<dyn Backend>`) and each backend a straight list of commands.
+//!
+//! A backend must never leave a cluster behind: [`Backend::teardown`] stops it, and the process
+//! and docker backends also clean up on drop (a panicking or interrupted run).
+
+pub mod docker;
+pub mod kubectl;
+pub mod process;
+
+use std::fmt;
+use std::io;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use super::faults::FaultKind;
+
+/// One member as the harness sees it: its name and the client endpoint it can be reached at
+/// from where the harness runs (which may differ from the address inside the cluster).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MemberInfo {
+    /// `kv-N`; the index in [`Backend::members`] is the ordinal N.
+    pub name: String,
+    /// `host:port` for clients, reachable from the harness.
+    pub endpoint: String,
+}
+
+/// Why a backend operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend cannot do this kind of fault at all.
+    #[error("the {backend} backend cannot inject {kind}: {reason}")]
+    Unsupported {
+        /// The backend.
+        backend: &'static str,
+        /// The fault asked for.
+        kind: FaultKind,
+        /// Why.
+        reason: String,
+    },
+    /// A command ran and failed (or could not be run).
+    #[error("`{command}` failed: {detail}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Its exit status and stderr, or why it could not start.
+        detail: String,
+    },
+    /// A file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, with the path.
+        what: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A member has no process to signal (no pid file, or its pid is not our child).
+    #[error("{member} has no running process to signal: {detail}")]
+    NoProcess {
+        /// The member.
+        member: String,
+        /// What was found instead.
+        detail: String,
+    },
+    /// The backend could not be set up (missing binary, image, port, ...).
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl BackendError {
+    /// An [`BackendError::Io`] with context.
+    pub fn io(what: impl fmt::Display, source: io::Error) -> BackendError {
+        BackendError::Io {
+            what: what.to_string(),
+            source,
+        }
+    }
+}
+
+/// A deployment the harness can inject faults into. Every method is synchronous and returns
+/// once the intent is carried out (for crash and restart: once the member was stopped and its
+/// supervisor was told or left to bring it back; the harness then watches it come back).
+///
+/// Members are addressed by ordinal (their index in [`Backend::members`]).
+pub trait Backend: Send + Sync {
+    /// `process`, `docker` or `kubectl`.
+    fn name(&self) -> &'static str;
+
+    /// The members, by ordinal.
+    fn members(&self) -> Vec<MemberInfo>;
+
+    /// One line on how the cluster runs (for the report).
+    fn describe(&self) -> String;
+
+    /// `Some(reason)` when this backend cannot inject `kind`; the schedule then leaves it out
+    /// and the report says why.
+    fn unsupported(&self, kind: FaultKind) -> Option<String>;
+
+    /// Starts the cluster (or checks that the one it was pointed at exists). Returns once every
+    /// member was started; the harness then waits for the cluster to be healthy. A backend that
+    /// starts members one by one (`OrderedReady`) calls `wait_ready(ordinal)` after each; it
+    /// returns an error message when the member did not become ready in time.
+    fn start(&self, wait_ready: &WaitReady<'_>) -> Result<(), BackendError>;
+
+    /// kill -9 these members at once. Returns once the kill is done (or, for kubectl, accepted).
+    fn crash(&self, members: &[usize]) -> Result<(), BackendError>;
+
+    /// Graceful stop: SIGTERM (a leader hands leadership off, then the member stops). May
+    /// return before the member has stopped.
+    fn restart(&self, member: usize) -> Result<(), BackendError>;
+
+    /// True when a supervisor brings crashed and stopped members back by itself (the launcher,
+    /// a StatefulSet): the harness then watches them go down and come back. False (docker):
+    /// the harness calls [`Backend::revive`], playing the supervisor.
+    fn revives_on_its_own(&self) -> bool {
+        true
+    }
+
+    /// Starts members stopped by [`Backend::crash`] or [`Backend::restart`] again, with their
+    /// identity and data (only called when [`Backend::revives_on_its_own`] is false).
+    fn revive(&self, _members: &[usize]) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// Freezes the member's process (SIGSTOP or the cgroup freezer).
+    fn pause(&self, member: usize) -> Result<(), BackendError>;
+
+    /// Thaws a member frozen by [`Backend::pause`].
+    fn resume(&self, member: usize) -> Result<(), BackendError>;
+
+    /// Cuts the member off from the other members (and, on docker, from clients).
+    fn partition(&self, member: usize) -> Result<(), BackendError>;
+
+    /// Undoes [`Backend::partition`].
+    fn heal_partition(&self, member: usize) -> Result<(), BackendError>;
+
+    /// Stops the member and destroys its volume; it stays down until [`Backend::wipe_end`].
+    fn wipe_begin(&self, member: usize) -> Result<(), BackendError>;
+
+    /// Lets a wiped member start again, with an empty volume (it must rejoin the cluster).
+    fn wipe_end(&self, member: usize) -> Result<(), BackendError>;
+
+    /// Best effort: undo every fault that may still be in effect (thaw, reconnect, release
+    /// holds). Called before the final checks and on teardown.
+    fn heal_all(&self) -> Result<(), BackendError>;
+
+    /// Copies every member's log into `dir` (as `kv-N.log`, plus backend extras); returns the
+    /// files written.
+    fn collect_logs(&self, dir: &Path) -> Result<Vec<PathBuf>, BackendError>;
+
+    /// Stops the cluster the backend started (a cluster it was only pointed at is left alone).
+    fn teardown(&self) -> Result<(), BackendError>;
+}
+
+/// Blocks until member `ordinal` is ready (or fails with why not); see [`Backend::start`].
+pub type WaitReady<'a> = dyn Fn(usize) -> Result<(), String> + Sync + 'a;
+
+/// The error for a fault a backend does not do.
+pub(crate) fn unsupported(backend: &dyn Backend, kind: FaultKind) -> BackendError {
+    BackendError::Unsupported {
+        backend: backend.name(),
+        kind,
+        reason: backend
+            .unsupported(kind)
+            .unwrap_or_else(|| "not implemented".to_string()),
+    }
+}
+
+/// Runs a command to completion with stdin closed; an error names the command line and carries
+/// its stderr. `program` is the first element of `argv`.
+pub(crate) fn run_command(
+    argv: &[String],
+    envs: &[(String, String)],
+) -> Result<Output, BackendError> {
+    let line = argv.join(" ");
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| BackendError::Setup("empty command".into()))?;
+    let output = Command::new(program)
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| BackendError::Command {
+            command: line.clone(),
+            detail: format!("cannot run {program}: {e}"),
+        })?;
+    if output.status.success() {
+        Ok(output)
+    } else {
+        Err(BackendError::Command {
+            command: line,
+            detail: format!(
+                "{}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        })
+    }
+}
+
+/// `argv` from string slices.
+pub(crate) fn argv<S: AsRef<str>>(parts: &[S]) -> Vec<String> {
+    parts.iter().map(|s| s.as_ref().to_string()).collect()
+}
+
+/// `n` distinct free TCP ports on 127.0.0.1 (for published container ports and port-forwards).
+pub fn free_local_ports(n: usize) -> Result<Vec<u16>, BackendError> {
+    // Hold every listener until all ports are chosen, so that they differ.
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind(("127.0.0.1", 0)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BackendError::io("find a free port on 127.0.0.1", e))?;
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.port())
+                .map_err(|e| BackendError::io("find a free port on 127.0.0.1", e))
+        })
+        .collect()
+}

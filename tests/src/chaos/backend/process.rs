@@ -1,0 +1,639 @@
+//! The `process` backend: the local launcher (`kvset-server local`) as a child of the harness.
+//!
+//! The launcher runs kv-0..kv-(N-1) on one loopback address, restarts a replica that dies (with
+//! the same identity and data, after a back-off of 0.5 s that doubles while it keeps dying), and
+//! documents three files per replica in its data dir that this backend injects faults through:
+//!
+//! * `kv-N.pid`: the replica's current pid. Signals go to that pid, and only after checking
+//!   (on Linux, through `/proc`) that the process is a child of *our* launcher, so a stale pid
+//!   file can never make the harness signal an unrelated process.
+//! * `kv-N.hold`: while it exists the launcher does not restart kv-N (a deleted pod not yet
+//!   recreated). A wipe is: create the hold, kill -9, wait until the process is gone, delete
+//!   `kv-N/`, and (after the planned down time) remove the hold: kv-N comes back with an empty
+//!   volume and must rejoin.
+//! * `logs/kv-N.log`: the replica's log, copied into the run's `logs/` at the end.
+//!
+//! A network partition cannot be made here: every member listens on the same loopback address
+//! and nothing sits between them. The backend says so, and the schedule leaves partitions out.
+//!
+//! The backend never leaves processes behind: teardown (and drop, for a panicking or interrupted
+//! run) holds every replica, kills it, and stops the launcher. The launcher leads a process
+//! group of its own (its pid is written to `<data>/launcher.pid`), so a Ctrl-C at the terminal
+//! reaches only the harness, and an emergency stop is one `kill -9 -<pgid>`.
+
+use std::collections::HashMap;
+use std::fs;
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{unsupported, Backend, BackendError, MemberInfo, WaitReady};
+use crate::chaos::faults::FaultKind;
+
+/// Flags every replica gets unless the user overrides them (a later flag wins): Raft timing
+/// that fails over within about a second, and a short shutdown grace so graceful restarts do
+/// not stall the schedule.
+pub const DEFAULT_SERVER_ARGS: &[&str] = &[
+    "--heartbeat-ms=100",
+    "--election-timeout-min-ms=400",
+    "--election-timeout-max-ms=600",
+    "--shutdown-grace-secs=5",
+];
+
+/// How to launch the local cluster.
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    /// The `kvset-server` binary.
+    pub server_bin: PathBuf,
+    /// The launcher's `--data-dir` (one `kv-N/` per replica, plus pid, hold and log files).
+    pub data_dir: PathBuf,
+    /// Where the launcher's own output goes.
+    pub launcher_log: PathBuf,
+    /// Number of replicas.
+    pub replicas: usize,
+    /// Loopback address every replica binds.
+    pub bind_ip: Ipv4Addr,
+    /// kv-N serves clients on `base_port + N` and peers on `base_port + 100 + N`.
+    pub base_port: u16,
+    /// Flags for every replica (after [`DEFAULT_SERVER_ARGS`]).
+    pub server_args: Vec<String>,
+}
+
+/// The local launcher and its replicas.
+pub struct ProcessBackend {
+    config: ProcessConfig,
+    launcher: Mutex<Option<Child>>,
+    /// Pids frozen by `pause`, by ordinal, so `resume` thaws the process it froze.
+    paused: Mutex<HashMap<usize, i32>>,
+}
+
+impl ProcessBackend {
+    /// A backend for `config`; nothing is started yet.
+    pub fn new(config: ProcessConfig) -> ProcessBackend {
+        ProcessBackend {
+            config,
+            launcher: Mutex::new(None),
+            paused: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ProcessConfig {
+        &self.config
+    }
+
+    fn name_of(&self, member: usize) -> String {
+        format!("kv-{member}")
+    }
+
+    fn pid_file(&self, member: usize) -> PathBuf {
+        self.config.data_dir.join(format!("kv-{member}.pid"))
+    }
+
+    fn hold_file(&self, member: usize) -> PathBuf {
+        self.config.data_dir.join(format!("kv-{member}.hold"))
+    }
+
+    fn member_dir(&self, member: usize) -> PathBuf {
+        self.config.data_dir.join(format!("kv-{member}"))
+    }
+
+    fn launcher_pid(&self) -> Option<i32> {
+        let guard = self.launcher.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// The member's current pid, checked to be a live child of our launcher.
+    fn pid_of(&self, member: usize) -> Result<i32, BackendError> {
+        let path = self.pid_file(member);
+        let no_process = |detail: String| BackendError::NoProcess {
+            member: self.name_of(member),
+            detail,
+        };
+        let text = fs::read_to_string(&path)
+            .map_err(|e| no_process(format!("cannot read {}: {e}", path.display())))?;
+        let pid: i32 = text
+            .trim()
+            .parse()
+            .map_err(|_| no_process(format!("{} holds {text:?}", path.display())))?;
+        let launcher = self
+            .launcher_pid()
+            .ok_or_else(|| no_process("the launcher is not running".into()))?;
+        match proc_state(pid) {
+            ProcState::Running { ppid } if ppid == launcher => Ok(pid),
+            ProcState::Running { ppid } => Err(no_process(format!(
+                "pid {pid} belongs to parent {ppid}, not to our launcher {launcher}"
+            ))),
+            ProcState::Gone => Err(no_process(format!(
+                "pid {pid} has exited (the launcher is restarting it)"
+            ))),
+            ProcState::Unknown => Ok(pid),
+        }
+    }
+
+    fn signal(&self, member: usize, signal: i32) -> Result<i32, BackendError> {
+        let pid = self.pid_of(member)?;
+        send_signal(pid, signal).map_err(|e| BackendError::NoProcess {
+            member: self.name_of(member),
+            detail: format!("kill({pid}, {signal}): {e}"),
+        })?;
+        Ok(pid)
+    }
+
+    fn launcher_log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.config.launcher_log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Holds every replica, kills it, and stops the launcher. Idempotent.
+    fn shutdown(&self) {
+        let Some(launcher_pid) = self.launcher_pid() else {
+            return;
+        };
+        for m in 0..self.config.replicas {
+            let _ = fs::write(self.hold_file(m), b"teardown\n");
+        }
+        // One supervisor loop (100 ms) so that no replica is being spawned right now.
+        std::thread::sleep(Duration::from_millis(250));
+        for m in 0..self.config.replicas {
+            if let Ok(pid) = self.pid_of(m) {
+                let _ = send_signal(pid, libc::SIGCONT);
+                let _ = send_signal(pid, libc::SIGKILL);
+            }
+        }
+        let _ = send_signal(launcher_pid, libc::SIGTERM);
+        let mut guard = self.launcher.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(child) = guard.as_mut() {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+        *guard = None;
+        // Anything left in the group (a replica spawned at the last moment) goes too.
+        let _ = send_signal_group(launcher_pid, libc::SIGKILL);
+        unregister_group(launcher_pid);
+        let _ = fs::remove_file(self.config.data_dir.join("launcher.pid"));
+        for m in 0..self.config.replicas {
+            let _ = fs::remove_file(self.hold_file(m));
+        }
+    }
+}
+
+/// Process groups of launchers this process started and has not torn down yet.
+static GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn register_group(pgid: i32) {
+    GROUPS.lock().unwrap_or_else(|p| p.into_inner()).push(pgid);
+}
+
+fn unregister_group(pgid: i32) {
+    GROUPS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|g| *g != pgid);
+}
+
+/// Emergency stop: kill -9 every launcher this process started, with all its replicas (each
+/// launcher leads a process group of its own). For an exit that cannot tear down in order
+/// (a second Ctrl-C).
+pub fn kill_all_launchers() {
+    let groups: Vec<i32> = GROUPS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain(..)
+        .collect();
+    for pgid in groups {
+        let _ = send_signal_group(pgid, libc::SIGCONT);
+        let _ = send_signal_group(pgid, libc::SIGKILL);
+    }
+}
+
+/// kill -9 a launcher's whole process group, given the group id (its pid, as written to
+/// `<data>/launcher.pid`). For tests that had to kill the harness itself.
+pub fn kill_launcher_group(pgid: i32) -> std::io::Result<()> {
+    send_signal_group(pgid, libc::SIGKILL)
+}
+
+fn send_signal_group(pgid: i32, signal: i32) -> std::io::Result<()> {
+    if pgid <= 1 {
+        return Err(std::io::Error::other(format!(
+            "refusing to signal process group {pgid}"
+        )));
+    }
+    // SAFETY: kill(2) with a negative pid signals a process group; pgid > 1 is the group of a
+    // launcher this harness started (it leads its own group).
+    let rc = unsafe { libc::kill(-pgid, signal) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+impl Backend for ProcessBackend {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn members(&self) -> Vec<MemberInfo> {
+        (0..self.config.replicas)
+            .map(|n| MemberInfo {
+                name: format!("kv-{n}"),
+                endpoint: format!(
+                    "{}:{}",
+                    self.config.bind_ip,
+                    usize::from(self.config.base_port) + n
+                ),
+            })
+            .collect()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} local --replicas {} --data-dir {} --bind-ip {} --base-port {} {}",
+            self.config.server_bin.display(),
+            self.config.replicas,
+            self.config.data_dir.display(),
+            self.config.bind_ip,
+            self.config.base_port,
+            self.server_args()
+                .iter()
+                .map(|a| format!("--server-arg={a}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    }
+
+    fn unsupported(&self, kind: FaultKind) -> Option<String> {
+        match kind {
+            FaultKind::Partition => Some(
+                "every member of the local launcher listens on one loopback address and nothing \
+                 sits between them, so links cannot be cut (use --backend docker)"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+
+    fn start(&self, _wait_ready: &WaitReady<'_>) -> Result<(), BackendError> {
+        let bin = &self.config.server_bin;
+        if !bin.exists() {
+            return Err(BackendError::Setup(format!(
+                "kvset-server not found at {}: build it (cargo build --bins) or pass --server-bin \
+                 / set KVSET_SERVER_BIN",
+                bin.display()
+            )));
+        }
+        let data = &self.config.data_dir;
+        fs::create_dir_all(data.join("logs"))
+            .map_err(|e| BackendError::io(format!("create {}", data.display()), e))?;
+        for m in 0..self.config.replicas {
+            let _ = fs::remove_file(self.hold_file(m));
+            let _ = fs::remove_file(self.pid_file(m));
+        }
+        if let Some(parent) = self.config.launcher_log.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| BackendError::io(format!("create {}", parent.display()), e))?;
+        }
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.config.launcher_log)
+            .map_err(|e| {
+                BackendError::io(format!("open {}", self.config.launcher_log.display()), e)
+            })?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| BackendError::io("duplicate the launcher log handle", e))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("local")
+            .arg(format!("--replicas={}", self.config.replicas))
+            .arg(format!("--data-dir={}", data.display()))
+            .arg(format!("--bind-ip={}", self.config.bind_ip))
+            .arg(format!("--base-port={}", self.config.base_port))
+            .args(
+                self.server_args()
+                    .iter()
+                    .map(|a| format!("--server-arg={a}")),
+            )
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info,openraft=warn");
+        }
+        // A process group of its own: a Ctrl-C at the terminal reaches only the harness (which
+        // then heals, checks and tears down in order), and the whole cluster can be killed with
+        // one signal to the group in an emergency.
+        cmd.process_group(0);
+        let child = cmd.spawn().map_err(|e| BackendError::Command {
+            command: format!("{} local", bin.display()),
+            detail: e.to_string(),
+        })?;
+        let pgid = child.id() as i32;
+        register_group(pgid);
+        let _ = fs::write(data.join("launcher.pid"), format!("{pgid}\n"));
+        *self.launcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
+
+        // The launcher starts the replicas in order, each once the previous is ready; wait until
+        // it has started them all (the harness then waits for the cluster to be healthy).
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            {
+                let mut guard = self.launcher.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(Ok(Some(status))) = guard.as_mut().map(|c| c.try_wait()) {
+                    *guard = None;
+                    return Err(BackendError::Setup(format!(
+                        "the launcher exited ({status}) while starting the cluster; its output:\n{}",
+                        self.launcher_log_tail()
+                    )));
+                }
+            }
+            if (0..self.config.replicas).all(|m| self.pid_file(m).exists()) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(BackendError::Setup(format!(
+                    "the launcher did not start every replica within 120 s; its output:\n{}",
+                    self.launcher_log_tail()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn crash(&self, members: &[usize]) -> Result<(), BackendError> {
+        // Resolve every pid first so that "kill all" is one burst of signals.
+        let pids = members
+            .iter()
+            .map(|&m| self.pid_of(m).map(|pid| (m, pid)))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (m, pid) in pids {
+            send_signal(pid, libc::SIGKILL).map_err(|e| BackendError::NoProcess {
+                member: self.name_of(m),
+                detail: format!("kill -9 {pid}: {e}"),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn restart(&self, member: usize) -> Result<(), BackendError> {
+        self.signal(member, libc::SIGTERM).map(|_| ())
+    }
+
+    fn pause(&self, member: usize) -> Result<(), BackendError> {
+        let pid = self.signal(member, libc::SIGSTOP)?;
+        self.paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(member, pid);
+        Ok(())
+    }
+
+    fn resume(&self, member: usize) -> Result<(), BackendError> {
+        let pid = self
+            .paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&member);
+        match pid {
+            Some(pid) => send_signal(pid, libc::SIGCONT).map_err(|e| BackendError::NoProcess {
+                member: self.name_of(member),
+                detail: format!("kill -CONT {pid}: {e}"),
+            }),
+            None => self.signal(member, libc::SIGCONT).map(|_| ()),
+        }
+    }
+
+    fn partition(&self, _member: usize) -> Result<(), BackendError> {
+        Err(unsupported(self, FaultKind::Partition))
+    }
+
+    fn heal_partition(&self, _member: usize) -> Result<(), BackendError> {
+        Err(unsupported(self, FaultKind::Partition))
+    }
+
+    fn wipe_begin(&self, member: usize) -> Result<(), BackendError> {
+        let hold = self.hold_file(member);
+        fs::write(&hold, b"wipe\n")
+            .map_err(|e| BackendError::io(format!("create {}", hold.display()), e))?;
+        if let Ok(pid) = self.pid_of(member) {
+            let _ = send_signal(pid, libc::SIGCONT);
+            let _ = send_signal(pid, libc::SIGKILL);
+            if matches!(proc_state(pid), ProcState::Unknown) {
+                // No /proc to watch the exit: give the launcher time to reap it.
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            let launcher = self.launcher_pid().unwrap_or(-1);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(proc_state(pid), ProcState::Running { ppid } if ppid == launcher) {
+                if Instant::now() >= deadline {
+                    return Err(BackendError::NoProcess {
+                        member: self.name_of(member),
+                        detail: format!("pid {pid} did not exit within 10 s of kill -9"),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let dir = self.member_dir(member);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BackendError::io(format!("remove {}", dir.display()), e)),
+        }
+    }
+
+    fn wipe_end(&self, member: usize) -> Result<(), BackendError> {
+        let hold = self.hold_file(member);
+        match fs::remove_file(&hold) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BackendError::io(format!("remove {}", hold.display()), e)),
+        }
+    }
+
+    fn heal_all(&self) -> Result<(), BackendError> {
+        let paused: Vec<i32> = self
+            .paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, pid)| pid)
+            .collect();
+        for pid in paused {
+            let _ = send_signal(pid, libc::SIGCONT);
+        }
+        for m in 0..self.config.replicas {
+            if let Ok(pid) = self.pid_of(m) {
+                let _ = send_signal(pid, libc::SIGCONT);
+            }
+            let _ = fs::remove_file(self.hold_file(m));
+        }
+        Ok(())
+    }
+
+    fn collect_logs(&self, dir: &Path) -> Result<Vec<PathBuf>, BackendError> {
+        fs::create_dir_all(dir)
+            .map_err(|e| BackendError::io(format!("create {}", dir.display()), e))?;
+        let mut written = Vec::new();
+        for m in 0..self.config.replicas {
+            let from = self
+                .config
+                .data_dir
+                .join("logs")
+                .join(format!("kv-{m}.log"));
+            let to = dir.join(format!("kv-{m}.log"));
+            if from.exists() {
+                fs::copy(&from, &to).map_err(|e| {
+                    BackendError::io(format!("copy {} to {}", from.display(), to.display()), e)
+                })?;
+                written.push(to);
+            }
+        }
+        if self.config.launcher_log.exists() {
+            written.push(self.config.launcher_log.clone());
+        }
+        Ok(written)
+    }
+
+    fn teardown(&self) -> Result<(), BackendError> {
+        self.shutdown();
+        Ok(())
+    }
+}
+
+impl ProcessBackend {
+    fn server_args(&self) -> Vec<String> {
+        DEFAULT_SERVER_ARGS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(self.config.server_args.iter().cloned())
+            .collect()
+    }
+}
+
+impl Drop for ProcessBackend {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// What `/proc` says about a pid.
+enum ProcState {
+    /// Alive (not a zombie), with this parent.
+    Running { ppid: i32 },
+    /// Exited (gone or a zombie waiting to be reaped).
+    Gone,
+    /// No `/proc` (not Linux): cannot tell.
+    Unknown,
+}
+
+fn proc_state(pid: i32) -> ProcState {
+    if !Path::new("/proc/self/stat").exists() {
+        return ProcState::Unknown;
+    }
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return ProcState::Gone;
+    };
+    // `pid (comm) state ppid ...`; comm may contain spaces and parentheses.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return ProcState::Gone;
+    };
+    let mut fields = rest.split_whitespace();
+    let state = fields.next().unwrap_or("X");
+    let ppid = fields.next().and_then(|p| p.parse().ok()).unwrap_or(-1);
+    if state == "Z" || state == "X" {
+        ProcState::Gone
+    } else {
+        ProcState::Running { ppid }
+    }
+}
+
+fn send_signal(pid: i32, signal: i32) -> std::io::Result<()> {
+    if pid <= 0 {
+        return Err(std::io::Error::other(format!(
+            "refusing to signal pid {pid}"
+        )));
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid was checked to be positive
+    // (never a process group) and, on Linux, to be a child of our launcher.
+    let rc = unsafe { libc::kill(pid, signal) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// A loopback address for this run: on Linux a 127.x.y.z of its own (every 127/8 address is
+/// local there), so parallel runs and tests never collide; elsewhere 127.0.0.1.
+pub fn pick_bind_ip(seed: u64) -> Ipv4Addr {
+    if !cfg!(target_os = "linux") {
+        return Ipv4Addr::LOCALHOST;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let n = u64::from(std::process::id())
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(seed.wrapping_mul(40_503))
+        .wrapping_add(u64::from(nanos));
+    Ipv4Addr::new(
+        127,
+        (1 + (n >> 16) % 250) as u8,
+        ((n >> 8) % 256) as u8,
+        (2 + n % 250) as u8,
+    )
+}
+
+/// A base port P such that P+N, P+100+N and P+200+N (N < replicas: client, peer and metrics
+/// ports) are all free on `ip`.
+pub fn pick_base_port(ip: Ipv4Addr, replicas: usize, seed: u64) -> Result<u16, BackendError> {
+    let free = |port: usize| -> bool {
+        u16::try_from(port)
+            .ok()
+            .is_some_and(|p| TcpListener::bind((ip, p)).is_ok())
+    };
+    let mut candidate =
+        20_000 + (seed.wrapping_add(u64::from(std::process::id())) % 20_000) as usize;
+    for _ in 0..200 {
+        let ok = (0..replicas)
+            .all(|n| free(candidate + n) && free(candidate + 100 + n) && free(candidate + 200 + n));
+        if ok {
+            return u16::try_from(candidate)
+                .map_err(|_| BackendError::Setup("port out of range".into()));
+        }
+        candidate = 20_000 + (candidate + 337) % 20_000;
+    }
+    Err(BackendError::Setup(format!(
+        "no free base port found on {ip} (tried 200 candidates); pass --base-port"
+    )))
+}
+
+/// The `kvset-server` binary: `KVSET_SERVER_BIN`, else next to this executable (the harness
+/// binary is in `target/<profile>/`, a test executable in `target/<profile>/deps/`).
+pub fn find_server_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("KVSET_SERVER_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [dir.join("kvset-server"), dir.parent()?.join("kvset-server")]
+        .into_iter()
+        .find(|p| p.exists())
+}

@@ -1,0 +1,490 @@
+//! `kvset-chaos run`: the command line of the harness. Parses arguments into a [`RunConfig`],
+//! runs it, prints the report, and returns the exit code (0 pass, 1 violation, 2 inconclusive or
+//! error).
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::backend::docker::{default_compose_file, DockerConfig, DockerTopology};
+use super::backend::kubectl::KubectlConfig;
+use super::backend::process::{
+    find_server_binary, pick_base_port, pick_bind_ip, ProcessConfig, DEFAULT_SERVER_ARGS,
+};
+use super::faults::FaultKind;
+use super::schedule::ScheduleConfig;
+use super::workload::{ReadFrom, WorkloadConfig};
+use super::{BackendConfig, ChaosError, RunConfig};
+
+/// Which deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// `kvset-server local` (the launcher) as a child process, on loopback.
+    Process,
+    /// Containers: docker/compose.yaml, or plain `docker run` with --docker-prefix.
+    Docker,
+    /// An existing StatefulSet, through kubectl.
+    Kubectl,
+}
+
+impl BackendKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Process => "process",
+            BackendKind::Docker => "docker",
+            BackendKind::Kubectl => "kubectl",
+        }
+    }
+}
+
+/// Arguments of `kvset-chaos run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Where the cluster runs.
+    #[arg(long, value_enum, default_value = "process")]
+    pub backend: BackendKind,
+    /// How long the workload and the faults run (e.g. 60s, 2m, 500ms).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Seed for every random choice (operations, fault sequence, targets). Default: random,
+    /// printed in the report.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 5)]
+    pub clients: usize,
+    /// Output directory (history.jsonl, report.md, report.json, logs/). Default:
+    /// chaos-out/<backend>-seed<N>-<unix time>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Contended keys (k0, k1, ...).
+    #[arg(long, default_value_t = 5)]
+    pub keys: usize,
+    /// Total operations per second over all clients (0: as fast as they go).
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Where linearizable reads go: leader (SDK routing), followers (pinned to a non-leader)
+    /// or any (pinned to a random member).
+    #[arg(long, value_enum, default_value = "leader")]
+    pub read_from: ReadFrom,
+    /// Fault kinds: all, none, or a list of kill-follower, kill-leader, restart, kill-all,
+    /// pause, partition, wipe. Kinds the backend cannot do are reported and skipped.
+    #[arg(long, default_value = "all")]
+    pub faults: String,
+    /// Quiet time before each fault, MIN..MAX.
+    #[arg(long, default_value = "1s..3s", value_parser = parse_range)]
+    pub fault_gap: (Duration, Duration),
+    /// How long a pause, partition or wiped member's absence lasts, MIN..MAX.
+    #[arg(long, default_value = "1500ms..4s", value_parser = parse_range)]
+    pub fault_hold: (Duration, Duration),
+    /// Deadline of one client call, retries included.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub op_timeout: Duration,
+    /// Bound on every wait for the cluster to heal; not healing in time fails the liveness
+    /// check.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub heal_timeout: Duration,
+    /// Bound on the cluster becoming healthy after the start.
+    #[arg(long, default_value = "180s", value_parser = parse_duration)]
+    pub startup_timeout: Duration,
+    /// Wall-clock budget of the linearizability check (running out: inconclusive).
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub check_budget: Duration,
+    /// Keep the members' data directories (process backend) even when the run passes.
+    #[arg(long)]
+    pub keep_data: bool,
+
+    /// process: the kvset-server binary (default: KVSET_SERVER_BIN, else next to kvset-chaos).
+    #[arg(long, help_heading = "process backend")]
+    pub server_bin: Option<PathBuf>,
+    /// process: client ports are base+N, peer ports base+100+N (default: free ports).
+    #[arg(long, help_heading = "process backend")]
+    pub base_port: Option<u16>,
+    /// process: loopback address to bind (default: a 127.x.y.z of the run's own on Linux).
+    #[arg(long, help_heading = "process backend")]
+    pub bind_ip: Option<Ipv4Addr>,
+    /// process, docker --docker-prefix: extra flag for every member (repeatable), e.g.
+    /// --server-arg=--fault=stale-linearizable-reads. Added after the defaults
+    /// (--heartbeat-ms=100 --election-timeout-min-ms=400 --election-timeout-max-ms=600
+    /// --shutdown-grace-secs=5), so it can override them.
+    #[arg(long = "server-arg", allow_hyphen_values = true, value_name = "FLAG")]
+    pub server_args: Vec<String>,
+
+    /// docker: the image (docker/build-image.sh builds kvset:dev).
+    #[arg(
+        long,
+        env = "KVSET_IMAGE",
+        default_value = "kvset:dev",
+        help_heading = "docker backend"
+    )]
+    pub image: String,
+    /// docker: run plain containers named <prefix>-kv-N on a network of their own, instead of
+    /// docker/compose.yaml's global names (lets runs share a Docker host).
+    #[arg(long, help_heading = "docker backend")]
+    pub docker_prefix: Option<String>,
+    /// docker: the compose file (default: docker/compose.yaml).
+    #[arg(long, help_heading = "docker backend")]
+    pub docker_compose: Option<PathBuf>,
+    /// docker: the compose project name.
+    #[arg(long, default_value = "kvset", help_heading = "docker backend")]
+    pub docker_project: String,
+
+    /// kubectl: the kubectl program.
+    #[arg(long, default_value = "kubectl", help_heading = "kubectl backend")]
+    pub kubectl: String,
+    /// kubectl: the context.
+    #[arg(long, help_heading = "kubectl backend")]
+    pub context: Option<String>,
+    /// kubectl: the namespace.
+    #[arg(long, short = 'n', help_heading = "kubectl backend")]
+    pub namespace: Option<String>,
+    /// kubectl: client endpoints reachable from here, in ordinal order (default: one kubectl
+    /// port-forward per pod).
+    #[arg(long, value_delimiter = ',', help_heading = "kubectl backend")]
+    pub endpoints: Vec<String>,
+    /// docker and kubectl: number of members.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: usize,
+}
+
+/// Parses `500ms`, `2s`, `1.5s`, `3m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 60s, 2m)"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1e3,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit {other:?} in {s:?} (ms, s, m, h)")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("{s:?} is not a valid duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parses `MIN..MAX` (each a duration), or one duration for both.
+pub fn parse_range(s: &str) -> Result<(Duration, Duration), String> {
+    let (lo, hi) = match s.split_once("..") {
+        Some((lo, hi)) => (parse_duration(lo)?, parse_duration(hi)?),
+        None => {
+            let d = parse_duration(s)?;
+            (d, d)
+        }
+    };
+    if lo > hi {
+        return Err(format!("{s:?}: the minimum is above the maximum"));
+    }
+    Ok((lo, hi))
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+impl RunArgs {
+    /// The command line that reruns this run (with the seed and output fixed).
+    pub fn reproduce(&self, seed: u64) -> String {
+        let mut parts = vec![
+            "kvset-chaos run".to_string(),
+            format!("--backend {}", self.backend.as_str()),
+            format!("--duration {}", fmt_duration(self.duration)),
+            format!("--seed {seed}"),
+            format!("--clients {}", self.clients),
+            format!("--keys {}", self.keys),
+            format!("--rate {}", self.rate),
+            format!(
+                "--read-from {}",
+                match self.read_from {
+                    ReadFrom::Leader => "leader",
+                    ReadFrom::Followers => "followers",
+                    ReadFrom::Any => "any",
+                }
+            ),
+            format!("--faults {}", self.faults),
+            format!(
+                "--fault-gap {}..{}",
+                fmt_duration(self.fault_gap.0),
+                fmt_duration(self.fault_gap.1)
+            ),
+            format!(
+                "--fault-hold {}..{}",
+                fmt_duration(self.fault_hold.0),
+                fmt_duration(self.fault_hold.1)
+            ),
+            format!("--op-timeout {}", fmt_duration(self.op_timeout)),
+        ];
+        parts.extend(self.server_args.iter().map(|a| format!("--server-arg={a}")));
+        match self.backend {
+            BackendKind::Process => {}
+            BackendKind::Docker => {
+                parts.push(format!("--image {}", self.image));
+                if let Some(p) = &self.docker_prefix {
+                    parts.push(format!("--docker-prefix {p}"));
+                }
+            }
+            BackendKind::Kubectl => {
+                if let Some(c) = &self.context {
+                    parts.push(format!("--context {c}"));
+                }
+                if let Some(n) = &self.namespace {
+                    parts.push(format!("--namespace {n}"));
+                }
+                if !self.endpoints.is_empty() {
+                    parts.push(format!("--endpoints {}", self.endpoints.join(",")));
+                }
+            }
+        }
+        parts.join(" ")
+    }
+
+    /// The run these arguments describe.
+    pub fn config(&self) -> Result<RunConfig, ChaosError> {
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64 % 1_000_000)
+                .unwrap_or(1)
+        });
+        let faults = FaultKind::parse_list(&self.faults).map_err(ChaosError::Config)?;
+        if self.replicas < 3 && self.backend != BackendKind::Process {
+            return Err(ChaosError::Config(
+                "--replicas must be at least 3 (a quorum must survive one fault)".into(),
+            ));
+        }
+        let out = self.out.clone().unwrap_or_else(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            PathBuf::from("chaos-out").join(format!("{}-seed{seed}-{now}", self.backend.as_str()))
+        });
+        let backend = match self.backend {
+            BackendKind::Process => {
+                let server_bin = self
+                    .server_bin
+                    .clone()
+                    .or_else(find_server_binary)
+                    .ok_or_else(|| {
+                        ChaosError::Config(
+                            "cannot find kvset-server: build it (cargo build --bins), or pass \
+                             --server-bin / set KVSET_SERVER_BIN"
+                                .into(),
+                        )
+                    })?;
+                let bind_ip = self.bind_ip.unwrap_or_else(|| pick_bind_ip(seed));
+                let base_port = match self.base_port {
+                    Some(p) => p,
+                    None => {
+                        pick_base_port(bind_ip, 3, seed).map_err(|source| ChaosError::Setup {
+                            backend: "process",
+                            source,
+                        })?
+                    }
+                };
+                let out_abs = std::path::absolute(&out).unwrap_or_else(|_| out.clone());
+                BackendConfig::Process(ProcessConfig {
+                    server_bin,
+                    data_dir: out_abs.join("data"),
+                    launcher_log: out_abs.join("logs").join("launcher.log"),
+                    replicas: 3,
+                    bind_ip,
+                    base_port,
+                    server_args: self.server_args.clone(),
+                })
+            }
+            BackendKind::Docker => {
+                let (topology, host_ports) = match &self.docker_prefix {
+                    Some(prefix) => (
+                        DockerTopology::Plain {
+                            prefix: prefix.clone(),
+                        },
+                        super::backend::free_local_ports(self.replicas).map_err(|source| {
+                            ChaosError::Setup {
+                                backend: "docker",
+                                source,
+                            }
+                        })?,
+                    ),
+                    None => {
+                        if !self.server_args.is_empty() {
+                            eprintln!(
+                                "kvset-chaos: warning: docker/compose.yaml passes no extra flags \
+                                 to the members; --server-arg is ignored (use --docker-prefix)"
+                            );
+                        }
+                        let file = self
+                            .docker_compose
+                            .clone()
+                            .or_else(default_compose_file)
+                            .ok_or_else(|| {
+                                ChaosError::Config(
+                                    "docker/compose.yaml not found: run from the repository, \
+                                     pass --docker-compose FILE, or --docker-prefix for plain \
+                                     containers"
+                                        .into(),
+                                )
+                            })?;
+                        let ports = (0..self.replicas)
+                            .map(|m| {
+                                std::env::var(format!("KVSET_PORT_KV{m}"))
+                                    .ok()
+                                    .and_then(|p| p.parse().ok())
+                                    .unwrap_or(17379 + m as u16)
+                            })
+                            .collect();
+                        (
+                            DockerTopology::Compose {
+                                file,
+                                project: self.docker_project.clone(),
+                            },
+                            ports,
+                        )
+                    }
+                };
+                let server_args = match topology {
+                    DockerTopology::Plain { .. } => DEFAULT_SERVER_ARGS
+                        .iter()
+                        .map(|a| a.to_string())
+                        .chain(self.server_args.iter().cloned())
+                        .collect(),
+                    DockerTopology::Compose { .. } => Vec::new(),
+                };
+                BackendConfig::Docker(DockerConfig {
+                    topology,
+                    image: self.image.clone(),
+                    replicas: self.replicas,
+                    host_ports,
+                    server_args,
+                    rust_log: std::env::var("RUST_LOG")
+                        .unwrap_or_else(|_| "info,openraft=warn".into()),
+                })
+            }
+            BackendKind::Kubectl => BackendConfig::Kubectl(KubectlConfig {
+                kubectl: self.kubectl.clone(),
+                context: self.context.clone(),
+                namespace: self.namespace.clone(),
+                set: "kv".into(),
+                claim: "data".into(),
+                replicas: self.replicas,
+                endpoints: (!self.endpoints.is_empty()).then(|| self.endpoints.clone()),
+            }),
+        };
+        Ok(RunConfig {
+            backend,
+            duration: self.duration,
+            seed,
+            workload: WorkloadConfig {
+                clients: self.clients,
+                keys: self.keys,
+                rate: self.rate,
+                read_from: self.read_from,
+                op_timeout: self.op_timeout,
+                seed,
+            },
+            faults,
+            schedule: ScheduleConfig {
+                kinds: Vec::new(),
+                gap: self.fault_gap,
+                hold: self.fault_hold,
+            },
+            heal_timeout: self.heal_timeout,
+            startup_timeout: self.startup_timeout,
+            check_budget: self.check_budget,
+            out_dir: out,
+            keep_data: self.keep_data,
+            reproduce: self.reproduce(seed),
+        })
+    }
+}
+
+/// Runs `kvset-chaos run`: prints the Markdown report to stdout (progress goes to stderr) and
+/// returns the exit code.
+pub async fn run_cli(args: &RunArgs) -> u8 {
+    let config = match args.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kvset-chaos run: {e}");
+            return 2;
+        }
+    };
+    let out = config.out_dir.clone();
+    eprintln!(
+        "kvset-chaos: seed {}, output in {}",
+        config.seed,
+        out.display()
+    );
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    // A second Ctrl-C gives up on an orderly end: kill the local clusters and exit.
+    tokio::spawn(async {
+        for _ in 0..2 {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+        }
+        eprintln!(
+            "kvset-chaos: interrupted twice: killing local clusters and exiting without checks \
+             (docker containers carry the label kvset.chaos=<prefix>; remove them with docker rm)"
+        );
+        super::backend::process::kill_all_launchers();
+        std::process::exit(130);
+    });
+    match super::run(config, interrupt).await {
+        Ok(outcome) => {
+            println!("{}", outcome.report.markdown());
+            eprintln!(
+                "kvset-chaos: {} (exit {}); report in {}",
+                outcome.report.verdict.label(),
+                outcome.exit_code(),
+                out.join("report.md").display()
+            );
+            outcome.exit_code()
+        }
+        Err(e) => {
+            eprintln!("kvset-chaos run: {e}");
+            eprintln!("kvset-chaos: files of the run in {}", out.display());
+            2
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_ranges_parse() {
+        assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("s").is_err());
+        assert_eq!(
+            parse_range("1s..3s").unwrap(),
+            (Duration::from_secs(1), Duration::from_secs(3))
+        );
+        assert_eq!(
+            parse_range("2s").unwrap(),
+            (Duration::from_secs(2), Duration::from_secs(2))
+        );
+        assert!(parse_range("3s..1s").is_err());
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(fmt_duration(Duration::from_secs(60)), "60s");
+    }
+}

@@ -1,0 +1,198 @@
+//! The chaos harness's `docker` backend, end to end: a real run against containers.
+//!
+//! Builds an image from the binaries under test (`docker/build-image.sh --offline --bin-dir`),
+//! then runs `kvset-chaos run --backend docker --docker-prefix P` for 45 s: the StatefulSet
+//! topology as plain containers with names of their own (`P-kv-N`, network `P-net`, volumes
+//! `P-data-kv-N`), so the test cannot collide with a cluster started from docker/compose.yaml or
+//! with another run. The faults include the one only this backend can do, a network partition
+//! (`docker network disconnect` / `connect`), first in the seeded schedule.
+//!
+//! The harness removes its containers, network and volumes; a guard here removes anything left
+//! with the run's label, and the image, also when the test fails.
+//!
+//! Needs a Docker Engine. Without one the test is skipped with a message, except under `CI=true`,
+//! where it fails. `KVSET_E2E_IMAGE=<image>` uses an existing image instead of building one.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kvset_tests::chaos::testing::run_harness;
+use kvset_tests::testkit::server_binary;
+
+fn docker(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "docker {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Removes what a run may have left: containers, volumes and network with its label, and the
+/// image when the test built it.
+struct Cleanup {
+    prefix: String,
+    image: Option<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let label = format!("label=kvset.chaos={}", self.prefix);
+        if let Ok(ids) = docker(&["ps", "-aq", "--filter", &label]) {
+            for id in ids.lines() {
+                let _ = docker(&["rm", "-f", "-v", id]);
+            }
+        }
+        if let Ok(names) = docker(&["volume", "ls", "-q", "--filter", &label]) {
+            for name in names.lines() {
+                let _ = docker(&["volume", "rm", "-f", name]);
+            }
+        }
+        let _ = docker(&["network", "rm", &format!("{}-net", self.prefix)]);
+        if let Some(image) = &self.image {
+            let _ = docker(&["image", "rm", "-f", image]);
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+#[test]
+fn a_docker_run_with_partitions_passes() {
+    match docker(&["version", "--format", "{{.Server.Version}}"]) {
+        Ok(v) => eprintln!("Docker Engine {v}"),
+        Err(e) => {
+            assert!(
+                !in_ci(),
+                "the docker chaos test needs a Docker Engine in CI: {e}"
+            );
+            eprintln!("SKIPPED: no Docker Engine ({e}); under CI=true this fails");
+            return;
+        }
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let prefix = format!("kvset-chaos-{}-{}", std::process::id(), nanos % 1_000_000);
+    let mut cleanup = Cleanup {
+        prefix: prefix.clone(),
+        image: None,
+    };
+    let image = match std::env::var("KVSET_E2E_IMAGE") {
+        Ok(image) => image,
+        Err(_) => {
+            let bin_dir = server_binary().parent().expect("binary dir").to_path_buf();
+            let tag = format!("kvset-chaos:{}", prefix.trim_start_matches("kvset-chaos-"));
+            cleanup.image = Some(tag.clone());
+            let out = Command::new(repo_root().join("docker/build-image.sh"))
+                .args(["--offline", "--quiet", "--tag", &tag, "--bin-dir"])
+                .arg(&bin_dir)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run docker/build-image.sh");
+            assert!(
+                out.status.success(),
+                "docker/build-image.sh --offline failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            tag
+        }
+    };
+
+    let dir = tempfile::Builder::new()
+        .prefix("kvset-chaos-docker-")
+        .tempdir()
+        .expect("temp dir");
+    let out = dir.path().join("run");
+    let args: Vec<String> = [
+        "--backend",
+        "docker",
+        "--docker-prefix",
+        &prefix,
+        "--image",
+        &image,
+        "--duration",
+        "45s",
+        "--seed",
+        "9",
+        // Seed 9 puts partition, then kill-leader, first in this schedule.
+        "--faults",
+        "partition,kill-leader,restart,wipe,pause",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let finished = run_harness(
+        Path::new(env!("CARGO_BIN_EXE_kvset-chaos")),
+        &args,
+        &out,
+        &[],
+        Duration::from_secs(200),
+    );
+    if finished.code != Some(0) {
+        let kept = dir.keep();
+        panic!(
+            "expected exit 0, files kept in {}:\n{}",
+            kept.display(),
+            finished.output()
+        );
+    }
+    let report = finished.report();
+    assert_eq!(report["verdict"], "pass");
+    assert_eq!(report["backend"], "docker");
+    assert!(report["unsupported_faults"]
+        .as_array()
+        .is_some_and(|u| u.is_empty()));
+    let kinds = finished.injected_kinds();
+    assert!(
+        kinds.iter().any(|k| k == "partition"),
+        "no partition in {kinds:?}"
+    );
+    assert!(kinds.iter().any(|k| k == "kill-leader"), "{kinds:?}");
+    for fault in report["faults"].as_array().unwrap() {
+        assert!(fault["error"].is_null(), "{fault}");
+    }
+    // The partitioned member came back: reachable and caught up.
+    let partition = report["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "partition")
+        .unwrap();
+    assert!(
+        partition["members"][0]["caught_up_ms"].is_number(),
+        "{partition}"
+    );
+    for m in 0..3 {
+        let log = std::fs::read_to_string(out.join(format!("logs/kv-{m}.log"))).unwrap();
+        assert!(!log.is_empty(), "logs/kv-{m}.log is empty");
+    }
+    // The harness removed its containers.
+    let left = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=kvset.chaos={prefix}"),
+    ])
+    .unwrap_or_default();
+    assert!(left.is_empty(), "containers left behind: {left}");
+}
