@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub peer_listen: SocketAddr,
     /// Where `GET /metrics` (Prometheus) is served.
     pub metrics_listen: SocketAddr,
+    /// An extra plain-text listener serving only `grpc.health.v1`, for Kubernetes gRPC probes
+    /// (which cannot speak TLS) when the client port uses TLS. None: health on the client port only.
+    pub health_listen: Option<SocketAddr>,
     /// Pinned cluster id: refuse a volume or peers of another cluster. None: accept what the
     /// volume or the cluster says.
     pub expected_cluster_id: Option<String>,
@@ -85,6 +88,7 @@ impl ServerConfig {
             client_listen: "0.0.0.0:7379".parse().expect("valid default address"),
             peer_listen: "0.0.0.0:7479".parse().expect("valid default address"),
             metrics_listen: "0.0.0.0:7579".parse().expect("valid default address"),
+            health_listen: None,
             expected_cluster_id: None,
             join_probe_ordinals: 16,
             forward_writes: true,

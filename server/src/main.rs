@@ -82,6 +82,10 @@ struct ServeArgs {
     /// Address for Prometheus metrics (`GET /metrics`).
     #[arg(long, env = "KVSET_METRICS_LISTEN", default_value = "0.0.0.0:7579")]
     metrics_listen: SocketAddr,
+    /// Also serve the gRPC health service, alone and in plain text, on this address. Kubernetes
+    /// gRPC probes cannot use TLS: point them here when the client port uses TLS.
+    #[arg(long, env = "KVSET_HEALTH_LISTEN")]
+    health_listen: Option<SocketAddr>,
     /// Headless Service name, for the address templates. Default: the set name.
     #[arg(long, env = "KVSET_SERVICE")]
     service: Option<String>,
@@ -254,6 +258,7 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     config.client_listen = args.client_listen;
     config.peer_listen = args.peer_listen;
     config.metrics_listen = args.metrics_listen;
+    config.health_listen = args.health_listen;
     config.expected_cluster_id = args.cluster_id;
     config.join_probe_ordinals = args.join_probe_ordinals;
     config.forward_writes = args.forward_writes;

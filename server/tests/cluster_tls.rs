@@ -218,10 +218,15 @@ async fn rotated_certificates_are_picked_up_without_a_restart() {
     let cert_file = write(pki.path(), "member.pem", &cert);
     let key_file = write(pki.path(), "member.key", &key);
     let ca_file = write(pki.path(), "ca.pem", &old_ca.pem());
+    let health = std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let flags = [
         format!("--tls-cert={}", cert_file.display()),
         format!("--tls-key={}", key_file.display()),
         format!("--tls-ca={}", ca_file.display()),
+        format!("--health-listen={health}"),
     ];
     let mut args: Vec<&str> = FAST_TIMING.to_vec();
     args.extend(flags.iter().map(String::as_str));
@@ -240,6 +245,33 @@ async fn rotated_certificates_are_picked_up_without_a_restart() {
     assert!(
         tls_channel(&endpoint, &new_ca.pem(), None).await.is_err(),
         "not yet the new one"
+    );
+
+    // Kubernetes probes cannot speak TLS: the plain-text health listener answers them.
+    let ch = Endpoint::from_shared(format!("http://{health}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut hc = tonic_health::pb::health_client::HealthClient::new(ch);
+    let mut serving = false;
+    for _ in 0..100 {
+        let req = tonic_health::pb::HealthCheckRequest {
+            service: "readiness".into(),
+        };
+        if let Ok(r) = hc.check(req).await {
+            if r.into_inner().status
+                == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            {
+                serving = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        serving,
+        "readiness is served in plain text on --health-listen"
     );
 
     // Rotate in place, as a Secret update does (key first, then the certificate).

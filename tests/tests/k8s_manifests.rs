@@ -31,7 +31,7 @@ use serde_json::Value;
 const KUBERNETES_VERSIONS: &[&str] = &["1.27.0", "1.33.0", "1.37.0"];
 
 /// The kustomizations, relative to `k8s/`.
-const KUSTOMIZATIONS: &[&str] = &["base", "overlays/kind", "overlays/minikube"];
+const KUSTOMIZATIONS: &[&str] = &["base", "overlays/kind", "overlays/minikube", "overlays/tls"];
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -428,7 +428,30 @@ fn check_statefulset(
         "{at}: kv-client gets a VIP"
     );
 
-    // Probes: gRPC health on the client port, with the server's service names.
+    // Probes: gRPC health with the server's service names, on the client port, or on the
+    // plain-text health port when one is configured (TLS overlay: probes cannot speak TLS).
+    let health_env = env.get("KVSET_HEALTH_LISTEN");
+    let probe_port = match health_env {
+        Some(e) => {
+            let listen = e["value"].as_str().expect("KVSET_HEALTH_LISTEN value");
+            let port: i64 = listen
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .expect("health port");
+            assert!(
+                c["ports"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["containerPort"].as_i64() == Some(port)),
+                "{at}: the health port {port} is declared on the container"
+            );
+            port
+        }
+        None => client_port,
+    };
     for (probe, service) in [
         ("startupProbe", liveness),
         ("readinessProbe", readiness),
@@ -437,8 +460,8 @@ fn check_statefulset(
         let grpc = &c[probe]["grpc"];
         assert_eq!(
             grpc["port"].as_i64(),
-            Some(client_port),
-            "{at}: {probe} must use the gRPC client port"
+            Some(probe_port),
+            "{at}: {probe} must use the gRPC health port (the client port unless KVSET_HEALTH_LISTEN is set)"
         );
         assert_eq!(
             grpc["service"], service,
