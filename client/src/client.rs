@@ -97,6 +97,10 @@ impl Client {
         &self.inner.config
     }
 
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
     /// Every endpoint the client knows (`host:port`): the configured ones, then those learned
     /// from leader hints and membership listings.
     pub fn endpoints(&self) -> Vec<String> {

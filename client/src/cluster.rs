@@ -223,7 +223,7 @@ impl ClusterStatus {
 }
 
 /// A short reason for a failed probe: the cause, without the retry loop's advice.
-fn probe_error(e: &Error) -> String {
+pub(crate) fn probe_error(e: &Error) -> String {
     match e {
         Error::Unavailable { last_cause, .. } => last_cause.message.clone(),
         Error::Timeout {

@@ -244,6 +244,9 @@ fn not_leader_message(endpoint: &str, leader: Option<&LeaderHint>) -> String {
 
 fn server_message(endpoint: &str, code: tonic::Code, message: &str) -> String {
     match code {
+        tonic::Code::Unimplemented if message.is_empty() => {
+            format!("{endpoint} does not serve the kvset API; is it a kvset member's client port?")
+        }
         tonic::Code::Unimplemented => format!(
             "{endpoint} does not serve the kvset API ({message}); is it a kvset member's client \
              port?"

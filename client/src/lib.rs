@@ -40,6 +40,7 @@
 //! - [`Txn`], [`Compare`], [`TxnOp`] (`txn.rs`): transactions.
 //! - [`KeyRange`], [`RangeOptions`], [`RangePage`] (`range.rs`): ranges and pagination.
 //! - [`ClusterStatus`] (`cluster.rs`): status of every member.
+//! - [`EndpointHealth`] (`health.rs`): the standard gRPC health check of each member.
 //! - [`cli`]: the `kvsetctl` implementation; its renderers are pure functions.
 //!
 //! ## What it leaves out
@@ -53,6 +54,7 @@ mod cluster;
 mod config;
 mod endpoint;
 mod error;
+mod health;
 mod range;
 pub mod retry;
 pub mod session;
@@ -66,6 +68,7 @@ pub use endpoint::{
     parse_endpoint_list, EndpointAddr, LeaderHint, LeaderInfo, DEFAULT_ENDPOINTS, DEFAULT_PORT,
 };
 pub use error::{Cause, CauseKind, Error, Result};
+pub use health::{EndpointHealth, HealthStatus, LIVENESS, READINESS};
 pub use range::{KeyRange, KvStream, PageStream, RangeOptions, RangePage, DEFAULT_PAGE_SIZE};
 pub use txn::{
     Compare, CompareOp, CompareOperand, NumberCompare, Txn, TxnOp, TxnOpResponse, TxnResponse,

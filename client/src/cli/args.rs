@@ -16,7 +16,8 @@ Exit codes:
   0  success
   1  not found (get of a missing key, unknown member) or compare failed (cas, txn)
   2  invalid input: usage error, bad txn JSON, or the server answered INVALID_ARGUMENT
-  3  unavailable or timed out: no leader, members unreachable, deadline passed
+  3  unavailable or timed out: no leader, members unreachable, deadline passed;
+     health: an endpoint is not SERVING
   4  any other error
 
 Environment:
@@ -158,6 +159,20 @@ pub enum Command {
     },
     /// Show every member: name, ordinal, endpoint, role, term, applied index, lag, health
     Status,
+    /// Check each endpoint's gRPC health (grpc.health.v1): readiness, or liveness with --liveness.
+    ///
+    /// Asks each endpoint once, all at once, within --timeout (at most 5 s each). Exit 0 when
+    /// every endpoint answers SERVING, 3 otherwise. A container health check of one member:
+    /// `kvsetctl health --endpoint 127.0.0.1:7379 --timeout 2s`.
+    Health {
+        /// Check these endpoints instead of --endpoints (repeatable, or comma-separated)
+        #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
+        endpoint: Vec<String>,
+        /// Check the `liveness` service (the process answers) instead of `readiness` (joined,
+        /// knows a leader, caught up)
+        #[arg(long)]
+        liveness: bool,
+    },
     /// List and change the membership
     Members {
         /// The membership command

@@ -18,7 +18,7 @@
 //! | 0 | success |
 //! | 1 | not found (get of a missing key, unknown member) or compare failed (`cas`, `txn`) |
 //! | 2 | invalid input: usage, bad txn JSON, `INVALID_ARGUMENT` from the server |
-//! | 3 | unavailable or timed out |
+//! | 3 | unavailable or timed out; `health`: an endpoint is not `SERVING` |
 //! | 4 | any other error |
 //!
 //! Errors go to stderr as one line, `error: <message>`, in both output formats.
@@ -38,7 +38,9 @@ pub use args::{Cli, Command, ConsistencyArg, MembersCommand, OutputFormat};
 
 use crate::client::Client;
 use crate::config::{Consistency, ReadOptions, WriteOptions};
+use crate::endpoint::parse_endpoint_list;
 use crate::error::Error;
+use crate::health::{LIVENESS, READINESS};
 use crate::range::{KeyRange, RangeOptions, RangePage};
 use crate::txn::{Compare, Txn, TxnOp};
 use crate::types::Member;
@@ -306,6 +308,32 @@ async fn run(cli: &Cli, client: &Client, stdin: &mut dyn Read) -> Result<Outcome
                 )
             } else {
                 Outcome::ok(text)
+            }
+        }
+        Command::Health { endpoint, liveness } => {
+            let service = if *liveness { LIVENESS } else { READINESS };
+            let endpoints: Vec<String> = if endpoint.is_empty() {
+                client.endpoints()
+            } else {
+                match parse_endpoint_list(&endpoint.join(",")) {
+                    Ok(list) => list.iter().map(|a| a.authority().to_string()).collect(),
+                    Err(e) => return Ok(Outcome::error(&e)),
+                }
+            };
+            let checks = client.health_of_each(&endpoints, service).await;
+            let text = output::render_health(&checks, service, fmt);
+            let failing = checks.iter().filter(|c| !c.is_serving()).count();
+            if failing == 0 {
+                Outcome::ok(text)
+            } else {
+                Outcome::with(
+                    text,
+                    Exit::Unavailable,
+                    format!(
+                        "error: {failing} of {} endpoint(s) not SERVING for {service:?}\n",
+                        checks.len()
+                    ),
+                )
             }
         }
         Command::Members { command } => members(command, client, fmt).await?,

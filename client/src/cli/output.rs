@@ -22,7 +22,8 @@
 //!   `cas`: `{"header","succeeded","current"}`; `txn`: `{"header","succeeded","responses"}`;
 //!   `status`: `{"leader","members":[{"name","ordinal","endpoint","role","term","applied",
 //!   "revision","lag","voter","reachable","ready","healthy","error"}]}`;
-//!   `members`: `{"members":[{"id","name","client_addr","peer_addr","voter"}]}`.
+//!   `members`: `{"members":[{"id","name","client_addr","peer_addr","voter"}]}`;
+//!   `health`: `{"service","healthy","endpoints":[{"endpoint","status","error"}]}`.
 
 use std::fmt::Write as _;
 
@@ -30,6 +31,7 @@ use serde_json::{json, Map, Value};
 
 use crate::cli::args::OutputFormat;
 use crate::cluster::ClusterStatus;
+use crate::health::EndpointHealth;
 use crate::range::RangePage;
 use crate::txn::{TxnOpResponse, TxnResponse};
 use crate::types::{DeleteResponse, GetResponse, Header, KeyValue, Member, PutResponse};
@@ -413,6 +415,53 @@ pub fn render_members(members: &[Member], format: OutputFormat) -> String {
                 })
                 .collect();
             table(&["ID", "NAME", "CLIENT_ADDR", "PEER_ADDR", "KIND"], &rows)
+        }
+    }
+}
+
+/// `health -o json`: `{"service": "readiness", "healthy": true, "endpoints": [{"endpoint":
+/// "127.0.0.1:7379", "status": "SERVING", "error": null}]}`. `healthy` is true when every
+/// endpoint answered `SERVING`.
+pub fn health_json(checks: &[EndpointHealth], service: &str) -> Value {
+    json!({
+        "service": service,
+        "healthy": checks.iter().all(EndpointHealth::is_serving),
+        "endpoints": checks.iter().map(|c| json!({
+            "endpoint": c.endpoint,
+            "status": c.status.as_str(),
+            "error": c.error,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `health`: one row per endpoint, then the reason for each check that got no status.
+pub fn render_health(checks: &[EndpointHealth], service: &str, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => json_text(&health_json(checks, service)),
+        OutputFormat::Table => {
+            let rows: Vec<Vec<String>> = checks
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.endpoint.clone(),
+                        c.service.clone(),
+                        c.status.as_str().to_string(),
+                    ]
+                })
+                .collect();
+            let mut out = table(&["ENDPOINT", "SERVICE", "STATUS"], &rows);
+            let problems: Vec<String> = checks
+                .iter()
+                .filter_map(|c| Some(format!("{}: {}", c.endpoint, c.error.as_deref()?)))
+                .collect();
+            if !problems.is_empty() {
+                out.push('\n');
+                for p in problems {
+                    out.push_str(&p);
+                    out.push('\n');
+                }
+            }
+            out
         }
     }
 }

@@ -458,3 +458,63 @@ fn members_rendering() {
         serde_json::json!({"members": [{"id": 3, "name": "kv-3", "client_addr": "h:7382", "peer_addr": "h:8382", "voter": false}]})
     );
 }
+
+#[test]
+fn health_parses_and_renders() {
+    match parse(&[
+        "health",
+        "--endpoint",
+        "a:1,b:2",
+        "--endpoint",
+        "c:3",
+        "--liveness",
+    ])
+    .unwrap()
+    .command
+    {
+        Command::Health { endpoint, liveness } => {
+            assert_eq!(endpoint, ["a:1", "b:2", "c:3"]);
+            assert!(liveness);
+        }
+        other => panic!("{other:?}"),
+    }
+    match parse(&["health"]).unwrap().command {
+        Command::Health { endpoint, liveness } => assert!(endpoint.is_empty() && !liveness),
+        other => panic!("{other:?}"),
+    }
+    use crate::health::{EndpointHealth, HealthStatus};
+    let checks = vec![
+        EndpointHealth {
+            endpoint: "127.0.0.1:7379".into(),
+            service: "readiness".into(),
+            status: HealthStatus::Serving,
+            error: None,
+        },
+        EndpointHealth {
+            endpoint: "127.0.0.1:7380".into(),
+            service: "readiness".into(),
+            status: HealthStatus::Unreachable,
+            error: Some("connection refused".into()),
+        },
+    ];
+    assert_eq!(
+        render_health(&checks, "readiness", OutputFormat::Table),
+        "ENDPOINT        SERVICE    STATUS\n\
+         127.0.0.1:7379  readiness  SERVING\n\
+         127.0.0.1:7380  readiness  UNREACHABLE\n\
+         \n\
+         127.0.0.1:7380: connection refused\n"
+    );
+    assert_eq!(
+        health_json(&checks, "readiness"),
+        serde_json::json!({
+            "service": "readiness",
+            "healthy": false,
+            "endpoints": [
+                {"endpoint": "127.0.0.1:7379", "status": "SERVING", "error": null},
+                {"endpoint": "127.0.0.1:7380", "status": "UNREACHABLE", "error": "connection refused"}
+            ]
+        })
+    );
+    assert_eq!(health_json(&checks[..1], "readiness")["healthy"], true);
+}
