@@ -603,13 +603,12 @@ async fn writes_follow_the_leader_hint_when_followers_refuse_them() {
     assert_eq!(kv.version, 1);
 }
 
-/// Known server issue (see the report in the issue notes): while writes keep flowing, kv-0's
-/// preferred-primary hand-off (`server/src/node/leadership.rs`, `reclaim_preferred_leadership`
-/// and `hand_off`) usually fails, and every failed attempt deposes the current leader (kv-0's
-/// campaign carries a higher term), so clients see an extra election every few seconds. Run
-/// with `--ignored` to reproduce.
+/// Regression test: while writes keep flowing, kv-0's return as preferred primary must take one
+/// leadership change, not a storm of elections. (It used to fail: kv-0 campaigned itself while
+/// the leader kept appending, which renewed the followers' lease and kept kv-0 a few entries
+/// behind. Now the leader drives the transfer and pauses writes for it: see
+/// `server/src/node/leadership.rs`, `transfer_to`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known server issue: the preferred-primary hand-off fails under steady writes and causes repeated elections"]
 async fn preferred_primary_returns_under_steady_writes_with_one_leadership_change() {
     let mut c = ProcessCluster::new(3, FAST_TIMING);
     c.start_all_ordered().await;

@@ -84,7 +84,10 @@ pub async fn join(
     let mut backoff = Duration::from_millis(200);
     // Never conclude from the local membership alone that joining is done: a member whose
     // volume was wiped may receive the log (and see itself as a voter in it) before the leader
-    // has demoted it. Only a completed AddLearner + Promote round counts.
+    // has demoted it. Only a completed AddLearner + Promote round counts. Once AddLearner has
+    // succeeded, retries go straight to Promote (which is idempotent): asking to be added again
+    // would make the leader treat this member as one that lost its volume and remove it.
+    let mut added = false;
     loop {
         if node.is_shutting_down() {
             return Err(JoinError::ShutDown);
@@ -100,7 +103,7 @@ pub async fn join(
         }
         if node.cluster_id.get().is_some() {
             for candidate in &candidates {
-                match try_join_via(&node, &me, candidate).await {
+                match try_join_via(&node, &me, candidate, &mut added).await {
                     Ok(()) => {
                         tracing::info!("joined the cluster as a voter");
                         return Ok(());
@@ -126,7 +129,12 @@ fn is_voter(node: &Node) -> bool {
         .any(|v| v == node.id())
 }
 
-async fn try_join_via(node: &Node, me: &MemberNode, via: &MemberNode) -> Result<(), tonic::Status> {
+async fn try_join_via(
+    node: &Node,
+    me: &MemberNode,
+    via: &MemberNode,
+    added: &mut bool,
+) -> Result<(), tonic::Status> {
     let mut c = client(node.network.dialer(), &via.client_addr)
         .ok_or_else(|| tonic::Status::invalid_argument("bad address"))?;
     let member = Member {
@@ -136,23 +144,33 @@ async fn try_join_via(node: &Node, me: &MemberNode, via: &MemberNode) -> Result<
         peer_addr: me.peer_addr.clone(),
         voter: false,
     };
-    tracing::info!(via = %via.name, "asking to be added as a learner");
-    let add = c.add_learner(AddLearnerRequest {
-        member: Some(member),
-        wait_caught_up: true,
-    });
-    tokio::time::timeout(Duration::from_secs(600), add)
-        .await
-        .map_err(|_| {
-            tonic::Status::deadline_exceeded("catching up took longer than 10 minutes")
-        })??;
+    if !*added {
+        tracing::info!(via = %via.name, "asking to be added as a learner");
+        let add = c.add_learner(AddLearnerRequest {
+            member: Some(member),
+            wait_caught_up: true,
+        });
+        tokio::time::timeout(Duration::from_secs(600), add)
+            .await
+            .map_err(|_| {
+                tonic::Status::deadline_exceeded("catching up took longer than 10 minutes")
+            })??;
+        *added = true;
+    }
     tracing::info!(via = %via.name, "caught up as a learner; asking to be promoted to voter");
-    tokio::time::timeout(
+    let promoted = tokio::time::timeout(
         Duration::from_secs(30),
         c.promote(PromoteRequest { id: node.id() }),
     )
     .await
-    .map_err(|_| tonic::Status::deadline_exceeded("promotion took longer than 30 s"))??;
+    .map_err(|_| tonic::Status::deadline_exceeded("promotion took longer than 30 s"))?;
+    if let Err(status) = promoted {
+        if status.code() == tonic::Code::NotFound {
+            // Removed meanwhile: start over with AddLearner.
+            *added = false;
+        }
+        return Err(status);
+    }
     // Wait for the new membership to reach this member's log.
     for _ in 0..100 {
         if is_voter(node) {

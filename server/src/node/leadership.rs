@@ -8,8 +8,10 @@
 //! carries a deadline after which it lifts itself, so a hand-off that dies half-way (the driver
 //! crashes) cannot leave the cluster unable to elect.
 //!
-//! Two drivers use it: kv-0 reclaiming leadership when it is back and caught up (the preferred
-//! primary), and a leader leaving on SIGTERM.
+//! Two drivers use it, both on the leader, which first stops taking writes (appends would renew
+//! the followers' lease and keep the target a few entries behind): a leader leaving on SIGTERM,
+//! and a leader asked by kv-0 (back and caught up, the preferred primary) to transfer
+//! ([`transfer_to`]).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,6 +130,40 @@ pub async fn hand_off(node: &Node, target: NodeId, leaving: bool) -> Result<(), 
     result
 }
 
+/// On the leader: pauses writes, waits until `target` has the whole log, then hands leadership
+/// to it. Writes resume when this returns (they then go to the new leader by forwarding).
+pub async fn transfer_to(node: &Node, target: NodeId) -> Result<(), HandOffError> {
+    if node.metrics().state != openraft::ServerState::Leader {
+        return Err(HandOffError::Unreachable {
+            who: node.name(),
+            reason: "not the leader".into(),
+        });
+    }
+    let _pause = node.pause_writes();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = node.metrics();
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&target).copied().flatten())
+            .map(|l| l.index)
+            .unwrap_or(0);
+        if matched >= last {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(HandOffError::Lost {
+                target,
+                waited: Duration::from_secs(5),
+            });
+        }
+        sleep(Duration::from_millis(10)).await;
+    }
+    hand_off(node, target, false).await
+}
+
 /// Sends one steering action to `id` (locally when `id` is this member).
 async fn steer(
     node: &Node,
@@ -136,21 +172,35 @@ async fn steer(
     duration: Duration,
 ) -> Result<(), HandOffError> {
     if id == node.id() {
+        let failed = |e: openraft::error::Fatal<NodeId>| HandOffError::Unreachable {
+            who: node.name(),
+            reason: e.to_string(),
+        };
         match action {
             Action::Suppress => node.steering.suppress(duration),
             Action::Resume => node.steering.resume(),
-            Action::ElectNow => {
-                node.steering
-                    .elect_now()
-                    .await
-                    .map_err(|e| HandOffError::Unreachable {
-                        who: node.name(),
-                        reason: e.to_string(),
-                    })?
+            Action::ElectNow => node.steering.elect_now().await.map_err(failed)?,
+            Action::Transfer => {
+                return Err(HandOffError::Unreachable {
+                    who: node.name(),
+                    reason: "a transfer is asked of the leader, not of oneself".into(),
+                })
             }
         }
         return Ok(());
     }
+    send_election_request(node, id, action, duration, 0, Duration::from_secs(2)).await
+}
+
+/// Sends an `Election` request to member `id` and waits up to `timeout` for its answer.
+async fn send_election_request(
+    node: &Node,
+    id: NodeId,
+    action: Action,
+    duration: Duration,
+    target: NodeId,
+    timeout: Duration,
+) -> Result<(), HandOffError> {
     let member = node
         .metrics()
         .membership_config
@@ -171,14 +221,12 @@ async fn steer(
         from: node.id(),
         action: action as i32,
         duration_ms: duration.as_millis() as u64,
+        target,
     };
-    tokio::time::timeout(
-        Duration::from_secs(2),
-        RaftClient::new(channel).election(request),
-    )
-    .await
-    .map_err(|_| unreachable("timed out".into()))?
-    .map_err(|s| unreachable(s.message().to_string()))?;
+    tokio::time::timeout(timeout, RaftClient::new(channel).election(request))
+        .await
+        .map_err(|_| unreachable("timed out".into()))?
+        .map_err(|s| unreachable(s.message().to_string()))?;
     Ok(())
 }
 
@@ -206,7 +254,20 @@ pub async fn reclaim_preferred_leadership(node: Arc<Node>) {
             continue;
         }
         tracing::info!(from = ?m.current_leader, "caught up; reclaiming leadership as the preferred primary");
-        match hand_off(&node, node.id(), false).await {
+        // The leader drives the transfer: it pauses writes so that this member can match its log
+        // and the followers' lease can lapse (see `transfer_to`).
+        let Some(leader) = m.current_leader else {
+            continue;
+        };
+        let asked = send_election_request(
+            &node,
+            leader,
+            Action::Transfer,
+            Duration::ZERO,
+            node.id(),
+            Duration::from_secs(20),
+        );
+        match asked.await {
             Ok(()) => tracing::info!("leadership returned to the preferred primary"),
             Err(e) => {
                 tracing::info!(error = %e, "leadership hand-off did not complete; will retry")

@@ -57,6 +57,8 @@ pub struct Node {
     seen_leader: AtomicBool,
     /// Set while a join is in progress; see [`crate::raft::service`] (no votes while joining).
     joining: AtomicBool,
+    /// True while new writes wait (a leadership transfer is in progress on this leader).
+    writes_paused: tokio::sync::watch::Sender<bool>,
 }
 
 impl Node {
@@ -81,6 +83,7 @@ impl Node {
             shutting_down: AtomicBool::new(false),
             seen_leader: AtomicBool::new(false),
             joining: AtomicBool::new(false),
+            writes_paused: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -165,7 +168,7 @@ impl Node {
 
     /// Readiness for Kubernetes (`grpc.health.v1` service "readiness").
     ///
-    /// Ready when the member belongs to the membership, knows a leader and has applied within
+    /// Ready when the member is a voter (joined and promoted), knows a leader and has applied within
     /// `ready_max_lag` entries of what it has stored. One exception keeps `OrderedReady` from
     /// deadlocking after a full restart: kv-0 comes back first, with a membership of three, and
     /// can elect no leader until kv-1 exists, which Kubernetes creates only once kv-0 is Ready. So
@@ -177,12 +180,14 @@ impl Node {
             return false;
         }
         let m = self.metrics();
-        let is_member = m
+        // A learner (still joining) is not ready: under OrderedReady the next ordinal must only
+        // start once this one counts towards the quorum.
+        let is_voter = m
             .membership_config
             .membership()
-            .get_node(&self.id())
-            .is_some();
-        if !is_member {
+            .voter_ids()
+            .any(|v| v == self.id());
+        if !is_voter || self.is_joining() {
             return false;
         }
         if m.current_leader.is_some() {
@@ -191,17 +196,22 @@ impl Node {
             let last = m.last_log_index.unwrap_or(0);
             return last.saturating_sub(applied) <= self.config.ready_max_lag;
         }
-        let is_voter = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v == self.id());
-        !self.seen_leader.load(Ordering::SeqCst) && is_voter
+        !self.seen_leader.load(Ordering::SeqCst)
+    }
+
+    /// Holds new writes until [`WritePause`] is dropped (leadership transfer).
+    pub fn pause_writes(&self) -> WritePause<'_> {
+        self.writes_paused.send_replace(true);
+        WritePause { node: self }
     }
 
     /// Proposes a command. On a follower, returns the leader to forward to.
     pub async fn write(&self, command: LogCommand) -> Result<WriteOutcome, ApiError> {
         self.check_serving()?;
+        // During a leadership transfer writes wait (briefly) rather than fail: afterwards they
+        // go to the new leader through the usual forwarding.
+        let mut paused = self.writes_paused.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(10), paused.wait_for(|p| !*p)).await;
         match self.raft.client_write(Proto(command)).await {
             Ok(resp) => Ok(WriteOutcome::Applied(resp.data.0)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
@@ -289,5 +299,16 @@ impl Node {
             .map_err(|e| {
                 ApiError::FailedPrecondition(format!("cannot reach member at {addr:?}: {e}"))
             })
+    }
+}
+
+/// While alive, new writes on this member wait. Dropping it lets them through.
+pub struct WritePause<'a> {
+    node: &'a Node,
+}
+
+impl Drop for WritePause<'_> {
+    fn drop(&mut self) {
+        self.node.writes_paused.send_replace(false);
     }
 }

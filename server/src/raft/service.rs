@@ -158,6 +158,16 @@ impl RaftService for PeerService {
                 .elect_now()
                 .await
                 .map_err(|e| Status::unavailable(e.to_string()))?,
+            Action::Transfer => {
+                tracing::info!(
+                    target = req.target,
+                    from = req.from,
+                    "asked to transfer leadership"
+                );
+                crate::node::leadership::transfer_to(&self.node, req.target)
+                    .await
+                    .map_err(|e| Status::unavailable(e.to_string()))?
+            }
         }
         Ok(Response::new(ElectionResponse {}))
     }
