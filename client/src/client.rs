@@ -21,6 +21,7 @@ use futures::{StreamExt, TryStreamExt};
 use kvset_proto::v1 as pb;
 use kvset_proto::v1::cluster_client::ClusterClient;
 use kvset_proto::v1::kv_client::KvClient;
+use tonic::transport::ClientTlsConfig;
 
 use crate::config::{ClientBuilder, Config, Consistency, ReadOptions, WriteOptions};
 use crate::endpoint::{ChannelSettings, EndpointAddr, EndpointId, LeaderInfo, Registry, Route};
@@ -41,6 +42,7 @@ struct Inner {
     config: Config,
     registry: Registry,
     ids: IdPool,
+    uses_tls: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -53,7 +55,7 @@ impl std::fmt::Debug for Client {
 }
 
 /// Wraps a message with the attempt's gRPC deadline.
-fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+pub(crate) fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
     request
@@ -76,20 +78,34 @@ impl Client {
         ClientBuilder::new()
     }
 
-    pub(crate) fn from_parts(addrs: Vec<EndpointAddr>, config: Config) -> Client {
+    pub(crate) fn from_parts(
+        addrs: Vec<EndpointAddr>,
+        config: Config,
+        tls: Option<(ClientTlsConfig, bool)>,
+    ) -> Client {
+        let uses_tls = tls.is_some();
+        let tls_identity = tls.as_ref().is_some_and(|(_, identity)| *identity);
         let settings = ChannelSettings {
             connect_timeout: config.connect_timeout,
             keepalive_interval: config.keepalive_interval,
             keepalive_timeout: config.keepalive_timeout,
             cooldown: config.endpoint_cooldown,
+            tls: tls.map(|(config, _)| config),
+            tls_identity,
         };
         Client {
             inner: Arc::new(Inner {
                 registry: Registry::new(addrs, settings),
                 ids: IdPool::new(config.max_inflight_writes),
                 config,
+                uses_tls,
             }),
         }
+    }
+
+    /// True when the client speaks TLS to the members ([`ClientBuilder::tls`]).
+    pub fn uses_tls(&self) -> bool {
+        self.inner.uses_tls
     }
 
     /// The client's settings.

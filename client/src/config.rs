@@ -20,8 +20,9 @@
 use std::time::Duration;
 
 use crate::client::Client;
-use crate::endpoint::{parse_endpoint_list, EndpointAddr};
+use crate::endpoint::{parse_endpoint_list_with_schemes, EndpointAddr, Scheme};
 use crate::error::{Error, Result};
+use crate::tls::TlsOptions;
 
 /// Settings shared by every call of a client. Build one with [`ClientBuilder`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +75,7 @@ impl Default for Config {
 pub struct ClientBuilder {
     endpoints: Vec<String>,
     config: Config,
+    tls: Option<TlsOptions>,
 }
 
 impl ClientBuilder {
@@ -82,8 +84,9 @@ impl ClientBuilder {
         ClientBuilder::default()
     }
 
-    /// Adds endpoints: `host:port`, `http://host:port`, or `host` (port 7379). An entry may
-    /// itself be a comma-separated list, as in `KVSET_ENDPOINTS`.
+    /// Adds endpoints: `host:port`, `http://host:port`, `https://host:port`, or `host` (port
+    /// 7379). An entry may itself be a comma-separated list, as in `KVSET_ENDPOINTS`.
+    /// `https://` needs [`ClientBuilder::tls`]; `http://` cannot be combined with it.
     pub fn endpoints<I, S>(mut self, endpoints: I) -> ClientBuilder
     where
         I: IntoIterator<Item = S>,
@@ -150,6 +153,20 @@ impl ClientBuilder {
         self
     }
 
+    /// Speaks TLS to every member: verifies their certificates against `tls.ca` and presents
+    /// `tls.identity` when set (see [`crate::TlsOptions`]). The files are read, and checked, by
+    /// [`ClientBuilder::build`].
+    pub fn tls(mut self, tls: TlsOptions) -> ClientBuilder {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Sets or clears the TLS settings (`None`: plain text, the default).
+    pub fn tls_options(mut self, tls: Option<TlsOptions>) -> ClientBuilder {
+        self.tls = tls;
+        self
+    }
+
     /// Validates the settings and builds the client. No connection is made here: channels
     /// connect on first use, so this succeeds while the cluster is down and the first call
     /// reports what is unreachable.
@@ -159,10 +176,41 @@ impl ClientBuilder {
 
     /// Like [`ClientBuilder::connect`], usable outside an async context. The client must still
     /// be used inside a Tokio runtime.
+    ///
+    /// Fails with [`Error::InvalidEndpoint`] for an endpoint that cannot be parsed, or an
+    /// `https://` endpoint without TLS settings; with [`Error::TlsConfig`] when the TLS files
+    /// cannot be read or used, or an `http://` endpoint is combined with TLS settings.
     pub fn build(self) -> Result<Client> {
-        let addrs = parse_endpoint_list(&self.endpoints.join(","))?;
+        let entries = parse_endpoint_list_with_schemes(&self.endpoints.join(","))?;
         validate(&self.config)?;
-        Ok(Client::from_parts(dedup(addrs), self.config))
+        let tls = match &self.tls {
+            Some(tls) => {
+                if let Some((_, _, input)) =
+                    entries.iter().find(|(_, s, _)| *s == Some(Scheme::Http))
+                {
+                    return Err(Error::TlsConfig(format!(
+                        "endpoint {input:?} is plain text (http://) but TLS is configured; use \
+                         host:port or https://host:port"
+                    )));
+                }
+                Some((tls.client_config()?, tls.identity.is_some()))
+            }
+            None => {
+                if let Some((_, _, input)) =
+                    entries.iter().find(|(_, s, _)| *s == Some(Scheme::Https))
+                {
+                    return Err(Error::InvalidEndpoint {
+                        input: input.clone(),
+                        reason: "https endpoint needs --cacert: the CA bundle that signed the \
+                                 members' certificates (in the SDK: ClientBuilder::tls)"
+                            .to_string(),
+                    });
+                }
+                None
+            }
+        };
+        let addrs = entries.into_iter().map(|(addr, _, _)| addr).collect();
+        Ok(Client::from_parts(dedup(addrs), self.config, tls))
     }
 }
 
@@ -280,5 +328,43 @@ impl WriteOptions {
     pub fn timeout(mut self, timeout: Duration) -> WriteOptions {
         self.timeout = Some(timeout);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_endpoints_need_tls_and_http_endpoints_exclude_it() {
+        let e = ClientBuilder::new()
+            .endpoints(["a:1,https://b:2"])
+            .build()
+            .unwrap_err();
+        match &e {
+            Error::InvalidEndpoint { input, reason } => {
+                assert_eq!(input, "https://b:2");
+                assert!(
+                    reason.starts_with("https endpoint needs --cacert"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = ClientBuilder::new()
+            .endpoints(["http://a:1"])
+            .tls(TlsOptions::new("not read before the endpoints are checked"))
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::TlsConfig(ref m) if m.contains("http://a:1")),
+            "{e:?}"
+        );
+        let plain = ClientBuilder::new()
+            .endpoints(["http://a:1", "b"])
+            .build()
+            .unwrap();
+        assert!(!plain.uses_tls());
+        assert_eq!(plain.endpoints(), ["a:1", "b:7379"]);
     }
 }

@@ -4,9 +4,10 @@
 //!
 //! An endpoint is a `host:port` where a kvset member serves its client API. The user gives a list:
 //! the pods' stable DNS names (`kv-0.kv.default.svc:7379`), one Service name (`kv:7379`), or
-//! loopback addresses (`127.0.0.1:7379`), with or without an `http://` scheme. A missing port
-//! means [`DEFAULT_PORT`]. TLS is not supported yet, so `https://` is refused with a message
-//! rather than failing obscurely at connect time.
+//! loopback addresses (`127.0.0.1:7379`), with or without an `http://` or `https://` scheme. A
+//! missing port means [`DEFAULT_PORT`]. The scheme is not part of the address: a client speaks
+//! TLS to every member or to none ([`crate::TlsOptions`]); `https://` only says that TLS is
+//! expected, and [`crate::ClientBuilder`] refuses it when no CA is configured.
 //!
 //! # The registry
 //!
@@ -43,9 +44,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kvset_proto::v1 as pb;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use crate::error::{CauseKind, Error, Result};
+use crate::error::{CauseKind, Error, Result, TlsMode};
 
 /// The port assumed when an endpoint has none: kvset's default client port.
 pub const DEFAULT_PORT: u16 = 7379;
@@ -59,10 +60,25 @@ pub struct EndpointAddr {
     authority: String,
 }
 
+/// The scheme an endpoint was written with, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    /// `http://`: plain text.
+    Http,
+    /// `https://`: TLS.
+    Https,
+}
+
 impl EndpointAddr {
-    /// Parses `host:port`, `http://host:port`, `host` (port [`DEFAULT_PORT`]) or
-    /// `[v6addr]:port`.
+    /// Parses `host:port`, `http://host:port`, `https://host:port`, `host` (port
+    /// [`DEFAULT_PORT`]) or `[v6addr]:port`. The scheme is checked and dropped (see the module
+    /// docs).
     pub fn parse(input: &str) -> Result<Self> {
+        Self::parse_with_scheme(input).map(|(addr, _)| addr)
+    }
+
+    /// Like [`EndpointAddr::parse`], also returning the scheme the endpoint was written with.
+    pub(crate) fn parse_with_scheme(input: &str) -> Result<(Self, Option<Scheme>)> {
         let invalid = |reason: &str| Error::InvalidEndpoint {
             input: input.to_string(),
             reason: reason.to_string(),
@@ -72,18 +88,16 @@ impl EndpointAddr {
             return Err(invalid("empty endpoint"));
         }
         let lower = s.to_ascii_lowercase();
-        let rest = if let Some(rest) = lower.strip_prefix("http://") {
-            rest
-        } else if lower.starts_with("https://") {
-            return Err(invalid(
-                "TLS (https://) is not supported by this client yet; use host:port or http://host:port",
-            ));
+        let (scheme, rest) = if let Some(rest) = lower.strip_prefix("http://") {
+            (Some(Scheme::Http), rest)
+        } else if let Some(rest) = lower.strip_prefix("https://") {
+            (Some(Scheme::Https), rest)
         } else if lower.contains("://") {
             return Err(invalid(
-                "unsupported scheme; use host:port or http://host:port",
+                "unsupported scheme; use host:port, http://host:port or https://host:port",
             ));
         } else {
-            lower.as_str()
+            (None, lower.as_str())
         };
         let rest = rest.trim_end_matches('/');
         if rest.contains(['/', '?', '#', '@']) {
@@ -138,7 +152,7 @@ impl EndpointAddr {
         let authority = format!("{host}:{port}");
         Endpoint::from_shared(format!("http://{authority}"))
             .map_err(|e| invalid(&format!("not a valid URI: {e}")))?;
-        Ok(EndpointAddr { authority })
+        Ok((EndpointAddr { authority }, scheme))
     }
 
     /// `host:port`.
@@ -146,9 +160,15 @@ impl EndpointAddr {
         &self.authority
     }
 
-    /// `http://host:port`, the URI the channel connects to.
+    /// `http://host:port`, the URI a plain-text channel connects to.
     pub fn uri(&self) -> String {
         format!("http://{}", self.authority)
+    }
+
+    /// `https://host:port`, the URI a TLS channel connects to (the host is the name checked
+    /// against the member's certificate).
+    pub fn https_uri(&self) -> String {
+        format!("https://{}", self.authority)
     }
 }
 
@@ -167,10 +187,20 @@ impl FromStr for EndpointAddr {
 
 /// Parses a comma- or whitespace-separated endpoint list (the `KVSET_ENDPOINTS` format).
 pub fn parse_endpoint_list(list: &str) -> Result<Vec<EndpointAddr>> {
+    Ok(parse_endpoint_list_with_schemes(list)?
+        .into_iter()
+        .map(|(addr, _, _)| addr)
+        .collect())
+}
+
+/// Like [`parse_endpoint_list`], with each entry's scheme and text as written.
+pub(crate) fn parse_endpoint_list_with_schemes(
+    list: &str,
+) -> Result<Vec<(EndpointAddr, Option<Scheme>, String)>> {
     let addrs = list
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
-        .map(EndpointAddr::parse)
+        .map(|s| EndpointAddr::parse_with_scheme(s).map(|(a, scheme)| (a, scheme, s.to_string())))
         .collect::<Result<Vec<_>>>()?;
     if addrs.is_empty() {
         return Err(Error::InvalidEndpoint {
@@ -255,6 +285,10 @@ pub(crate) struct ChannelSettings {
     pub keepalive_interval: Option<Duration>,
     pub keepalive_timeout: Duration,
     pub cooldown: Duration,
+    /// TLS for every endpoint (configured or learned); `None`: plain text.
+    pub tls: Option<ClientTlsConfig>,
+    /// The TLS settings present a client certificate.
+    pub tls_identity: bool,
 }
 
 struct Slot {
@@ -351,17 +385,26 @@ impl Registry {
         id
     }
 
-    /// The channel for an endpoint, created on first use, and its `host:port`.
-    pub(crate) fn channel(&self, id: EndpointId) -> (Channel, String) {
+    /// The channel for an endpoint, created on first use, and its `host:port`. Fails (with the
+    /// `host:port` and a reason) only when TLS cannot be set up for this address, for example a
+    /// host that is not a valid TLS server name.
+    pub(crate) fn channel(
+        &self,
+        id: EndpointId,
+    ) -> std::result::Result<(Channel, String), (String, String)> {
         let mut st = self.lock();
         let slot = &mut st.slots[id];
         let authority = slot.addr.authority().to_string();
         if let Some(ch) = &slot.channel {
-            return (ch.clone(), authority);
+            return Ok((ch.clone(), authority));
         }
         let s = &self.settings;
+        let uri = match s.tls {
+            Some(_) => slot.addr.https_uri(),
+            None => slot.addr.uri(),
+        };
         // The address was validated with `Endpoint::from_shared` when it was parsed.
-        let mut endpoint = Endpoint::from_shared(slot.addr.uri())
+        let mut endpoint = Endpoint::from_shared(uri)
             .expect("EndpointAddr is validated at parse time")
             .connect_timeout(s.connect_timeout)
             .tcp_nodelay(true);
@@ -370,9 +413,33 @@ impl Registry {
                 .http2_keep_alive_interval(interval)
                 .keep_alive_timeout(s.keepalive_timeout);
         }
+        if let Some(tls) = &s.tls {
+            // The server name checked against the member's certificate is the URI's host.
+            endpoint = endpoint
+                .tls_config(tls.clone().timeout(s.connect_timeout))
+                .map_err(|e| {
+                    (
+                        authority.clone(),
+                        format!(
+                            "TLS cannot be set up for {authority}: {}",
+                            crate::tls::error_chain(&e)
+                        ),
+                    )
+                })?;
+        }
         let ch = endpoint.connect_lazy();
         slot.channel = Some(ch.clone());
-        (ch, authority)
+        Ok((ch, authority))
+    }
+
+    /// Plain text or TLS (with or without a client certificate).
+    pub(crate) fn tls_mode(&self) -> TlsMode {
+        match self.settings.tls {
+            Some(_) => TlsMode::Tls {
+                identity: self.settings.tls_identity,
+            },
+            None => TlsMode::Plain,
+        }
     }
 
     /// Every registered endpoint: (id, `host:port`, configured by the user).
@@ -567,6 +634,8 @@ mod tests {
             keepalive_interval: None,
             keepalive_timeout: Duration::from_secs(1),
             cooldown: Duration::from_secs(10),
+            tls: None,
+            tls_identity: false,
         }
     }
 
@@ -582,16 +651,12 @@ mod tests {
         assert_eq!(ok("kv"), "kv:7379");
         assert_eq!(ok("[::1]:7381"), "[::1]:7381");
         assert_eq!(ok("[::1]"), "[::1]:7379");
-        for bad in [
-            "",
-            "https://a:1",
-            "a:0",
-            "a:x",
-            "::1",
-            "a/b",
-            "grpc://a:1",
-            "a b:1",
-        ] {
+        assert_eq!(ok("https://Kv-0.kv:7380/"), "kv-0.kv:7380");
+        let (_, scheme) = EndpointAddr::parse_with_scheme("https://a:1").unwrap();
+        assert_eq!(scheme, Some(Scheme::Https));
+        let (_, scheme) = EndpointAddr::parse_with_scheme("a:1").unwrap();
+        assert_eq!(scheme, None);
+        for bad in ["", "a:0", "a:x", "::1", "a/b", "grpc://a:1", "a b:1"] {
             assert!(
                 EndpointAddr::parse(bad).is_err(),
                 "{bad:?} should not parse"

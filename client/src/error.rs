@@ -113,12 +113,38 @@ pub enum Error {
     },
 
     /// The member's answer broke the API contract (for example a pagination cursor that does not
-    /// advance). Indicates a server bug or a version mismatch.
+    /// advance, or a snapshot stream whose checksum does not match its data). Indicates a server
+    /// bug, a version mismatch or a damaged transfer.
     #[error("unexpected answer from {endpoint}: {message}")]
     Protocol {
         /// The endpoint that answered.
         endpoint: String,
         /// What was wrong with the answer.
+        message: String,
+    },
+
+    /// The TLS settings cannot be used: a CA, certificate or key file is missing or holds no
+    /// usable PEM, or the endpoints and the TLS settings contradict each other. Detected when
+    /// the client is built.
+    #[error("invalid TLS configuration: {0}")]
+    TlsConfig(String),
+
+    /// A backup file cannot be read, or is not a valid kvset backup: bad magic bytes, a newer
+    /// format, a damaged header, or data whose length or SHA-256 does not match the header.
+    #[error("{path}: {message}")]
+    Backup {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// A local file could not be written (a backup being saved). Nothing was left behind.
+    #[error("cannot write {path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The operating system's error.
         message: String,
     },
 }
@@ -154,7 +180,10 @@ impl Error {
     pub fn is_invalid_input(&self) -> bool {
         matches!(
             self,
-            Error::InvalidArgument(_) | Error::InvalidEndpoint { .. }
+            Error::InvalidArgument(_)
+                | Error::InvalidEndpoint { .. }
+                | Error::TlsConfig(_)
+                | Error::Backup { .. }
         )
     }
 }
@@ -163,8 +192,9 @@ impl Error {
 /// whether a non-idempotent request may be retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CauseKind {
-    /// No connection could be made (refused, DNS failure, connect timeout): the request was never
-    /// sent.
+    /// The request was never sent: no connection could be made (refused, DNS failure, connect
+    /// timeout), the TLS handshake failed, or the connection closed while the request was
+    /// still queued on it.
     Connect,
     /// A member answered and refused: `UNAVAILABLE` (no leader, shutting down, not the leader),
     /// `ABORTED` or `RESOURCE_EXHAUSTED`.
@@ -200,13 +230,28 @@ fn unavailable_message(
     reached_member: bool,
     may_have_applied: bool,
 ) -> String {
-    let mut msg = if reached_member {
+    let mut msg = if reached_member && crate::tls::is_tls_message(&last.message) {
+        // The message carries its own advice.
+        format!(
+            "kvset cluster unavailable: last answer from {}: {} (tried {})",
+            last.endpoint,
+            last.message,
+            endpoints.join(", ")
+        )
+    } else if reached_member {
         format!(
             "kvset cluster unavailable: last answer from {}: {} (tried {}); the cluster may be \
              electing a leader or may have lost quorum, check `kvsetctl status`",
             last.endpoint,
             last.message,
             endpoints.join(", ")
+        )
+    } else if crate::tls::is_tls_message(&last.message) {
+        // The message carries its own advice.
+        format!(
+            "no kvset member answered at {}: {}",
+            endpoints.join(", "),
+            last.message
         )
     } else {
         format!(
@@ -291,6 +336,21 @@ pub(crate) fn classify(endpoint: &str, status: &tonic::Status) -> Verdict {
     // A status produced by the client's own transport carries the underlying error as its
     // source; a status the server sent has none.
     if let Some(source) = StdError::source(status) {
+        // A failed TLS handshake (untrusted certificate, missing client certificate, a
+        // plain-text member): the member never read a request, so nothing was sent. It may
+        // surface on the first request rather than at connect time (TLS 1.3 reports a refused
+        // client certificate after the client's side of the handshake has finished).
+        if let Some(message) = crate::tls::describe_tls_failure(source) {
+            return cause(CauseKind::Connect, message);
+        }
+        // hyper cancels the requests still queued on a connection that closes: they were never
+        // written, so they cannot have been applied.
+        if chain_any(source, |e| {
+            e.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_canceled)
+        }) {
+            return cause(CauseKind::Connect, CLOSED_BEFORE_SENT.to_string());
+        }
         if chain_has::<tonic::ConnectError>(source) {
             return cause(CauseKind::Connect, describe_transport(source, &message));
         }
@@ -353,14 +413,61 @@ fn looks_like_transport(message: &str) -> bool {
 }
 
 fn chain_has<E: StdError + 'static>(err: &(dyn StdError + 'static)) -> bool {
+    chain_any(err, |e| e.is::<E>())
+}
+
+fn chain_any(
+    err: &(dyn StdError + 'static),
+    mut pred: impl FnMut(&(dyn StdError + 'static)) -> bool,
+) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if e.is::<E>() {
+        if pred(e) {
             return true;
         }
         cur = e.source();
     }
     false
+}
+
+/// The cause of a request that was still queued when its connection closed.
+pub(crate) const CLOSED_BEFORE_SENT: &str = "the connection closed before the request was sent";
+
+/// How the client talks to members, for advice in failure messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TlsMode {
+    /// Plain text.
+    Plain,
+    /// TLS, presenting a client certificate or not.
+    Tls { identity: bool },
+}
+
+/// Adds advice to a failed attempt's cause when the likely reason is the TLS setup: a member
+/// that closes the connection right after the handshake (it requires a client certificate and
+/// got none), or a member whose answer is not plain-text HTTP/2 (it serves TLS).
+pub(crate) fn annotate(mut cause: Cause, mode: TlsMode) -> Cause {
+    match mode {
+        TlsMode::Tls { identity: false } if cause.message == CLOSED_BEFORE_SENT => {
+            cause.message = "TLS: the member closed the connection after the handshake, before \
+                             the request was sent; a member that requires client certificates \
+                             does this when none is presented: pass --cert and --key \
+                             (TlsOptions::identity)"
+                .to_string();
+        }
+        TlsMode::Plain
+            if cause.kind != CauseKind::Refused
+                && (cause.message.contains("frame with invalid size")
+                    || cause.message.contains("h2 protocol error")) =>
+        {
+            cause.message = format!(
+                "TLS? the member's answer is not plain-text HTTP/2 ({}); if the members serve \
+                 TLS, pass --cacert with the CA that signed their certificates (TlsOptions)",
+                cause.message
+            );
+        }
+        _ => {}
+    }
+    cause
 }
 
 fn is_timeout(err: &(dyn StdError + 'static)) -> bool {
@@ -467,6 +574,49 @@ mod tests {
         let hint = leader_hint(&s).unwrap();
         assert_eq!(hint.name, "kv-0");
         assert_eq!(hint.endpoint.as_deref(), Some("127.0.0.1:7379"));
+    }
+
+    #[test]
+    fn tls_setup_failures_get_advice() {
+        let cause = |kind: CauseKind, message: &str| Cause {
+            endpoint: "h:1".into(),
+            kind,
+            code: tonic::Code::Unavailable,
+            message: message.into(),
+        };
+        // TLS without a client certificate, connection closed before the request left.
+        let c = annotate(
+            cause(CauseKind::Connect, CLOSED_BEFORE_SENT),
+            TlsMode::Tls { identity: false },
+        );
+        assert!(c.message.contains("--cert and --key"), "{}", c.message);
+        assert!(crate::tls::is_tls_message(&c.message));
+        // With a certificate, or in plain text, that is just a closed connection.
+        for mode in [TlsMode::Tls { identity: true }, TlsMode::Plain] {
+            let c = annotate(cause(CauseKind::Connect, CLOSED_BEFORE_SENT), mode);
+            assert_eq!(c.message, CLOSED_BEFORE_SENT);
+        }
+        // Plain text that got a TLS record back.
+        let garbled = "h2 protocol error: http2 error: connection error detected: frame with \
+                       invalid size";
+        let c = annotate(cause(CauseKind::Broken, garbled), TlsMode::Plain);
+        assert!(c.message.contains("--cacert"), "{}", c.message);
+        assert!(c.message.contains(garbled), "{}", c.message);
+        let e = Error::Unavailable {
+            endpoints: vec!["h:1".into()],
+            last_cause: c,
+            reached_member: true,
+            may_have_applied: false,
+        };
+        assert!(
+            !e.to_string().contains("electing a leader"),
+            "the TLS advice replaces the generic one: {e}"
+        );
+        let c = annotate(
+            cause(CauseKind::Broken, garbled),
+            TlsMode::Tls { identity: true },
+        );
+        assert_eq!(c.message, garbled);
     }
 
     #[test]

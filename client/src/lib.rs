@@ -41,12 +41,15 @@
 //! - [`KeyRange`], [`RangeOptions`], [`RangePage`] (`range.rs`): ranges and pagination.
 //! - [`ClusterStatus`] (`cluster.rs`): status of every member.
 //! - [`EndpointHealth`] (`health.rs`): the standard gRPC health check of each member.
+//! - [`tls`]: [`TlsOptions`], the CA bundle and optional client certificate for TLS.
+//! - [`snapshot`]: backups, [`Client::snapshot`] / [`Client::save_snapshot`] and the backup
+//!   file ([`Snapshot`]).
 //! - [`cli`]: the `kvsetctl` implementation; its renderers are pure functions.
 //!
 //! ## What it leaves out
 //!
-//! TLS and authentication (the server has neither yet), watches (not in the API), and
-//! client-side load balancing beyond "stale reads prefer a follower".
+//! Authentication beyond TLS client certificates (the server has none), watches (not in the
+//! API), and client-side load balancing beyond "stale reads prefer a follower".
 
 pub mod cli;
 mod client;
@@ -58,6 +61,8 @@ mod health;
 mod range;
 pub mod retry;
 pub mod session;
+pub mod snapshot;
+pub mod tls;
 mod txn;
 mod types;
 
@@ -70,6 +75,8 @@ pub use endpoint::{
 pub use error::{Cause, CauseKind, Error, Result};
 pub use health::{EndpointHealth, HealthStatus, LIVENESS, READINESS};
 pub use range::{KeyRange, KvStream, PageStream, RangeOptions, RangePage, DEFAULT_PAGE_SIZE};
+pub use snapshot::{Snapshot, SnapshotInfo};
+pub use tls::{Pem, TlsIdentity, TlsOptions};
 pub use txn::{
     Compare, CompareOp, CompareOperand, NumberCompare, Txn, TxnOp, TxnOpResponse, TxnResponse,
     ValueCompare,

@@ -15,7 +15,9 @@
 //!
 //! Each attempt is bounded by the request timeout (and by what is left of the deadline): it is
 //! sent as the gRPC deadline, so the server can stop work, *and* enforced locally, so a silent
-//! peer cannot hang the call.
+//! peer cannot hang the call. A retry is not started in the last 10 ms before the deadline (it
+//! could only time out, and would hide the cause worth reporting): the loop waits out the
+//! deadline instead.
 //!
 //! # What is retried
 //!
@@ -48,9 +50,12 @@ use tonic::transport::Channel;
 use crate::config::Config;
 use crate::endpoint::{EndpointId, LeaderHint, Registry, Route};
 use crate::error::{
-    classify, human_duration, leader_hint, Cause, CauseKind, Error, Result, Verdict,
+    annotate, classify, human_duration, leader_hint, Cause, CauseKind, Error, Result, Verdict,
 };
 use crate::types::HasHeader;
+
+/// A retry is not started with less time than this left before the call's deadline.
+const MIN_ATTEMPT: Duration = Duration::from_millis(10);
 
 /// What repeating a request could do; decides which failures are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,14 +132,34 @@ where
     let mut round: HashSet<EndpointId> = HashSet::new();
     let mut tried: Vec<String> = Vec::new();
     let mut last: Option<Cause> = None;
+    // The last failure that points at the TLS setup. Such failures are racy (a plain-text
+    // client may see the TLS member's alert, or only a broken pipe), so when the call gives up
+    // this cause is reported rather than a last one that is a bare transport failure (an
+    // answer from a member, such as "no leader", is still reported as it is).
+    let mut tls_cause: Option<Cause> = None;
     let mut reached_member = false;
     let mut maybe_delivered = false;
     let mut attempts = 0u32;
 
     loop {
         let now = Instant::now();
-        if now >= deadline || (spec.max_attempts > 0 && attempts >= spec.max_attempts) {
+        // After a failed attempt, one with almost no time left could only time out, and would
+        // then hide the cause worth reporting (and mark a write as possibly applied): wait out
+        // the deadline instead, and give up.
+        let exhausted = spec.max_attempts > 0 && attempts >= spec.max_attempts;
+        if !exhausted && now < deadline && last.is_some() && deadline - now < MIN_ATTEMPT {
+            tokio::time::sleep_until(deadline.into()).await;
+            continue;
+        }
+        if now >= deadline || exhausted {
             let may_have_applied = spec.safety == Safety::Write && maybe_delivered;
+            let bare_transport = last.as_ref().is_some_and(|c| {
+                matches!(c.kind, CauseKind::Connect | CauseKind::Broken)
+                    && !crate::tls::is_tls_message(&c.message)
+            });
+            if bare_transport && tls_cause.is_some() {
+                last = tls_cause;
+            }
             return Err(give_up(
                 started,
                 last,
@@ -151,7 +176,26 @@ where
             continue;
         };
         round.insert(target);
-        let (channel, endpoint) = registry.channel(target);
+        let (channel, endpoint) = match registry.channel(target) {
+            Ok(pair) => pair,
+            Err((endpoint, message)) => {
+                // No channel can be made for this address (TLS cannot be set up for it):
+                // nothing was sent.
+                tracing::debug!(op = spec.op, endpoint = %endpoint, cause = %message, "no channel");
+                if !tried.contains(&endpoint) {
+                    tried.push(endpoint.clone());
+                }
+                registry.on_failure(target, CauseKind::Connect, None);
+                attempts += 1;
+                last = Some(Cause {
+                    endpoint,
+                    kind: CauseKind::Connect,
+                    code: tonic::Code::Unavailable,
+                    message,
+                });
+                continue;
+            }
+        };
         if !tried.contains(&endpoint) {
             tried.push(endpoint.clone());
         }
@@ -189,7 +233,7 @@ where
                 tracing::debug!(op = spec.op, endpoint = %endpoint, %error, "final error");
                 return Err(error);
             }
-            Verdict::Transient(cause) => cause,
+            Verdict::Transient(cause) => annotate(cause, registry.tls_mode()),
         };
         tracing::debug!(
             op = spec.op,
@@ -246,6 +290,9 @@ where
         // A hint makes the hinted endpoint the known leader, which `pick` tries next (unless
         // it already failed in this round or is cooling down after a failed connect).
         registry.on_failure(target, cause.kind, hint.as_ref());
+        if crate::tls::is_tls_message(&cause.message) {
+            tls_cause = Some(cause.clone());
+        }
         last = Some(cause);
     }
 }

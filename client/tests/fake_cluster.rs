@@ -644,3 +644,110 @@ async fn kvsetctl_reports_an_unreachable_cluster() {
     assert_eq!(out.exit, Exit::Unavailable);
     assert!(out.stdout.contains("unknown"));
 }
+
+#[tokio::test]
+async fn snapshot_follows_the_leader_hint_and_is_verified_before_it_is_saved() {
+    let cluster = FakeCluster::start(2, &[]).await;
+    let (kv0, kv1) = (&cluster.members[0], &cluster.members[1]);
+    kv0.set_role(pb::Role::Follower);
+    kv1.set_role(pb::Role::Leader);
+    kv0.default_action(
+        "snapshot",
+        Action::Redirect(format!("kv-1={}", kv1.endpoint())),
+    );
+    // Several chunks, so the client has to put them back together.
+    let data: Vec<u8> = (0..10_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let sha = kvset_proto::backup::sha256_hex(&data);
+    kv1.serve_snapshot(&data, 4096, &sha, 12);
+    // Only kv-0 is configured: the leader is known only from the hint.
+    let c = client(&[kv0.endpoint()]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("backup.kvset");
+    let info = c.save_snapshot(&path).await.unwrap();
+    assert_eq!(kv0.calls("snapshot").len(), 1);
+    assert_eq!(kv1.calls("snapshot").len(), 1);
+    assert_eq!((info.keys, info.size_bytes), (12, data.len() as u64));
+    assert_eq!(info.sha256, sha);
+    assert_eq!(info.header.member, "kv-1");
+    // The file is a backup `kvset-server restore` reads.
+    let (stored, stored_data) =
+        kvset_proto::backup::read(std::fs::File::open(&path).unwrap()).unwrap();
+    assert_eq!(stored_data, data);
+    assert_eq!(stored.sha256, sha);
+    assert_eq!(stored.keys, 12);
+    assert_eq!(
+        stored.header.unwrap().member.unwrap().name,
+        "kv-1",
+        "the header names the member that served it"
+    );
+
+    // kvsetctl: the same through the CLI, then offline inspection.
+    let eps = vec![kv0.endpoint()];
+    let cli_path = dir.path().join("cli.kvset");
+    let out = ctl(&eps, &["snapshot", "save", cli_path.to_str().unwrap()]).await;
+    assert_eq!(out.exit, Exit::Ok, "{}", out.stderr);
+    assert!(out.stdout.contains(&sha), "{}", out.stdout);
+    let out = ctl(
+        &eps,
+        &[
+            "-o",
+            "json",
+            "snapshot",
+            "inspect",
+            cli_path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(out.exit, Exit::Ok, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["keys"], 12);
+    assert_eq!(v["sha256"], sha.as_str());
+    assert_eq!(v["member"], "kv-1");
+
+    // A damaged stream: the checksum does not match the data. An error, no file, nothing
+    // left behind, and not retried (the member would send the same).
+    let before = kv1.calls("snapshot").len();
+    kv1.serve_snapshot(&data, 4096, &kvset_proto::backup::sha256_hex(b"other"), 12);
+    let damaged = dir.path().join("damaged.kvset");
+    let e = c.save_snapshot(&damaged).await.unwrap_err();
+    assert!(matches!(e, Error::Protocol { .. }), "{e:?}");
+    assert!(e.to_string().contains("checksum mismatch"), "{e}");
+    assert_eq!(kv1.calls("snapshot").len(), before + 1, "not retried");
+    let out = ctl(&eps, &["snapshot", "save", damaged.to_str().unwrap()]).await;
+    assert_eq!(out.exit, Exit::Other, "{out:?}");
+    assert!(out.stderr.contains("checksum mismatch"), "{}", out.stderr);
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["backup.kvset", "cli.kvset"],
+        "no damaged or temporary file"
+    );
+
+    // A stream that announces more data than it carries.
+    kv1.serve_snapshot(&data[..100], 4096, &sha, 12);
+    let e = c.save_snapshot(&damaged).await.unwrap_err();
+    assert!(matches!(e, Error::Protocol { .. }), "{e:?}");
+    assert!(!damaged.exists());
+}
+
+#[tokio::test]
+async fn snapshot_retries_a_leader_that_is_not_ready_yet() {
+    let cluster = FakeCluster::start(1, &[]).await;
+    let kv0 = &cluster.members[0];
+    kv0.script(
+        "snapshot",
+        [
+            Action::Fail(Code::Unavailable, "no leader yet"),
+            Action::Serve,
+        ],
+    );
+    kv0.serve_snapshot(b"abc", 2, &kvset_proto::backup::sha256_hex(b"abc"), 1);
+    let snapshot = client(&cluster.endpoints()).snapshot().await.unwrap();
+    assert_eq!(snapshot.data, b"abc");
+    assert_eq!(kv0.calls("snapshot").len(), 2);
+}

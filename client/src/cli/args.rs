@@ -15,20 +15,25 @@ shown as \\xNN (JSON output adds key_hex / value_hex with the exact bytes).
 Exit codes:
   0  success
   1  not found (get of a missing key, unknown member) or compare failed (cas, txn)
-  2  invalid input: usage error, bad txn JSON, or the server answered INVALID_ARGUMENT
+  2  invalid input: usage error, bad txn JSON, bad TLS files, the server answered
+     INVALID_ARGUMENT; snapshot inspect: the file is not a valid backup (damaged)
   3  unavailable or timed out: no leader, members unreachable, deadline passed;
      health: an endpoint is not SERVING
-  4  any other error
+  4  any other error (snapshot save: a damaged stream, the file cannot be written)
 
 Environment:
-  KVSET_ENDPOINTS  comma-separated endpoints (default 127.0.0.1:7379,127.0.0.1:7380,127.0.0.1:7381)";
+  KVSET_ENDPOINTS  comma-separated endpoints (default 127.0.0.1:7379,127.0.0.1:7380,127.0.0.1:7381)
+  KVSET_CACERT     --cacert: CA bundle (PEM) of the members' certificates; turns TLS on
+  KVSET_CERT       --cert: client certificate (PEM), when members require one
+  KVSET_KEY        --key: the client certificate's private key (PEM)";
 
 /// Command-line client for kvset: reads and writes keys through the primary, shows the
 /// cluster's status and changes its membership.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "kvsetctl", version, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// Comma-separated member endpoints: host:port, http://host:port, or a DNS name (port 7379)
+    /// Comma-separated member endpoints: host:port, http://host:port, https://host:port (needs
+    /// --cacert), or a DNS name (port 7379)
     #[arg(
         long,
         env = "KVSET_ENDPOINTS",
@@ -59,6 +64,32 @@ pub struct Cli {
         value_name = "DURATION"
     )]
     pub timeout: Duration,
+
+    /// Speak TLS to the members, trusting this CA bundle (PEM) for their certificates
+    #[arg(long, env = "KVSET_CACERT", global = true, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+
+    /// Client certificate (PEM) for members that require one (with --key and --cacert)
+    #[arg(
+        long,
+        env = "KVSET_CERT",
+        global = true,
+        value_name = "FILE",
+        requires_all = ["tls_key", "cacert"]
+    )]
+    pub cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --cert
+    // (Its id is not `key`: that is the KEY argument of put, get, del and cas.)
+    #[arg(
+        id = "tls_key",
+        long = "key",
+        env = "KVSET_KEY",
+        global = true,
+        value_name = "FILE",
+        requires = "cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 
     /// The command
     #[command(subcommand)]
@@ -178,6 +209,35 @@ pub enum Command {
         /// The membership command
         #[command(subcommand)]
         command: MembersCommand,
+    },
+    /// Back up the cluster to a file, or check a backup file
+    Snapshot {
+        /// The snapshot command
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+}
+
+/// `kvsetctl snapshot ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SnapshotCommand {
+    /// Stream a consistent snapshot from the leader into FILE, verified, written atomically.
+    ///
+    /// The leader builds a snapshot of everything applied when the request arrives and
+    /// streams it with a SHA-256 checksum; the data is checked (size and checksum) before
+    /// FILE is written (a temporary file in the same directory, fsynced, then renamed over
+    /// FILE). A damaged stream is an error and leaves no file. Restore it with
+    /// `kvset-server restore FILE` (docs/OPERATIONS.md). For a large store raise --timeout,
+    /// which bounds the whole transfer.
+    Save {
+        /// The backup file to write (replaced if it exists)
+        file: PathBuf,
+    },
+    /// Read and verify a backup file offline, and print its header (exit 2 if it is not a
+    /// valid backup, for example damaged or truncated)
+    Inspect {
+        /// The backup file
+        file: PathBuf,
     },
 }
 

@@ -17,9 +17,9 @@
 //! |------|---------|
 //! | 0 | success |
 //! | 1 | not found (get of a missing key, unknown member) or compare failed (`cas`, `txn`) |
-//! | 2 | invalid input: usage, bad txn JSON, `INVALID_ARGUMENT` from the server |
+//! | 2 | invalid input: usage, bad txn JSON, bad TLS files, `INVALID_ARGUMENT` from the server; `snapshot inspect`: not a valid backup |
 //! | 3 | unavailable or timed out; `health`: an endpoint is not `SERVING` |
-//! | 4 | any other error |
+//! | 4 | any other error (`snapshot save`: a damaged stream, the file cannot be written) |
 //!
 //! Errors go to stderr as one line, `error: <message>`, in both output formats.
 
@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 
-pub use args::{Cli, Command, ConsistencyArg, MembersCommand, OutputFormat};
+pub use args::{Cli, Command, ConsistencyArg, MembersCommand, OutputFormat, SnapshotCommand};
 
 use crate::client::Client;
 use crate::config::{Consistency, ReadOptions, WriteOptions};
@@ -42,6 +42,8 @@ use crate::endpoint::parse_endpoint_list;
 use crate::error::Error;
 use crate::health::{LIVENESS, READINESS};
 use crate::range::{KeyRange, RangeOptions, RangePage};
+use crate::snapshot::Snapshot;
+use crate::tls::{Pem, TlsOptions};
 use crate::txn::{Compare, Txn, TxnOp};
 use crate::types::Member;
 
@@ -64,7 +66,10 @@ impl Exit {
     /// The exit code for an SDK error.
     pub fn for_error(e: &Error) -> Exit {
         match e {
-            Error::InvalidArgument(_) | Error::InvalidEndpoint { .. } => Exit::InvalidInput,
+            Error::InvalidArgument(_)
+            | Error::InvalidEndpoint { .. }
+            | Error::TlsConfig(_)
+            | Error::Backup { .. } => Exit::InvalidInput,
             Error::NotFound(_) => Exit::NotFound,
             Error::Unavailable { .. } | Error::Timeout { .. } | Error::NotLeader { .. } => {
                 Exit::Unavailable
@@ -121,7 +126,7 @@ impl Outcome {
 }
 
 /// Builds the client `kvsetctl` uses: the command's `--timeout` is the retry deadline, and
-/// bounds each attempt and connect too.
+/// bounds each attempt and connect too; `--cacert` (with `--cert` / `--key`) turns TLS on.
 pub fn client_for(cli: &Cli) -> Result<Client, Error> {
     let timeout = cli.timeout;
     Client::builder()
@@ -129,7 +134,19 @@ pub fn client_for(cli: &Cli) -> Result<Client, Error> {
         .retry_deadline(timeout)
         .request_timeout(timeout.min(Duration::from_secs(5)))
         .connect_timeout(timeout.min(Duration::from_secs(2)))
+        .tls_options(tls_options(cli))
         .build()
+}
+
+/// The TLS settings of `--cacert`, `--cert` and `--key` (clap makes `--cert` and `--key` come
+/// together, with `--cacert`).
+pub fn tls_options(cli: &Cli) -> Option<TlsOptions> {
+    let ca = cli.cacert.as_ref()?;
+    let mut tls = TlsOptions::new(Pem::file(ca));
+    if let (Some(cert), Some(key)) = (&cli.cert, &cli.tls_key) {
+        tls = tls.identity(Pem::file(cert), Pem::file(key));
+    }
+    Some(tls)
 }
 
 fn read_options(cli: &Cli) -> ReadOptions {
@@ -145,6 +162,13 @@ fn read_options(cli: &Cli) -> ReadOptions {
 
 /// Runs one command. `stdin` is read only by `txn` without a file.
 pub async fn execute(cli: &Cli, stdin: &mut dyn Read) -> Outcome {
+    // Offline: needs neither endpoints nor TLS settings.
+    if let Command::Snapshot {
+        command: SnapshotCommand::Inspect { file },
+    } = &cli.command
+    {
+        return inspect(file, cli.output).await;
+    }
     let client = match client_for(cli) {
         Ok(c) => c,
         Err(e) => return Outcome::error(&e),
@@ -337,7 +361,28 @@ async fn run(cli: &Cli, client: &Client, stdin: &mut dyn Read) -> Result<Outcome
             }
         }
         Command::Members { command } => members(command, client, fmt).await?,
+        Command::Snapshot { command } => match command {
+            SnapshotCommand::Save { file } => {
+                let info = client.save_snapshot(file).await?;
+                Outcome::ok(output::render_snapshot(&info, file, fmt))
+            }
+            SnapshotCommand::Inspect { file } => inspect(file, fmt).await,
+        },
     })
+}
+
+/// `snapshot inspect FILE`: reads and verifies a backup file, offline.
+async fn inspect(file: &std::path::Path, fmt: OutputFormat) -> Outcome {
+    let path = file.to_path_buf();
+    match tokio::task::spawn_blocking(move || Snapshot::load(&path)).await {
+        Ok(Ok(snapshot)) => Outcome::ok(output::render_snapshot(&snapshot.info, file, fmt)),
+        Ok(Err(e)) => Outcome::error(&e),
+        Err(e) => Outcome::with(
+            String::new(),
+            Exit::Other,
+            format!("error: reading {} failed: {e}\n", file.display()),
+        ),
+    }
 }
 
 async fn members(

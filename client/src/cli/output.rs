@@ -23,9 +23,12 @@
 //!   `status`: `{"leader","members":[{"name","ordinal","endpoint","role","term","applied",
 //!   "revision","lag","voter","reachable","ready","healthy","error"}]}`;
 //!   `members`: `{"members":[{"id","name","client_addr","peer_addr","voter"}]}`;
-//!   `health`: `{"service","healthy","endpoints":[{"endpoint","status","error"}]}`.
+//!   `health`: `{"service","healthy","endpoints":[{"endpoint","status","error"}]}`;
+//!   `snapshot save` / `snapshot inspect`: `{"file","header","cluster_id","member","revision",
+//!   "last_log_index","last_log_term","keys","size_bytes","format","sha256"}`.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
@@ -33,6 +36,7 @@ use crate::cli::args::OutputFormat;
 use crate::cluster::ClusterStatus;
 use crate::health::EndpointHealth;
 use crate::range::RangePage;
+use crate::snapshot::SnapshotInfo;
 use crate::txn::{TxnOpResponse, TxnResponse};
 use crate::types::{DeleteResponse, GetResponse, Header, KeyValue, Member, PutResponse};
 
@@ -462,6 +466,52 @@ pub fn render_health(checks: &[EndpointHealth], service: &str, format: OutputFor
                 }
             }
             out
+        }
+    }
+}
+
+/// `snapshot save` / `snapshot inspect -o json`: `{"file", "header", "cluster_id", "member",
+/// "revision", "last_log_index", "last_log_term", "keys", "size_bytes", "format", "sha256"}`
+/// (`cluster_id` and `member` repeat the header's, for scripts).
+pub fn snapshot_json(info: &SnapshotInfo, file: &Path) -> Value {
+    json!({
+        "file": file.display().to_string(),
+        "header": header_json(&info.header),
+        "cluster_id": info.header.cluster_id,
+        "member": info.header.member,
+        "revision": info.revision,
+        "last_log_index": info.last_log_index,
+        "last_log_term": info.last_log_term,
+        "keys": info.keys,
+        "size_bytes": info.size_bytes,
+        "format": info.format,
+        "sha256": info.sha256,
+    })
+}
+
+/// `snapshot save` / `snapshot inspect`: one `field  value` line per field of the backup's
+/// header, with the field names of the JSON form.
+pub fn render_snapshot(info: &SnapshotInfo, file: &Path, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => json_text(&snapshot_json(info, file)),
+        OutputFormat::Table => {
+            let fields = [
+                ("file", file.display().to_string()),
+                ("cluster_id", info.header.cluster_id.clone()),
+                ("member", info.header.member.clone()),
+                ("revision", info.revision.to_string()),
+                ("last_log_index", info.last_log_index.to_string()),
+                ("last_log_term", info.last_log_term.to_string()),
+                ("keys", info.keys.to_string()),
+                ("size_bytes", info.size_bytes.to_string()),
+                ("format", info.format.to_string()),
+                ("sha256", info.sha256.clone()),
+            ];
+            let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+            fields.iter().fold(String::new(), |mut out, (k, v)| {
+                let _ = writeln!(out, "{k:width$}  {v}");
+                out
+            })
         }
     }
 }

@@ -215,6 +215,18 @@ fn errors_map_to_exit_codes() {
     );
     assert_eq!(Exit::NotFound.code(), 1);
     assert_eq!(Exit::Other.code(), 4);
+    assert_eq!(
+        Exit::for_error(&Error::TlsConfig("x".into())),
+        Exit::InvalidInput
+    );
+    let file = |message: &str| (String::from("b.kvset"), message.to_string());
+    let (path, message) = file("damaged");
+    assert_eq!(
+        Exit::for_error(&Error::Backup { path, message }),
+        Exit::InvalidInput
+    );
+    let (path, message) = file("disk full");
+    assert_eq!(Exit::for_error(&Error::Io { path, message }), Exit::Other);
 }
 
 #[test]
@@ -517,4 +529,195 @@ fn health_parses_and_renders() {
         })
     );
     assert_eq!(health_json(&checks[..1], "readiness")["healthy"], true);
+}
+
+fn clear_tls_env() {
+    for var in ["KVSET_CACERT", "KVSET_CERT", "KVSET_KEY"] {
+        std::env::remove_var(var);
+    }
+}
+
+#[test]
+fn tls_flags_and_snapshot_commands_parse() {
+    clear_tls_env();
+    let cli = parse(&["get", "a"]).unwrap();
+    assert_eq!((cli.cacert, cli.cert, cli.tls_key), (None, None, None));
+    assert!(tls_options(&parse(&["status"]).unwrap()).is_none());
+
+    // Global: before or after the command, for every command.
+    let cli = parse(&["status", "--cacert", "ca.pem"]).unwrap();
+    assert_eq!(cli.cacert.as_deref(), Some(std::path::Path::new("ca.pem")));
+    let tls = tls_options(&cli).unwrap();
+    assert_eq!(tls.ca, crate::tls::Pem::file("ca.pem"));
+    assert!(tls.identity.is_none());
+    let cli = parse(&[
+        "--cacert", "ca.pem", "--cert", "c.pem", "--key", "c.key", "put", "k", "v",
+    ])
+    .unwrap();
+    assert!(matches!(cli.command, Command::Put { ref key, .. } if key == "k"));
+    let identity = tls_options(&cli).unwrap().identity.unwrap();
+    assert_eq!(identity.cert, crate::tls::Pem::file("c.pem"));
+    assert_eq!(identity.key, crate::tls::Pem::file("c.key"));
+    // --cert and --key come together, and need --cacert.
+    assert!(parse(&["--cacert", "ca.pem", "--cert", "c.pem", "health"]).is_err());
+    assert!(parse(&["--cacert", "ca.pem", "--key", "c.key", "health"]).is_err());
+    assert!(parse(&["--cert", "c.pem", "--key", "c.key", "health"]).is_err());
+
+    match parse(&["snapshot", "save", "b.kvset"]).unwrap().command {
+        Command::Snapshot {
+            command: SnapshotCommand::Save { file },
+        } => assert_eq!(file, std::path::Path::new("b.kvset")),
+        other => panic!("{other:?}"),
+    }
+    match parse(&["-o", "json", "snapshot", "inspect", "b.kvset"])
+        .unwrap()
+        .command
+    {
+        Command::Snapshot {
+            command: SnapshotCommand::Inspect { file },
+        } => assert_eq!(file, std::path::Path::new("b.kvset")),
+        other => panic!("{other:?}"),
+    }
+    assert!(parse(&["snapshot", "save"]).is_err());
+    let help = parse(&["--help"]).unwrap_err().to_string();
+    for needle in ["--cacert", "--cert", "--key", "KVSET_CACERT", "snapshot"] {
+        assert!(help.contains(needle), "help lacks {needle:?}:\n{help}");
+    }
+}
+
+async fn run_cli(args: &[&str]) -> Outcome {
+    let cli = parse(args).unwrap();
+    execute(&cli, &mut std::io::empty()).await
+}
+
+#[tokio::test]
+async fn tls_settings_are_checked_before_anything_is_sent() {
+    clear_tls_env();
+    let out = run_cli(&["--endpoints", "https://localhost:7379", "get", "a"]).await;
+    assert_eq!(out.exit, Exit::InvalidInput, "{out:?}");
+    assert!(
+        out.stderr.contains("https endpoint needs --cacert"),
+        "{}",
+        out.stderr
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing-ca.pem");
+    let out = run_cli(&["--cacert", missing.to_str().unwrap(), "status"]).await;
+    assert_eq!(out.exit, Exit::InvalidInput, "{out:?}");
+    assert!(out.stderr.contains("missing-ca.pem"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot read CA bundle"),
+        "{}",
+        out.stderr
+    );
+
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "junk").unwrap();
+    let out = run_cli(&["--cacert", junk.to_str().unwrap(), "health"]).await;
+    assert_eq!(out.exit, Exit::InvalidInput, "{out:?}");
+    assert!(
+        out.stderr.contains("holds no PEM certificate"),
+        "{}",
+        out.stderr
+    );
+}
+
+fn sample_info() -> crate::snapshot::SnapshotInfo {
+    crate::snapshot::SnapshotInfo {
+        header: header(),
+        last_log_index: 230,
+        last_log_term: 2,
+        revision: 221,
+        size_bytes: 5432,
+        format: 1,
+        sha256: "ab".repeat(32),
+        keys: 200,
+    }
+}
+
+#[test]
+fn snapshot_rendering() {
+    let file = std::path::Path::new("/backups/b.kvset");
+    assert_eq!(
+        render_snapshot(&sample_info(), file, OutputFormat::Table),
+        format!(
+            "file            /backups/b.kvset\n\
+             cluster_id      c1\n\
+             member          kv-0\n\
+             revision        221\n\
+             last_log_index  230\n\
+             last_log_term   2\n\
+             keys            200\n\
+             size_bytes      5432\n\
+             format          1\n\
+             sha256          {}\n",
+            "ab".repeat(32)
+        )
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&render_snapshot(&sample_info(), file, OutputFormat::Json)).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "file": "/backups/b.kvset",
+            "header": header_json(&header()),
+            "cluster_id": "c1",
+            "member": "kv-0",
+            "revision": 221,
+            "last_log_index": 230,
+            "last_log_term": 2,
+            "keys": 200,
+            "size_bytes": 5432,
+            "format": 1,
+            "sha256": "ab".repeat(32),
+        })
+    );
+}
+
+#[tokio::test]
+async fn snapshot_inspect_verifies_offline() {
+    clear_tls_env();
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.kvset");
+    let data = b"opaque snapshot data".to_vec();
+    let mut info = sample_info();
+    info.size_bytes = data.len() as u64;
+    kvset_proto::backup::write(std::fs::File::create(&good).unwrap(), &info.to_pb(), &data)
+        .unwrap();
+    // No cluster is needed: the endpoints are not even valid.
+    let out = run_cli(&[
+        "--endpoints",
+        "https://nowhere:1",
+        "snapshot",
+        "inspect",
+        good.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.exit, Exit::Ok, "{out:?}");
+    assert!(out.stdout.contains("keys            200"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&kvset_proto::backup::sha256_hex(&data)),
+        "{}",
+        out.stdout
+    );
+
+    let damaged = dir.path().join("damaged.kvset");
+    let mut bytes = std::fs::read(&good).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    std::fs::write(&damaged, &bytes).unwrap();
+    let truncated = dir.path().join("truncated.kvset");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 3]).unwrap();
+    let missing = dir.path().join("missing.kvset");
+    for (path, needle) in [
+        (&damaged, "checksum mismatch"),
+        (&truncated, "truncated"),
+        (&missing, "cannot read"),
+    ] {
+        let out = run_cli(&["snapshot", "inspect", path.to_str().unwrap()]).await;
+        assert_eq!(out.exit, Exit::InvalidInput, "{out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+        assert!(out.stderr.starts_with("error: "), "{out:?}");
+        assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
+    }
 }

@@ -85,6 +85,8 @@ pub struct MemberState {
     defaults: Mutex<HashMap<&'static str, Action>>,
     pub calls: Mutex<Vec<Call>>,
     pub store: Arc<Mutex<Store>>,
+    /// What `Snapshot` streams (after the script lets it through); empty: UNIMPLEMENTED.
+    pub snapshot_chunks: Mutex<Vec<pb::SnapshotChunk>>,
 }
 
 /// A handle on one fake member.
@@ -127,6 +129,37 @@ impl FakeMember {
 
     pub fn set_role(&self, role: pb::Role) {
         *self.0.role.lock().unwrap() = role;
+    }
+
+    /// Makes `Snapshot` stream `data` in chunks of `chunk` bytes with this member's header,
+    /// `keys` and `revision` in the info, and `sha256` in the last chunk (pass the real digest
+    /// for a good stream).
+    pub fn serve_snapshot(&self, data: &[u8], chunk: usize, sha256: &str, keys: u64) {
+        let header = self.header();
+        let info = pb::SnapshotInfo {
+            revision: header.revision,
+            header: Some(header),
+            last_log_index: 42,
+            last_log_term: 2,
+            size_bytes: data.len() as u64,
+            format: 1,
+            sha256: String::new(),
+            keys,
+        };
+        let mut chunks: Vec<pb::SnapshotChunk> = data
+            .chunks(chunk)
+            .map(|c| pb::SnapshotChunk {
+                info: None,
+                data: c.to_vec(),
+                sha256: String::new(),
+            })
+            .collect();
+        if chunks.is_empty() {
+            chunks.push(pb::SnapshotChunk::default());
+        }
+        chunks[0].info = Some(info);
+        chunks.last_mut().unwrap().sha256 = sha256.to_string();
+        *self.0.snapshot_chunks.lock().unwrap() = chunks;
     }
 
     fn next_action(&self, method: &'static str) -> Action {
@@ -224,6 +257,7 @@ impl FakeCluster {
                 defaults: Mutex::default(),
                 calls: Mutex::default(),
                 store: store.clone(),
+                snapshot_chunks: Mutex::default(),
             });
             let member = FakeMember(state);
             if dead.contains(&(i as u64)) {
@@ -659,9 +693,17 @@ impl Cluster for FakeMember {
         &self,
         _request: Request<kvset_proto::v1::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(Status::unimplemented(
-            "the fake cluster serves no snapshots",
-        ))
+        self.record(plain_call("snapshot"));
+        self.gate("snapshot").await?;
+        let chunks = self.0.snapshot_chunks.lock().unwrap().clone();
+        if chunks.is_empty() {
+            return Err(Status::unimplemented(
+                "the fake cluster serves no snapshots",
+            ));
+        }
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            chunks.into_iter().map(Ok),
+        ))))
     }
 
     async fn status(
