@@ -20,25 +20,35 @@ use kvset_proto::v1::kv_client::KvClient;
 use kvset_proto::v1::{Role, StatusRequest, StatusResponse};
 use tonic::transport::{Channel, Endpoint};
 
-/// Where the `kvset-server` binary is: `KVSET_SERVER_BIN`, else next to the test executable's
-/// target dir (`target/<profile>/kvset-server`).
-pub fn server_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("KVSET_SERVER_BIN") {
+/// Where a workspace binary is: the path in `env_var` if set, else next to the test executable
+/// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`). Panics with what to do when it
+/// is missing (the test command builds the binaries first: `cargo build --bins`).
+pub fn workspace_binary(name: &str, env_var: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env_var) {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/kvset-server
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile> dir");
-    let bin = profile_dir.join("kvset-server");
+    let bin = profile_dir.join(name);
     assert!(
         bin.exists(),
-        "kvset-server binary not found at {}: build it first (cargo build --bins) or set KVSET_SERVER_BIN",
+        "{name} binary not found at {}: build it first (cargo build --bins) or set {env_var}",
         bin.display()
     );
     bin
+}
+
+/// The `kvset-server` binary (`KVSET_SERVER_BIN` overrides).
+pub fn server_binary() -> PathBuf {
+    workspace_binary("kvset-server", "KVSET_SERVER_BIN")
+}
+
+/// The `kvsetctl` binary (`KVSETCTL_BIN` overrides).
+pub fn kvsetctl_binary() -> PathBuf {
+    workspace_binary("kvsetctl", "KVSETCTL_BIN")
 }
 
 static CLUSTER_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -55,11 +65,27 @@ fn pick_loopback_ip_addr() -> std::net::IpAddr {
     pick_loopback_ip().into()
 }
 
-fn free_port(ip: Ipv4Addr) -> u16 {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
+/// Hands out distinct free ports on one address: each port's listener is kept open until the
+/// allocator is dropped, so the kernel cannot hand the same port out twice in the meantime.
+struct PortAllocator {
+    ip: Ipv4Addr,
+    held: Vec<TcpListener>,
+}
+
+impl PortAllocator {
+    fn new(ip: Ipv4Addr) -> Self {
+        Self {
+            ip,
+            held: Vec::new(),
+        }
+    }
+
+    fn next(&mut self) -> u16 {
+        let listener = TcpListener::bind((self.ip, 0)).expect("a free loopback port");
+        let port = listener.local_addr().expect("bound address").port();
+        self.held.push(listener);
+        port
+    }
 }
 
 /// One member's fixed parameters.
@@ -130,15 +156,16 @@ impl ProcessCluster {
             std::net::IpAddr::V4(v4) => v4,
             std::net::IpAddr::V6(_) => panic!("test clusters use IPv4 loopback addresses"),
         };
+        let mut ports = PortAllocator::new(ip);
         let members: Vec<Member> = (0..size)
             .map(|ordinal| {
                 let name = format!("kv-{ordinal}");
                 Member {
                     spec: MemberSpec {
                         ordinal,
-                        client: SocketAddr::new(ip.into(), free_port(ip)),
-                        peer: SocketAddr::new(ip.into(), free_port(ip)),
-                        metrics: SocketAddr::new(ip.into(), free_port(ip)),
+                        client: SocketAddr::new(ip.into(), ports.next()),
+                        peer: SocketAddr::new(ip.into(), ports.next()),
+                        metrics: SocketAddr::new(ip.into(), ports.next()),
                         data_dir: dir.path().join(&name),
                         log_file: dir.path().join(format!("{name}.log")),
                         name,

@@ -5,33 +5,13 @@
 //!
 //! Needs the binaries (`cargo build --bins`).
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use kvset_client::{Client, KeyRange, KeyValue};
-use kvset_tests::testkit::{ProcessCluster, FAST_TIMING};
+use kvset_tests::testkit::{kvsetctl_binary, ProcessCluster, FAST_TIMING};
 use serde_json::Value;
-
-/// Where the `kvsetctl` binary is: `KVSETCTL_BIN`, else `target/<profile>/kvsetctl`.
-fn kvsetctl_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("KVSETCTL_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile> dir");
-    let bin = profile_dir.join("kvsetctl");
-    assert!(
-        bin.exists(),
-        "kvsetctl binary not found at {}: build it first (cargo build --bins) or set KVSETCTL_BIN",
-        bin.display()
-    );
-    bin
-}
 
 /// Runs kvsetctl with `endpoints`; returns (exit code, stdout, stderr).
 async fn kvsetctl(endpoints: &str, args: &[&str]) -> (i32, String, String) {

@@ -44,28 +44,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kvset_client::cli::output::table;
-use kvset_tests::testkit::ProcessCluster;
+use kvset_tests::testkit::{kvsetctl_binary, ProcessCluster};
 use serde_json::Value;
-
-/// Where the `kvsetctl` binary is: `KVSETCTL_BIN`, else next to the test executable's target
-/// dir (`target/<profile>/kvsetctl`), like the test kit finds `kvset-server`.
-fn kvsetctl_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("KVSETCTL_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile> dir");
-    let bin = profile_dir.join("kvsetctl");
-    assert!(
-        bin.exists(),
-        "kvsetctl binary not found at {}: build it first (cargo build --bins) or set KVSETCTL_BIN",
-        bin.display()
-    );
-    bin
-}
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("golden")

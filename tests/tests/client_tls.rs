@@ -22,7 +22,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kvset_client::{Client, Error, Pem, ReadOptions, TlsOptions, READINESS};
-use kvset_tests::testkit::{ProcessCluster, FAST_TIMING};
+use kvset_tests::testkit::{kvsetctl_binary, ProcessCluster, FAST_TIMING};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
 
 /// A throwaway certificate authority.
@@ -200,25 +200,6 @@ async fn wait_healthy(c: &mut ProcessCluster, client: &Client) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// Where the `kvsetctl` binary is: `KVSETCTL_BIN`, else `target/<profile>/kvsetctl`.
-fn kvsetctl_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("KVSETCTL_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile> dir");
-    let bin = profile_dir.join("kvsetctl");
-    assert!(
-        bin.exists(),
-        "kvsetctl binary not found at {}: build it first (cargo build --bins) or set KVSETCTL_BIN",
-        bin.display()
-    );
-    bin
 }
 
 /// Runs kvsetctl against the cluster's endpoints; returns (exit code, stdout, stderr).
