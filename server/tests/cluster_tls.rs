@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
@@ -11,46 +9,9 @@ use kvset_proto::raft::raft_client::RaftClient;
 use kvset_proto::raft::RaftMessage;
 use kvset_proto::v1::kv_client::KvClient;
 use kvset_proto::v1::{Consistency, GetRequest, PutRequest};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+use kvset_tests::pki::{write_pem as write, TestCa as Ca};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
-
-/// A throwaway certificate authority.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        Self {
-            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A leaf certificate for `ip` (and localhost); returns (cert pem, key pem).
-    fn leaf(&self, ip: IpAddr) -> (String, String) {
-        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        params.subject_alt_names.push(SanType::IpAddress(ip));
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-fn write(dir: &Path, name: &str, pem: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, pem).unwrap();
-    p
-}
 
 async fn tls_channel(
     addr: &str,

@@ -32,4 +32,5 @@
 pub mod chaos;
 pub mod checker;
 pub mod history;
+pub mod pki;
 pub mod testkit;

@@ -51,6 +51,37 @@ pub fn kvsetctl_binary() -> PathBuf {
     workspace_binary("kvsetctl", "KVSETCTL_BIN")
 }
 
+/// Runs the `kvsetctl` binary with `args` against `endpoints` (comma-separated), with none of the
+/// caller's KVSET_* TLS settings or RUST_LOG leaking in; returns (exit code, stdout, stderr).
+/// `limit` only keeps a bug from hanging the test: kvsetctl bounds itself with `--timeout`.
+pub async fn run_kvsetctl<S: AsRef<std::ffi::OsStr>>(
+    endpoints: &str,
+    args: &[S],
+    limit: Duration,
+) -> (i32, String, String) {
+    let mut cmd = Command::new(kvsetctl_binary());
+    cmd.args(args)
+        .env("KVSET_ENDPOINTS", endpoints)
+        .env_remove("KVSET_CACERT")
+        .env_remove("KVSET_CERT")
+        .env_remove("KVSET_KEY")
+        .env_remove("RUST_LOG");
+    let shown = args
+        .iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    let out = tokio::time::timeout(limit, tokio::task::spawn_blocking(move || cmd.output()))
+        .await
+        .unwrap_or_else(|_| panic!("kvsetctl {shown:?} did not finish within {limit:?}"))
+        .expect("join")
+        .expect("run kvsetctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 static CLUSTER_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A loopback address of its own for each cluster in this process.

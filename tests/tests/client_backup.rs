@@ -5,38 +5,16 @@
 //!
 //! Needs the binaries (`cargo build --bins`).
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use kvset_client::{Client, KeyRange, KeyValue};
-use kvset_tests::testkit::{kvsetctl_binary, ProcessCluster, FAST_TIMING};
+use kvset_tests::testkit::{run_kvsetctl, ProcessCluster, FAST_TIMING};
 use serde_json::Value;
 
 /// Runs kvsetctl with `endpoints`; returns (exit code, stdout, stderr).
 async fn kvsetctl(endpoints: &str, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = Command::new(kvsetctl_binary());
-    cmd.args(args)
-        .env("KVSET_ENDPOINTS", endpoints)
-        .env_remove("KVSET_CACERT")
-        .env_remove("KVSET_CERT")
-        .env_remove("KVSET_KEY")
-        .env_remove("RUST_LOG");
-    let shown = format!("{args:?}");
-    // kvsetctl bounds itself with --timeout; this only keeps a bug from hanging the test.
-    let out = tokio::time::timeout(
-        Duration::from_secs(90),
-        tokio::task::spawn_blocking(move || cmd.output()),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("kvsetctl {shown} did not finish within 90 s"))
-    .expect("join")
-    .expect("run kvsetctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_kvsetctl(endpoints, args, Duration::from_secs(90)).await
 }
 
 fn client_of(c: &ProcessCluster) -> Client {

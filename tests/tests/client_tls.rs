@@ -17,62 +17,13 @@
 //! ordinal order, each once the previous one reports ready over TLS.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kvset_client::{Client, Error, Pem, ReadOptions, TlsOptions, READINESS};
-use kvset_tests::testkit::{kvsetctl_binary, ProcessCluster, FAST_TIMING};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
-
-/// A throwaway certificate authority.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        Self {
-            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A certificate for `ip` (and localhost), usable as server and client certificate;
-    /// returns (cert pem, key pem).
-    fn leaf(&self, ip: IpAddr) -> (String, String) {
-        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        params.subject_alt_names.push(SanType::IpAddress(ip));
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    /// A client certificate (no address in it); returns (cert pem, key pem).
-    fn client(&self, name: &str) -> (String, String) {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-fn write(dir: &Path, name: &str, pem: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, pem).unwrap();
-    p
-}
+use kvset_tests::pki::{write_pem as write, TestCa as Ca};
+use kvset_tests::testkit::{kvsetctl_binary, run_kvsetctl, ProcessCluster, FAST_TIMING};
 
 /// The PKI of one test: CA, member certificate for the cluster's address, client certificate.
 struct Pki {
@@ -204,28 +155,7 @@ async fn wait_healthy(c: &mut ProcessCluster, client: &Client) {
 
 /// Runs kvsetctl against the cluster's endpoints; returns (exit code, stdout, stderr).
 async fn kvsetctl(c: &ProcessCluster, args: &[String]) -> (i32, String, String) {
-    let mut cmd = Command::new(kvsetctl_binary());
-    cmd.args(args)
-        .env("KVSET_ENDPOINTS", c.endpoints().join(","))
-        .env_remove("KVSET_CACERT")
-        .env_remove("KVSET_CERT")
-        .env_remove("KVSET_KEY")
-        .env_remove("RUST_LOG");
-    let shown = format!("{args:?}");
-    // kvsetctl bounds itself with --timeout; this only keeps a bug from hanging the test.
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::task::spawn_blocking(move || cmd.output()),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("kvsetctl {shown} did not finish within 60 s"))
-    .expect("join")
-    .expect("run kvsetctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_kvsetctl(&c.endpoints().join(","), args, Duration::from_secs(60)).await
 }
 
 fn args(list: &[&str]) -> Vec<String> {
