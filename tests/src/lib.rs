@@ -34,3 +34,4 @@ pub mod checker;
 pub mod history;
 pub mod pki;
 pub mod testkit;
+pub mod tooling;

