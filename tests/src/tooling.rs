@@ -43,6 +43,24 @@ pub fn require_tool(program: &str, args: &[&str], install: &str) -> bool {
     ok
 }
 
+/// `docker ARGS`: stdout, trimmed, or an error naming the command and its stderr.
+pub fn docker(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "docker {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 /// Every YAML document in `yaml` as JSON (parsed by PyYAML's safe loader through python3;
 /// empty documents are dropped). `what` names the source in errors.
 pub fn yaml_documents(yaml: &str, what: &str) -> Vec<serde_json::Value> {

@@ -19,27 +19,7 @@ use std::time::Duration;
 
 use kvset_tests::chaos::testing::run_harness;
 use kvset_tests::testkit::server_binary;
-
-fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "docker {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
+use kvset_tests::tooling::{docker, in_ci};
 
 /// Removes what a run may have left: containers, volumes and network with its label, and the
 /// image when the test built it.

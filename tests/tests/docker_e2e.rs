@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use kvset_proto::v1::cluster_client::ClusterClient;
 use kvset_proto::v1::kv_client::KvClient;
 use kvset_proto::v1::{Consistency, GetRequest, PutRequest, Role, StatusRequest, StatusResponse};
-use kvset_tests::tooling::{in_ci, repo_root};
+use kvset_tests::tooling::{docker, in_ci, repo_root};
 use tonic::codegen::http;
 use tonic::codegen::{Body as _, Service as _};
 use tonic::transport::{Channel, Endpoint};
@@ -36,24 +36,6 @@ use tonic::transport::{Channel, Endpoint};
 /// grpc.health.v1 `ServingStatus::SERVING`.
 const SERVING: i32 = 1;
 const MEMBERS: usize = 3;
-
-/// `docker ARGS`: stdout, trimmed, or an error naming the command and its stderr.
-fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "docker {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 fn must(args: &[&str]) -> String {
     docker(args).unwrap_or_else(|e| panic!("{e}"))
