@@ -63,6 +63,8 @@ pub struct Telemetry {
     forwarded: Family<MethodLabels, Counter>,
     leader_changes: Counter,
     snapshots: Counter,
+    write_batch_sizes: Histogram,
+    read_index_rounds: Counter,
     state: StateGauges,
 }
 
@@ -109,6 +111,20 @@ impl Telemetry {
             "kvset_snapshots",
             "Snapshots this member built or installed",
             snapshots.clone(),
+        );
+
+        // 1 .. 1024 writes per proposal (group commit caps a batch at 512)
+        let write_batch_sizes = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+        registry.register(
+            "kvset_write_batch_size",
+            "Client writes per log entry this leader proposed (group commit)",
+            write_batch_sizes.clone(),
+        );
+        let read_index_rounds = Counter::default();
+        registry.register(
+            "kvset_read_index_rounds",
+            "Quorum rounds run for linearizable reads (concurrent reads share one)",
+            read_index_rounds.clone(),
         );
 
         let state = StateGauges::default();
@@ -186,8 +202,20 @@ impl Telemetry {
             forwarded,
             leader_changes,
             snapshots,
+            write_batch_sizes,
+            read_index_rounds,
             state,
         }
+    }
+
+    /// The histogram of writes per proposal, for the group committer.
+    pub fn write_batch_sizes(&self) -> Histogram {
+        self.write_batch_sizes.clone()
+    }
+
+    /// The counter of ReadIndex rounds, for the read coalescer.
+    pub fn read_index_rounds(&self) -> Counter {
+        self.read_index_rounds.clone()
     }
 
     /// Records a finished request.

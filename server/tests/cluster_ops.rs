@@ -2,36 +2,7 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to metrics port");
-    s.write_all(
-        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out
-}
-
-fn value(body: &str, series: &str) -> f64 {
-    body.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("series {series} not found in:\n{body}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_describe_raft_store_and_requests() {
@@ -53,18 +24,18 @@ async fn metrics_describe_raft_store_and_requests() {
     ] {
         assert!(leader.contains(name), "{name} missing:\n{leader}");
     }
-    assert_eq!(value(&leader, "kvset_raft_is_leader"), 1.0);
-    assert_eq!(value(&leader, "kvset_membership_voters"), 2.0);
-    assert_eq!(value(&leader, "kvset_store_keys"), 5.0);
+    assert_eq!(metric(&leader, "kvset_raft_is_leader"), 1.0);
+    assert_eq!(metric(&leader, "kvset_membership_voters"), 2.0);
+    assert_eq!(metric(&leader, "kvset_store_keys"), 5.0);
     assert_eq!(
-        value(&leader, "kvset_requests_total{method=\"Put\",code=\"Ok\"}"),
+        metric(&leader, "kvset_requests_total{method=\"Put\",code=\"Ok\"}"),
         5.0
     );
     let follower = scrape(c.members[1].spec.metrics).await;
-    assert_eq!(value(&follower, "kvset_raft_is_leader"), 0.0);
-    assert_eq!(value(&follower, "kvset_raft_leader_id"), 0.0);
+    assert_eq!(metric(&follower, "kvset_raft_is_leader"), 0.0);
+    assert_eq!(metric(&follower, "kvset_raft_leader_id"), 0.0);
     assert_eq!(
-        value(&follower, "kvset_forwarded_requests_total{method=\"Put\"}"),
+        metric(&follower, "kvset_forwarded_requests_total{method=\"Put\"}"),
         5.0
     );
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use kvset_proto::v1::{Consistency, GetRequest, PutRequest};
 pub use kvset_tests::testkit::{ProcessCluster, FAST_TIMING};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
 /// Puts `key=value` through member `i`; panics on error.
@@ -97,4 +98,32 @@ pub async fn wait_stale_value(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("member {i} never served {key}={value} within {timeout:?}");
+}
+
+/// Fetches `/metrics` from a member's metrics port.
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to metrics port");
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+/// The value of the first sample line of `body` that starts with `series`.
+pub fn metric(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("series {series} not found in:\n{body}"))
 }

@@ -555,14 +555,7 @@ async fn commands_the_api_would_refuse_have_a_deterministic_meaning() {
     // an empty put key writes nothing
     let (rev, _) = s.put(b"", b"x").await;
     assert_eq!(rev, 0);
-    // a command without a body is a no-op with the current revision
-    let r = s
-        .apply(kvset_proto::raft::LogCommand {
-            request_id: None,
-            command: None,
-        })
-        .await;
-    assert_eq!((r.revision, r.result), (0, None));
+    // (a command without a body is an error, not a no-op: see store_batch.rs)
     // a compare with a mismatched operand is false
     let (_, resp) = s
         .txn(TxnRequest {

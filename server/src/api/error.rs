@@ -43,6 +43,9 @@ pub enum ApiError {
     /// The Raft core stopped (fatal storage error or shutdown).
     #[error("{member}: raft stopped: {reason}")]
     RaftStopped { member: String, reason: String },
+    /// A bug inside the server: the request may or may not have taken effect.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A forwarded request failed at the leader: passed through unchanged.
     #[error("{}", .0.message())]
     Forwarded(Status),
@@ -72,7 +75,7 @@ impl From<ApiError> for Status {
             ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
             ApiError::NotFound(_) => Status::not_found(message),
             ApiError::Timeout(_) => Status::deadline_exceeded(message),
-            ApiError::Storage { .. } => Status::internal(message),
+            ApiError::Storage { .. } | ApiError::Internal(_) => Status::internal(message),
             ApiError::Forwarded(status) => status,
         }
     }

@@ -8,13 +8,18 @@
 //!   catch up (by snapshot if the log was compacted), get promoted to voter.
 //! - [`leadership`] steers elections: the hand-off that openraft 0.9 lacks, used to return
 //!   leadership to kv-0 (the preferred primary) and to leave gracefully on SIGTERM.
+//! - [`group_commit`] turns the writes that queue up while a proposal is in flight into one log
+//!   entry, and [`read_index`] lets the linearizable reads that wait at the same time share one
+//!   quorum round: one fsync and one round trip for many requests.
 //! - [`Node`] (here) is what the API services share: how to write through Raft, how to make a read
 //!   linearizable on any member (leader: `ensure_linearizable`; follower: ReadIndex from the leader,
 //!   then wait until applied), how to fill response headers.
 
 pub mod bootstrap;
+pub mod group_commit;
 pub mod join;
 pub mod leadership;
+pub mod read_index;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,10 +34,12 @@ use tonic::transport::Channel;
 use crate::api::error::ApiError;
 use crate::config::ServerConfig;
 use crate::raft::network::{ClusterIdCell, PeerNetwork, PeerRpc};
-use crate::raft::{LogId, MemberNode, NodeId, Proto, Raft, RaftMetrics};
+use crate::raft::{LogId, MemberNode, NodeId, Raft, RaftMetrics};
 use crate::store::StateMachineStore;
 use crate::tls::Port;
+use group_commit::{GroupCommit, GroupCommitError};
 use leadership::ElectionSteering;
+use read_index::ReadIndexCoalescer;
 
 /// What a write turned into.
 pub enum WriteOutcome {
@@ -59,6 +66,10 @@ pub struct Node {
     joining: AtomicBool,
     /// True while new writes wait (a leadership transfer is in progress on this leader).
     writes_paused: tokio::sync::watch::Sender<bool>,
+    /// Proposes client writes, batching those that wait at the same time.
+    group_commit: GroupCommit,
+    /// Shares ReadIndex rounds between concurrent linearizable reads.
+    read_index: Arc<ReadIndexCoalescer>,
 }
 
 impl Node {
@@ -71,9 +82,14 @@ impl Node {
     ) -> Arc<Self> {
         let steering = Arc::new(ElectionSteering::new(raft.clone()));
         let faults = crate::faults::Faults::new(config.faults.clone());
+        let telemetry = crate::telemetry::Telemetry::new();
+        let group_commit = GroupCommit::start(raft.clone(), telemetry.write_batch_sizes());
+        let read_index = ReadIndexCoalescer::new(raft.clone(), telemetry.read_index_rounds());
         Arc::new(Self {
             faults,
-            telemetry: crate::telemetry::Telemetry::new(),
+            telemetry,
+            group_commit,
+            read_index,
             config,
             raft,
             state_machine,
@@ -212,22 +228,40 @@ impl Node {
         // go to the new leader through the usual forwarding.
         let mut paused = self.writes_paused.subscribe();
         let _ = tokio::time::timeout(Duration::from_secs(10), paused.wait_for(|p| !*p)).await;
-        match self.raft.client_write(Proto(command)).await {
-            Ok(resp) => Ok(WriteOutcome::Applied(resp.data.0)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
+        let error = match self.group_commit.write(command).await {
+            Ok(result) => return Ok(WriteOutcome::Applied(result)),
+            Err(GroupCommitError::Raft(e)) => *e,
+            Err(e @ GroupCommitError::Stopped) => {
+                return Err(ApiError::RaftStopped {
+                    member: self.name(),
+                    reason: e.to_string(),
+                })
+            }
+            Err(e @ GroupCommitError::MalformedBatchResult { .. }) => {
+                return Err(ApiError::Internal(format!("{}: {e}", self.name())))
+            }
+        };
+        match error {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match f.leader_node {
                 Some(node) if f.leader_id != Some(self.id()) => Ok(WriteOutcome::NotLeader(node)),
                 _ => Err(ApiError::NoLeader {
                     member: self.name(),
                 }),
             },
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
                 Err(ApiError::FailedPrecondition(e.to_string()))
             }
-            Err(RaftError::Fatal(e)) => Err(ApiError::RaftStopped {
+            RaftError::Fatal(e) => Err(ApiError::RaftStopped {
                 member: self.name(),
                 reason: e.to_string(),
             }),
         }
+    }
+
+    /// The read index for a linearizable read that begins now, if this member leads: a quorum
+    /// round shared with the other reads waiting for one (see [`read_index`]).
+    pub async fn read_index(&self) -> read_index::ReadIndexResult {
+        self.read_index.read_log_id().await
     }
 
     /// Waits until a read on this member is linearizable: the leader confirms its leadership
@@ -237,8 +271,8 @@ impl Node {
         if self.faults.stale_linearizable_reads() {
             return Ok(());
         }
-        let read_log_id: Option<LogId> = match self.raft.get_read_log_id().await {
-            Ok((read_log_id, _)) => read_log_id,
+        let read_log_id: Option<LogId> = match self.read_index().await {
+            Ok(read_log_id) => read_log_id,
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 let (leader_id, leader) = match (f.leader_id, f.leader_node) {
                     (Some(id), Some(node)) if id != self.id() => (id, node),

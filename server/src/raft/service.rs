@@ -134,11 +134,7 @@ impl RaftService for PeerService {
     ) -> Result<Response<RaftMessage>, Status> {
         let msg = request.into_inner();
         self.check_cluster(&msg.cluster_id, msg.from)?;
-        let result = self
-            .raft
-            .get_read_log_id()
-            .await
-            .map(|(read_log_id, _applied)| read_log_id);
+        let result = self.node.read_index().await;
         Ok(reply(self.raft_id(), &self.cluster_id, &result))
     }
 

@@ -58,6 +58,19 @@ pub enum StoreError {
         detail: String,
     },
 
+    /// A log entry holds a command this build cannot apply. Applying it as a no-op would make
+    /// this replica diverge from the others, so the state machine stops instead.
+    #[error(
+        "log entry {log_index} {detail}; refusing to skip it, which would make this replica \
+         diverge from the others"
+    )]
+    UnappliableCommand {
+        /// Index of the entry.
+        log_index: u64,
+        /// What is wrong, with what to do about it.
+        detail: &'static str,
+    },
+
     /// The data directory was written by an incompatible version of kvset.
     #[error(
         "{what} has format version {found}, but this build only reads version {supported}; \

@@ -243,11 +243,14 @@ pub(crate) fn compare_holds(current: Option<&KvRecord>, c: &Compare) -> bool {
 
 /// Applies one command to the overlay. `revision` and `key_count` are the state machine's
 /// counters; they are updated in place. Returns the command's result (headers left empty).
+///
+/// A [`Command::Batch`] is not a key-value command: the state machine unpacks batches and hands
+/// their commands here one by one, so receiving one is an error.
 pub(crate) fn execute(
     ov: &mut Overlay<'_>,
     revision: &mut i64,
     key_count: &mut u64,
-    command: Option<&Command>,
+    command: &Command,
 ) -> Result<CommandResult, StoreError> {
     use kvset_proto::raft::command_result::Result as R;
     let mut exec = Exec {
@@ -257,17 +260,22 @@ pub(crate) fn execute(
         wrote: false,
     };
     let result = match command {
-        Some(Command::Put(req)) => Some(R::Put(exec.put(req)?)),
-        Some(Command::Delete(req)) => Some(R::Delete(exec.delete(req)?)),
-        Some(Command::Txn(req)) => Some(R::Txn(exec.txn(req)?)),
-        None => None,
+        Command::Put(req) => R::Put(exec.put(req)?),
+        Command::Delete(req) => R::Delete(exec.delete(req)?),
+        Command::Txn(req) => R::Txn(exec.txn(req)?),
+        Command::Batch(_) => {
+            return Err(StoreError::Corrupt {
+                what: "log command",
+                detail: "a command batch reached the key-value executor".into(),
+            })
+        }
     };
     if exec.wrote {
         *revision = exec.rev;
     }
     Ok(CommandResult {
         revision: *revision,
-        result,
+        result: Some(result),
     })
 }
 

@@ -35,7 +35,8 @@ use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kvset_proto::raft::{CommandResult, LogCommand};
+use kvset_proto::raft::log_command::Command;
+use kvset_proto::raft::{command_result, CommandResult, LogCommand, ResultBatch};
 use kvset_proto::v1::{KeyValue, RangeRequest, RangeResponse};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend};
@@ -455,13 +456,62 @@ fn unchanged(meta: &SmMeta) -> CommandResult {
     }
 }
 
-/// Applies one client command with exactly-once deduplication (see `dedup.rs`).
+/// Applies the command of one log entry: a client command, or a [`CommandBatch`] of them.
+///
+/// A batch (group commit, see `node/group_commit.rs`) is applied command by command, exactly
+/// as if each had its own entry at `log_index`: each gets its own revision and its own
+/// exactly-once check, and a later command sees what an earlier one wrote. The entry's result is
+/// a [`ResultBatch`] with one result per command, in order.
+///
+/// An entry without a command this build knows is an error, not a no-op: prost decodes a
+/// command added by a newer version as "no command", and skipping it would make this replica
+/// diverge from the ones that applied it.
 fn apply_command(
     ov: &mut Overlay<'_>,
     meta: &mut SmMeta,
     log_index: u64,
     command: LogCommand,
 ) -> Result<CommandResult, StoreError> {
+    let Some(Command::Batch(batch)) = command.command else {
+        return apply_client_command(ov, meta, log_index, command);
+    };
+    if command.request_id.is_some() {
+        return Err(StoreError::UnappliableCommand {
+            log_index,
+            detail: "is a command batch with a request id of its own (each command of a batch \
+                     carries its own)",
+        });
+    }
+    let mut results = Vec::with_capacity(batch.commands.len());
+    for inner in batch.commands {
+        if matches!(inner.command, Some(Command::Batch(_))) {
+            return Err(StoreError::UnappliableCommand {
+                log_index,
+                detail: "nests a command batch inside a command batch",
+            });
+        }
+        results.push(apply_client_command(ov, meta, log_index, inner)?);
+    }
+    Ok(CommandResult {
+        revision: meta.revision,
+        result: Some(command_result::Result::Batch(ResultBatch { results })),
+    })
+}
+
+/// Applies one client command with exactly-once deduplication (see `dedup.rs`).
+fn apply_client_command(
+    ov: &mut Overlay<'_>,
+    meta: &mut SmMeta,
+    log_index: u64,
+    command: LogCommand,
+) -> Result<CommandResult, StoreError> {
+    let Some(body) = command.command.as_ref() else {
+        return Err(StoreError::UnappliableCommand {
+            log_index,
+            detail: "holds no command this kvset-server knows (written by a newer version?); \
+                     run the same kvset-server version on every member",
+        });
+    };
     let token = dedup::token(command.request_id.as_ref());
     if let Some((client_id, sequence)) = token {
         match dedup::check(ov, client_id, sequence)? {
@@ -470,12 +520,7 @@ fn apply_command(
             Check::Stale => return Ok(unchanged(meta)),
         }
     }
-    let result = kv::execute(
-        ov,
-        &mut meta.revision,
-        &mut meta.key_count,
-        command.command.as_ref(),
-    )?;
+    let result = kv::execute(ov, &mut meta.revision, &mut meta.key_count, body)?;
     if let Some((client_id, sequence)) = token {
         let record = ClientRecord {
             sequence,
