@@ -5,8 +5,8 @@
 //!
 //! - Raft log keys: the log index as 8 bytes big-endian, so sled's byte order is index order.
 //! - State-machine keys: one namespace byte, then the rest. `k` + user key for key-values,
-//!   `d` + client id (8 bytes BE) for the dedup table, `e` + log index (8 BE) + client id (8 BE)
-//!   for its eviction order, and `m` + name for state-machine metadata.
+//!   `d` + client id (8 bytes BE) for the dedup table, and `m` + name for state-machine
+//!   metadata. (`e` held the dedup eviction order in store format 1; see `dedup.rs`.)
 //! - A key-value record: format byte `1`, `create_revision`, `mod_revision`, `version` as
 //!   8-byte big-endian signed integers, then the value bytes (no copy of the key).
 //! - Structured records (log entries, vote, metadata, dedup records): postcard.
@@ -68,13 +68,14 @@ pub(crate) fn log_key(index: u64) -> [u8; 8] {
 pub(crate) const NS_KV: u8 = b'k';
 /// Namespace of dedup records, keyed by client id.
 pub(crate) const NS_CLIENT: u8 = b'd';
-/// Namespace of the dedup eviction order: (last-write log index, client id) -> empty.
-pub(crate) const NS_EVICT: u8 = b'e';
+/// Namespace of the dedup eviction order in store format 1: (log index, client id) -> empty.
+/// Format 2 keeps that order in memory; opening a format-1 store deletes these keys.
+pub(crate) const LEGACY_NS_EVICT: u8 = b'e';
 /// The state-machine metadata record.
 pub(crate) const META_KEY: &[u8] = b"m/state";
 
 // d < e < k < (end of k) <= m: every namespace is a contiguous range of its own.
-const _: () = assert!(NS_CLIENT < NS_EVICT && NS_EVICT < NS_KV && NS_KV < b'm');
+const _: () = assert!(NS_CLIENT < LEGACY_NS_EVICT && LEGACY_NS_EVICT < NS_KV && NS_KV < b'm');
 
 /// The sled key of a user key.
 pub(crate) fn kv_key(user_key: &[u8]) -> Vec<u8> {
@@ -103,29 +104,6 @@ pub(crate) fn client_key(client_id: u64) -> [u8; 9] {
     k[0] = NS_CLIENT;
     k[1..].copy_from_slice(&client_id.to_be_bytes());
     k
-}
-
-/// The sled key that orders a client for eviction by the log index of its last write.
-pub(crate) fn evict_key(log_index: u64, client_id: u64) -> [u8; 17] {
-    let mut k = [0; 17];
-    k[0] = NS_EVICT;
-    k[1..9].copy_from_slice(&log_index.to_be_bytes());
-    k[9..].copy_from_slice(&client_id.to_be_bytes());
-    k
-}
-
-/// The (log index, client id) an eviction key names.
-pub(crate) fn parse_evict_key(key: &[u8]) -> Result<(u64, u64), StoreError> {
-    if key.len() != 17 || key[0] != NS_EVICT {
-        return Err(StoreError::Corrupt {
-            what: "dedup eviction key",
-            detail: format!("{} bytes", key.len()),
-        });
-    }
-    Ok((
-        be_u64("dedup eviction key", key, 1)?,
-        be_u64("dedup eviction key", key, 9)?,
-    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -271,8 +249,6 @@ mod tests {
     fn namespaces_do_not_overlap() {
         assert!(kv_key(&[0xff; 8]) < kv_upper(None));
         assert!(kv_upper(None).as_slice() <= META_KEY);
-        assert_eq!(parse_evict_key(&evict_key(7, 9)).unwrap(), (7, 9));
-        assert!(evict_key(1, u64::MAX) < evict_key(2, 0));
         assert_eq!(user_key(&kv_key(b"abc")), b"abc");
     }
 }

@@ -18,7 +18,6 @@
 //!     tree "sm.<gen>"     the state machine, 16 hex digits of generation; one namespace byte:
 //!       k<user key>         -> 0x01, create_revision, mod_revision, version (i64 BE), value
 //!       d<client id BE>     -> postcard(ClientRecord): last sequence, its log index, its result
-//!       e<log index BE><client id BE> -> empty: dedup eviction order
 //!       m/state             -> postcard(SmMeta): last applied, membership, revision, counters
 //!   snapshot/current      the current snapshot: meta + data + CRC-32, replaced atomically
 //! ```
@@ -98,7 +97,15 @@ pub use state_machine::{SnapshotBuilder, StateDigest, StateMachineStore};
 use durable::Durability;
 
 /// The layout version of the data directory this build reads and writes.
-pub const STORE_FORMAT: u32 = 1;
+///
+/// - 1: the first layout.
+/// - 2: the dedup eviction order moved out of the tree into memory (`dedup.rs`), and log entries
+///   may hold command batches (group commit). A format-1 directory is upgraded when it opens;
+///   a build that only knows format 1 refuses a format-2 directory instead of misreading it.
+pub const STORE_FORMAT: u32 = 2;
+
+/// Older layouts this build upgrades in place when it opens them.
+const UPGRADABLE_FORMATS: [u32; 1] = [1];
 
 const FORMAT_KEY: &[u8] = b"format";
 /// Key in the `store` tree naming the live state-machine generation.
@@ -167,10 +174,11 @@ fn open_with(data_dir: &Path, config: sled::Config) -> Result<Store, StoreError>
     let durable = Arc::new(Durability::open(data_dir, &sled_dir)?);
 
     let store_tree = db.open_tree("store")?;
-    match store_tree.get(FORMAT_KEY)? {
+    let upgrade_from = match store_tree.get(FORMAT_KEY)? {
         None => {
             store_tree.insert(FORMAT_KEY, &STORE_FORMAT.to_be_bytes())?;
             durable.sync(&db)?;
+            None
         }
         Some(found) => {
             let found = <[u8; 4]>::try_from(found.as_ref())
@@ -179,23 +187,36 @@ fn open_with(data_dir: &Path, config: sled::Config) -> Result<Store, StoreError>
                     what: "store format record",
                     detail: format!("{} bytes, expected 4", found.len()),
                 })?;
-            if found != STORE_FORMAT {
+            if found != STORE_FORMAT && !UPGRADABLE_FORMATS.contains(&found) {
                 return Err(StoreError::UnsupportedFormat {
                     what: "data directory",
                     found,
                     supported: STORE_FORMAT,
                 });
             }
+            (found != STORE_FORMAT).then_some(found)
         }
-    }
+    };
 
     let log = LogStore::open(db.clone(), durable.clone())?;
     let state_machine = StateMachineStore::open(
         db.clone(),
-        store_tree,
+        store_tree.clone(),
         durable.clone(),
         &data_dir.join("snapshot"),
     )?;
+    if let Some(old) = upgrade_from {
+        // Opening the state machine converted the layout (format 1 -> 2: it dropped the
+        // eviction keys); record the new format only once that is durable.
+        durable.sync(&db)?;
+        store_tree.insert(FORMAT_KEY, &STORE_FORMAT.to_be_bytes())?;
+        durable.sync(&db)?;
+        tracing::info!(
+            from = old,
+            to = STORE_FORMAT,
+            "upgraded the data directory's format"
+        );
+    }
     Ok(Store {
         log,
         state_machine,
@@ -214,4 +235,85 @@ where
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a format-1 directory by hand: the format record says 1 and the live tree holds
+    /// eviction keys next to the dedup records.
+    fn make_format_1(dir: &Path) {
+        let store = open(dir).expect("open");
+        let tree = store.state_machine.live_tree_for_tests();
+        tree.insert(
+            [codec::LEGACY_NS_EVICT, 0, 0, 0, 0, 0, 0, 0, 7],
+            b"".to_vec(),
+        )
+        .unwrap();
+        store
+            .db
+            .open_tree("store")
+            .unwrap()
+            .insert(FORMAT_KEY, &1u32.to_be_bytes())
+            .unwrap();
+        store.sync().unwrap();
+    }
+
+    fn format_of(dir: &Path) -> u32 {
+        let db = sled::Config::new().path(dir.join("sled")).open().unwrap();
+        let raw = db
+            .open_tree("store")
+            .unwrap()
+            .get(FORMAT_KEY)
+            .unwrap()
+            .unwrap();
+        u32::from_be_bytes(raw.as_ref().try_into().unwrap())
+    }
+
+    #[test]
+    fn a_format_1_directory_is_upgraded_when_it_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        make_format_1(dir.path());
+        assert_eq!(format_of(dir.path()), 1);
+
+        let store = open(dir.path()).expect("format 1 opens");
+        let tree = store.state_machine.live_tree_for_tests();
+        let legacy = [codec::LEGACY_NS_EVICT];
+        let upper = [codec::LEGACY_NS_EVICT + 1];
+        assert_eq!(
+            tree.range(legacy..upper).count(),
+            0,
+            "eviction keys dropped"
+        );
+        drop((tree, store));
+        assert_eq!(format_of(dir.path()), STORE_FORMAT);
+    }
+
+    #[test]
+    fn a_directory_of_an_unknown_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()).unwrap());
+        {
+            let db = sled::Config::new()
+                .path(dir.path().join("sled"))
+                .open()
+                .unwrap();
+            db.open_tree("store")
+                .unwrap()
+                .insert(FORMAT_KEY, &(STORE_FORMAT + 1).to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        match open(dir.path()) {
+            Err(e @ StoreError::UnsupportedFormat { .. }) => {
+                assert!(
+                    e.to_string().contains("matching kvset-server version"),
+                    "{e}"
+                )
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a directory of format {} opened", STORE_FORMAT + 1),
+        }
+    }
 }

@@ -156,14 +156,10 @@ pub(crate) fn load(tree: &sled::Tree, payload: SnapshotPayload) -> Result<SmMeta
         }
         previous_client = Some(*client_id);
         batch.insert(
-            codec::evict_key(record.log_index, *client_id).to_vec(),
-            Vec::new(),
-        );
-        batch.insert(
             codec::client_key(*client_id).to_vec(),
             codec::encode("dedup record", record)?,
         );
-        pending += 2;
+        pending += 1;
         if pending >= LOAD_BATCH {
             flush(&mut batch, &mut pending)?;
         }

@@ -32,7 +32,7 @@
 
 use std::io::Cursor as IoCursor;
 use std::path::Path;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kvset_proto::raft::log_command::Command;
@@ -47,7 +47,7 @@ use tracing::{info, warn};
 
 use super::codec::{self, KvHeader};
 use super::cursor::{self, Cursor};
-use super::dedup::{self, Check, ClientRecord, MAX_CLIENTS};
+use super::dedup::{self, Check, ClientRecord, EvictionOrder, OrderTxn, MAX_CLIENTS};
 use super::durable::Durability;
 use super::error::StoreError;
 use super::kv::{self, KeyRange};
@@ -102,6 +102,9 @@ struct Inner {
     durable: Arc<Durability>,
     snapshots: SnapshotFile,
     state: RwLock<Live>,
+    /// The dedup table's eviction order for the live generation (see `dedup.rs`). Only apply and
+    /// snapshot installs change it; openraft never runs them at the same time.
+    eviction: Mutex<EvictionOrder>,
 }
 
 /// The live generation: its tree and its metadata as of the last committed batch.
@@ -140,6 +143,8 @@ impl StateMachineStore {
             }
         }
         let tree = db.open_tree(&live_name)?;
+        drop_legacy_eviction_keys(&tree)?;
+        let eviction = Mutex::new(EvictionOrder::load(&tree)?);
         let meta = match tree.get(codec::META_KEY)? {
             Some(b) => codec::decode("state-machine metadata", &b)?,
             None => SmMeta::default(),
@@ -156,6 +161,7 @@ impl StateMachineStore {
                     tree,
                     meta,
                 }),
+                eviction,
             }),
         };
 
@@ -337,6 +343,12 @@ impl StateMachineStore {
         })
     }
 
+    /// The live generation's tree, for tests of the on-disk layout.
+    #[cfg(test)]
+    pub(crate) fn live_tree_for_tests(&self) -> sled::Tree {
+        self.inner.read().tree.clone()
+    }
+
     /// Bytes on disk: sled's files plus the snapshot file.
     pub fn disk_size(&self) -> Result<u64, StoreError> {
         Ok(self.inner.db.size_on_disk()? + self.inner.snapshots.size())
@@ -361,6 +373,8 @@ impl Inner {
             (live.generation, live.tree.clone(), live.meta.clone())
         };
         let mut ov = Overlay::new(&tree);
+        let mut eviction = self.eviction.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut order = eviction.begin();
         let mut results = Vec::with_capacity(entries.len());
         for entry in entries {
             meta.last_applied = Some(entry.log_id);
@@ -371,7 +385,7 @@ impl Inner {
                     unchanged(&meta)
                 }
                 EntryPayload::Normal(Proto(command)) => {
-                    apply_command(&mut ov, &mut meta, entry.log_id.index, command)?
+                    apply_command(&mut ov, &mut order, &mut meta, entry.log_id.index, command)?
                 }
             };
             results.push(Proto(result));
@@ -391,6 +405,7 @@ impl Inner {
         }
         live.tree.apply_batch(batch)?;
         live.meta = meta;
+        order.commit();
         Ok(results)
     }
 
@@ -426,6 +441,7 @@ impl Inner {
         let name = tree_name(generation);
         self.db.drop_tree(&name)?;
         let tree = self.db.open_tree(&name)?;
+        let eviction = EvictionOrder::of(&payload.clients);
         let meta = snapshot::load(&tree, payload)?;
         self.durable.sync(&self.db)?;
         self.store_tree
@@ -441,11 +457,33 @@ impl Inner {
             },
         );
         drop(old);
+        *self.eviction.lock().unwrap_or_else(PoisonError::into_inner) = eviction;
         if let Err(e) = self.db.drop_tree(tree_name(old_generation)) {
             warn!(error = %e, "could not drop the previous state-machine tree; opening will retry");
         }
         Ok(())
     }
+}
+
+/// Deletes the dedup eviction keys that store format 1 kept in the tree (format 2 keeps the
+/// order in memory). Harmless to repeat; a no-op on a format-2 tree.
+fn drop_legacy_eviction_keys(tree: &sled::Tree) -> Result<(), StoreError> {
+    let lo = [codec::LEGACY_NS_EVICT];
+    let hi = [codec::LEGACY_NS_EVICT + 1];
+    let mut batch = sled::Batch::default();
+    let mut n = 0u64;
+    for key in tree.range(lo..hi).keys() {
+        batch.remove(key?);
+        n += 1;
+    }
+    if n > 0 {
+        tree.apply_batch(batch)?;
+        info!(
+            keys = n,
+            "dropped the dedup eviction keys of store format 1"
+        );
+    }
+    Ok(())
 }
 
 /// The result of an entry that is not a command.
@@ -468,12 +506,13 @@ fn unchanged(meta: &SmMeta) -> CommandResult {
 /// diverge from the ones that applied it.
 fn apply_command(
     ov: &mut Overlay<'_>,
+    order: &mut OrderTxn<'_>,
     meta: &mut SmMeta,
     log_index: u64,
     command: LogCommand,
 ) -> Result<CommandResult, StoreError> {
     let Some(Command::Batch(batch)) = command.command else {
-        return apply_client_command(ov, meta, log_index, command);
+        return apply_client_command(ov, order, meta, log_index, command);
     };
     if command.request_id.is_some() {
         return Err(StoreError::UnappliableCommand {
@@ -490,7 +529,7 @@ fn apply_command(
                 detail: "nests a command batch inside a command batch",
             });
         }
-        results.push(apply_client_command(ov, meta, log_index, inner)?);
+        results.push(apply_client_command(ov, order, meta, log_index, inner)?);
     }
     Ok(CommandResult {
         revision: meta.revision,
@@ -501,6 +540,7 @@ fn apply_command(
 /// Applies one client command with exactly-once deduplication (see `dedup.rs`).
 fn apply_client_command(
     ov: &mut Overlay<'_>,
+    order: &mut OrderTxn<'_>,
     meta: &mut SmMeta,
     log_index: u64,
     command: LogCommand,
@@ -513,9 +553,11 @@ fn apply_client_command(
         });
     };
     let token = dedup::token(command.request_id.as_ref());
+    let mut remembered_at = None;
     if let Some((client_id, sequence)) = token {
-        match dedup::check(ov, client_id, sequence)? {
-            Check::Fresh => {}
+        let seen = dedup::check(ov, client_id, sequence)?;
+        match seen.check {
+            Check::Fresh => remembered_at = seen.remembered_at,
             Check::Repeat(result) => return Ok(result),
             Check::Stale => return Ok(unchanged(meta)),
         }
@@ -527,7 +569,15 @@ fn apply_client_command(
             log_index,
             result: result.encode_to_vec(),
         };
-        dedup::record(ov, &mut meta.client_count, MAX_CLIENTS, client_id, record)?;
+        dedup::record(
+            ov,
+            order,
+            &mut meta.client_count,
+            MAX_CLIENTS,
+            client_id,
+            remembered_at,
+            record,
+        )?;
     }
     Ok(result)
 }
@@ -711,5 +761,76 @@ mod tests {
             1,
             "only the live generation remains: {names:?}"
         );
+    }
+
+    /// A put by `client` with sequence `seq` at `index`.
+    fn put_by(index: u64, client: u64, seq: u64) -> Entry {
+        let mut e = put(index, &format!("c{client}"));
+        if let EntryPayload::Normal(Proto(c)) = &mut e.payload {
+            c.request_id = Some(kvset_proto::v1::RequestId {
+                client_id: client,
+                sequence: seq,
+            });
+        }
+        e
+    }
+
+    fn eviction_of(sm: &StateMachineStore) -> EvictionOrder {
+        sm.inner.eviction.lock().unwrap().clone()
+    }
+
+    /// The in-memory eviction order always equals the one the stored records imply: after
+    /// applies that add and move clients, after a restart, and after a snapshot install.
+    #[test]
+    fn the_eviction_order_follows_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = store::open(dir.path()).unwrap().state_machine();
+        sm.inner
+            .apply(vec![put_by(1, 10, 1), put_by(2, 20, 1), put_by(3, 10, 2)])
+            .unwrap();
+        sm.inner.apply(vec![put_by(4, 30, 1)]).unwrap();
+        let order = eviction_of(&sm);
+        let stored = EvictionOrder::load(&sm.inner.read().tree).unwrap();
+        assert_eq!(order, stored);
+        assert_eq!(
+            order,
+            EvictionOrder::of(&[
+                (
+                    20,
+                    ClientRecord {
+                        sequence: 1,
+                        log_index: 2,
+                        result: vec![]
+                    }
+                ),
+                (
+                    10,
+                    ClientRecord {
+                        sequence: 2,
+                        log_index: 3,
+                        result: vec![]
+                    }
+                ),
+                (
+                    30,
+                    ClientRecord {
+                        sequence: 1,
+                        log_index: 4,
+                        result: vec![]
+                    }
+                ),
+            ])
+        );
+
+        let payload = sm.inner.capture().unwrap();
+        drop(sm);
+        let sm = store::open(dir.path()).unwrap().state_machine();
+        assert_eq!(eviction_of(&sm), order, "rebuilt on open");
+
+        let other = tempfile::tempdir().unwrap();
+        let target = store::open(other.path()).unwrap().state_machine();
+        target.inner.apply(vec![put_by(1, 99, 1)]).unwrap();
+        target.inner.install_payload(payload).unwrap();
+        assert_eq!(eviction_of(&target), order, "replaced by an install");
     }
 }
