@@ -3,7 +3,7 @@
 //! Everything that reaches the disk goes through this file, so the on-disk format can be read in
 //! one place (the module essay in `mod.rs` has the overview):
 //!
-//! - Raft log keys: the log index as 8 bytes big-endian, so sled's byte order is index order.
+//! - The Raft log's entries live in segment files, not in sled (`wal.rs`).
 //! - State-machine keys: one namespace byte, then the rest. `k` + user key for key-values,
 //!   `d` + client id (8 bytes BE) for the dedup table, and `m` + name for state-machine
 //!   metadata. (`e` held the dedup eviction order in store format 1; see `dedup.rs`.)
@@ -55,11 +55,6 @@ pub(crate) fn decode_u64(what: &'static str, bytes: &[u8]) -> Result<u64, StoreE
 
 // ---------------------------------------------------------------------------------------------
 // Raft log
-
-/// The sled key of the log entry at `index`.
-pub(crate) fn log_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
-}
 
 // ---------------------------------------------------------------------------------------------
 // State-machine namespaces
@@ -220,10 +215,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn log_keys_sort_by_index() {
-        assert!(log_key(255) < log_key(256));
-        assert_eq!(decode_u64("log key", &log_key(u64::MAX)).unwrap(), u64::MAX);
-        assert!(decode_u64("log key", &[1, 2, 3]).is_err());
+    fn stored_integers_round_trip() {
+        assert_eq!(
+            decode_u64("generation", &u64::MAX.to_be_bytes()).unwrap(),
+            u64::MAX
+        );
+        assert!(decode_u64("generation", &[1, 2, 3]).is_err());
     }
 
     #[test]

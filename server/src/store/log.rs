@@ -1,37 +1,40 @@
-//! The Raft log and the Raft hard state (vote, committed, last purged) on sled.
-//!
-//! Trees: `log` maps the index (8 bytes BE) to the postcard of the openraft `Entry`; `raft`
-//! holds `vote`, `committed` and `last_purged` (postcard each).
+//! The Raft log and the Raft hard state: entries in segment files (`wal.rs`), the hard state
+//! (vote, committed, last purged) in sled's `raft` tree (postcard each).
 //!
 //! What is durable when:
-//! - `append` writes the entries in one sled batch, then makes sled durable once
-//!   ([`Durability::sync`]) for all of them (group commit), and only then reports them flushed
-//!   to openraft. An entry openraft counts as persisted survives power loss.
-//! - `save_vote` returns only once the vote is durable the same way.
-//! - `truncate`, `purge` and `save_committed` are written without a sync of their own. sled's
-//!   log is ordered and recovers a prefix, so they become durable with the next sync (the next
-//!   append or vote) at the latest. Losing one is safe: a lost truncate brings back entries that
-//!   were never acknowledged to the new leader and that the next append overwrites; a lost purge
-//!   only keeps entries longer; a lost committed id makes openraft re-apply less on restart and
-//!   learn the commit index from the leader again.
-//! - `truncate` is one batch and `purge` one transaction over both trees, so a crash never
-//!   leaves a hole in the log or a purge marker without its purge.
+//! - `append` writes the entries with one `write` to the log's active segment and `fdatasync`s
+//!   it once for all of them (group commit), and only then reports them flushed to openraft. An
+//!   entry openraft counts as persisted survives power loss.
+//! - `save_vote` returns only once the vote is durable (sled flush + `fdatasync`, see
+//!   `durable.rs`).
+//! - `purge` makes the new purge point durable first, then deletes the segments below it, so
+//!   the purge point never lags the files. A crash in between leaves segments that opening
+//!   hides.
+//! - `truncate` deletes later segments and cuts the file in place (what remains is a prefix);
+//!   losing it in a crash brings back entries that were never acknowledged to the new leader,
+//!   and the next append from it replaces them.
+//! - `save_committed` is written without a sync of its own; losing it makes openraft re-apply
+//!   less on restart and learn the commit index from the leader again.
+//!
+//! Stores made before the log moved out of sled (its `log` tree) are converted when they open:
+//! the entries are copied into `raft-log.tmp/`, synced, and the directory renamed to
+//! `raft-log/`; only then is the sled tree cleared.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 
 use super::blocking;
 use super::codec;
-use super::durable::Durability;
+use super::durable::{fsync_path, Durability};
 use super::error::StoreError;
+use super::wal::Wal;
 use crate::raft::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 const VOTE: &[u8] = b"vote";
@@ -46,28 +49,84 @@ pub struct LogStore {
 
 struct Inner {
     db: sled::Db,
-    log: sled::Tree,
     raft: sled::Tree,
+    wal: RwLock<Wal>,
     durable: Arc<Durability>,
 }
 
+/// The log's directory inside the data directory.
+const WAL_DIR: &str = "raft-log";
+
 impl LogStore {
-    /// Opens the log trees of `db`.
-    pub(crate) fn open(db: sled::Db, durable: Arc<Durability>) -> Result<Self, StoreError> {
+    /// Opens the log in `<data_dir>/raft-log` and the hard state in `db`, converting a log
+    /// kept in sled's `log` tree (older stores) first.
+    pub(crate) fn open(
+        db: sled::Db,
+        durable: Arc<Durability>,
+        data_dir: &Path,
+    ) -> Result<Self, StoreError> {
+        let raft = db.open_tree("raft")?;
+        let wal_dir = data_dir.join(WAL_DIR);
+        let sled_log = db.open_tree("log")?;
+        if !wal_dir.exists() {
+            move_log_out_of_sled(&sled_log, data_dir, &wal_dir)?;
+        }
+        if !sled_log.is_empty() {
+            sled_log.clear()?;
+            durable.sync(&db)?;
+        }
+        drop(sled_log);
+        let _ = db.drop_tree("log");
+
+        let mut wal = Wal::open(&wal_dir)?;
+        let last_purged: Option<LogId> = raft
+            .get(LAST_PURGED)?
+            .map(|b| codec::decode("last purged log id", &b))
+            .transpose()?;
+        if let Some(p) = last_purged {
+            wal.set_floor(p.index + 1);
+        }
         Ok(Self {
             inner: Arc::new(Inner {
-                log: db.open_tree("log")?,
-                raft: db.open_tree("raft")?,
                 db,
+                raft,
+                wal: RwLock::new(wal),
                 durable,
             }),
         })
     }
 
+    fn wal(&self) -> RwLockReadGuard<'_, Wal> {
+        // Nothing panics while holding the lock with the log half-changed.
+        self.inner
+            .wal
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wal_mut(&self) -> RwLockWriteGuard<'_, Wal> {
+        self.inner
+            .wal
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Bytes of the log's segment files.
+    pub fn disk_size(&self) -> u64 {
+        self.wal().disk_size()
+    }
+
     /// The log id of the last entry, or of the last purged one when the log is empty.
     pub fn last_log_id(&self) -> Result<Option<LogId>, StoreError> {
-        match self.inner.log.last()? {
-            Some((_, bytes)) => Ok(Some(decode_entry(&bytes)?.log_id)),
+        let last = {
+            let wal = self.wal();
+            match wal.bounds() {
+                Some((_, last)) => wal.read(last, None)?.pop(),
+                None => None,
+            }
+        };
+        match last {
+            Some(bytes) => Ok(Some(decode_entry(&bytes)?.log_id)),
             None => self.last_purged(),
         }
     }
@@ -103,12 +162,8 @@ impl LogStore {
         let Some((start, end)) = index_bounds(&range) else {
             return Ok(Vec::new());
         };
-        let start = codec::log_key(start);
-        let iter = match end {
-            Some(end) => self.inner.log.range(start..codec::log_key(end)),
-            None => self.inner.log.range(start..),
-        };
-        iter.map(|item| decode_entry(&item?.1)).collect()
+        let raw = self.wal().read(start, end)?;
+        raw.iter().map(|bytes| decode_entry(bytes)).collect()
     }
 
     /// Durably syncs sled on a blocking thread.
@@ -217,18 +272,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        let mut records = Vec::new();
         for entry in entries {
             let bytes =
                 codec::encode("log entry", &entry).map_err(|e| logs_error(e, ErrorVerb::Write))?;
-            batch.insert(&codec::log_key(entry.log_id.index), bytes);
+            records.push((entry.log_id.index, bytes));
         }
-        self.inner
-            .log
-            .apply_batch(batch)
-            .map_err(|e| logs_error(e.into(), ErrorVerb::Write))?;
+        let written = self
+            .wal_mut()
+            .append(&records)
+            .map_err(|e| logs_error(e, ErrorVerb::Write))?;
         // Readable now; reported flushed only once durable.
-        match self.sync().await {
+        match blocking(move || written.sync()).await {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
@@ -241,46 +296,114 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let truncate = || -> Result<(), StoreError> {
-            let mut batch = sled::Batch::default();
-            for item in self.inner.log.range(codec::log_key(log_id.index)..) {
-                batch.remove(item?.0);
-            }
-            self.inner.log.apply_batch(batch)?;
-            Ok(())
-        };
-        truncate().map_err(|e| logs_error(e, ErrorVerb::Delete))
+        self.wal_mut()
+            .truncate(log_id.index)
+            .map_err(|e| logs_error(e, ErrorVerb::Delete))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let purge = || -> Result<(), StoreError> {
-            let doomed = self
-                .inner
-                .log
-                .range(..=codec::log_key(log_id.index))
-                .keys()
-                .collect::<Result<Vec<_>, _>>()?;
-            let marker = codec::encode("last purged log id", &log_id)?;
-            (&self.inner.log, &self.inner.raft)
-                .transaction(|(log, raft)| {
-                    raft.insert(LAST_PURGED, marker.as_slice())?;
-                    for key in &doomed {
-                        log.remove(key)?;
-                    }
-                    Ok::<(), ConflictableTransactionError<StoreError>>(())
-                })
-                .map_err(|e| match e {
-                    TransactionError::Abort(e) => e,
-                    TransactionError::Storage(e) => e.into(),
-                })
-        };
-        purge().map_err(|e| logs_error(e, ErrorVerb::Delete))
+        // The purge point first, durably: the files below it go only after.
+        self.write_meta(LAST_PURGED, "last purged log id", &log_id)
+            .map_err(|e| logs_error(e, ErrorVerb::Delete))?;
+        self.sync()
+            .await
+            .map_err(|e| logs_error(e, ErrorVerb::Delete))?;
+        self.wal_mut()
+            .purge(log_id.index)
+            .map_err(|e| logs_error(e, ErrorVerb::Delete))
     }
+}
+
+/// Copies the entries of sled's `log` tree (stores made before the log moved out of sled) into
+/// a new log directory, durably, then puts the directory in place.
+fn move_log_out_of_sled(
+    sled_log: &sled::Tree,
+    data_dir: &Path,
+    wal_dir: &Path,
+) -> Result<(), StoreError> {
+    let tmp = data_dir.join(format!("{WAL_DIR}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| StoreError::io("remove", &tmp, e))?;
+    }
+    let mut wal = Wal::open(&tmp)?;
+    let mut chunk = Vec::new();
+    let mut moved = 0u64;
+    for item in sled_log.iter() {
+        let (_, bytes) = item?;
+        let entry = decode_entry(&bytes)?;
+        chunk.push((entry.log_id.index, bytes.to_vec()));
+        if chunk.len() == 1024 {
+            wal.append(&chunk)?.sync()?;
+            moved += chunk.len() as u64;
+            chunk.clear();
+        }
+    }
+    moved += chunk.len() as u64;
+    wal.append(&chunk)?.sync()?;
+    drop(wal);
+    std::fs::rename(&tmp, wal_dir).map_err(|e| StoreError::io("rename", &tmp, e))?;
+    fsync_path(data_dir)?;
+    if moved > 0 {
+        tracing::info!(
+            entries = moved,
+            "moved the raft log out of sled into {}",
+            wal_dir.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn blank(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(2, 0), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    /// A store made when the log lived in sled's `log` tree opens with the same log.
+    #[tokio::test]
+    async fn a_log_kept_in_sled_moves_into_the_segment_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let sled_dir = dir.path().join("sled");
+        {
+            let db = sled::Config::new().path(&sled_dir).open().unwrap();
+            let tree = db.open_tree("log").unwrap();
+            for i in 5..=9 {
+                let bytes = codec::encode("log entry", &blank(i)).unwrap();
+                tree.insert(i.to_be_bytes(), bytes).unwrap();
+            }
+            let purged = LogId::new(CommittedLeaderId::new(1, 0), 4);
+            db.open_tree("raft")
+                .unwrap()
+                .insert(LAST_PURGED, codec::encode("last purged", &purged).unwrap())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let open = || {
+            let db = sled::Config::new().path(&sled_dir).open().unwrap();
+            let durable = Arc::new(Durability::open(dir.path(), &sled_dir).unwrap());
+            (LogStore::open(db.clone(), durable, dir.path()).unwrap(), db)
+        };
+        let (mut log, db) = open();
+        assert!(!db.tree_names().iter().any(|n| n.as_ref() == b"log"));
+        assert!(dir.path().join(WAL_DIR).is_dir());
+        assert!(!dir.path().join(format!("{WAL_DIR}.tmp")).exists());
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(4));
+        assert_eq!(state.last_log_id, Some(blank(9).log_id));
+        let got = log.try_get_log_entries(5..).await.unwrap();
+        assert_eq!(got, (5..=9).map(blank).collect::<Vec<_>>());
+        drop((log, db));
+
+        // Opening again finds the moved log and leaves it as it is.
+        let (mut log, _db) = open();
+        assert_eq!(log.try_get_log_entries(..).await.unwrap().len(), 5);
+    }
 
     #[test]
     #[allow(clippy::reversed_empty_ranges)] // empty ranges are part of what is tested

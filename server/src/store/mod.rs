@@ -82,6 +82,7 @@ mod snapfile;
 mod snapshot;
 mod state_machine;
 mod view;
+mod wal;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -148,9 +149,9 @@ impl Store {
         &self.data_dir
     }
 
-    /// Bytes on disk (sled's files and the snapshot file).
+    /// Bytes on disk (sled's files, the raft log and the snapshot file).
     pub fn disk_size(&self) -> Result<u64, StoreError> {
-        self.state_machine.disk_size()
+        Ok(self.state_machine.disk_size()? + self.log.disk_size())
     }
 
     /// Makes everything written so far durable (for a clean shutdown).
@@ -170,7 +171,10 @@ pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
 fn open_with(data_dir: &Path, config: sled::Config) -> Result<Store, StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|e| StoreError::io("create", data_dir, e))?;
     let sled_dir = data_dir.join("sled");
-    let db = config.path(&sled_dir).open()?;
+    let db = config
+        .path(&sled_dir)
+        .mode(sled::Mode::HighThroughput)
+        .open()?;
     let durable = Arc::new(Durability::open(data_dir, &sled_dir)?);
 
     let store_tree = db.open_tree("store")?;
@@ -198,7 +202,7 @@ fn open_with(data_dir: &Path, config: sled::Config) -> Result<Store, StoreError>
         }
     };
 
-    let log = LogStore::open(db.clone(), durable.clone())?;
+    let log = LogStore::open(db.clone(), durable.clone(), data_dir)?;
     let state_machine = StateMachineStore::open(
         db.clone(),
         store_tree.clone(),

@@ -1,0 +1,576 @@
+//! The Raft log's entries on disk: append-only segment files, one `write` and one `fdatasync`
+//! per append.
+//!
+//! Keeping the log in sled cost every append a sled batch, a sled flush (two `pwrite`s and two
+//! `sync_file_range(WAIT)`s, which also flushed whatever the state machine had written) and then
+//! the `fdatasync` that makes it durable; and every entry went through sled's page cache and
+//! garbage collection a second time. Raft needs none of that from its log: entries are
+//! appended at the end, read back mostly near the end, cut off at the end on a conflict, and
+//! dropped at the front after a snapshot. So the log is a plain write-ahead log:
+//!
+//! ```text
+//! <data_dir>/raft-log/
+//!   00000000000000000001.wal    segment starting at index 1
+//!   00000000000000052311.wal    segment starting at index 52311 (the active one: the last)
+//! segment  = magic "KVWAL001", then records
+//! record   = payload length (u32 LE) | CRC-32 of index and payload (u32 LE) | index (u64 LE)
+//!            | payload (the caller's bytes: postcard of the openraft entry)
+//! ```
+//!
+//! - **Append** writes all records of a call with one `write` to the active segment; [`Wal::sync`]
+//!   then `fdatasync`s it. An append starts a new segment once the active one passed
+//!   [`SEGMENT_BYTES`]; creating one syncs the directory, so the name is durable before any
+//!   record in it is reported durable.
+//! - **Truncate** (a new leader overwrote the tail) deletes the later segments, last first, then
+//!   cuts the file holding the first removed index, so what is left is always a prefix.
+//! - **Purge** (entries are in a snapshot) deletes whole segments that end at or before the
+//!   purge point; the caller records the purge point durably first. Entries of a partly purged
+//!   segment stay on disk until the whole segment goes; [`Wal::set_floor`] hides them.
+//! - **Opening** reads every segment and checks each record's CRC and index. A torn record at
+//!   the end of the last segment (a crash in the middle of an append, never reported durable) is
+//!   cut off; damage anywhere else is corruption and an error.
+//!
+//! Locations of records are kept in memory (12 bytes per entry); entries are read with `pread`
+//! and normally come from the page cache, since replication reads what was just written.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tracing::warn;
+
+use super::durable::fsync_path;
+use super::error::StoreError;
+
+/// A new segment is started once the active one is larger than this.
+pub(crate) const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+const MAGIC: &[u8; 8] = b"KVWAL001";
+const HEADER_BYTES: u64 = 16;
+const EXTENSION: &str = "wal";
+
+/// One segment file and where its records are.
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    file: Arc<File>,
+    /// Index of the first record.
+    first: u64,
+    /// Offset and payload length of each record, in index order.
+    records: Vec<(u64, u32)>,
+    /// Bytes of valid data (header and whole records).
+    len: u64,
+}
+
+impl Segment {
+    /// One past the last index in this segment.
+    fn end(&self) -> u64 {
+        self.first + self.records.len() as u64
+    }
+}
+
+/// The segment files of one log directory.
+#[derive(Debug)]
+pub(crate) struct Wal {
+    dir: PathBuf,
+    /// Segments by first index; contiguous: each starts where the previous one ends.
+    segments: BTreeMap<u64, Segment>,
+    /// Indexes below this are purged (hidden even if still on disk).
+    floor: u64,
+}
+
+impl Wal {
+    /// Opens (creating if needed) the log in `dir`, cutting off a torn tail.
+    pub(crate) fn open(dir: &Path) -> Result<Self, StoreError> {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create", dir, e))?;
+            fsync_path(dir)?;
+            if let Some(parent) = dir.parent() {
+                fsync_path(parent)?;
+            }
+        }
+        let mut firsts = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| StoreError::io("list", dir, e))? {
+            let path = entry.map_err(|e| StoreError::io("list", dir, e))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some(EXTENSION) {
+                continue;
+            }
+            let first = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: "raft log segment name",
+                    detail: path.display().to_string(),
+                })?;
+            firsts.push(first);
+        }
+        firsts.sort_unstable();
+
+        let mut segments = BTreeMap::new();
+        let count = firsts.len();
+        for (i, first) in firsts.into_iter().enumerate() {
+            let is_last = i + 1 == count;
+            let segment = read_segment(&segment_path(dir, first), first, is_last)?;
+            if let Some(prev) = segments.values().last().map(|s: &Segment| s.end()) {
+                if prev != first {
+                    return Err(StoreError::Corrupt {
+                        what: "raft log",
+                        detail: format!(
+                            "segment {first} does not start where the previous one ends ({prev})"
+                        ),
+                    });
+                }
+            }
+            segments.insert(first, segment);
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            segments,
+            floor: 0,
+        })
+    }
+
+    /// Hides every index below `floor` (the caller's last purged index + 1).
+    pub(crate) fn set_floor(&mut self, floor: u64) {
+        self.floor = floor;
+    }
+
+    /// The first and last index stored (above the floor), if any.
+    pub(crate) fn bounds(&self) -> Option<(u64, u64)> {
+        let first = self.segments.values().next()?.first.max(self.floor);
+        let end = self.segments.values().last()?.end();
+        (first < end).then(|| (first, end - 1))
+    }
+
+    /// The payloads of indexes `start..end` that are stored, in order.
+    pub(crate) fn read(&self, start: u64, end: Option<u64>) -> Result<Vec<Vec<u8>>, StoreError> {
+        let start = start.max(self.floor);
+        let mut out = Vec::new();
+        for segment in self.segments.values() {
+            if segment.end() <= start {
+                continue;
+            }
+            if end.is_some_and(|end| segment.first >= end) {
+                break;
+            }
+            let from = start.saturating_sub(segment.first) as usize;
+            let to = end.map_or(segment.records.len(), |end| {
+                (end.saturating_sub(segment.first) as usize).min(segment.records.len())
+            });
+            for &(offset, len) in segment.records.get(from..to).unwrap_or_default() {
+                let mut buf = vec![0; len as usize];
+                segment
+                    .file
+                    .read_exact_at(&mut buf, offset + 16)
+                    .map_err(|e| StoreError::io("read", &segment.path, e))?;
+                out.push(buf);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes `records` (index, payload), which must continue the log (or start it, when it is
+    /// empty), to the active segment. Returns the file to [`Wal::sync`] before reporting them
+    /// durable.
+    ///
+    /// Records below the floor are already purged (they are in a snapshot) and are skipped.
+    pub(crate) fn append(&mut self, records: &[(u64, Vec<u8>)]) -> Result<SyncHandle, StoreError> {
+        let skip = records.iter().take_while(|(i, _)| *i < self.floor).count();
+        let records = &records[skip..];
+        let Some(&(first_index, _)) = records.first() else {
+            return Ok(SyncHandle(None));
+        };
+        if self.bounds().is_none() && !self.segments.is_empty() {
+            // Every stored record is purged: the log starts over at `first_index`.
+            let all: Vec<u64> = self.segments.keys().rev().copied().collect();
+            for first in all {
+                let segment = self.segments.remove(&first).expect("listed");
+                remove_file(&segment.path)?;
+            }
+            fsync_path(&self.dir)?;
+        }
+        let continues = match self.segments.values().last() {
+            Some(active) => active.end() == first_index,
+            None => true,
+        };
+        if !continues {
+            return Err(StoreError::Corrupt {
+                what: "raft log append",
+                detail: format!(
+                    "entry {first_index} does not follow the last stored entry {:?} \
+                     (segments {:?}, floor {})",
+                    self.bounds().map(|(_, last)| last),
+                    self.segments
+                        .values()
+                        .map(|s| (s.first, s.end()))
+                        .collect::<Vec<_>>(),
+                    self.floor
+                ),
+            });
+        }
+        let needs_segment = self
+            .segments
+            .values()
+            .last()
+            .is_none_or(|active| active.len >= SEGMENT_BYTES);
+        if needs_segment {
+            let segment = create_segment(&self.dir, first_index)?;
+            self.segments.insert(first_index, segment);
+        }
+        let active = self.segments.values_mut().last().expect("a segment exists");
+
+        let mut buf = Vec::with_capacity(records.iter().map(|(_, p)| p.len() + 16).sum());
+        let mut placed = Vec::with_capacity(records.len());
+        let mut offset = active.len;
+        for (i, (index, payload)) in records.iter().enumerate() {
+            if *index != first_index + i as u64 {
+                return Err(StoreError::Corrupt {
+                    what: "raft log append",
+                    detail: format!("entries are not contiguous at index {index}"),
+                });
+            }
+            let len = u32::try_from(payload.len()).map_err(|_| StoreError::Corrupt {
+                what: "raft log append",
+                detail: format!("entry {index} is {} bytes, over 4 GiB", payload.len()),
+            })?;
+            buf.extend_from_slice(&len.to_le_bytes());
+            buf.extend_from_slice(&checksum(*index, payload).to_le_bytes());
+            buf.extend_from_slice(&index.to_le_bytes());
+            buf.extend_from_slice(payload);
+            placed.push((offset, len));
+            offset += 16 + u64::from(len);
+        }
+        active
+            .file
+            .write_all_at(&buf, active.len)
+            .map_err(|e| StoreError::io("write", &active.path, e))?;
+        active.len = offset;
+        active.records.extend(placed);
+        Ok(SyncHandle(Some((active.file.clone(), active.path.clone()))))
+    }
+
+    /// Removes every index from `from` on.
+    pub(crate) fn truncate(&mut self, from: u64) -> Result<(), StoreError> {
+        let doomed: Vec<u64> = self.segments.range(from..).map(|(&f, _)| f).rev().collect();
+        for first in doomed {
+            let segment = self.segments.remove(&first).expect("listed");
+            remove_file(&segment.path)?;
+        }
+        if let Some(segment) = self.segments.values_mut().last() {
+            if segment.end() > from {
+                let keep = (from - segment.first) as usize;
+                let cut = segment.records[keep].0;
+                segment
+                    .file
+                    .set_len(cut)
+                    .and_then(|()| segment.file.sync_data())
+                    .map_err(|e| StoreError::io("truncate", &segment.path, e))?;
+                segment.records.truncate(keep);
+                segment.len = cut;
+            }
+        }
+        fsync_path(&self.dir)
+    }
+
+    /// Deletes the segments that hold only indexes up to `upto`, and hides the rest of them.
+    /// The caller has recorded the purge durably before.
+    pub(crate) fn purge(&mut self, upto: u64) -> Result<(), StoreError> {
+        self.floor = self.floor.max(upto + 1);
+        let doomed: Vec<u64> = self
+            .segments
+            .values()
+            .filter(|s| s.end() <= upto + 1)
+            .map(|s| s.first)
+            .collect();
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        for first in doomed {
+            let segment = self.segments.remove(&first).expect("listed");
+            remove_file(&segment.path)?;
+        }
+        fsync_path(&self.dir)
+    }
+
+    /// Bytes of all segment files.
+    pub(crate) fn disk_size(&self) -> u64 {
+        self.segments.values().map(|s| s.len).sum()
+    }
+}
+
+/// The segment an append wrote to; [`SyncHandle::sync`] makes that append durable. Kept apart
+/// from [`Wal`] so that the sync runs without holding the log's lock.
+pub(crate) struct SyncHandle(Option<(Arc<File>, PathBuf)>);
+
+impl SyncHandle {
+    /// `fdatasync`s the segment.
+    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        match &self.0 {
+            Some((file, path)) => file
+                .sync_data()
+                .map_err(|e| StoreError::io("fdatasync", path, e)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}.{EXTENSION}"))
+}
+
+fn checksum(index: u64, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&index.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+fn remove_file(path: &Path) -> Result<(), StoreError> {
+    std::fs::remove_file(path).map_err(|e| StoreError::io("remove", path, e))
+}
+
+/// Creates an empty segment whose first record will be `first`, durably.
+fn create_segment(dir: &Path, first: u64) -> Result<Segment, StoreError> {
+    let path = segment_path(dir, first);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| StoreError::io("create", &path, e))?;
+    let mut header = [0u8; HEADER_BYTES as usize];
+    header[..8].copy_from_slice(MAGIC);
+    file.write_all(&header)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| StoreError::io("write", &path, e))?;
+    fsync_path(dir)?;
+    Ok(Segment {
+        path,
+        file: Arc::new(file),
+        first,
+        records: Vec::new(),
+        len: HEADER_BYTES,
+    })
+}
+
+/// Reads a segment's records; cuts a torn tail off the last segment.
+fn read_segment(path: &Path, first: u64, is_last: bool) -> Result<Segment, StoreError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| StoreError::io("open", path, e))?;
+    let size = file
+        .metadata()
+        .map_err(|e| StoreError::io("stat", path, e))?
+        .len();
+    let corrupt = |detail: String| StoreError::Corrupt {
+        what: "raft log segment",
+        detail: format!("{}: {detail}", path.display()),
+    };
+    let mut reader = BufReader::with_capacity(1 << 20, &file);
+    let mut header = [0u8; HEADER_BYTES as usize];
+    let header_ok = reader.read_exact(&mut header).is_ok() && &header[..8] == MAGIC;
+    let mut records = Vec::new();
+    let mut offset = HEADER_BYTES;
+    let mut torn = None;
+    if !header_ok {
+        torn = Some(format!("bad header ({size} bytes)"));
+        offset = 0;
+    }
+    while torn.is_none() && offset < size {
+        let mut head = [0u8; 16];
+        if reader.read_exact(&mut head).is_err() {
+            torn = Some(format!("partial record header at offset {offset}"));
+            break;
+        }
+        let len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
+        let index = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
+        if offset + 16 + u64::from(len) > size {
+            torn = Some(format!("record at offset {offset} runs past the end"));
+            break;
+        }
+        let mut payload = vec![0; len as usize];
+        if reader.read_exact(&mut payload).is_err() || checksum(index, &payload) != crc {
+            torn = Some(format!("bad checksum at offset {offset}"));
+            break;
+        }
+        let expected = first + records.len() as u64;
+        if index != expected {
+            return Err(corrupt(format!(
+                "record at offset {offset} has index {index}, expected {expected}"
+            )));
+        }
+        records.push((offset, len));
+        offset += 16 + u64::from(len);
+    }
+    drop(reader);
+    if let Some(why) = torn {
+        if !is_last {
+            return Err(corrupt(why));
+        }
+        // An append that never completed (and so was never reported durable): cut it off.
+        warn!(segment = %path.display(), %why, "cutting off a torn tail of the raft log");
+        let keep = if header_ok { offset } else { 0 };
+        file.set_len(keep)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| StoreError::io("truncate", path, e))?;
+        if !header_ok {
+            // Not even the header made it: the segment never held a record. Start it afresh.
+            let mut f = &file;
+            let mut header = [0u8; HEADER_BYTES as usize];
+            header[..8].copy_from_slice(MAGIC);
+            f.write_all(&header)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| StoreError::io("write", path, e))?;
+            offset = HEADER_BYTES;
+        }
+    }
+    Ok(Segment {
+        path: path.to_path_buf(),
+        file: Arc::new(file),
+        first,
+        records,
+        len: offset,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(index: u64) -> (u64, Vec<u8>) {
+        (index, format!("entry-{index}").into_bytes().repeat(3))
+    }
+
+    fn append(wal: &mut Wal, range: std::ops::Range<u64>) {
+        let records: Vec<_> = range.map(rec).collect();
+        wal.append(&records).unwrap().sync().unwrap();
+    }
+
+    fn read_all(wal: &Wal) -> Vec<u64> {
+        let Some((first, last)) = wal.bounds() else {
+            return Vec::new();
+        };
+        let got = wal.read(first, None).unwrap();
+        assert_eq!(got.len() as u64, last - first + 1);
+        for (i, payload) in got.iter().enumerate() {
+            assert_eq!(payload, &rec(first + i as u64).1);
+        }
+        (first..=last).collect()
+    }
+
+    #[test]
+    fn appends_survive_reopening_and_reads_take_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        assert_eq!(wal.bounds(), None);
+        append(&mut wal, 1..4);
+        append(&mut wal, 4..10);
+        assert_eq!(wal.read(3, Some(5)).unwrap(), vec![rec(3).1, rec(4).1]);
+        assert_eq!(wal.read(8, None).unwrap().len(), 2);
+        assert!(wal.read(10, None).unwrap().is_empty());
+        drop(wal);
+        let wal = Wal::open(dir.path()).unwrap();
+        assert_eq!(read_all(&wal), (1..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn appends_must_continue_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        append(&mut wal, 5..7); // an empty log may start anywhere (after a purge)
+        let err = wal.append(&[rec(9)]).map(|_| ()).unwrap_err();
+        assert!(err.to_string().contains("does not follow"), "{err}");
+        assert_eq!(read_all(&wal), vec![5, 6]);
+    }
+
+    #[test]
+    fn truncate_cuts_the_tail_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        append(&mut wal, 1..5);
+        // force more segments
+        for start in [5u64, 9] {
+            wal.segments.values_mut().last().unwrap().len = SEGMENT_BYTES;
+            append(&mut wal, start..start + 4);
+        }
+        assert_eq!(wal.segments.len(), 3);
+        wal.truncate(7).unwrap();
+        assert_eq!(wal.segments.len(), 2);
+        assert_eq!(read_all(&wal), (1..7).collect::<Vec<_>>());
+        append(&mut wal, 7..9);
+        drop(wal);
+        let mut wal = Wal::open(dir.path()).unwrap();
+        assert_eq!(read_all(&wal), (1..9).collect::<Vec<_>>());
+        wal.truncate(1).unwrap();
+        assert_eq!(wal.bounds(), None);
+        append(&mut wal, 1..3);
+        assert_eq!(read_all(&Wal::open(dir.path()).unwrap()), vec![1, 2]);
+    }
+
+    #[test]
+    fn purge_drops_whole_segments_and_hides_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        append(&mut wal, 1..5);
+        wal.segments.values_mut().last().unwrap().len = SEGMENT_BYTES;
+        append(&mut wal, 5..9);
+        wal.purge(6).unwrap();
+        assert_eq!(wal.segments.len(), 1, "the segment 1..=4 is gone");
+        assert_eq!(read_all(&wal), vec![7, 8]);
+        // Reopened, the caller sets the floor from its purge record.
+        let mut wal = Wal::open(dir.path()).unwrap();
+        wal.set_floor(7);
+        assert_eq!(read_all(&wal), vec![7, 8]);
+        // Purging everything leaves an empty log that continues after the purge point.
+        wal.purge(8).unwrap();
+        assert_eq!(wal.bounds(), None);
+        append(&mut wal, 9..10);
+        assert_eq!(read_all(&wal), vec![9]);
+        // Records below the floor are skipped; a log whose records are all purged starts over.
+        wal.purge(20).unwrap();
+        append(&mut wal, 18..23);
+        assert_eq!(read_all(&wal), vec![21, 22]);
+        drop(wal);
+        let mut wal = Wal::open(dir.path()).unwrap();
+        wal.set_floor(21);
+        assert_eq!(read_all(&wal), vec![21, 22]);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_and_damage_elsewhere_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        append(&mut wal, 1..4);
+        let path = segment_path(dir.path(), 1);
+        drop(wal);
+
+        // A half-written record at the end: cut off.
+        let full = std::fs::metadata(&path).unwrap().len();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(full - 5).unwrap();
+        drop(file);
+        let mut wal = Wal::open(dir.path()).unwrap();
+        assert_eq!(read_all(&wal), vec![1, 2]);
+        append(&mut wal, 3..5);
+        drop(wal);
+        assert_eq!(read_all(&Wal::open(dir.path()).unwrap()), vec![1, 2, 3, 4]);
+
+        // A flipped byte inside an older segment: corruption, not silently dropped.
+        let mut wal = Wal::open(dir.path()).unwrap();
+        wal.segments.values_mut().last().unwrap().len = SEGMENT_BYTES;
+        append(&mut wal, 5..6);
+        drop(wal);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[HEADER_BYTES as usize + 20] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        let err = Wal::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("bad checksum"), "{err}");
+    }
+}
