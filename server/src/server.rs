@@ -121,7 +121,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let node = Node::new(
         config.clone(),
         raft.clone(),
-        store.state_machine(),
+        &store,
         cluster_id.clone(),
         network,
     );

@@ -183,7 +183,7 @@ impl Telemetry {
             ("kvset_store_keys", "Keys in the store", &state.keys),
             (
                 "kvset_store_disk_bytes",
-                "Bytes the store occupies on disk (sled + snapshot)",
+                "Bytes the store occupies on disk (raft log + sled + snapshot)",
                 &state.disk_bytes,
             ),
             (
@@ -278,12 +278,8 @@ impl Telemetry {
         s.learners.set(membership.learner_ids().count() as i64);
         s.revision.set(node.state_machine.revision());
         s.keys.set(node.state_machine.key_count() as i64);
-        s.disk_bytes.set(
-            node.state_machine
-                .disk_size()
-                .map(|b| b as i64)
-                .unwrap_or(-1),
-        );
+        s.disk_bytes
+            .set(node.store.disk_size().map(|b| b as i64).unwrap_or(-1));
         s.ready.set(i64::from(node.is_ready()));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)

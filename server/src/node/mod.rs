@@ -35,7 +35,7 @@ use crate::api::error::ApiError;
 use crate::config::ServerConfig;
 use crate::raft::network::{ClusterIdCell, PeerNetwork, PeerRpc};
 use crate::raft::{LogId, MemberNode, NodeId, Raft, RaftMetrics};
-use crate::store::StateMachineStore;
+use crate::store::{StateMachineStore, Store};
 use crate::tls::Port;
 use group_commit::{GroupCommit, GroupCommitError};
 use leadership::ElectionSteering;
@@ -54,6 +54,8 @@ pub struct Node {
     pub config: ServerConfig,
     pub raft: Raft,
     pub state_machine: StateMachineStore,
+    /// The whole store (log and state machine), for what concerns both, such as disk usage.
+    pub store: Store,
     pub cluster_id: ClusterIdCell,
     pub network: PeerNetwork,
     pub steering: Arc<ElectionSteering>,
@@ -76,7 +78,7 @@ impl Node {
     pub fn new(
         config: ServerConfig,
         raft: Raft,
-        state_machine: StateMachineStore,
+        store: &Store,
         cluster_id: ClusterIdCell,
         network: PeerNetwork,
     ) -> Arc<Self> {
@@ -92,7 +94,8 @@ impl Node {
             read_index,
             config,
             raft,
-            state_machine,
+            state_machine: store.state_machine(),
+            store: store.clone(),
             cluster_id,
             network,
             steering,

@@ -1,4 +1,5 @@
-//! Durable storage: the Raft log and the key-value state machine, on one sled database.
+//! Durable storage: the Raft log in segment files of its own, and the Raft hard state and the
+//! key-value state machine in one sled database.
 //!
 //! [`Store::open`] gives a [`Store`] with two cloneable handles: a [`LogStore`] (openraft's
 //! `RaftLogStorage` and `RaftLogReader`) and a [`StateMachineStore`] (openraft's
@@ -13,12 +14,12 @@
 //!     tree "store"        store-level records
 //!       format            u32 BE, the layout version (STORE_FORMAT)
 //!       sm_generation     u64 BE, which sm.<generation> tree is live
-//!     tree "log"          u64 BE log index -> postcard(openraft Entry)
 //!     tree "raft"         vote | committed | last_purged -> postcard
 //!     tree "sm.<gen>"     the state machine, 16 hex digits of generation; one namespace byte:
 //!       k<user key>         -> 0x01, create_revision, mod_revision, version (i64 BE), value
 //!       d<client id BE>     -> postcard(ClientRecord): last sequence, its log index, its result
 //!       m/state             -> postcard(SmMeta): last applied, membership, revision, counters
+//!   raft-log/             the Raft log: <first index>.wal segments of CRC'd records (wal.rs)
 //!   snapshot/current      the current snapshot: meta + data + CRC-32, replaced atomically
 //! ```
 //!
@@ -30,12 +31,12 @@
 //! A write is acknowledged by Raft once a quorum has it in its log, so the log is what must
 //! survive: power loss included, not only a process crash.
 //!
-//! - The log store appends a batch of entries with one sled batch and then one durable sync
-//!   before telling openraft they are flushed; `save_vote` syncs before it returns. sled's own
-//!   `flush()` is not enough (no drive-cache flush, no metadata, and no fsync at all for values
-//!   over ~128 KiB, which sled keeps in separate blob files); `durable.rs` explains the gap and
-//!   closes it with `fdatasync` of sled's data file and `fsync` of new blob files and their
-//!   directory.
+//! - The log store appends a batch of entries with one `write` to the log's active segment and
+//!   one `fdatasync` before telling openraft they are flushed (`wal.rs`, `log.rs`). `save_vote`
+//!   and `purge` sync sled before they return. sled's own `flush()` is not enough for that (no
+//!   drive-cache flush, no metadata, and no fsync at all for values over ~128 KiB, which sled
+//!   keeps in separate blob files); `durable.rs` explains the gap and closes it with
+//!   `fdatasync` of sled's data file and `fsync` of new blob files and their directory.
 //! - The state machine applies each batch of entries as one atomic sled batch without a sync
 //!   of its own: after a crash it may be behind, and openraft re-applies committed entries
 //!   from the log. Before openraft may purge log entries, the state they produced is durable in
