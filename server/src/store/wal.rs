@@ -422,10 +422,9 @@ fn read_segment(path: &Path, first: u64, is_last: bool) -> Result<Segment, Store
             .map_err(|e| StoreError::io("truncate", path, e))?;
         if !header_ok {
             // Not even the header made it: the segment never held a record. Start it afresh.
-            let mut f = &file;
             let mut header = [0u8; HEADER_BYTES as usize];
             header[..8].copy_from_slice(MAGIC);
-            f.write_all(&header)
+            file.write_all_at(&header, 0)
                 .and_then(|()| file.sync_all())
                 .map_err(|e| StoreError::io("write", path, e))?;
             offset = HEADER_BYTES;
@@ -562,11 +561,23 @@ mod tests {
         drop(wal);
         assert_eq!(read_all(&Wal::open(dir.path()).unwrap()), vec![1, 2, 3, 4]);
 
-        // A flipped byte inside an older segment: corruption, not silently dropped.
+        // A segment whose header never made it (a crash right after creating it) starts afresh.
         let mut wal = Wal::open(dir.path()).unwrap();
         wal.segments.values_mut().last().unwrap().len = SEGMENT_BYTES;
         append(&mut wal, 5..6);
         drop(wal);
+        let newest = segment_path(dir.path(), 5);
+        std::fs::write(&newest, b"KVW").unwrap();
+        let mut wal = Wal::open(dir.path()).unwrap();
+        assert_eq!(read_all(&wal), vec![1, 2, 3, 4]);
+        append(&mut wal, 5..7);
+        drop(wal);
+        assert_eq!(
+            read_all(&Wal::open(dir.path()).unwrap()),
+            vec![1, 2, 3, 4, 5, 6]
+        );
+
+        // A flipped byte inside an older segment: corruption, not silently dropped.
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[HEADER_BYTES as usize + 20] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
