@@ -145,10 +145,14 @@ trap 'exit 130' INT TERM
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 all_free() { local p; for p in "$@"; do port_free "$p" || return 1; done; }
-pick_base() { # a base port such that base+offsets are all free
-  local base p ports
+# Bases stay below Linux's ephemeral port range (32768+), where a port that this machine's own
+# outgoing connections use looks free to port_free but cannot be bound; kvset and etcd draw from
+# disjoint halves, so that neither can pick the other's ports before those are bound.
+pick_base() { # first count offsets...: a base (first + k*100, k < count) with base+offsets all free
+  local first=$1 count=$2 base p ports
+  shift 2
   for _ in $(seq 50); do
-    base=$(( 20000 + (RANDOM % 300) * 100 ))
+    base=$(( first + (RANDOM % count) * 100 ))
     ports=()
     for p in "$@"; do ports+=( $((base + p)) ); done
     if all_free "${ports[@]}"; then echo "$base"; return 0; fi
@@ -159,7 +163,7 @@ pick_base() { # a base port such that base+offsets are all free
 # ---- start kvset ------------------------------------------------------------------------------
 kvset_endpoints=""
 if [[ "$only" != etcd ]]; then
-  kbase=$(pick_base 0 1 2 100 101 102 200 201 202)
+  kbase=$(pick_base 20000 55 0 1 2 100 101 102 200 201 202) # 20000..25602
   kvset_endpoints="127.0.0.1:$kbase,127.0.0.1:$((kbase + 1)),127.0.0.1:$((kbase + 2))"
   local_args=(local --replicas 3 --data-dir "$work/kvset" --base-port "$kbase" --bind-ip 127.0.0.1)
   for a in "${server_args[@]}"; do local_args+=("--server-arg=$a"); done
@@ -171,7 +175,7 @@ fi
 # ---- start etcd -------------------------------------------------------------------------------
 etcd_endpoints=""
 if [[ "$only" != kvset ]]; then
-  ebase=$(pick_base 0 1 2 10 11 12)
+  ebase=$(pick_base 26000 60 0 1 2 10 11 12) # 26000..31912
   cluster=""
   for i in 0 1 2; do cluster+="${cluster:+,}e$i=http://127.0.0.1:$((ebase + 10 + i))"; done
   for i in 0 1 2; do
