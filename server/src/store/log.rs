@@ -57,6 +57,9 @@ struct Inner {
 /// The log's directory inside the data directory.
 const WAL_DIR: &str = "raft-log";
 
+/// The sled tree that held the log before it moved to [`WAL_DIR`].
+const SLED_LOG_TREE: &[u8] = b"log";
+
 impl LogStore {
     /// Opens the log in `<data_dir>/raft-log` and the hard state in `db`, converting a log
     /// kept in sled's `log` tree (older stores) first.
@@ -67,16 +70,16 @@ impl LogStore {
     ) -> Result<Self, StoreError> {
         let raft = db.open_tree("raft")?;
         let wal_dir = data_dir.join(WAL_DIR);
-        let sled_log = db.open_tree("log")?;
-        if !wal_dir.exists() {
+        let had_sled_log = db.tree_names().iter().any(|n| n.as_ref() == SLED_LOG_TREE);
+        if had_sled_log && !wal_dir.exists() {
+            let sled_log = db.open_tree(SLED_LOG_TREE)?;
             move_log_out_of_sled(&sled_log, data_dir, &wal_dir)?;
         }
-        if !sled_log.is_empty() {
-            sled_log.clear()?;
+        if had_sled_log {
+            // Only once the segment files are durably in place.
+            db.drop_tree(SLED_LOG_TREE)?;
             durable.sync(&db)?;
         }
-        drop(sled_log);
-        let _ = db.drop_tree("log");
 
         let mut wal = Wal::open(&wal_dir)?;
         let last_purged: Option<LogId> = raft
@@ -401,8 +404,9 @@ mod tests {
         drop((log, db));
 
         // Opening again finds the moved log and leaves it as it is.
-        let (mut log, _db) = open();
+        let (mut log, db) = open();
         assert_eq!(log.try_get_log_entries(..).await.unwrap().len(), 5);
+        assert!(!db.tree_names().iter().any(|n| n.as_ref() == SLED_LOG_TREE));
     }
 
     #[test]
