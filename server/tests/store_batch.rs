@@ -121,7 +121,7 @@ async fn a_batch_survives_a_restart() {
     let dir = s.dir;
     drop(s.sm);
     drop(s.store);
-    let store = kvset_server::store::open(dir.path()).unwrap();
+    let store = reopen(dir.path());
     let after = store.state_machine().digest().unwrap();
     assert_eq!((before.revision, before.hash), (after.revision, after.hash));
 }

@@ -5,7 +5,6 @@ mod store_util;
 use kvset_proto::raft::command_result;
 use kvset_proto::raft::log_command::Command;
 use kvset_proto::v1::{DeleteRequest, PutRequest, TxnRequest};
-use kvset_server::store;
 use store_util::*;
 
 fn put_prev(key: &[u8], value: &[u8]) -> Command {
@@ -122,7 +121,7 @@ async fn the_table_survives_a_restart() {
     let TestStore { dir, store, sm, .. } = s;
     drop((store, sm));
 
-    let reopened = store::open(&path).unwrap();
+    let reopened = reopen(&path);
     let mut s = TestStore {
         dir,
         sm: reopened.state_machine(),

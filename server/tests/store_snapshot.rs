@@ -3,7 +3,6 @@
 mod store_util;
 
 use kvset_proto::v1::DeleteRequest;
-use kvset_server::store;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use store_util::*;
 
@@ -75,7 +74,7 @@ async fn build_then_install_on_a_fresh_store_gives_the_same_state() {
     let sm_digest = b.sm.digest().unwrap();
     let TestStore { dir, store, sm, .. } = b;
     drop((store, sm));
-    let reopened = store::open(&path).unwrap();
+    let reopened = reopen(&path);
     let mut sm = reopened.state_machine();
     assert_eq!(sm.digest().unwrap(), sm_digest);
     let current = sm.get_current_snapshot().await.unwrap().expect("kept");

@@ -388,7 +388,9 @@ mod tests {
             db.flush().unwrap();
         }
         let open = || {
-            let db = sled::Config::new().path(&sled_dir).open().unwrap();
+            let db = super::super::test_support::when_released(|| {
+                sled::Config::new().path(&sled_dir).open()
+            });
             let durable = Arc::new(Durability::open(dir.path(), &sled_dir).unwrap());
             (LogStore::open(db.clone(), durable, dir.path()).unwrap(), db)
         };

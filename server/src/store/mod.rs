@@ -242,8 +242,30 @@ where
         .map_err(|e| StoreError::Task(e.to_string()))?
 }
 
+/// Helpers for tests (this crate's and the integration tests) that close a store and open it
+/// again in the same process. Not part of the API.
+#[doc(hidden)]
+pub mod test_support {
+    /// Calls `open` until it no longer fails because sled's directory lock is still held. sled
+    /// finishes writing its buffers on background threads after the last handle is dropped and
+    /// keeps the lock until they are done, so an immediate reopen can find it locked for a moment.
+    pub fn when_released<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> T {
+        for _ in 0..100 {
+            match open() {
+                Ok(t) => return t,
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        }
+        panic!("the store stayed locked for 5 s after it was closed")
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_support::when_released;
     use super::*;
 
     /// Writes a format-1 directory by hand: the format record says 1 and the live tree holds
@@ -266,7 +288,7 @@ mod tests {
     }
 
     fn format_of(dir: &Path) -> u32 {
-        let db = sled::Config::new().path(dir.join("sled")).open().unwrap();
+        let db = when_released(|| sled::Config::new().path(dir.join("sled")).open());
         let raw = db
             .open_tree("store")
             .unwrap()
@@ -282,7 +304,7 @@ mod tests {
         make_format_1(dir.path());
         assert_eq!(format_of(dir.path()), 1);
 
-        let store = open(dir.path()).expect("format 1 opens");
+        let store = when_released(|| open(dir.path()));
         let tree = store.state_machine.live_tree_for_tests();
         let legacy = [codec::LEGACY_NS_EVICT];
         let upper = [codec::LEGACY_NS_EVICT + 1];
@@ -300,17 +322,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(open(dir.path()).unwrap());
         {
-            let db = sled::Config::new()
-                .path(dir.path().join("sled"))
-                .open()
-                .unwrap();
+            let db = when_released(|| sled::Config::new().path(dir.path().join("sled")).open());
             db.open_tree("store")
                 .unwrap()
                 .insert(FORMAT_KEY, &(STORE_FORMAT + 1).to_be_bytes())
                 .unwrap();
             db.flush().unwrap();
         }
-        match open(dir.path()) {
+        let opened = when_released(|| match open(dir.path()) {
+            Err(StoreError::Sled(e)) => Err(e),
+            other => Ok(other),
+        });
+        match opened {
             Err(e @ StoreError::UnsupportedFormat { .. }) => {
                 assert!(
                     e.to_string().contains("matching kvset-server version"),

@@ -746,7 +746,7 @@ mod tests {
         target.inner.db.open_tree(tree_name(7)).unwrap();
         drop(target);
 
-        let target = store::open(target_dir.path()).unwrap().state_machine();
+        let target = reopen(target_dir.path()).state_machine();
         assert_eq!(target.digest().unwrap(), want);
         assert_eq!(target.get(b"old").unwrap(), None);
         let names: Vec<_> = target
@@ -773,6 +773,10 @@ mod tests {
             });
         }
         e
+    }
+
+    fn reopen(path: &std::path::Path) -> store::Store {
+        store::test_support::when_released(|| store::open(path))
     }
 
     fn eviction_of(sm: &StateMachineStore) -> EvictionOrder {
@@ -824,7 +828,7 @@ mod tests {
 
         let payload = sm.inner.capture().unwrap();
         drop(sm);
-        let sm = store::open(dir.path()).unwrap().state_machine();
+        let sm = reopen(dir.path()).state_machine();
         assert_eq!(eviction_of(&sm), order, "rebuilt on open");
 
         let other = tempfile::tempdir().unwrap();

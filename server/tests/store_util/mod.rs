@@ -90,6 +90,11 @@ pub fn compare(
     }
 }
 
+/// Opens a store this process just closed (see `store::test_support::when_released`).
+pub fn reopen(path: &Path) -> Store {
+    store::test_support::when_released(|| store::open(path))
+}
+
 /// A store in its own temp dir, applying entries with consecutive indexes.
 pub struct TestStore {
     pub dir: TempDir,
