@@ -57,6 +57,9 @@ pub struct MemberHealth {
     pub applied: Option<u64>,
     /// Its store revision, when it answered.
     pub revision: Option<i64>,
+    /// The hash of its key-value state, when it answered: equal on members at equal revisions,
+    /// so it shows whether replicas hold the same data.
+    pub state_hash: Option<String>,
     /// Replication lag (commit index minus matched index) as seen by the leader, when the
     /// leader answered.
     pub lag: Option<u64>,
@@ -144,6 +147,7 @@ impl ClusterStatus {
             term: Some(s.term),
             applied: Some(s.applied_index),
             revision: Some(s.revision),
+            state_hash: Some(s.state_hash.clone()),
             lag: lag_of(&s.header.member),
             voter: None,
             reachable: true,

@@ -21,7 +21,7 @@
 //!   `del`: `{"header","deleted","prev_kvs"}`; `range`: `{"header","kvs","count","more"}`;
 //!   `cas`: `{"header","succeeded","current"}`; `txn`: `{"header","succeeded","responses"}`;
 //!   `status`: `{"leader","members":[{"name","ordinal","endpoint","role","term","applied",
-//!   "revision","lag","voter","reachable","ready","healthy","error"}]}`;
+//!   "revision","lag","voter","reachable","ready","healthy","error","state_hash"}]}`;
 //!   `members`: `{"members":[{"id","name","client_addr","peer_addr","voter"}]}`;
 //!   `health`: `{"service","healthy","endpoints":[{"endpoint","status","error"}]}`;
 //!   `snapshot save` / `snapshot inspect`: `{"file","header","cluster_id","member","revision",
@@ -329,6 +329,7 @@ pub fn status_json(status: &ClusterStatus) -> Value {
             "ready": m.ready,
             "healthy": m.healthy,
             "error": m.error,
+            "state_hash": m.state_hash,
         })).collect::<Vec<_>>(),
     })
 }

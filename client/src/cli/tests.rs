@@ -400,6 +400,7 @@ fn sample_status() -> ClusterStatus {
                 term: Some(2),
                 applied: Some(17),
                 revision: Some(9),
+                state_hash: Some("d21df6781dfc9ecf".into()),
                 lag: Some(0),
                 voter: Some(true),
                 reachable: true,
@@ -429,10 +430,12 @@ fn status_json_has_the_documented_shape() {
             "members": [
                 {"name": "kv-0", "ordinal": 0, "endpoint": "127.0.0.1:7379", "role": "leader",
                  "term": 2, "applied": 17, "healthy": true, "revision": 9, "lag": 0,
-                 "voter": true, "reachable": true, "ready": true, "error": null},
+                 "voter": true, "reachable": true, "ready": true, "error": null,
+                 "state_hash": "d21df6781dfc9ecf"},
                 {"name": "kv-2", "ordinal": 2, "endpoint": "127.0.0.1:7381", "role": "unknown",
                  "term": null, "applied": null, "healthy": false, "revision": null, "lag": null,
-                 "voter": true, "reachable": false, "ready": false, "error": "connection refused"}
+                 "voter": true, "reachable": false, "ready": false, "error": "connection refused",
+                 "state_hash": null}
             ]
         })
     );
