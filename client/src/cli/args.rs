@@ -278,8 +278,19 @@ pub enum MembersCommand {
     },
 }
 
-/// Parses `500ms`, `5s`, `1.5s`, `2m`, `1h`, or a bare number of seconds.
+/// Parses `500ms`, `5s`, `1.5s`, `2m`, `1h`, or a bare number of seconds; must be above zero
+/// (timeouts and intervals).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_span(s)?;
+    if d.is_zero() {
+        return Err("the duration must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+/// Like [`parse_duration`], but zero is allowed (gaps, delays); `min` is another spelling of
+/// `m`. Shared with `kvset-chaos`, so both command lines read durations the same way.
+pub fn parse_span(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -291,12 +302,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let secs = match unit.trim() {
         "ms" => n / 1000.0,
         "" | "s" => n,
-        "m" => n * 60.0,
+        "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
         other => return Err(format!("unknown unit {other:?}; use ms, s, m or h")),
     };
-    if !(secs > 0.0 && secs.is_finite() && secs < 1e9) {
-        return Err("the duration must be greater than zero".into());
+    if !(secs >= 0.0 && secs.is_finite() && secs < 1e9) {
+        return Err(format!("{s:?} is not a valid duration"));
     }
     Ok(Duration::from_secs_f64(secs))
 }

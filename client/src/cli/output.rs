@@ -334,6 +334,18 @@ pub fn status_json(status: &ClusterStatus) -> Value {
     })
 }
 
+/// Appends one line per problem after a blank line (nothing when there are none).
+fn push_problems(out: &mut String, problems: &[String]) {
+    if problems.is_empty() {
+        return;
+    }
+    out.push('\n');
+    for p in problems {
+        out.push_str(p);
+        out.push('\n');
+    }
+}
+
 fn or_dash<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
@@ -382,13 +394,7 @@ pub fn render_status(status: &ClusterStatus, format: OutputFormat) -> String {
                     }
                 })
                 .collect();
-            if !problems.is_empty() {
-                out.push('\n');
-                for p in problems {
-                    out.push_str(&p);
-                    out.push('\n');
-                }
-            }
+            push_problems(&mut out, &problems);
             out
         }
     }
@@ -459,13 +465,7 @@ pub fn render_health(checks: &[EndpointHealth], service: &str, format: OutputFor
                 .iter()
                 .filter_map(|c| Some(format!("{}: {}", c.endpoint, c.error.as_deref()?)))
                 .collect();
-            if !problems.is_empty() {
-                out.push('\n');
-                for p in problems {
-                    out.push_str(&p);
-                    out.push('\n');
-                }
-            }
+            push_problems(&mut out, &problems);
             out
         }
     }

@@ -147,27 +147,9 @@ pub struct RunArgs {
     pub replicas: usize,
 }
 
-/// Parses `500ms`, `2s`, `1.5s`, `3m`, `1h`, or a bare number of seconds.
+/// Parses a duration the way kvsetctl does (`500ms`, `2s`, `3m`, …), zero allowed.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 60s, 2m)"))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1e3,
-        "" | "s" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("unknown unit {other:?} in {s:?} (ms, s, m, h)")),
-    };
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("{s:?} is not a valid duration"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
+    kvset_client::cli::args::parse_span(s)
 }
 
 /// Parses `MIN..MAX` (each a duration), or one duration for both.

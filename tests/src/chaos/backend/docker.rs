@@ -480,33 +480,15 @@ impl Backend for DockerBackend {
     }
 
     fn heal_all(&self) -> Result<(), BackendError> {
-        let paused: Vec<usize> = self
-            .paused
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .copied()
-            .collect();
+        let paused = members_in(&self.paused);
         for m in paused {
             let _ = self.resume(m);
         }
-        let cut: Vec<usize> = self
-            .partitioned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .copied()
-            .collect();
+        let cut = members_in(&self.partitioned);
         for m in cut {
             let _ = self.heal_partition(m);
         }
-        let wiped: Vec<usize> = self
-            .wiped
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .copied()
-            .collect();
+        let wiped = members_in(&self.wiped);
         for m in wiped {
             let _ = self.wipe_end(m);
         }
@@ -571,6 +553,15 @@ impl Backend for DockerBackend {
         }
         self.remove_all()
     }
+}
+
+/// The members in a fault set, copied out so the lock is not held while each is healed.
+fn members_in(set: &Mutex<HashSet<usize>>) -> Vec<usize> {
+    set.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .copied()
+        .collect()
 }
 
 impl Drop for DockerBackend {
