@@ -1,9 +1,11 @@
 //! The checker against 102 real Jepsen etcd histories whose verdicts porcupine's test suite
-//! fixes (`shared/testdata/porcupine-etcd`, see its README): 23 linearizable, 79 violations.
-//! Every verdict must match, and each file must be decided quickly even in a debug build.
+//! fixes (`tests/testdata/porcupine-etcd`, see its README for provenance and licence): 23
+//! linearizable, 79 violations. Every verdict must match, and each file must be decided quickly
+//! even in a debug build.
 //!
-//! The data directory is `$KVSET_PORCUPINE_DIR` or `<workspace>/../shared/testdata/porcupine-etcd`.
-//! If it is missing the test fails: a skipped conformance test would look like a passing one.
+//! The data lives in the repository, so a plain clone runs this test with nothing beside it.
+//! `$KVSET_PORCUPINE_DIR` may point at another copy (e.g. one just regenerated). If the data is
+//! missing the test fails: a skipped conformance test would look like a passing one.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,9 +19,7 @@ const PER_FILE_LIMIT: Duration = Duration::from_secs(5);
 fn data_dir() -> PathBuf {
     match std::env::var_os("KVSET_PORCUPINE_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/porcupine-etcd")
-        }
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/porcupine-etcd"),
     }
 }
 
