@@ -454,10 +454,14 @@ pub(crate) fn annotate(mut cause: Cause, mode: TlsMode) -> Cause {
                              (TlsOptions::identity)"
                 .to_string();
         }
+        // A TLS server answers a plain-text HTTP/2 preface with a TLS record (`0x15 0x03 …` or
+        // `0x16 0x03 …`), whose first bytes, read as an HTTP/2 frame header, give a length far
+        // above the maximum frame size: that and only that is the TLS sign. Any other HTTP/2
+        // error (a reset stream such as "stream no longer needed", a GOAWAY) came from a
+        // member that speaks plain-text HTTP/2 fine, and is reported as what it is.
         TlsMode::Plain
             if cause.kind != CauseKind::Refused
-                && (cause.message.contains("frame with invalid size")
-                    || cause.message.contains("h2 protocol error")) =>
+                && cause.message.contains("frame with invalid size") =>
         {
             cause.message = format!(
                 "TLS? the member's answer is not plain-text HTTP/2 ({}); if the members serve \
@@ -617,6 +621,13 @@ mod tests {
             TlsMode::Tls { identity: true },
         );
         assert_eq!(c.message, garbled);
+        // A genuine HTTP/2 error from a plain-text member (here a reset stream, as a member
+        // that stops mid-request sends) is not a TLS problem and keeps its own message.
+        let reset =
+            "h2 protocol error: http2 error: stream error received: stream no longer needed";
+        let c = annotate(cause(CauseKind::Broken, reset), TlsMode::Plain);
+        assert_eq!(c.message, reset);
+        assert!(!crate::tls::is_tls_message(&c.message));
     }
 
     #[test]

@@ -332,8 +332,16 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let config = server_config(args)?;
-    server::run(config, server::termination_signal()).await?;
-    Ok(())
+    match server::run(config, server::termination_signal()).await {
+        Err(server::ServerError::StorageFailed(cause)) => {
+            // Exit at once, without running destructors: sled would try to flush a store whose
+            // disk just failed, and the runtime would wait for blocking tasks stuck in it. What
+            // the next start trusts is what is on disk now (see `node::failstop`).
+            eprintln!("kvset-server: stopped on a storage failure: {cause}");
+            std::process::exit(server::EXIT_STORAGE_FAILED);
+        }
+        result => Ok(result?),
+    }
 }
 
 async fn restore(args: RestoreArgs) -> anyhow::Result<()> {

@@ -52,6 +52,8 @@ pub enum ServerError {
     RaftConfig(String),
     #[error("starting Raft: {0}")]
     RaftStart(String),
+    #[error("stopped on a storage failure: {0}")]
+    StorageFailed(String),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         addr: SocketAddr,
@@ -236,6 +238,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         )));
     }
     let mut background = vec![
+        tokio::spawn({
+            let node = node.clone();
+            async move { node.watch_for_storage_failure().await }
+        }),
         tokio::spawn(report_health(node.clone(), health_reporter)),
         tokio::spawn(crate::telemetry::watch_events(node.clone())),
         tokio::spawn(crate::tls::watch(
@@ -351,7 +357,8 @@ impl RunningServer {
         let node = self.node.clone();
         let leave = async {
             node.begin_shutdown();
-            if node.metrics().state == ServerState::Leader {
+            // A member whose storage failed has no working Raft core to hand anything off with.
+            if node.failure().is_none() && node.metrics().state == ServerState::Leader {
                 // Writes are refused from here on, but the last ones may still be on their way
                 // to the followers: give them up to an election timeout to arrive.
                 let wait = node.config.timing.election_timeout_max;
@@ -389,6 +396,23 @@ impl RunningServer {
             tracing::error!(error = %e, "final store sync failed");
         }
         tracing::info!(member = %node.name(), "stopped");
+    }
+}
+
+impl RunningServer {
+    /// Stops a member whose storage failed: close the listeners and stop Raft, each bounded by a
+    /// second, and leave the store as it is on disk — no hand-off (the Raft core is gone) and no
+    /// final sync (nothing more written to a failed store is trusted; see `node::failstop`).
+    async fn abandon(self) {
+        let _ = self.stop_servers.send(true);
+        for task in &self.background {
+            task.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.node.raft.shutdown()).await;
+        for server in &self.servers {
+            server.abort();
+        }
+        tracing::info!(member = %self.node.name(), "stopped after a storage failure");
     }
 }
 
@@ -432,11 +456,37 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let server = start(config).await?;
-    shutdown.await;
-    tracing::info!("shutdown requested");
-    server.shutdown().await;
-    Ok(())
+    let node = server.node.clone();
+    tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutdown requested");
+            if let Some(cause) = node.failure() {
+                // Stopped already: nothing to hand off or flush, so do not wait out the grace.
+                let cause = cause.to_string();
+                server.abandon().await;
+                return Err(ServerError::StorageFailed(cause));
+            }
+            server.shutdown().await;
+            Ok(())
+        }
+        _ = node.failed() => {
+            // Let the probes and connected clients see UNAVAILABLE with the cause, then go: the
+            // supervisor restarts the member from what is on disk (see `node::failstop`).
+            tokio::time::sleep(FAIL_STOP_DRAIN.min(node.config.shutdown_grace)).await;
+            server.abandon().await;
+            Err(ServerError::StorageFailed(
+                node.failure().unwrap_or("unknown").to_string(),
+            ))
+        }
+    }
 }
+
+/// The process exit code of a member that stopped on a storage failure (`EX_IOERR`).
+pub const EXIT_STORAGE_FAILED: i32 = 74;
+
+/// How long a member whose storage failed keeps answering (NOT_SERVING / UNAVAILABLE) before it
+/// exits: a few probe periods and client retries.
+const FAIL_STOP_DRAIN: Duration = Duration::from_secs(2);
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn termination_signal() {

@@ -172,6 +172,9 @@ impl ClusterService {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
+        // A member that stopped on a storage failure says so, rather than report a role and
+        // indexes that no longer move.
+        self.node.check_not_failed()?;
         let m = self.node.metrics();
         let committed = self
             .node

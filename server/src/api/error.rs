@@ -40,6 +40,12 @@ pub enum ApiError {
     /// Local storage failed. The member stops replicating; operators must look at its logs.
     #[error("storage error on {member}: {source}")]
     Storage { member: String, source: StoreError },
+    /// This member's storage failed; it stopped serving and exits to restart from disk.
+    #[error(
+        "{member} stopped on a storage failure ({cause}); it exits and restarts from what is on \
+         disk — retry on another member"
+    )]
+    StorageFailed { member: String, cause: String },
     /// The Raft core stopped (fatal storage error or shutdown).
     #[error("{member}: raft stopped: {reason}")]
     RaftStopped { member: String, reason: String },
@@ -71,6 +77,7 @@ impl From<ApiError> for Status {
             }
             ApiError::NoLeader { .. }
             | ApiError::ShuttingDown(_)
+            | ApiError::StorageFailed { .. }
             | ApiError::RaftStopped { .. } => Status::unavailable(message),
             ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
             ApiError::NotFound(_) => Status::not_found(message),

@@ -2,7 +2,8 @@
 //!
 //! Three service names, so each probe asks exactly what it means:
 //! - `""` and `liveness`: SERVING while the process answers (a wedged process fails the probe by
-//!   not answering at all);
+//!   not answering at all), NOT_SERVING from the moment its storage failed (the process is about
+//!   to exit, see `node::failstop`; the probe must not call it alive meanwhile);
 //! - `readiness`: SERVING only when [`Node::is_ready`] holds (joined, knows a leader, applied
 //!   close to its log), refreshed every 250 ms; NOT_SERVING from the moment shutdown begins so
 //!   the Service stops routing clients here before the process leaves;
@@ -28,7 +29,17 @@ pub async fn report_health(node: Arc<Node>, reporter: HealthReporter) {
         .set_service_status(LIVENESS, ServingStatus::Serving)
         .await;
     let mut last = None;
+    let mut alive = true;
     loop {
+        if alive && node.failure().is_some() {
+            alive = false;
+            reporter
+                .set_service_status(LIVENESS, ServingStatus::NotServing)
+                .await;
+            reporter
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+        }
         let ready = node.is_ready();
         if last != Some(ready) {
             let status = if ready {

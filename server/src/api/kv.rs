@@ -41,7 +41,12 @@ impl KvService {
         Self { node }
     }
 
+    /// A storage error met while reading: a non-deterministic one (I/O, corruption) means this
+    /// member's storage failed, so it fail-stops (see `node::failstop`).
     fn storage_error(&self, source: crate::store::StoreError) -> Status {
+        if !source.is_deterministic() {
+            self.node.fail_stop(format!("reading the store: {source}"));
+        }
         ApiError::Storage {
             member: self.node.name(),
             source,

@@ -8,6 +8,9 @@
 //!   catch up (by snapshot if the log was compacted), get promoted to voter.
 //! - [`leadership`] steers elections: the hand-off that openraft 0.9 lacks, used to return
 //!   leadership to kv-0 (the preferred primary) and to leave gracefully on SIGTERM.
+//! - [`failstop`] turns a storage failure (the Raft core stopped on a full disk, an I/O error, a
+//!   failed fsync) into a clean stop: probes and every RPC say so at once, and the process exits
+//!   non-zero to restart from what is on disk. A member never lingers half-alive.
 //! - [`group_commit`] turns the writes that queue up while a proposal is in flight into one log
 //!   entry, and [`read_index`] lets the linearizable reads that wait at the same time share one
 //!   quorum round: one fsync and one round trip for many requests.
@@ -16,6 +19,7 @@
 //!   then wait until applied), how to fill response headers.
 
 pub mod bootstrap;
+pub mod failstop;
 pub mod group_commit;
 pub mod join;
 pub mod leadership;
@@ -72,6 +76,8 @@ pub struct Node {
     group_commit: GroupCommit,
     /// Shares ReadIndex rounds between concurrent linearizable reads.
     read_index: Arc<ReadIndexCoalescer>,
+    /// Set for good once storage failed; see [`failstop`].
+    fail_stop: failstop::FailStop,
 }
 
 impl Node {
@@ -103,6 +109,7 @@ impl Node {
             seen_leader: AtomicBool::new(false),
             joining: AtomicBool::new(false),
             writes_paused: tokio::sync::watch::Sender::new(false),
+            fail_stop: failstop::FailStop::default(),
         })
     }
 
@@ -157,12 +164,47 @@ impl Node {
         Some((id, node))
     }
 
-    /// Refuses new requests once shutdown began.
+    /// Refuses new requests once storage failed or shutdown began.
     pub fn check_serving(&self) -> Result<(), ApiError> {
+        self.check_not_failed()?;
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(ApiError::ShuttingDown(self.name()));
         }
         Ok(())
+    }
+
+    /// `UNAVAILABLE` with the cause once storage failed ([`failstop`]); answers that are still
+    /// given while shutting down (`Status`) check only this.
+    pub fn check_not_failed(&self) -> Result<(), ApiError> {
+        match self.fail_stop.cause() {
+            Some(cause) => Err(ApiError::StorageFailed {
+                member: self.name(),
+                cause: cause.to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a storage failure: the member stops serving and exits ([`failstop`]).
+    pub fn fail_stop(&self, cause: impl Into<String>) {
+        self.fail_stop.trip(&self.name(), cause);
+    }
+
+    /// The storage failure this member stopped on, if any.
+    pub fn failure(&self) -> Option<&str> {
+        self.fail_stop.cause()
+    }
+
+    /// Resolves once storage failed.
+    pub async fn failed(&self) {
+        self.fail_stop.tripped().await
+    }
+
+    /// Runs until the Raft core stops; trips the fail-stop latch if it stopped on an error.
+    pub async fn watch_for_storage_failure(&self) {
+        self.fail_stop
+            .watch_raft(&self.name(), self.raft.clone())
+            .await
     }
 
     /// Marks the member as leaving: new requests are refused.
@@ -195,7 +237,7 @@ impl Node {
     /// ready ("waiting for quorum"); clients then get UNAVAILABLE and retry. Once a leader was
     /// seen, readiness strictly requires one.
     pub fn is_ready(&self) -> bool {
-        if self.is_shutting_down() {
+        if self.is_shutting_down() || self.failure().is_some() {
             return false;
         }
         let m = self.metrics();

@@ -1,0 +1,300 @@
+//! A full disk stops a member cleanly, and the cluster recovers without a person.
+//!
+//! Each member's data directory can sit on its own small tmpfs mount made by the test (root
+//! needed; without root the test skips loudly, and fails under `CI=true`). Writes of 64 KiB
+//! values fill the small filesystems. What must happen (and what did not, before): a member whose
+//! disk is full stops serving at once (UNAVAILABLE with the cause, never a lingering zombie that
+//! probes call healthy) and exits non-zero, so its supervisor restarts it; the members with room
+//! keep serving; once space returns and the member restarts, it catches up and converges, and no
+//! acknowledged write is lost.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{get, ProcessCluster, FAST_TIMING};
+use kvset_proto::v1::{Consistency, PutRequest};
+use kvset_tests::tooling::in_ci;
+
+/// A tmpfs of `mb` MiB mounted on `dir`, unmounted on drop.
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &Path, mb: u64) -> Self {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount tmpfs on {}", dir.display());
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Gives the filesystem more room, keeping its contents (space returns).
+    fn grow(&self, mb: u64) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={mb}m")])
+            .arg(&self.dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "remount {}", self.dir.display());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// True when this process may mount filesystems; else skips (or fails under CI).
+fn can_mount() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        assert!(
+            !in_ci(),
+            "the disk-full tests mount tmpfs and need root, which CI has"
+        );
+        eprintln!("SKIPPED: the disk-full tests mount tmpfs and need root");
+    }
+    root
+}
+
+const VALUE_BYTES: usize = 64 * 1024;
+
+fn value(i: usize) -> String {
+    let mut v = format!("{i:08}-");
+    v.extend(std::iter::repeat_n('x', VALUE_BYTES - v.len()));
+    v
+}
+
+/// Puts `disk-{n}` through `via` until `stop` says so or `limit` puts were tried; returns the
+/// indexes whose put was acknowledged. Each put has a short deadline so a stuck member does not
+/// stall the loop.
+async fn fill(
+    c: &mut ProcessCluster,
+    via: &[usize],
+    limit: usize,
+    mut stop: impl FnMut(&mut ProcessCluster) -> bool,
+) -> Vec<usize> {
+    let mut acked = Vec::new();
+    for n in 0..limit {
+        if stop(c) {
+            break;
+        }
+        let i = via[n % via.len()];
+        let mut kv = c.kv(i);
+        let put = kv.put(PutRequest {
+            key: format!("disk-{n:05}").into(),
+            value: value(n).into(),
+            ..Default::default()
+        });
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(3), put).await {
+            acked.push(n);
+        }
+    }
+    acked
+}
+
+/// Every acknowledged key reads back with its value, linearizably, through member `via`.
+async fn check_acked(c: &ProcessCluster, via: usize, acked: &[usize]) {
+    for &n in acked {
+        let key = format!("disk-{n:05}");
+        let started = Instant::now();
+        let got = loop {
+            match get(c, via, &key, Consistency::Linearizable).await {
+                Ok(v) => break v,
+                Err(e) if started.elapsed() < Duration::from_secs(30) => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("get {key}: {e}"),
+            }
+        };
+        assert_eq!(
+            got.as_deref().map(|v| &v[..9]),
+            Some(format!("{n:08}-").as_str()),
+            "acknowledged {key} lost"
+        );
+    }
+}
+
+/// kv-2's disk fills while kv-0 and kv-1 have room: kv-2 stops (non-zero exit, clear log line),
+/// the others keep serving, and kv-2 catches up once it has space and is restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_full_disk_stops_that_member_cleanly_and_it_recovers() {
+    if !can_mount() {
+        return;
+    }
+    let mut c = ProcessCluster::new(3, FAST_TIMING);
+    let disk = SmallDisk::mount(&c.members[2].spec.data_dir, 24);
+    c.start_all_ordered().await;
+
+    // Watch kv-2's liveness probe and Status answer while it fills.
+    let probe = tokio::spawn(watch_probes(c.endpoint(2)));
+    // Fill until kv-2 exits on its own; bounded by the number of puts.
+    let acked = fill(&mut c, &[0, 1], 2_000, |c| !c.members[2].is_running()).await;
+    let code = c.wait_exit(2, Duration::from_secs(20));
+    let log = c.log(2);
+    assert!(
+        code.is_some_and(|code| code != 0),
+        "kv-2's disk is full: it must exit non-zero so it is restarted (exit: {code:?}); log tail:\n{}",
+        tail(&log)
+    );
+    assert!(
+        log.contains("stopping: storage failure"),
+        "kv-2 must say why it stops; log tail:\n{}",
+        tail(&log)
+    );
+
+    let (liveness_failed, status_error) = probe.await.unwrap();
+    assert!(
+        liveness_failed,
+        "kv-2's liveness probe must say NOT_SERVING before it exits"
+    );
+    let status_error = status_error.expect("Status on kv-2 answered UNAVAILABLE before it exited");
+    assert!(
+        status_error.contains("storage failure") && status_error.contains("No space left"),
+        "Status must name the real cause: {status_error}"
+    );
+
+    // The other two keep serving writes and linearizable reads.
+    let more = fill(&mut c, &[0, 1], 20, |_| false).await;
+    assert_eq!(more.len(), 20, "kv-0 and kv-1 must keep taking writes");
+
+    // Space returns; kv-2 restarts on its volume, catches up and converges.
+    disk.grow(512);
+    c.start(2);
+    c.wait_ready(2, Duration::from_secs(60)).await;
+    let last = format!("disk-{:05}", more.last().unwrap());
+    common::wait_stale_value(
+        &c,
+        2,
+        &last,
+        &value(*more.last().unwrap()),
+        Duration::from_secs(60),
+    )
+    .await;
+    check_acked(&c, 2, &acked).await;
+    check_acked(&c, 2, &more).await;
+}
+
+/// Every member's disk is small and fills under load: the members that run out stop cleanly
+/// (once a majority has stopped, the rest can take no more writes, so their disks need not fill:
+/// they stay up, not ready, with no leader); after space returns and a restart nothing
+/// acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn all_full_disks_stop_the_cluster_cleanly_and_nothing_acknowledged_is_lost() {
+    if !can_mount() {
+        return;
+    }
+    let mut c = ProcessCluster::new(3, FAST_TIMING);
+    let disks: Vec<SmallDisk> = (0..3)
+        .map(|i| SmallDisk::mount(&c.members[i].spec.data_dir, 24))
+        .collect();
+    c.start_all_ordered().await;
+
+    // Fill until a majority has stopped (bounded).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let acked = fill(&mut c, &[0, 1, 2], 3_000, |c| {
+        Instant::now() > deadline || (0..3).filter(|&i| !c.members[i].is_running()).count() >= 2
+    })
+    .await;
+    assert!(!acked.is_empty(), "some writes were acknowledged first");
+    let mut stopped = 0;
+    for i in 0..3 {
+        match c.wait_exit(i, Duration::from_secs(5)) {
+            Some(code) => {
+                assert_ne!(code, 0, "kv-{i} stopped on a full disk: non-zero exit");
+                assert!(
+                    c.log(i).contains("stopping: storage failure"),
+                    "kv-{i} must say why it stops; log tail:\n{}",
+                    tail(&c.log(i))
+                );
+                stopped += 1;
+            }
+            None => {
+                // Still running: it must not claim to serve (no quorum left).
+                let status = c.status(i).await;
+                assert!(
+                    status
+                        .as_ref()
+                        .is_none_or(|s| !s.ready || s.leader_id.is_none()),
+                    "kv-{i} runs without a quorum and must not be ready: {status:?}"
+                );
+            }
+        }
+    }
+    assert!(
+        stopped >= 2,
+        "a majority stops on full disks (stopped: {stopped})"
+    );
+
+    for d in &disks {
+        d.grow(512);
+    }
+    for i in 0..3 {
+        if !c.members[i].is_running() {
+            c.start(i);
+        }
+    }
+    c.wait_leader(Duration::from_secs(60)).await;
+    for i in 0..3 {
+        c.wait_ready(i, Duration::from_secs(60)).await;
+    }
+    check_acked(&c, 0, &acked).await;
+}
+
+/// Polls member `endpoint`'s liveness probe and Status RPC until it stops answering (bounded);
+/// returns whether liveness said NOT_SERVING and the first UNAVAILABLE message of Status.
+async fn watch_probes(endpoint: String) -> (bool, Option<String>) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+        .unwrap()
+        .timeout(Duration::from_secs(1))
+        .connect_lazy();
+    let mut health = HealthClient::new(channel.clone());
+    let mut cluster = kvset_proto::v1::cluster_client::ClusterClient::new(channel);
+    let (mut liveness_failed, mut status_error) = (false, None);
+    let mut unreachable = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline && unreachable < 20 {
+        let check = health
+            .check(HealthCheckRequest {
+                service: "liveness".into(),
+            })
+            .await;
+        match check {
+            Ok(r) => {
+                unreachable = 0;
+                if r.into_inner().status == ServingStatus::NotServing as i32 {
+                    liveness_failed = true;
+                }
+            }
+            Err(_) => unreachable += 1,
+        }
+        if status_error.is_none() {
+            if let Err(e) = cluster.status(kvset_proto::v1::StatusRequest {}).await {
+                if e.code() == tonic::Code::Unavailable {
+                    status_error = Some(e.message().to_string());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (liveness_failed, status_error)
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
