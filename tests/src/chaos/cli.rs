@@ -12,6 +12,7 @@ use super::backend::process::{
     find_server_binary, pick_base_port, pick_bind_ip, ProcessConfig, DEFAULT_SERVER_ARGS,
 };
 use super::faults::FaultKind;
+use super::overlap::OVERLAP_SERVER_ARGS;
 use super::schedule::ScheduleConfig;
 use super::workload::{ReadFrom, WorkloadConfig};
 use super::{BackendConfig, ChaosError, RunConfig};
@@ -68,9 +69,18 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "leader")]
     pub read_from: ReadFrom,
     /// Fault kinds: all, none, or a list of kill-follower, kill-leader, restart, kill-all,
-    /// pause, partition, wipe. Kinds the backend cannot do are reported and skipped.
+    /// pause, partition, wipe, and the compound pause-wipe-kill-leader, kill-during-snapshot,
+    /// kill-all-wipe-one, kill-all-wipe-kv0 (`all` means every single kind; --overlap adds the
+    /// first three compound ones). Kinds the backend cannot do are reported and skipped.
     #[arg(long, default_value = "all")]
     pub faults: String,
+    /// Add compound faults, several in force at once: pause-wipe-kill-leader,
+    /// kill-during-snapshot, kill-all-wipe-one (see docs/CHAOS.md). Members (process, docker
+    /// --docker-prefix) also get --snapshot-every=400 --keep-after-snapshot=50 so that a wiped
+    /// member catches up by a snapshot install. kill-all-wipe-kv0 is only run when named in
+    /// --faults.
+    #[arg(long)]
+    pub overlap: bool,
     /// Quiet time before each fault, MIN..MAX.
     #[arg(long, default_value = "1s..3s", value_parser = parse_range)]
     pub fault_gap: (Duration, Duration),
@@ -196,6 +206,11 @@ impl RunArgs {
                 }
             ),
             format!("--faults {}", self.faults),
+        ];
+        if self.overlap {
+            parts.push("--overlap".into());
+        }
+        parts.extend([
             format!(
                 "--fault-gap {}..{}",
                 fmt_duration(self.fault_gap.0),
@@ -207,7 +222,7 @@ impl RunArgs {
                 fmt_duration(self.fault_hold.1)
             ),
             format!("--op-timeout {}", fmt_duration(self.op_timeout)),
-        ];
+        ]);
         parts.extend(self.server_args.iter().map(|a| format!("--server-arg={a}")));
         match self.backend {
             BackendKind::Process => {}
@@ -240,7 +255,25 @@ impl RunArgs {
                 .map(|d| d.as_nanos() as u64 % 1_000_000)
                 .unwrap_or(1)
         });
-        let faults = FaultKind::parse_list(&self.faults).map_err(ChaosError::Config)?;
+        let mut faults = FaultKind::parse_list(&self.faults).map_err(ChaosError::Config)?;
+        if self.overlap {
+            for k in FaultKind::OVERLAP {
+                if !faults.contains(&k) {
+                    faults.push(k);
+                }
+            }
+        }
+        // Small snapshots, so that a wiped member catches up by a snapshot install; the user's
+        // --server-arg flags come later and win.
+        let server_args: Vec<String> = if faults.contains(&FaultKind::KillDuringSnapshot) {
+            OVERLAP_SERVER_ARGS
+                .iter()
+                .map(|a| a.to_string())
+                .chain(self.server_args.iter().cloned())
+                .collect()
+        } else {
+            self.server_args.clone()
+        };
         if self.replicas < 3 && self.backend != BackendKind::Process {
             return Err(ChaosError::Config(
                 "--replicas must be at least 3 (a quorum must survive one fault)".into(),
@@ -284,7 +317,7 @@ impl RunArgs {
                     replicas: 3,
                     bind_ip,
                     base_port,
-                    server_args: self.server_args.clone(),
+                    server_args: server_args.clone(),
                 })
             }
             BackendKind::Docker => {
@@ -340,7 +373,7 @@ impl RunArgs {
                     DockerTopology::Plain { .. } => DEFAULT_SERVER_ARGS
                         .iter()
                         .map(|a| a.to_string())
-                        .chain(self.server_args.iter().cloned())
+                        .chain(server_args.iter().cloned())
                         .collect(),
                     DockerTopology::Compose { .. } => Vec::new(),
                 };
