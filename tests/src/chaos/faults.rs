@@ -13,6 +13,13 @@
 //! | `partition` | any member | cut off from the other members for the hold time | reconnecting it |
 //! | `wipe` | any member | killed and its volume destroyed; down for the hold time | starting it empty: it must rejoin |
 //!
+//! Compound kinds (`--overlap`: `pause-wipe-kill-leader`, `kill-during-snapshot`,
+//! `kill-all-wipe-one`, and `kill-all-wipe-kv0` on request) are scripts of the faults above
+//! whose intervals overlap; `overlap` plans them, [`Nemesis`] runs the script step by step and
+//! records each step and which steps were in force together (`FaultRecord::steps`,
+//! `FaultRecord::overlaps`). A compound fault is still *one* fault of the schedule: it starts
+//! only in a healthy cluster, and it wipes at most one member.
+//!
 //! # One fault at a time, into a healthy cluster
 //!
 //! Before each fault the nemesis waits (bounded by `--heal-timeout`) until the cluster is healthy
