@@ -556,6 +556,18 @@ impl Nemesis {
                 return record;
             }
         };
+        // Never destroy more volumes than a majority can spare (the plans are built so; this
+        // keeps a future plan honest).
+        if plan.wiped().len() > overlap::max_wipes(members.len()) {
+            record.error = Some(format!(
+                "refusing {}: it would wipe {:?}, more than {} of {} members",
+                planned.kind,
+                plan.wiped(),
+                overlap::max_wipes(members.len()),
+                members.len()
+            ));
+            return record;
+        }
         let targets = plan.targets();
         record.targets = targets.iter().map(|&m| members[m].name.clone()).collect();
         record.leader_lost = leader.is_some_and(|l| targets.contains(&l));
