@@ -480,6 +480,60 @@ pub async fn run_cli(args: &RunArgs) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn config_of(args: &[&str]) -> RunConfig {
+        let mut argv = vec![
+            "kvset-chaos",
+            "--server-bin",
+            "/nonexistent/kvset-server",
+            "--bind-ip",
+            "127.0.0.1",
+            "--base-port",
+            "20000",
+            "--seed",
+            "3",
+        ];
+        argv.extend_from_slice(args);
+        Wrap::try_parse_from(argv).unwrap().run.config().unwrap()
+    }
+
+    fn server_args(config: &RunConfig) -> Vec<String> {
+        match &config.backend {
+            BackendConfig::Process(p) => p.server_args.clone(),
+            other => panic!("not the process backend: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn overlap_adds_the_compound_kinds_and_small_snapshots() {
+        let plain = config_of(&["--faults", "pause"]);
+        assert_eq!(plain.faults, vec![FaultKind::Pause]);
+        assert!(server_args(&plain).is_empty());
+        assert!(!plain.reproduce.contains("--overlap"));
+
+        let overlap = config_of(&["--faults", "pause", "--overlap", "--server-arg=--x=1"]);
+        let mut expected = vec![FaultKind::Pause];
+        expected.extend(FaultKind::OVERLAP);
+        assert_eq!(overlap.faults, expected);
+        assert!(!overlap.faults.contains(&FaultKind::KillAllWipeKv0));
+        // The snapshot flags come first, so the user's flags can override them.
+        let mut args: Vec<String> = OVERLAP_SERVER_ARGS.iter().map(|a| a.to_string()).collect();
+        args.push("--x=1".into());
+        assert_eq!(server_args(&overlap), args);
+        assert!(overlap.reproduce.contains("--faults pause --overlap"));
+
+        // The known-bug scenario runs only when named.
+        let kv0 = config_of(&["--faults", "kill-all-wipe-kv0"]);
+        assert_eq!(kv0.faults, vec![FaultKind::KillAllWipeKv0]);
+        assert!(server_args(&kv0).is_empty());
+    }
 
     #[test]
     fn durations_and_ranges_parse() {

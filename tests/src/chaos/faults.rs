@@ -879,5 +879,18 @@ mod tests {
         );
         let err = FaultKind::parse_list("pause,nap").unwrap_err();
         assert!(err.contains("unknown fault \"nap\""), "{err}");
+        // Compound kinds parse by name, but `all` stays every single kind.
+        for k in FaultKind::COMPOUND {
+            assert!(k.is_compound());
+            assert_eq!(k.as_str().parse::<FaultKind>().unwrap(), k);
+            assert!(!FaultKind::ALL.contains(&k));
+            assert!(k.components().iter().all(|c| !c.is_compound()));
+        }
+        assert!(FaultKind::OVERLAP.iter().all(|k| k.is_compound()));
+        assert!(!FaultKind::OVERLAP.contains(&FaultKind::KillAllWipeKv0));
+        assert_eq!(
+            FaultKind::parse_list("kill-all-wipe-kv0").unwrap(),
+            vec![FaultKind::KillAllWipeKv0]
+        );
     }
 }
