@@ -12,6 +12,7 @@ use super::backend::process::{
     find_server_binary, pick_base_port, pick_bind_ip, ProcessConfig, DEFAULT_SERVER_ARGS,
 };
 use super::faults::FaultKind;
+use super::overlap::OVERLAP_SERVER_ARGS;
 use super::schedule::ScheduleConfig;
 use super::workload::{ReadFrom, WorkloadConfig};
 use super::{BackendConfig, ChaosError, RunConfig};
@@ -68,9 +69,18 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "leader")]
     pub read_from: ReadFrom,
     /// Fault kinds: all, none, or a list of kill-follower, kill-leader, restart, kill-all,
-    /// pause, partition, wipe. Kinds the backend cannot do are reported and skipped.
+    /// pause, partition, wipe, and the compound pause-wipe-kill-leader, kill-during-snapshot,
+    /// kill-all-wipe-one, kill-all-wipe-kv0 (`all` means every single kind; --overlap adds the
+    /// first three compound ones). Kinds the backend cannot do are reported and skipped.
     #[arg(long, default_value = "all")]
     pub faults: String,
+    /// Add compound faults, several in force at once: pause-wipe-kill-leader,
+    /// kill-during-snapshot, kill-all-wipe-one (see docs/CHAOS.md). Members (process, docker
+    /// --docker-prefix) also get --snapshot-every=400 --keep-after-snapshot=50 so that a wiped
+    /// member catches up by a snapshot install. kill-all-wipe-kv0 is only run when named in
+    /// --faults.
+    #[arg(long)]
+    pub overlap: bool,
     /// Quiet time before each fault, MIN..MAX.
     #[arg(long, default_value = "1s..3s", value_parser = parse_range)]
     pub fault_gap: (Duration, Duration),
@@ -196,6 +206,11 @@ impl RunArgs {
                 }
             ),
             format!("--faults {}", self.faults),
+        ];
+        if self.overlap {
+            parts.push("--overlap".into());
+        }
+        parts.extend([
             format!(
                 "--fault-gap {}..{}",
                 fmt_duration(self.fault_gap.0),
@@ -207,7 +222,7 @@ impl RunArgs {
                 fmt_duration(self.fault_hold.1)
             ),
             format!("--op-timeout {}", fmt_duration(self.op_timeout)),
-        ];
+        ]);
         parts.extend(self.server_args.iter().map(|a| format!("--server-arg={a}")));
         match self.backend {
             BackendKind::Process => {}
@@ -240,7 +255,25 @@ impl RunArgs {
                 .map(|d| d.as_nanos() as u64 % 1_000_000)
                 .unwrap_or(1)
         });
-        let faults = FaultKind::parse_list(&self.faults).map_err(ChaosError::Config)?;
+        let mut faults = FaultKind::parse_list(&self.faults).map_err(ChaosError::Config)?;
+        if self.overlap {
+            for k in FaultKind::OVERLAP {
+                if !faults.contains(&k) {
+                    faults.push(k);
+                }
+            }
+        }
+        // Small snapshots, so that a wiped member catches up by a snapshot install; the user's
+        // --server-arg flags come later and win.
+        let server_args: Vec<String> = if faults.contains(&FaultKind::KillDuringSnapshot) {
+            OVERLAP_SERVER_ARGS
+                .iter()
+                .map(|a| a.to_string())
+                .chain(self.server_args.iter().cloned())
+                .collect()
+        } else {
+            self.server_args.clone()
+        };
         if self.replicas < 3 && self.backend != BackendKind::Process {
             return Err(ChaosError::Config(
                 "--replicas must be at least 3 (a quorum must survive one fault)".into(),
@@ -284,7 +317,7 @@ impl RunArgs {
                     replicas: 3,
                     bind_ip,
                     base_port,
-                    server_args: self.server_args.clone(),
+                    server_args: server_args.clone(),
                 })
             }
             BackendKind::Docker => {
@@ -340,7 +373,7 @@ impl RunArgs {
                     DockerTopology::Plain { .. } => DEFAULT_SERVER_ARGS
                         .iter()
                         .map(|a| a.to_string())
-                        .chain(self.server_args.iter().cloned())
+                        .chain(server_args.iter().cloned())
                         .collect(),
                     DockerTopology::Compose { .. } => Vec::new(),
                 };
@@ -447,6 +480,60 @@ pub async fn run_cli(args: &RunArgs) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn config_of(args: &[&str]) -> RunConfig {
+        let mut argv = vec![
+            "kvset-chaos",
+            "--server-bin",
+            "/nonexistent/kvset-server",
+            "--bind-ip",
+            "127.0.0.1",
+            "--base-port",
+            "20000",
+            "--seed",
+            "3",
+        ];
+        argv.extend_from_slice(args);
+        Wrap::try_parse_from(argv).unwrap().run.config().unwrap()
+    }
+
+    fn server_args(config: &RunConfig) -> Vec<String> {
+        match &config.backend {
+            BackendConfig::Process(p) => p.server_args.clone(),
+            other => panic!("not the process backend: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn overlap_adds_the_compound_kinds_and_small_snapshots() {
+        let plain = config_of(&["--faults", "pause"]);
+        assert_eq!(plain.faults, vec![FaultKind::Pause]);
+        assert!(server_args(&plain).is_empty());
+        assert!(!plain.reproduce.contains("--overlap"));
+
+        let overlap = config_of(&["--faults", "pause", "--overlap", "--server-arg=--x=1"]);
+        let mut expected = vec![FaultKind::Pause];
+        expected.extend(FaultKind::OVERLAP);
+        assert_eq!(overlap.faults, expected);
+        assert!(!overlap.faults.contains(&FaultKind::KillAllWipeKv0));
+        // The snapshot flags come first, so the user's flags can override them.
+        let mut args: Vec<String> = OVERLAP_SERVER_ARGS.iter().map(|a| a.to_string()).collect();
+        args.push("--x=1".into());
+        assert_eq!(server_args(&overlap), args);
+        assert!(overlap.reproduce.contains("--faults pause --overlap"));
+
+        // The known-bug scenario runs only when named.
+        let kv0 = config_of(&["--faults", "kill-all-wipe-kv0"]);
+        assert_eq!(kv0.faults, vec![FaultKind::KillAllWipeKv0]);
+        assert!(server_args(&kv0).is_empty());
+    }
 
     #[test]
     fn durations_and_ranges_parse() {

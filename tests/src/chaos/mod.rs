@@ -15,7 +15,9 @@
 //!    partition one, wipe one's volume. One fault at a time, each only into a healthy cluster,
 //!    each healed, each followed by reads pinned to the member that came back, and each timed:
 //!    how long until a new leader acknowledges a write, how long until the returning member
-//!    caught up.
+//!    caught up. With `--overlap`, compound faults ([`overlap`]) join the schedule: several
+//!    faults in force at once (pause + wipe + kill the leader, a kill during a snapshot
+//!    install, kill-all with one volume wiped), still never wiping more than a minority.
 //! 4. **Heal and read back.** When the duration is up, every fault is undone, the harness waits
 //!    for a healthy cluster (a liveness check) and reads every key back linearizably — into the
 //!    history too.
@@ -47,6 +49,7 @@ pub mod checks;
 pub mod cli;
 pub mod faults;
 pub mod monitor;
+pub mod overlap;
 pub mod report;
 pub mod schedule;
 pub mod testing;
@@ -329,7 +332,17 @@ impl Run {
         let mut kinds = Vec::new();
         let mut unsupported = Vec::new();
         for &kind in &self.config.faults {
-            match self.backend.unsupported(kind) {
+            // A compound fault needs every fault of its script.
+            let reason = kind.components().into_iter().find_map(|c| {
+                self.backend.unsupported(c).map(|r| {
+                    if c == kind {
+                        r
+                    } else {
+                        format!("it needs {c}: {r}")
+                    }
+                })
+            });
+            match reason {
                 Some(reason) => {
                     eprintln!(
                         "kvset-chaos: not injecting {kind} on the {} backend: {reason}",

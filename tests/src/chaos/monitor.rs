@@ -54,6 +54,11 @@ pub struct MemberView {
     pub commit_index: u64,
     /// Highest index it applied.
     pub applied_index: u64,
+    /// Index of its latest snapshot (0: none).
+    pub snapshot_index: u64,
+    /// First index still in its log (0: nothing purged yet; above 1: the log was compacted,
+    /// so a member starting empty must catch up by a snapshot install).
+    pub first_log_index: u64,
     /// Store revision of its applied state.
     pub revision: i64,
     /// Hash of its key-value state.
@@ -84,6 +89,8 @@ impl MemberView {
             leader_id: s.leader_id,
             commit_index: s.commit_index,
             applied_index: s.applied_index,
+            snapshot_index: s.snapshot_index,
+            first_log_index: s.first_log_index,
             revision: s.revision,
             state_hash: s.state_hash,
             ready: s.ready,

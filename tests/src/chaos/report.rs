@@ -382,6 +382,59 @@ impl RunReport {
                 );
             }
         }
+        let compound: Vec<&FaultRecord> =
+            self.faults.iter().filter(|f| !f.steps.is_empty()).collect();
+        if !compound.is_empty() {
+            let _ = writeln!(s, "\n### Overlapping faults\n");
+            for f in compound {
+                let steps: Vec<String> = f
+                    .steps
+                    .iter()
+                    .map(|st| {
+                        let when = match st.to_ms {
+                            Some(to) if to == st.from_ms => format!("at {:.1} s", st.from_ms / 1e3),
+                            Some(to) => format!("{:.1}–{:.1} s", st.from_ms / 1e3, to / 1e3),
+                            None => format!("from {:.1} s, not undone", st.from_ms / 1e3),
+                        };
+                        let error = st
+                            .error
+                            .as_deref()
+                            .map(|e| format!(" (failed: {e})"))
+                            .unwrap_or_default();
+                        format!("{} {when}{error}", st.step)
+                    })
+                    .collect();
+                let _ = writeln!(s, "* #{} {}: {}.", f.index, f.kind, steps.join("; "));
+                if f.overlaps.is_empty() {
+                    let _ = writeln!(
+                        s,
+                        "  * {}",
+                        if f.kind == FaultKind::KillDuringSnapshot {
+                            "the kill overlapped the wiped member's catch-up (below), not another \
+                             fault"
+                        } else {
+                            "no two of its faults were in force together"
+                        }
+                    );
+                }
+                for o in &f.overlaps {
+                    let _ = writeln!(
+                        s,
+                        "  * {} overlapped {} ({})",
+                        o.steps[0],
+                        o.steps[1],
+                        if o.to_ms > o.from_ms {
+                            format!("{:.1}–{:.1} s", o.from_ms / 1e3, o.to_ms / 1e3)
+                        } else {
+                            format!("at {:.1} s", o.from_ms / 1e3)
+                        }
+                    );
+                }
+                for note in f.steps.iter().filter_map(|st| st.note.as_deref()) {
+                    let _ = writeln!(s, "  * {note}");
+                }
+            }
+        }
         for u in &self.unsupported_faults {
             let _ = writeln!(
                 s,
