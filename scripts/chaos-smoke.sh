@@ -55,7 +55,7 @@ cargo_profile=()
 [[ $profile == debug ]] || cargo_profile=(--release)
 
 echo "chaos-smoke: building the binaries ($profile)" >&2
-cargo build "${cargo_profile[@]}" --locked -p kvset-server -p kvset-client -p kvset-tests --bins >&2
+cargo build "${cargo_profile[@]}" --locked -p kvset-server -p kvsetctl -p kvset-tests --bins >&2
 
 stamp=$(date +%s)
 status=0

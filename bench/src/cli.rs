@@ -183,27 +183,10 @@ impl RunArgs {
     }
 }
 
-/// `10s`, `500ms`, `1.5s`, `2m`, `1h`, or a bare number of seconds.
+/// `10s`, `500ms`, `1.5s`, `2m`, `1h`, or a bare number of seconds: the syntax of every kvset
+/// command line ([`kvset_client::duration::parse`]).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: use 10s, 500ms, 2m or seconds"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("invalid duration unit {other:?} in {text:?}")),
-    };
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("invalid duration {text:?}"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
+    kvset_client::duration::parse(text).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! # kvset-client
 //!
-//! The Rust SDK for kvset, a Raft-replicated key-value store run as a Kubernetes StatefulSet,
-//! and the `kvsetctl` command-line tool built on it.
+//! The Rust SDK for kvset, a Raft-replicated key-value store run as a Kubernetes StatefulSet.
+//! The `kvsetctl` command-line tool is built on it in its own crate (`ctl/`), so the SDK's
+//! dependency tree carries no command-line parser, no log subscriber and no `anyhow`.
 //!
 //! ```no_run
 //! # async fn demo() -> kvset_client::Result<()> {
@@ -44,17 +45,17 @@
 //! - [`tls`]: [`TlsOptions`], the CA bundle and optional client certificate for TLS.
 //! - [`snapshot`]: backups, [`Client::snapshot`] / [`Client::save_snapshot`] and the backup
 //!   file ([`Snapshot`]).
-//! - [`cli`]: the `kvsetctl` implementation; its renderers are pure functions.
+//! - [`duration`]: the duration syntax (`500ms`, `5s`, `2m`) every kvset command line reads.
 //!
 //! ## What it leaves out
 //!
 //! Authentication beyond TLS client certificates (the server has none), watches (not in the
 //! API), and client-side load balancing beyond "stale reads prefer a follower".
 
-pub mod cli;
 mod client;
 mod cluster;
 mod config;
+pub mod duration;
 mod endpoint;
 mod error;
 mod health;

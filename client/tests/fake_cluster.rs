@@ -1,4 +1,5 @@
-//! The SDK and kvsetctl against in-process fake members (see `fake/mod.rs`).
+//! The SDK against in-process fake members (see `fake/mod.rs`). kvsetctl runs against the same
+//! fake in `ctl/tests/fake_cluster.rs`.
 
 mod fake;
 
@@ -6,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use fake::{closed_endpoint, Action, FakeCluster};
 use futures::TryStreamExt;
-use kvset_client::cli::{self, Cli, Exit};
 use kvset_client::{
     CauseKind, Client, Error, KeyRange, RangeOptions, ReadOptions, Role, WriteOptions,
 };
@@ -518,131 +518,6 @@ async fn status_all_reports_every_member() {
         1,
         "found through the membership"
     );
-
-    let json = cli::output::status_json(&status);
-    assert_eq!(json["leader"], "kv-0");
-    let rows = json["members"].as_array().unwrap();
-    let row0 = &rows[0];
-    assert_eq!(row0["name"], "kv-0");
-    assert_eq!(row0["ordinal"], 0);
-    assert_eq!(row0["endpoint"], cluster.members[0].endpoint());
-    assert_eq!(row0["role"], "leader");
-    assert_eq!(row0["term"], 2);
-    assert_eq!(row0["applied"], 3);
-    assert_eq!(row0["healthy"], true);
-    let row2 = &rows[2];
-    assert_eq!(row2["name"], "kv-2");
-    assert_eq!(row2["role"], "unknown");
-    assert_eq!(row2["healthy"], false);
-    assert_eq!(row2["endpoint"], cluster.members[2].endpoint());
-    assert_eq!(row2["error"], "connection refused");
-    assert_eq!(row2["lag"], 2, "lag as seen by the leader");
-}
-
-// ----- kvsetctl end to end (in process) -----
-
-async fn ctl(cluster_endpoints: &[String], args: &[&str]) -> cli::Outcome {
-    ctl_stdin(cluster_endpoints, args, "").await
-}
-
-async fn ctl_stdin(cluster_endpoints: &[String], args: &[&str], stdin: &str) -> cli::Outcome {
-    use clap::Parser;
-    let endpoints = cluster_endpoints.join(",");
-    let mut argv = vec!["kvsetctl", "--endpoints", &endpoints, "--timeout", "1s"];
-    argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(argv).unwrap();
-    cli::execute(&cli, &mut stdin.as_bytes()).await
-}
-
-#[tokio::test]
-async fn kvsetctl_commands_and_exit_codes() {
-    let cluster = FakeCluster::start(3, &[]).await;
-    let eps = cluster.endpoints();
-
-    let out = ctl(&eps, &["put", "greeting", "hello"]).await;
-    assert_eq!((out.stdout.as_str(), out.exit), ("OK\n", Exit::Ok));
-
-    let out = ctl(&eps, &["get", "greeting"]).await;
-    assert_eq!((out.stdout.as_str(), out.exit), ("hello\n", Exit::Ok));
-
-    let out = ctl(&eps, &["get", "nope"]).await;
-    assert_eq!((out.stdout.as_str(), out.exit), ("", Exit::NotFound));
-    assert_eq!(out.stderr, "not found: \"nope\"\n");
-
-    let out = ctl(
-        &eps,
-        &[
-            "--consistency",
-            "stale",
-            "--member",
-            "kv-1",
-            "get",
-            "greeting",
-        ],
-    )
-    .await;
-    assert_eq!(out.exit, Exit::Ok);
-    assert_eq!(cluster.members[1].calls("get").len(), 1);
-
-    let out = ctl(&eps, &["cas", "greeting", "hello", "hi"]).await;
-    assert_eq!((out.stdout.as_str(), out.exit), ("OK\n", Exit::Ok));
-    let out = ctl(&eps, &["cas", "greeting", "hello", "hey"]).await;
-    assert_eq!(out.exit, Exit::NotFound);
-    assert_eq!(out.stdout, "FAILED: the current value is \"hi\"\n");
-    let out = ctl(&eps, &["cas", "--absent", "fresh", "1"]).await;
-    assert_eq!(out.exit, Exit::Ok);
-    let out = ctl(&eps, &["cas", "--absent", "fresh", "x", "y"]).await;
-    assert_eq!(out.exit, Exit::InvalidInput);
-
-    let txn = r#"{"compare":[{"key":"fresh","op":"=","value":"1"}],
-                  "success":[{"put":{"key":"fresh","value":"2"}},{"get":{"key":"greeting"}}]}"#;
-    let out = ctl_stdin(&eps, &["-o", "json", "txn"], txn).await;
-    assert_eq!(out.exit, Exit::Ok, "{}", out.stderr);
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(v["succeeded"], true);
-    assert_eq!(v["responses"][1]["range"]["kvs"][0]["value"], "hi");
-    let out = ctl_stdin(&eps, &["txn"], "{not json").await;
-    assert_eq!(out.exit, Exit::InvalidInput);
-
-    let out = ctl(&eps, &["range", "--prefix", "f", "--keys-only"]).await;
-    assert_eq!(out.stdout, "KEY\nfresh\n");
-
-    let out = ctl(&eps, &["del", "--prefix", "f"]).await;
-    assert_eq!((out.stdout.as_str(), out.exit), ("1\n", Exit::Ok));
-
-    cluster.members[0].default_action(
-        "put",
-        Action::Fail(Code::InvalidArgument, "value too large"),
-    );
-    let out = ctl(&eps, &["put", "k", "v"]).await;
-    assert_eq!(out.exit, Exit::InvalidInput);
-    assert_eq!(out.stderr, "error: invalid argument: value too large\n");
-
-    let out = ctl(&eps, &["-o", "json", "status"]).await;
-    assert_eq!(out.exit, Exit::Ok);
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(v["leader"], "kv-0");
-    assert_eq!(v["members"].as_array().unwrap().len(), 3);
-
-    let out = ctl(&eps, &["members", "remove", "kv-2"]).await;
-    assert_eq!(out.exit, Exit::Ok, "{}", out.stderr);
-    let out = ctl(&eps, &["members", "promote", "kv-7"]).await;
-    assert_eq!(out.exit, Exit::NotFound);
-}
-
-#[tokio::test]
-async fn kvsetctl_reports_an_unreachable_cluster() {
-    let dead = vec![closed_endpoint().await];
-    let out = ctl(&dead, &["get", "a"]).await;
-    assert_eq!(out.exit, Exit::Unavailable);
-    assert!(
-        out.stderr.starts_with("error: no kvset member answered at"),
-        "{}",
-        out.stderr
-    );
-    let out = ctl(&dead, &["status"]).await;
-    assert_eq!(out.exit, Exit::Unavailable);
-    assert!(out.stdout.contains("unknown"));
 }
 
 #[tokio::test]
@@ -682,29 +557,6 @@ async fn snapshot_follows_the_leader_hint_and_is_verified_before_it_is_saved() {
         "the header names the member that served it"
     );
 
-    // kvsetctl: the same through the CLI, then offline inspection.
-    let eps = vec![kv0.endpoint()];
-    let cli_path = dir.path().join("cli.kvset");
-    let out = ctl(&eps, &["snapshot", "save", cli_path.to_str().unwrap()]).await;
-    assert_eq!(out.exit, Exit::Ok, "{}", out.stderr);
-    assert!(out.stdout.contains(&sha), "{}", out.stdout);
-    let out = ctl(
-        &eps,
-        &[
-            "-o",
-            "json",
-            "snapshot",
-            "inspect",
-            cli_path.to_str().unwrap(),
-        ],
-    )
-    .await;
-    assert_eq!(out.exit, Exit::Ok, "{}", out.stderr);
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(v["keys"], 12);
-    assert_eq!(v["sha256"], sha.as_str());
-    assert_eq!(v["member"], "kv-1");
-
     // A damaged stream: the checksum does not match the data. An error, no file, nothing
     // left behind, and not retried (the member would send the same).
     let before = kv1.calls("snapshot").len();
@@ -714,19 +566,12 @@ async fn snapshot_follows_the_leader_hint_and_is_verified_before_it_is_saved() {
     assert!(matches!(e, Error::Protocol { .. }), "{e:?}");
     assert!(e.to_string().contains("checksum mismatch"), "{e}");
     assert_eq!(kv1.calls("snapshot").len(), before + 1, "not retried");
-    let out = ctl(&eps, &["snapshot", "save", damaged.to_str().unwrap()]).await;
-    assert_eq!(out.exit, Exit::Other, "{out:?}");
-    assert!(out.stderr.contains("checksum mismatch"), "{}", out.stderr);
     let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(
-        names,
-        ["backup.kvset", "cli.kvset"],
-        "no damaged or temporary file"
-    );
+    assert_eq!(names, ["backup.kvset"], "no damaged or temporary file");
 
     // A stream that announces more data than it carries.
     kv1.serve_snapshot(&data[..100], 4096, &sha, 12);

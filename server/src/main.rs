@@ -17,7 +17,8 @@ use kvset_server::server;
 use kvset_server::tls::TlsFiles;
 
 /// mimalloc instead of glibc malloc: a busy leader allocates per request and per sled update,
-/// and glibc's allocator took ~18% of its CPU under write load (docs/BENCHMARKS.md).
+/// and glibc's allocator took a large share of its CPU under write load (measured in
+/// docs/BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

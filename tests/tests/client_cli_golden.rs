@@ -43,8 +43,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kvset_client::cli::output::table;
 use kvset_tests::testkit::{kvsetctl_binary, ProcessCluster};
+use kvsetctl::output::table;
 use serde_json::Value;
 
 fn golden_dir() -> PathBuf {

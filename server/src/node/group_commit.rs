@@ -20,9 +20,8 @@
 //! below the peer message limit however large the values are.
 //!
 //! One proposal in flight, not several: a second proposal only waits behind the first one's
-//! fsync inside openraft. With the log in sled, throughput fell as the number in flight grew
-//! (1: 3,935, 2: 3,616, 4: 2,876 puts/s at C=64); with the segment-file log, 1 and 2 measured
-//! the same within noise (docs/BENCHMARKS.md). A write whose caller has gone (deadline, cancelled RPC)
+//! fsync inside openraft, so more in flight measured no better (with the log in sled, worse;
+//! the numbers are in docs/BENCHMARKS.md). A write whose caller has gone (deadline, cancelled RPC)
 //! before its batch is proposed is dropped: its caller already got an error that does not claim
 //! the write happened, and a retry carries the same request id.
 

@@ -159,7 +159,7 @@ pub struct RunArgs {
 
 /// Parses a duration the way kvsetctl does (`500ms`, `2s`, `3m`, …), zero allowed.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    kvset_client::cli::args::parse_span(s)
+    kvset_client::duration::parse(s).map_err(|e| e.to_string())
 }
 
 /// Parses `MIN..MAX` (each a duration), or one duration for both.

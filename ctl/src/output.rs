@@ -32,13 +32,12 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
-use crate::cli::args::OutputFormat;
-use crate::cluster::ClusterStatus;
-use crate::health::EndpointHealth;
-use crate::range::RangePage;
-use crate::snapshot::SnapshotInfo;
-use crate::txn::{TxnOpResponse, TxnResponse};
-use crate::types::{DeleteResponse, GetResponse, Header, KeyValue, Member, PutResponse};
+use kvset_client::{
+    ClusterStatus, DeleteResponse, EndpointHealth, GetResponse, Header, KeyValue, Member,
+    PutResponse, RangePage, SnapshotInfo, TxnOpResponse, TxnResponse,
+};
+
+use crate::args::OutputFormat;
 
 /// Shows bytes as text: valid UTF-8 as is, other bytes as `\xNN`.
 pub fn display_bytes(bytes: &[u8]) -> String {

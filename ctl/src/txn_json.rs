@@ -23,8 +23,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::range::KeyRange;
-use crate::txn::{Compare, CompareOp, CompareOperand, Txn, TxnOp};
+use kvset_client::{Compare, CompareOp, CompareOperand, KeyRange, Txn, TxnOp};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -7,10 +7,10 @@ use clap::Parser;
 use super::args::{ordinal_of, parse_duration};
 use super::output::*;
 use super::*;
-use crate::cluster::{ClusterStatus, MemberHealth};
-use crate::range::RangePage;
-use crate::txn::{TxnOpResponse, TxnResponse};
-use crate::types::{GetResponse, Header, KeyValue, PutResponse, Role};
+use kvset_client::{
+    ClusterStatus, GetResponse, Header, KeyValue, MemberHealth, PutResponse, RangePage, Role,
+    TxnOpResponse, TxnResponse,
+};
 
 fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
     Cli::try_parse_from(std::iter::once("kvsetctl").chain(args.iter().copied()))
@@ -177,7 +177,7 @@ fn durations_and_ordinals() {
 
 #[test]
 fn errors_map_to_exit_codes() {
-    use crate::error::{Cause, CauseKind};
+    use kvset_client::{Cause, CauseKind};
     let cause = Cause {
         endpoint: "h:1".into(),
         kind: CauseKind::Refused,
@@ -455,7 +455,7 @@ fn status_table() {
 
 #[test]
 fn members_rendering() {
-    let members = vec![crate::types::Member {
+    let members = vec![kvset_client::Member {
         id: 3,
         name: "kv-3".into(),
         client_addr: "h:7382".into(),
@@ -497,7 +497,7 @@ fn health_parses_and_renders() {
         Command::Health { endpoint, liveness } => assert!(endpoint.is_empty() && !liveness),
         other => panic!("{other:?}"),
     }
-    use crate::health::{EndpointHealth, HealthStatus};
+    use kvset_client::{EndpointHealth, HealthStatus};
     let checks = vec![
         EndpointHealth {
             endpoint: "127.0.0.1:7379".into(),
@@ -551,7 +551,7 @@ fn tls_flags_and_snapshot_commands_parse() {
     let cli = parse(&["status", "--cacert", "ca.pem"]).unwrap();
     assert_eq!(cli.cacert.as_deref(), Some(std::path::Path::new("ca.pem")));
     let tls = tls_options(&cli).unwrap();
-    assert_eq!(tls.ca, crate::tls::Pem::file("ca.pem"));
+    assert_eq!(tls.ca, kvset_client::Pem::file("ca.pem"));
     assert!(tls.identity.is_none());
     let cli = parse(&[
         "--cacert", "ca.pem", "--cert", "c.pem", "--key", "c.key", "put", "k", "v",
@@ -559,8 +559,8 @@ fn tls_flags_and_snapshot_commands_parse() {
     .unwrap();
     assert!(matches!(cli.command, Command::Put { ref key, .. } if key == "k"));
     let identity = tls_options(&cli).unwrap().identity.unwrap();
-    assert_eq!(identity.cert, crate::tls::Pem::file("c.pem"));
-    assert_eq!(identity.key, crate::tls::Pem::file("c.key"));
+    assert_eq!(identity.cert, kvset_client::Pem::file("c.pem"));
+    assert_eq!(identity.key, kvset_client::Pem::file("c.key"));
     // --cert and --key come together, and need --cacert.
     assert!(parse(&["--cacert", "ca.pem", "--cert", "c.pem", "health"]).is_err());
     assert!(parse(&["--cacert", "ca.pem", "--key", "c.key", "health"]).is_err());
@@ -626,8 +626,8 @@ async fn tls_settings_are_checked_before_anything_is_sent() {
     );
 }
 
-fn sample_info() -> crate::snapshot::SnapshotInfo {
-    crate::snapshot::SnapshotInfo {
+fn sample_info() -> kvset_client::SnapshotInfo {
+    kvset_client::SnapshotInfo {
         header: header(),
         last_log_index: 230,
         last_log_term: 2,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::endpoint::DEFAULT_ENDPOINTS;
+use kvset_client::DEFAULT_ENDPOINTS;
 
 /// Text appended to `kvsetctl --help`.
 pub const AFTER_HELP: &str = "\
@@ -278,38 +278,14 @@ pub enum MembersCommand {
     },
 }
 
-/// Parses `500ms`, `5s`, `1.5s`, `2m`, `1h`, or a bare number of seconds; must be above zero
-/// (timeouts and intervals).
+/// Parses a `--timeout`: the duration syntax of [`kvset_client::duration::parse`] (`500ms`,
+/// `5s`, `1.5s`, `2m`, `1h`, or a bare number of seconds), and it must be above zero.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = parse_span(s)?;
+    let d = kvset_client::duration::parse(s).map_err(|e| e.to_string())?;
     if d.is_zero() {
         return Err("the duration must be greater than zero".into());
     }
     Ok(d)
-}
-
-/// Like [`parse_duration`], but zero is allowed (gaps, delays); `min` is another spelling of
-/// `m`. Shared with `kvset-chaos`, so both command lines read durations the same way.
-pub fn parse_span(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration; use e.g. 500ms, 5s, 1m"))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        other => return Err(format!("unknown unit {other:?}; use ms, s, m or h")),
-    };
-    if !(secs >= 0.0 && secs.is_finite() && secs < 1e9) {
-        return Err(format!("{s:?} is not a valid duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// The ordinal at the end of a member name: `kv-3` -> 3.

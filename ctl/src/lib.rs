@@ -1,7 +1,9 @@
 //! `kvsetctl`, the command-line client, as a library.
 //!
-//! The binary (`src/bin/kvsetctl.rs`) only calls [`main`]. Everything else lives here so that
-//! tests can drive it without spawning a process:
+//! `kvsetctl` is its own crate, built on the public API of the `kvset-client` SDK and nothing
+//! else of it, so that the SDK does not carry clap, a log subscriber or `anyhow` into the
+//! programs that embed it. The binary (`src/main.rs`) only calls [`main`]. Everything else
+//! lives here so that tests can drive it without spawning a process:
 //!
 //! - [`args`]: the command line ([`Cli`], parsed with clap derive; `Cli::try_parse_from` in
 //!   tests).
@@ -36,16 +38,10 @@ use futures::TryStreamExt;
 
 pub use args::{Cli, Command, ConsistencyArg, MembersCommand, OutputFormat, SnapshotCommand};
 
-use crate::client::Client;
-use crate::config::{Consistency, ReadOptions, WriteOptions};
-use crate::endpoint::parse_endpoint_list;
-use crate::error::Error;
-use crate::health::{LIVENESS, READINESS};
-use crate::range::{KeyRange, RangeOptions, RangePage};
-use crate::snapshot::Snapshot;
-use crate::tls::{Pem, TlsOptions};
-use crate::txn::{Compare, Txn, TxnOp};
-use crate::types::Member;
+use kvset_client::{
+    parse_endpoint_list, Client, Compare, Consistency, Error, KeyRange, Member, Pem, RangeOptions,
+    RangePage, ReadOptions, Snapshot, TlsOptions, Txn, TxnOp, WriteOptions, LIVENESS, READINESS,
+};
 
 /// `kvsetctl`'s exit status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

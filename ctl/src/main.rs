@@ -1,6 +1,6 @@
 //! `kvsetctl`: the kvset command-line client. See `kvsetctl --help` and client/README.md; the
-//! implementation is `kvset_client::cli`.
+//! implementation is this crate's library (`src/lib.rs`), so tests can run it in process.
 
 fn main() -> std::process::ExitCode {
-    kvset_client::cli::main()
+    kvsetctl::main()
 }

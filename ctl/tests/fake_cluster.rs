@@ -1,0 +1,207 @@
+//! kvsetctl, in process, against the SDK's fake members (`client/tests/fake/mod.rs`, shared by
+//! path so both crates test against one fake): every command's output and exit code, without
+//! spawning a process or a real cluster. The golden transcripts in `tests/golden/` cover the
+//! binary against real members.
+
+#[path = "../../client/tests/fake/mod.rs"]
+mod fake;
+
+use std::time::Duration;
+
+use fake::{closed_endpoint, Action, FakeCluster};
+use kvset_client::Client;
+use kvset_proto::v1 as pb;
+use kvsetctl::{Cli, Exit, Outcome};
+use tonic::Code;
+
+/// An SDK client with short timeouts, for what the test checks behind kvsetctl's back.
+fn client(endpoints: &[String]) -> Client {
+    Client::builder()
+        .endpoints(endpoints)
+        .request_timeout(Duration::from_millis(300))
+        .retry_deadline(Duration::from_secs(3))
+        .connect_timeout(Duration::from_millis(300))
+        .backoff(Duration::from_millis(5), Duration::from_millis(50))
+        .build()
+        .unwrap()
+}
+
+async fn ctl(cluster_endpoints: &[String], args: &[&str]) -> Outcome {
+    ctl_stdin(cluster_endpoints, args, "").await
+}
+
+async fn ctl_stdin(cluster_endpoints: &[String], args: &[&str], stdin: &str) -> Outcome {
+    use clap::Parser;
+    let endpoints = cluster_endpoints.join(",");
+    let mut argv = vec!["kvsetctl", "--endpoints", &endpoints, "--timeout", "1s"];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(argv).unwrap();
+    kvsetctl::execute(&cli, &mut stdin.as_bytes()).await
+}
+
+#[tokio::test]
+async fn kvsetctl_commands_and_exit_codes() {
+    let cluster = FakeCluster::start(3, &[]).await;
+    let eps = cluster.endpoints();
+
+    let out = ctl(&eps, &["put", "greeting", "hello"]).await;
+    assert_eq!((out.stdout.as_str(), out.exit), ("OK\n", Exit::Ok));
+
+    let out = ctl(&eps, &["get", "greeting"]).await;
+    assert_eq!((out.stdout.as_str(), out.exit), ("hello\n", Exit::Ok));
+
+    let out = ctl(&eps, &["get", "nope"]).await;
+    assert_eq!((out.stdout.as_str(), out.exit), ("", Exit::NotFound));
+    assert_eq!(out.stderr, "not found: \"nope\"\n");
+
+    let out = ctl(
+        &eps,
+        &[
+            "--consistency",
+            "stale",
+            "--member",
+            "kv-1",
+            "get",
+            "greeting",
+        ],
+    )
+    .await;
+    assert_eq!(out.exit, Exit::Ok);
+    assert_eq!(cluster.members[1].calls("get").len(), 1);
+
+    let out = ctl(&eps, &["cas", "greeting", "hello", "hi"]).await;
+    assert_eq!((out.stdout.as_str(), out.exit), ("OK\n", Exit::Ok));
+    let out = ctl(&eps, &["cas", "greeting", "hello", "hey"]).await;
+    assert_eq!(out.exit, Exit::NotFound);
+    assert_eq!(out.stdout, "FAILED: the current value is \"hi\"\n");
+    let out = ctl(&eps, &["cas", "--absent", "fresh", "1"]).await;
+    assert_eq!(out.exit, Exit::Ok);
+    let out = ctl(&eps, &["cas", "--absent", "fresh", "x", "y"]).await;
+    assert_eq!(out.exit, Exit::InvalidInput);
+
+    let txn = r#"{"compare":[{"key":"fresh","op":"=","value":"1"}],
+                  "success":[{"put":{"key":"fresh","value":"2"}},{"get":{"key":"greeting"}}]}"#;
+    let out = ctl_stdin(&eps, &["-o", "json", "txn"], txn).await;
+    assert_eq!(out.exit, Exit::Ok, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["succeeded"], true);
+    assert_eq!(v["responses"][1]["range"]["kvs"][0]["value"], "hi");
+    let out = ctl_stdin(&eps, &["txn"], "{not json").await;
+    assert_eq!(out.exit, Exit::InvalidInput);
+
+    let out = ctl(&eps, &["range", "--prefix", "f", "--keys-only"]).await;
+    assert_eq!(out.stdout, "KEY\nfresh\n");
+
+    let out = ctl(&eps, &["del", "--prefix", "f"]).await;
+    assert_eq!((out.stdout.as_str(), out.exit), ("1\n", Exit::Ok));
+
+    cluster.members[0].default_action(
+        "put",
+        Action::Fail(Code::InvalidArgument, "value too large"),
+    );
+    let out = ctl(&eps, &["put", "k", "v"]).await;
+    assert_eq!(out.exit, Exit::InvalidInput);
+    assert_eq!(out.stderr, "error: invalid argument: value too large\n");
+
+    let out = ctl(&eps, &["-o", "json", "status"]).await;
+    assert_eq!(out.exit, Exit::Ok);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["leader"], "kv-0");
+    assert_eq!(v["members"].as_array().unwrap().len(), 3);
+
+    let out = ctl(&eps, &["members", "remove", "kv-2"]).await;
+    assert_eq!(out.exit, Exit::Ok, "{}", out.stderr);
+    let out = ctl(&eps, &["members", "promote", "kv-7"]).await;
+    assert_eq!(out.exit, Exit::NotFound);
+}
+
+#[tokio::test]
+async fn kvsetctl_reports_an_unreachable_cluster() {
+    let dead = vec![closed_endpoint().await];
+    let out = ctl(&dead, &["get", "a"]).await;
+    assert_eq!(out.exit, Exit::Unavailable);
+    assert!(
+        out.stderr.starts_with("error: no kvset member answered at"),
+        "{}",
+        out.stderr
+    );
+    let out = ctl(&dead, &["status"]).await;
+    assert_eq!(out.exit, Exit::Unavailable);
+    assert!(out.stdout.contains("unknown"));
+}
+
+#[tokio::test]
+async fn status_json_reports_every_member() {
+    // kv-2 is in the membership but not running; only kv-0 is configured (like a Service).
+    let cluster = FakeCluster::start(3, &[2]).await;
+    let status = client(&[cluster.members[0].endpoint()]).status_all().await;
+    let json = kvsetctl::output::status_json(&status);
+    assert_eq!(json["leader"], "kv-0");
+    let rows = json["members"].as_array().unwrap();
+    let row0 = &rows[0];
+    assert_eq!(row0["name"], "kv-0");
+    assert_eq!(row0["ordinal"], 0);
+    assert_eq!(row0["endpoint"], cluster.members[0].endpoint());
+    assert_eq!(row0["role"], "leader");
+    assert_eq!(row0["term"], 2);
+    assert_eq!(row0["applied"], 3);
+    assert_eq!(row0["healthy"], true);
+    let row2 = &rows[2];
+    assert_eq!(row2["name"], "kv-2");
+    assert_eq!(row2["role"], "unknown");
+    assert_eq!(row2["healthy"], false);
+    assert_eq!(row2["endpoint"], cluster.members[2].endpoint());
+    assert_eq!(row2["error"], "connection refused");
+    assert_eq!(row2["lag"], 2, "lag as seen by the leader");
+}
+
+#[tokio::test]
+async fn snapshot_save_and_inspect() {
+    let cluster = FakeCluster::start(2, &[]).await;
+    let (kv0, kv1) = (&cluster.members[0], &cluster.members[1]);
+    kv0.set_role(pb::Role::Follower);
+    kv1.set_role(pb::Role::Leader);
+    kv0.default_action(
+        "snapshot",
+        Action::Redirect(format!("kv-1={}", kv1.endpoint())),
+    );
+    let data: Vec<u8> = (0..10_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let sha = kvset_proto::backup::sha256_hex(&data);
+    kv1.serve_snapshot(&data, 4096, &sha, 12);
+    let dir = tempfile::tempdir().unwrap();
+
+    // Saved through the leader hint, then inspected offline.
+    let eps = vec![kv0.endpoint()];
+    let cli_path = dir.path().join("cli.kvset");
+    let out = ctl(&eps, &["snapshot", "save", cli_path.to_str().unwrap()]).await;
+    assert_eq!(out.exit, Exit::Ok, "{}", out.stderr);
+    assert!(out.stdout.contains(&sha), "{}", out.stdout);
+    let out = ctl(
+        &eps,
+        &[
+            "-o",
+            "json",
+            "snapshot",
+            "inspect",
+            cli_path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(out.exit, Exit::Ok, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["keys"], 12);
+    assert_eq!(v["sha256"], sha.as_str());
+    assert_eq!(v["member"], "kv-1");
+
+    // A damaged stream (the checksum does not match the data): exit 4, no file left behind.
+    kv1.serve_snapshot(&data, 4096, &kvset_proto::backup::sha256_hex(b"other"), 12);
+    let damaged = dir.path().join("damaged.kvset");
+    let out = ctl(&eps, &["snapshot", "save", damaged.to_str().unwrap()]).await;
+    assert_eq!(out.exit, Exit::Other, "{out:?}");
+    assert!(out.stderr.contains("checksum mismatch"), "{}", out.stderr);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["cli.kvset"], "no damaged or temporary file");
+}
