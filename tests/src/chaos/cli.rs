@@ -17,6 +17,10 @@ use super::schedule::ScheduleConfig;
 use super::workload::{ReadFrom, WorkloadConfig};
 use super::{BackendConfig, ChaosError, RunConfig};
 
+/// Size of each member's tmpfs when the run includes `disk-full` (process backend): room for a
+/// run's data many times over, small enough to fill in a moment.
+const DISK_FULL_TMPFS_MB: u64 = 256;
+
 /// Which deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
@@ -318,6 +322,9 @@ impl RunArgs {
                     bind_ip,
                     base_port,
                     server_args: server_args.clone(),
+                    small_disks_mb: faults
+                        .contains(&FaultKind::DiskFull)
+                        .then_some(DISK_FULL_TMPFS_MB),
                 })
             }
             BackendKind::Docker => {

@@ -90,6 +90,10 @@ pub enum FaultKind {
     /// Compound, not in `--overlap`'s default set: kill -9 every member with kv-0's volume
     /// wiped.
     KillAllWipeKv0,
+    /// Fill a member's (small) filesystem until it is full; free it at the end of the hold. The
+    /// member must stop cleanly on the storage failure and come back once space returns.
+    /// Opt-in: named in `--faults` (it needs a filesystem per member).
+    DiskFull,
 }
 
 impl FaultKind {
@@ -120,6 +124,10 @@ impl FaultKind {
         FaultKind::KillDuringSnapshot,
         FaultKind::KillAllWipeOne,
     ];
+
+    /// Single kinds that run only when named in `--faults` (not part of `all`): they need
+    /// something of the machine that a plain run does not set up.
+    pub const OPT_IN: [FaultKind; 1] = [FaultKind::DiskFull];
 
     /// True for a compound kind (several faults in force at once).
     pub fn is_compound(self) -> bool {
@@ -154,6 +162,7 @@ impl FaultKind {
             FaultKind::KillDuringSnapshot => "kill-during-snapshot",
             FaultKind::KillAllWipeOne => "kill-all-wipe-one",
             FaultKind::KillAllWipeKv0 => "kill-all-wipe-kv0",
+            FaultKind::DiskFull => "disk-full",
         }
     }
 
@@ -189,11 +198,13 @@ impl FromStr for FaultKind {
         FaultKind::ALL
             .into_iter()
             .chain(FaultKind::COMPOUND)
+            .chain(FaultKind::OPT_IN)
             .find(|k| k.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown fault {s:?}; known: {}, or all / none; compound: {}",
+                    "unknown fault {s:?}; known: {}, or all / none; opt-in: {}; compound: {}",
                     FaultKind::ALL.map(FaultKind::as_str).join(", "),
+                    FaultKind::OPT_IN.map(FaultKind::as_str).join(", "),
                     FaultKind::COMPOUND.map(FaultKind::as_str).join(", ")
                 )
             })
@@ -382,9 +393,11 @@ impl Nemesis {
             FaultKind::KillFollower => planned.choose(&followers).into_iter().collect(),
             FaultKind::KillLeader => leader.into_iter().collect(),
             FaultKind::KillAll => all.clone(),
-            FaultKind::Restart | FaultKind::Pause | FaultKind::Partition | FaultKind::Wipe => {
-                planned.choose(&all).into_iter().collect()
-            }
+            FaultKind::Restart
+            | FaultKind::Pause
+            | FaultKind::Partition
+            | FaultKind::Wipe
+            | FaultKind::DiskFull => planned.choose(&all).into_iter().collect(),
             // Scripted by `inject_compound`.
             FaultKind::PauseWipeKillLeader
             | FaultKind::KillDuringSnapshot
@@ -452,13 +465,14 @@ impl Nemesis {
                     };
                     (result, started, healed_at)
                 }
-                FaultKind::Pause | FaultKind::Partition | FaultKind::Wipe => {
+                FaultKind::Pause | FaultKind::Partition | FaultKind::Wipe | FaultKind::DiskFull => {
                     let t = targets[0];
                     let kind = planned.kind;
                     let begun = self
                         .blocking(move |b| match kind {
                             FaultKind::Pause => b.pause(t),
                             FaultKind::Partition => b.partition(t),
+                            FaultKind::DiskFull => b.fill_disk(t),
                             _ => b.wipe_begin(t),
                         })
                         .await;
@@ -471,6 +485,7 @@ impl Nemesis {
                         .blocking(move |b| match kind {
                             FaultKind::Pause => b.resume(t),
                             FaultKind::Partition => b.heal_partition(t),
+                            FaultKind::DiskFull => b.free_disk(t),
                             _ => b.wipe_end(t),
                         })
                         .await;
@@ -892,5 +907,12 @@ mod tests {
             FaultKind::parse_list("kill-all-wipe-kv0").unwrap(),
             vec![FaultKind::KillAllWipeKv0]
         );
+        // Opt-in single kinds parse by name and stay out of `all`.
+        for k in FaultKind::OPT_IN {
+            assert!(!k.is_compound());
+            assert!(!FaultKind::ALL.contains(&k));
+            assert_eq!(FaultKind::parse_list(k.as_str()).unwrap(), vec![k]);
+        }
+        assert_eq!(FaultKind::DiskFull.as_str(), "disk-full");
     }
 }

@@ -341,8 +341,16 @@ impl Backend for DockerBackend {
         }
     }
 
-    fn unsupported(&self, _kind: FaultKind) -> Option<String> {
-        None
+    fn unsupported(&self, kind: FaultKind) -> Option<String> {
+        match kind {
+            FaultKind::DiskFull => Some(
+                "the members' volumes are named Docker volumes that must outlive a container; a \
+                 size-limited one needs a volume driver with quotas (local tmpfs volumes do not \
+                 survive the restart that a disk-full fault needs); use --backend process"
+                    .into(),
+            ),
+            _ => None,
+        }
     }
 
     fn revives_on_its_own(&self) -> bool {

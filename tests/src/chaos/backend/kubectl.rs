@@ -231,6 +231,11 @@ impl Backend for KubectlBackend {
                  CNIs do not enforce"
                     .into(),
             ),
+            FaultKind::DiskFull => Some(
+                "filling a pod's volume needs a writer inside the pod, and the image is \
+                 distroless (no shell); use --backend process"
+                    .into(),
+            ),
             _ => None,
         }
     }

@@ -159,6 +159,29 @@ pub trait Backend: Send + Sync {
     /// Lets a wiped member start again, with an empty volume (it must rejoin the cluster).
     fn wipe_end(&self, member: usize) -> Result<(), BackendError>;
 
+    /// Fills the member's filesystem until no byte is left (its next write fails with
+    /// `ENOSPC`); the member should stop on the storage failure and be restarted, failing again
+    /// until [`Backend::free_disk`].
+    fn fill_disk(&self, _member: usize) -> Result<(), BackendError> {
+        Err(self.disk_full_unsupported())
+    }
+
+    /// Gives back the space [`Backend::fill_disk`] took.
+    fn free_disk(&self, _member: usize) -> Result<(), BackendError> {
+        Err(self.disk_full_unsupported())
+    }
+
+    /// The error of the default [`Backend::fill_disk`] / [`Backend::free_disk`].
+    fn disk_full_unsupported(&self) -> BackendError {
+        BackendError::Unsupported {
+            backend: self.name(),
+            kind: FaultKind::DiskFull,
+            reason: self
+                .unsupported(FaultKind::DiskFull)
+                .unwrap_or_else(|| "not implemented".to_string()),
+        }
+    }
+
     /// Best effort: undo every fault that may still be in effect (thaw, reconnect, release
     /// holds). Called before the final checks and on teardown.
     fn heal_all(&self) -> Result<(), BackendError>;

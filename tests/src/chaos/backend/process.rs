@@ -13,6 +13,12 @@
 //!   volume and must rejoin.
 //! * `logs/kv-N.log`: the replica's log, copied into the run's `logs/` at the end.
 //!
+//! With `small_disks_mb` set (the `disk-full` fault asks for it), each `kv-N/` is a tmpfs of
+//! that size, mounted before the launcher starts and unmounted at teardown (root needed). A
+//! disk-full fault writes a filler file into it until the filesystem is full; the member then
+//! fails its next write, stops on the storage failure and is restarted by the launcher, failing
+//! again until the filler is removed at the end of the hold, when it comes back and catches up.
+//!
 //! A network partition cannot be made here: every member listens on the same loopback address
 //! and nothing sits between them. The backend says so, and the schedule leaves partitions out.
 //!
@@ -60,7 +66,12 @@ pub struct ProcessConfig {
     pub base_port: u16,
     /// Flags for every replica (after [`DEFAULT_SERVER_ARGS`]).
     pub server_args: Vec<String>,
+    /// Put each replica's data dir on a tmpfs of this many MiB (for `disk-full`; needs root).
+    pub small_disks_mb: Option<u64>,
 }
+
+/// The file a disk-full fault fills a member's filesystem with.
+const DISK_FILLER: &str = "chaos-disk-filler";
 
 /// The local launcher and its replicas.
 pub struct ProcessBackend {
@@ -151,6 +162,11 @@ impl ProcessBackend {
 
     /// Holds every replica, kills it, and stops the launcher. Idempotent.
     fn shutdown(&self) {
+        self.stop_launcher();
+        self.unmount_small_disks();
+    }
+
+    fn stop_launcher(&self) {
         let Some(launcher_pid) = self.launcher_pid() else {
             return;
         };
@@ -284,6 +300,12 @@ impl Backend for ProcessBackend {
                  sits between them, so links cannot be cut (use --backend docker)"
                     .into(),
             ),
+            FaultKind::DiskFull if self.config.small_disks_mb.is_none() => {
+                Some("the members' data dirs are not on small filesystems".into())
+            }
+            FaultKind::DiskFull if !is_root() => {
+                Some("a small filesystem per member is a tmpfs mount, which needs root".into())
+            }
             _ => None,
         }
     }
@@ -303,6 +325,11 @@ impl Backend for ProcessBackend {
         for m in 0..self.config.replicas {
             let _ = fs::remove_file(self.hold_file(m));
             let _ = fs::remove_file(self.pid_file(m));
+        }
+        if let Some(mb) = self.config.small_disks_mb.filter(|_| is_root()) {
+            for m in 0..self.config.replicas {
+                self.mount_small_disk(m, mb)?;
+            }
         }
         if let Some(parent) = self.config.launcher_log.parent() {
             fs::create_dir_all(parent)
@@ -450,10 +477,36 @@ impl Backend for ProcessBackend {
             }
         }
         let dir = self.member_dir(member);
+        if self.config.small_disks_mb.is_some() && is_mount_point(&dir) {
+            // The mount point stays; its contents go.
+            return remove_contents(&dir)
+                .map_err(|e| BackendError::io(format!("empty {}", dir.display()), e));
+        }
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(BackendError::io(format!("remove {}", dir.display()), e)),
+        }
+    }
+
+    fn fill_disk(&self, member: usize) -> Result<(), BackendError> {
+        let dir = self.member_dir(member);
+        if !is_mount_point(&dir) {
+            return Err(BackendError::Setup(format!(
+                "{} is not a small filesystem of its own; refusing to fill the disk it is on",
+                dir.display()
+            )));
+        }
+        let path = dir.join(DISK_FILLER);
+        fill_until_full(&path).map_err(|e| BackendError::io(format!("fill {}", path.display()), e))
+    }
+
+    fn free_disk(&self, member: usize) -> Result<(), BackendError> {
+        let path = self.member_dir(member).join(DISK_FILLER);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BackendError::io(format!("remove {}", path.display()), e)),
         }
     }
 
@@ -517,6 +570,51 @@ impl Backend for ProcessBackend {
 }
 
 impl ProcessBackend {
+    /// Mounts a tmpfs of `mb` MiB on kv-`member`'s data dir (kept if one is mounted already).
+    fn mount_small_disk(&self, member: usize, mb: u64) -> Result<(), BackendError> {
+        let dir = self.member_dir(member);
+        fs::create_dir_all(&dir)
+            .map_err(|e| BackendError::io(format!("create {}", dir.display()), e))?;
+        if is_mount_point(&dir) {
+            return Ok(());
+        }
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "kvset-chaos"])
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| BackendError::Command {
+                command: "mount -t tmpfs".into(),
+                detail: e.to_string(),
+            })?;
+        if !out.status.success() {
+            return Err(BackendError::Setup(format!(
+                "cannot mount a {mb} MiB tmpfs on {} for the disk-full fault: {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Unmounts the small filesystems (their contents go with them; the run's logs are kept
+    /// elsewhere).
+    fn unmount_small_disks(&self) {
+        if self.config.small_disks_mb.is_none() {
+            return;
+        }
+        for m in 0..self.config.replicas {
+            let dir = self.member_dir(m);
+            if is_mount_point(&dir) {
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(&dir)
+                    .stdin(Stdio::null())
+                    .status();
+            }
+        }
+    }
+
     fn server_args(&self) -> Vec<String> {
         DEFAULT_SERVER_ARGS
             .iter()
@@ -636,4 +734,50 @@ pub fn find_server_binary() -> Option<PathBuf> {
     [dir.join("kvset-server"), dir.parent()?.join("kvset-server")]
         .into_iter()
         .find(|p| p.exists())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// True when `dir` is a mount point (its device differs from its parent's).
+fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let (Ok(here), Some(Ok(parent))) = (fs::metadata(dir), dir.parent().map(fs::metadata)) else {
+        return false;
+    };
+    here.dev() != parent.dev()
+}
+
+/// Removes everything inside `dir`, keeping `dir`.
+fn remove_contents(dir: &Path) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() && !path.is_symlink() {
+            fs::remove_dir_all(&path)?;
+        } else {
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes zeros to `path` until the filesystem has no room left (`ENOSPC`). Bounded by the
+/// filesystem's size, which the caller made small.
+fn fill_until_full(path: &Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let chunk = vec![0u8; 1 << 20];
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
 }
