@@ -23,9 +23,10 @@
 #
 # Idempotent and cached: the debootstrap rootfs is kept as a tarball under
 # ${KVSET_CACHE:-~/.cache/kvset}/standin/ (never in git), and an image is imported again only
-# when its recorded input stamp (rootfs checksum + toolchain version) changed. Needs root (for
-# debootstrap), debootstrap and the Docker engine. Real registries' images are never replaced:
-# if the tag already names an image without this script's label, the script stops.
+# when its recorded input stamp (rootfs checksum + toolchain version + CA bundle) changed. Needs
+# root (for debootstrap), debootstrap (installed with apt-get when missing) and the Docker
+# engine. A real image already under one of the names (pulled from its registry: it lacks this
+# script's label) is used as it is and never replaced.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -80,6 +81,11 @@ rootfs_tar=$cache/bookworm-rootfs.tar
 # 1. The Debian 12 rootfs, once.
 if [[ $force == 1 || ! -s $rootfs_tar ]]; then
   [[ $(id -u) == 0 ]] || die "debootstrap needs root"
+  if ! command -v debootstrap >/dev/null && command -v apt-get >/dev/null; then
+    log "installing debootstrap (apt-get)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; } >&2 \
+      || die "could not install debootstrap"
+  fi
   command -v debootstrap >/dev/null || die "debootstrap not found (apt-get install debootstrap)"
   work=$(mktemp -d "$cache/rootfs.XXXXXX")
   trap 'rm -rf "$work"' EXIT
@@ -103,7 +109,8 @@ needs_import() {
   local ref=$1 stamp=$2 have
   have=$(current_stamp "$ref")
   if docker image inspect "$ref" >/dev/null 2>&1 && [[ -z $have || $have == "<no value>" ]]; then
-    die "$ref exists and is not a stand-in made by this script; leaving it alone"
+    log "$ref is a real image (not a stand-in): using it as it is"
+    return 1
   fi
   [[ $force == 1 || $have != "$stamp" ]]
 }
