@@ -34,6 +34,42 @@ tool=$(basename "$0")
 line="$tool $*"
 [[ -z ${DOCKER_HOST:-} ]] || line="$line [DOCKER_HOST=$DOCKER_HOST]"
 echo "$line" >>"$FAKE_LOG"
+state=${FAKE_LOG%/*}
+replicas() { cat "$state/replicas" 2>/dev/null || echo 3; }
+# kvsetctl as a three-member cluster led by kv-0 would answer, with keys kept in $state.
+fake_kvsetctl() {
+  local words=()
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --endpoints|-o|--consistency|--timeout) shift ;;
+      *) words+=("$1") ;;
+    esac
+    shift
+  done
+  case ${words[0]:-} in
+    put) echo "${words[2]}" >"$state/key-${words[1]//\//_}"; echo OK ;;
+    get) cat "$state/key-${words[1]//\//_}" ;;
+    status) echo '{"leader": "kv-0", "members": []}' ;;
+    members)
+      if [[ ${words[1]} == list ]]; then
+        printf '{"members": ['
+        for ((i = 0; i < $(replicas); i++)); do printf '{"voter": true},'; done
+        echo ']}'
+      else
+        echo OK
+      fi ;;
+    *) echo "fake kvsetctl: unexpected ${words[*]}" >&2; exit 3 ;;
+  esac
+}
+# The ordinal N of the last argument named kv-N or data-kv-N.
+ordinal() { local last=${*: -1}; echo "${last##*kv-}"; }
+if [[ $tool == kvsetctl ]]; then fake_kvsetctl "$@"; exit; fi
+if [[ $tool == kubectl && " $* " == *" exec "* ]]; then
+  while [[ $# -gt 0 && $1 != kvsetctl ]]; do shift; done
+  shift
+  fake_kvsetctl "$@"
+  exit
+fi
 case "$tool $*" in
   "docker info"*) exit 0 ;;
   "docker buildx version"*) [[ ${FAKE_DOCKER_BUILDX:-0} == 1 ]]; exit ;;
@@ -62,6 +98,15 @@ case "$tool $*" in
   "kubectl "*"apply -f -"*) cat >/dev/null; exit 0 ;;
   "kubectl "*"get statefulset kv"*) [[ ${FAKE_STS_EXISTS:-0} == 1 ]]; exit ;;
   "kubectl "*"rollout status"*) [[ ${FAKE_ROLLOUT_FAILS:-0} != 1 ]]; exit ;;
+  "kubectl "*"port-forward "*) exec sleep 10 ;;
+  "kubectl "*"scale statefulset kv --replicas="*) last=${*: -1}; echo "${last#--replicas=}" >"$state/replicas"; exit 0 ;;
+  "kubectl "*"delete pod kv-"*) echo x >>"$state/restarts-$(ordinal "${@:1:$#-1}")"; exit 0 ;;
+  "kubectl "*"get pod kv-"*"creationTimestamp"*) echo "2026-01-01T00:00:0$(ordinal "${@:1:$#-2}")Z"; exit 0 ;;
+  "kubectl "*"get pod kv-"*"uid"*)
+    n=$(ordinal "${@:1:$#-2}"); echo "uid-$n-$(wc -l <"$state/restarts-$n" 2>/dev/null || echo 0)"; exit 0 ;;
+  "kubectl "*"get pvc data-kv-"*"volumeName"*) echo "pv-$(ordinal "${@:1:$#-2}")"; exit 0 ;;
+  "kubectl "*"get pod kv-"*|"kubectl "*"get pvc data-kv-"*) (($(ordinal "$@") < $(replicas))); exit ;;
+  "kubectl "*"get pdb kv"*) echo 1; exit 0 ;;
   "kubectl "*) exit 0 ;;
   "minikube "*" status"*) [[ ${FAKE_MINIKUBE_RUNNING:-0} == 1 ]] || exit 7; exit 0 ;;
   "minikube "*" docker-env"*) echo 'export DOCKER_HOST="tcp://192.168.49.2:2376"'; exit 0 ;;
@@ -135,7 +180,7 @@ fn run(script: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
     let fake = bin.join("fake");
     std::fs::write(&fake, FAKE).expect("write fake");
     make_executable(&fake);
-    for tool in ["kind", "kubectl", "docker", "minikube"] {
+    for tool in ["kind", "kubectl", "docker", "minikube", "kvsetctl"] {
         std::os::unix::fs::symlink(&fake, bin.join(tool)).expect("symlink fake");
     }
     let log = dir.path().join("calls.log");
@@ -152,6 +197,8 @@ fn run(script: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
         .current_dir(repo_root())
         .env("PATH", path)
         .env("FAKE_LOG", &log)
+        // The e2e's port-forward step talks through a host kvsetctl: the fake one.
+        .env("KVSETCTL", bin.join("kvsetctl"))
         .env("TMPDIR", &tmp)
         // build-image.sh takes the Dockerfile path: no cargo on the host.
         .env("KVSET_IMAGE_BUILD", "online")
@@ -200,8 +247,12 @@ fn repo(path: &str) -> String {
 
 /// What every up script must end with: how to reach the cluster and a `kvsetctl status` to try.
 fn assert_prints_access(run: &Run, context: &str) {
+    assert_prints_access_in(run, context, "default");
+}
+
+fn assert_prints_access_in(run: &Run, context: &str, namespace: &str) {
     for want in [
-        format!("kubectl --context {context} -n default port-forward svc/kv-client 7379"),
+        format!("kubectl --context {context} -n {namespace} port-forward svc/kv-client 7379"),
         "kvsetctl --endpoints 127.0.0.1:7379 status".to_string(),
     ] {
         assert!(
@@ -437,8 +488,58 @@ fn minikube_down_deletes_the_profile_or_only_kvset() {
 }
 
 #[test]
+fn kind_e2e_with_keep_leaves_cluster_and_deployment_up() {
+    let run = run("scripts/k8s-kind-e2e.sh", &["--keep"], &[]);
+    assert!(run.ok, "k8s-kind-e2e.sh --keep failed\n{}", run.explain());
+    run.assert_in_order(&[
+        "kind create cluster --name kvset-e2e",
+        "kind load docker-image kvset:dev --name kvset-e2e",
+        "apply -k",
+        "scale statefulset kv --replicas=5",
+        "rollout restart statefulset/kv",
+    ]);
+    // --keep: nothing of the deployment or the cluster is deleted at the end.
+    run.assert_no_call("delete -k");
+    run.assert_no_call("delete namespace");
+    run.assert_no_call("kind delete cluster");
+    assert!(
+        run.stdout.contains("k8s-kind-e2e: PASSED"),
+        "{}",
+        run.explain()
+    );
+    assert_prints_access_in(&run, "kind-kvset-e2e", "kvset-e2e");
+}
+
+#[test]
+fn kind_e2e_without_keep_tears_down_and_uses_the_load_fallback() {
+    let run = run(
+        "scripts/k8s-kind-e2e.sh",
+        &[],
+        &[("FAKE_KIND_LOAD_FAILS", "1")],
+    );
+    assert!(run.ok, "k8s-kind-e2e.sh failed\n{}", run.explain());
+    run.assert_in_order(&[
+        "kind load docker-image kvset:dev --name kvset-e2e",
+        "docker save --output ",
+        "kind load image-archive ",
+        "apply -k",
+        "rollout restart statefulset/kv",
+        "--namespace kvset-e2e delete -k",
+        "delete pvc -l app.kubernetes.io/instance=kv",
+        "delete namespace kvset-e2e",
+        "kind delete cluster --name kvset-e2e",
+    ]);
+    assert!(
+        run.stdout.contains("k8s-kind-e2e: PASSED"),
+        "{}",
+        run.explain()
+    );
+    assert!(!run.stdout.contains("port-forward svc/kv-client 7379\n"));
+}
+
+#[test]
 fn scripts_refuse_unknown_arguments_and_explain_themselves() {
-    for script in &SCRIPTS[..4] {
+    for script in &SCRIPTS[..5] {
         let bad = run(script, &["--bogus"], &[]);
         assert!(!bad.ok, "{script} --bogus must fail");
         assert!(
