@@ -66,6 +66,18 @@ log "built $tag in $((SECONDS - start)) s ($id)"
 if [[ -n $previous && $previous != "$id" ]]; then
   docker image rm "$previous" >/dev/null 2>&1 || true
 fi
+# The classic builder keeps each build's compile stage as an untagged image (the cache of the next
+# build). After a source change the previous one is superseded and would only fill the disk
+# (gigabytes each): drop every such stage image of this Dockerfile but the newest.
+stale=$(docker images --filter dangling=true --quiet --no-trunc | while read -r img; do
+  cmd=$(docker image inspect --format '{{json .ContainerConfig.Cmd}}' "$img" 2>/dev/null || true)
+  # shellcheck disable=SC2016 # the literal text of the Dockerfile's RUN line
+  [[ $cmd != *'objcopy --strip-debug \"target/release/$b\"'* ]] \
+    || echo "$(docker image inspect --format '{{.Created}}' "$img") $img"
+done | sort -r | tail -n +2 | cut -d' ' -f2)
+for img in $stale; do
+  docker image rm "$img" >/dev/null 2>&1 && log "removed the superseded build stage ${img:7:12}" || true
+done
 
 # 3. The image's contract: entrypoint, user, ports, volume; and it runs.
 config=$(docker image inspect --format '{{json .Config.Entrypoint}} {{.Config.User}} {{json .Config.ExposedPorts}} {{json .Config.Volumes}}' "$tag")
