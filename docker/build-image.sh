@@ -4,8 +4,12 @@
 # Usage: docker/build-image.sh [--online | --offline] [--tag TAG] [--bin-dir DIR] [-q]
 #
 #   --online       docker build -f docker/Dockerfile: compiles inside the official rust image,
-#                  runtime gcr.io/distroless/cc-debian12:nonroot. Needs a registry for the two
-#                  base images and BuildKit (the default builder since Docker 23).
+#                  runtime gcr.io/distroless/cc-debian12:nonroot. Needs the two base images (a
+#                  registry, or local stand-ins: docker/standin-bases.sh). Uses buildx when it
+#                  is installed (`docker buildx build --load --provenance=false`: a provenance
+#                  attestation would make the result a manifest list, which `kind load` and
+#                  `docker save` mishandle), else the classic builder: the Dockerfile needs
+#                  nothing builder-specific.
 #   --offline      builds the binaries on this host (cargo build --release, honouring
 #                  CARGO_TARGET_DIR), then docker/Dockerfile.offline: FROM scratch + the binaries
 #                  + exactly the shared libraries `ldd` says they load + a nonroot user. Needs no
@@ -19,7 +23,7 @@
 #   -q, --quiet    print only the image id on stdout
 #
 # Both paths produce the same layout: /usr/local/bin/{kvset-server,kvsetctl}, user 65532:65532,
-# /data a volume owned by that user, ports 7379 (clients) and 7479 (peers), and the image is
+# /data a volume owned by that user, ports 7379 (clients), 7479 (peers) and 7579 (metrics), and the image is
 # checked by running `kvset-server --version` in it.
 set -euo pipefail
 
@@ -79,15 +83,20 @@ previous=$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
 [[ $quiet == 0 ]] || build_args+=(--quiet)
 
 if [[ $mode == online ]]; then
-  log "building $tag from docker/Dockerfile (rust builder -> distroless)"
-  DOCKER_BUILDKIT=1 docker build "${build_args[@]}" -f "$repo/docker/Dockerfile" "$repo" >&2
+  if docker buildx version >/dev/null 2>&1; then
+    log "building $tag from docker/Dockerfile with buildx (rust builder -> distroless)"
+    docker buildx build --load --provenance=false "${build_args[@]}" -f "$repo/docker/Dockerfile" "$repo" >&2
+  else
+    log "building $tag from docker/Dockerfile with the classic builder (no buildx here)"
+    DOCKER_BUILDKIT=0 docker build "${build_args[@]}" -f "$repo/docker/Dockerfile" "$repo" >&2
+  fi
 else
   if [[ -z $bin_dir ]]; then
     # A relative CARGO_TARGET_DIR means relative to where the caller stands, as for cargo.
     target_dir=${CARGO_TARGET_DIR:-$repo/target}
     [[ $target_dir == /* ]] || target_dir=$PWD/$target_dir
     log "cargo build --release (target dir $target_dir)"
-    cargo_args=(build --release --locked -p kvset-server -p kvset-client --bins)
+    cargo_args=(build --release --locked -p kvset-server -p kvsetctl --bins)
     [[ $quiet == 0 ]] || cargo_args+=(--quiet)
     (cd "$repo" && CARGO_TARGET_DIR=$target_dir cargo "${cargo_args[@]}") >&2
     bin_dir=$target_dir/release

