@@ -137,14 +137,43 @@ impl PowerFs {
         }
     }
 
+    /// Unmounts; a mount still busy right after its processes were killed (the kernel closes
+    /// their files asynchronously) is retried for a few seconds, then detached lazily.
     fn unmount_inner(&mut self) -> Result<(), PowerFsError> {
-        match self.session.take() {
-            Some(s) => s.umount_and_join().map_err(|source| PowerFsError::Unmount {
-                path: self.mountpoint.clone(),
-                source,
-            }),
-            None => Ok(()),
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        let path = std::ffi::CString::new(self.mountpoint.as_os_str().as_encoded_bytes())
+            .expect("a mount point path has no NUL");
+        let started = std::time::Instant::now();
+        loop {
+            // SAFETY: umount2 with a valid NUL-terminated path.
+            if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
+                break;
+            }
+            let err = std::io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EBUSY) if started.elapsed() < std::time::Duration::from_secs(5) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Some(libc::EBUSY) => {
+                    // SAFETY: as above.
+                    unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+                    // The session ends when the last user lets go; do not wait for it.
+                    drop(session);
+                    return Err(PowerFsError::Unmount {
+                        path: self.mountpoint.clone(),
+                        source: err,
+                    });
+                }
+                // Not mounted (any more), or unmounted from outside: just join.
+                _ => break,
+            }
         }
+        session.join().map_err(|source| PowerFsError::Unmount {
+            path: self.mountpoint.clone(),
+            source,
+        })
     }
 }
 
