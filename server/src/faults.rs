@@ -8,10 +8,10 @@
 //!
 //! `skip-log-fsync` makes the Raft log's append report entries durable without the
 //! `fdatasync` (`store/wal.rs`), so a member acknowledges writes that a power cut loses. The
-//! power-loss tests (`tests/tests/power_loss.rs`, on the kvset-powerfs filesystem) must catch
-//! it. The store sits below every other layer and has no `Faults` handle, so this one fault is
-//! also a process-wide flag ([`skip_log_fsync`]), set when a [`Faults`] enabling it is built;
-//! this module depends on nothing, so any layer may read it.
+//! power-loss tests (`tests/tests/cluster_power_loss.rs`, on the kvset-powerfs filesystem) must
+//! catch it. The store sits below every other layer and has no `Faults` handle, so this one
+//! fault is also a process-wide flag ([`skip_log_fsync`]), set when a [`Faults`] enabling it is
+//! built; this module depends on nothing, so any layer may read it.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -391,6 +391,12 @@ impl Model {
             let mut node = Node::new(meta, size);
             if meta.kind == Kind::Dir {
                 node.entries = self.durable_dirs.get(&id).cloned().unwrap_or_default();
+                let subdirs = node
+                    .entries
+                    .values()
+                    .filter(|c| self.durable_dirs.contains_key(*c))
+                    .count();
+                node.nlink = 2 + subdirs as u32;
             } else {
                 node.nlink = nlinks.get(&id).copied().unwrap_or(1);
             }
@@ -575,7 +581,7 @@ impl Model {
         p.entries.remove(name);
         p.touch();
         if dir {
-            p.nlink -= 1;
+            p.nlink = p.nlink.saturating_sub(1);
         }
         self.unlink_node(id, dir);
         Ok(())
@@ -656,7 +662,7 @@ impl Model {
             let np = self.nodes.get_mut(&new_parent).expect("checked");
             np.entries.remove(new_name);
             if kind == Kind::Dir {
-                np.nlink -= 1;
+                np.nlink = np.nlink.saturating_sub(1);
             }
             self.unlink_node(target, kind == Kind::Dir);
         }
@@ -664,7 +670,7 @@ impl Model {
         p.entries.remove(name);
         p.touch();
         if kind == Kind::Dir {
-            p.nlink -= 1;
+            p.nlink = p.nlink.saturating_sub(1);
         }
         let np = self.nodes.get_mut(&new_parent).expect("checked");
         np.entries.insert(new_name.to_os_string(), id);
@@ -1034,6 +1040,22 @@ mod tests {
                 .errno(),
             libc::EISDIR
         );
+    }
+
+    #[test]
+    fn directories_rebuilt_after_a_cut_count_their_subdirectories() {
+        let (_d, mut m) = model();
+        for name in ["a", "b", "c"] {
+            m.create(ROOT, OsStr::new(name), Kind::Dir, 0o755, 0, 0)
+                .unwrap();
+        }
+        m.fsync(ROOT).unwrap();
+        m.cut_power().unwrap();
+        assert_eq!(m.attr(ROOT).unwrap().nlink, 5);
+        for name in ["a", "b", "c"] {
+            m.remove(ROOT, OsStr::new(name), true).unwrap();
+        }
+        assert_eq!(m.attr(ROOT).unwrap().nlink, 2);
     }
 
     #[test]
