@@ -5,9 +5,16 @@
 //! exist because a checker that never saw a bug proves nothing: the chaos harness runs a short
 //! workload against a member with `stale-linearizable-reads` and must report a violation, and the
 //! SDK's exactly-once test uses `drop-write-responses` to lose answers to committed writes.
+//!
+//! `skip-log-fsync` makes the Raft log's append report entries durable without the
+//! `fdatasync` (`store/wal.rs`), so a member acknowledges writes that a power cut loses. The
+//! power-loss tests (`tests/tests/cluster_power_loss.rs`, on the kvset-powerfs filesystem) must
+//! catch it. The store sits below every other layer and has no `Faults` handle, so this one
+//! fault is also a process-wide flag ([`skip_log_fsync`]), set when a [`Faults`] enabling it is
+//! built; this module depends on nothing, so any layer may read it.
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// One injectable fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,13 +24,23 @@ pub enum Fault {
     /// After every Nth write has been committed and applied, answer UNAVAILABLE instead of the
     /// result (a lost response: the client cannot know the write happened).
     DropWriteResponses { every: u64 },
+    /// Report Raft log appends durable without `fdatasync`ing them (lost on power loss).
+    SkipLogFsync,
+}
+
+static SKIP_LOG_FSYNC: AtomicBool = AtomicBool::new(false);
+
+/// True when this process runs with the `skip-log-fsync` fault: the Raft log must not
+/// `fdatasync` its appends.
+pub fn skip_log_fsync() -> bool {
+    SKIP_LOG_FSYNC.load(Ordering::Relaxed)
 }
 
 /// Error for an unknown or malformed fault name.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown fault {0:?}: known faults are stale-linearizable-reads and drop-write-responses=N \
-     (for example drop-write-responses=3)"
+    "unknown fault {0:?}: known faults are stale-linearizable-reads, skip-log-fsync and \
+     drop-write-responses=N (for example drop-write-responses=3)"
 )]
 pub struct UnknownFault(String);
 
@@ -33,6 +50,7 @@ impl FromStr for Fault {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once('=') {
             None if s == "stale-linearizable-reads" => Ok(Fault::StaleLinearizableReads),
+            None if s == "skip-log-fsync" => Ok(Fault::SkipLogFsync),
             Some(("drop-write-responses", n)) => match n.parse::<u64>() {
                 Ok(every) if every > 0 => Ok(Fault::DropWriteResponses { every }),
                 _ => Err(UnknownFault(s.to_string())),
@@ -47,6 +65,7 @@ impl std::fmt::Display for Fault {
         match self {
             Fault::StaleLinearizableReads => write!(f, "stale-linearizable-reads"),
             Fault::DropWriteResponses { every } => write!(f, "drop-write-responses={every}"),
+            Fault::SkipLogFsync => write!(f, "skip-log-fsync"),
         }
     }
 }
@@ -60,6 +79,9 @@ pub struct Faults {
 
 impl Faults {
     pub fn new(enabled: Vec<Fault>) -> Self {
+        if enabled.contains(&Fault::SkipLogFsync) {
+            SKIP_LOG_FSYNC.store(true, Ordering::Relaxed);
+        }
         Self {
             enabled,
             writes: AtomicU64::new(0),
@@ -82,7 +104,7 @@ impl Faults {
             Fault::DropWriteResponses { every } => {
                 (self.writes.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(*every)
             }
-            Fault::StaleLinearizableReads => false,
+            Fault::StaleLinearizableReads | Fault::SkipLogFsync => false,
         })
     }
 }
@@ -101,6 +123,11 @@ mod tests {
             "drop-write-responses=3".parse::<Fault>().unwrap(),
             Fault::DropWriteResponses { every: 3 }
         );
+        assert_eq!(
+            "skip-log-fsync".parse::<Fault>().unwrap(),
+            Fault::SkipLogFsync
+        );
+        assert_eq!(Fault::SkipLogFsync.to_string(), "skip-log-fsync");
         for bad in ["", "drop-write-responses", "drop-write-responses=0", "nope"] {
             let err = bad.parse::<Fault>().unwrap_err().to_string();
             assert!(err.contains("known faults"), "{err}");

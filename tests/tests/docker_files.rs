@@ -281,17 +281,29 @@ fn member_problems(members: &[String], dockerfile: &str, dockerignore: &str) -> 
     let ignore: Vec<&str> = dockerignore.lines().map(str::trim).collect();
     let mut problems = Vec::new();
     for m in members {
+        // A nested member (tests/powerfs) comes along with a directory that holds it (tests).
+        let dirs: Vec<String> = m
+            .match_indices('/')
+            .map(|(i, _)| m[..i].to_string())
+            .chain([m.clone()])
+            .collect();
+        let whole = |copies: &[(String, String)]| {
+            dirs.iter()
+                .any(|d| copies.contains(&(d.clone(), d.clone())))
+        };
         let manifest = (format!("{m}/Cargo.toml"), format!("{m}/"));
-        let whole = (m.clone(), m.clone());
-        if !early.contains(&manifest) && !early.contains(&whole) {
+        if !early.contains(&manifest) && !whole(&early) {
             problems.push(format!(
                 "docker/Dockerfile: no `COPY {m}/Cargo.toml {m}/` (or `COPY {m} {m}`) before the dependency build"
             ));
         }
-        if !early.contains(&whole) && !late.contains(&whole) {
+        if !whole(&early) && !whole(&late) {
             problems.push(format!("docker/Dockerfile: no `COPY {m} {m}`"));
         }
-        if !ignore.contains(&format!("!{m}/**").as_str()) {
+        if !dirs
+            .iter()
+            .any(|d| ignore.contains(&format!("!{d}/**").as_str()))
+        {
             problems.push(format!(".dockerignore: no `!{m}/**` line"));
         }
     }
