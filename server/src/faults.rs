@@ -4,7 +4,8 @@
 //! member running with any of them logs a warning at start-up and reports them in `Status`. They
 //! exist because a checker that never saw a bug proves nothing: the chaos harness runs a short
 //! workload against a member with `stale-linearizable-reads` and must report a violation, and the
-//! SDK's exactly-once test uses `drop-write-responses` to lose answers to committed writes.
+//! SDK's exactly-once test uses `drop-write-responses` to lose answers to committed writes, and
+//! `stall-proposal` shows that a proposal openraft never answers cannot hang a member's writes.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,13 +18,17 @@ pub enum Fault {
     /// After every Nth write has been committed and applied, answer UNAVAILABLE instead of the
     /// result (a lost response: the client cannot know the write happened).
     DropWriteResponses { every: u64 },
+    /// The Nth proposal this member makes goes to Raft, but its answer is never awaited (as
+    /// when openraft never answers a proposal whose entry a snapshot install purged). Proves
+    /// that a proposal is bounded by a deadline and that later writes still get through.
+    StallProposal { nth: u64 },
 }
 
 /// Error for an unknown or malformed fault name.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown fault {0:?}: known faults are stale-linearizable-reads and drop-write-responses=N \
-     (for example drop-write-responses=3)"
+    "unknown fault {0:?}: known faults are stale-linearizable-reads, drop-write-responses=N \
+     (for example drop-write-responses=3) and stall-proposal=N (for example stall-proposal=5)"
 )]
 pub struct UnknownFault(String);
 
@@ -37,6 +42,10 @@ impl FromStr for Fault {
                 Ok(every) if every > 0 => Ok(Fault::DropWriteResponses { every }),
                 _ => Err(UnknownFault(s.to_string())),
             },
+            Some(("stall-proposal", n)) => match n.parse::<u64>() {
+                Ok(nth) if nth > 0 => Ok(Fault::StallProposal { nth }),
+                _ => Err(UnknownFault(s.to_string())),
+            },
             _ => Err(UnknownFault(s.to_string())),
         }
     }
@@ -47,6 +56,7 @@ impl std::fmt::Display for Fault {
         match self {
             Fault::StaleLinearizableReads => write!(f, "stale-linearizable-reads"),
             Fault::DropWriteResponses { every } => write!(f, "drop-write-responses={every}"),
+            Fault::StallProposal { nth } => write!(f, "stall-proposal={nth}"),
         }
     }
 }
@@ -82,7 +92,15 @@ impl Faults {
             Fault::DropWriteResponses { every } => {
                 (self.writes.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(*every)
             }
-            Fault::StaleLinearizableReads => false,
+            Fault::StaleLinearizableReads | Fault::StallProposal { .. } => false,
+        })
+    }
+
+    /// Which proposal of this member, counted from 1, is never answered, if any.
+    pub fn stall_proposal(&self) -> Option<u64> {
+        self.enabled.iter().find_map(|f| match f {
+            Fault::StallProposal { nth } => Some(*nth),
+            _ => None,
         })
     }
 }
@@ -101,7 +119,21 @@ mod tests {
             "drop-write-responses=3".parse::<Fault>().unwrap(),
             Fault::DropWriteResponses { every: 3 }
         );
-        for bad in ["", "drop-write-responses", "drop-write-responses=0", "nope"] {
+        assert_eq!(
+            "stall-proposal=5".parse::<Fault>().unwrap(),
+            Fault::StallProposal { nth: 5 }
+        );
+        assert_eq!(
+            Fault::StallProposal { nth: 5 }.to_string(),
+            "stall-proposal=5"
+        );
+        for bad in [
+            "",
+            "drop-write-responses",
+            "drop-write-responses=0",
+            "stall-proposal=0",
+            "nope",
+        ] {
             let err = bad.parse::<Fault>().unwrap_err().to_string();
             assert!(err.contains("known faults"), "{err}");
         }

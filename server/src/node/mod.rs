@@ -85,7 +85,11 @@ impl Node {
         let steering = Arc::new(ElectionSteering::new(raft.clone()));
         let faults = crate::faults::Faults::new(config.faults.clone());
         let telemetry = crate::telemetry::Telemetry::new();
-        let group_commit = GroupCommit::start(raft.clone(), telemetry.write_batch_sizes());
+        let group_commit = GroupCommit::start(
+            group_commit::RaftProposer::new(raft.clone(), faults.stall_proposal()),
+            telemetry.write_batch_sizes(),
+            group_commit::PROPOSAL_DEADLINE,
+        );
         let read_index = ReadIndexCoalescer::new(raft.clone(), telemetry.read_index_rounds());
         Arc::new(Self {
             faults,
@@ -242,6 +246,9 @@ impl Node {
             }
             Err(e @ GroupCommitError::MalformedBatchResult { .. }) => {
                 return Err(ApiError::Internal(format!("{}: {e}", self.name())))
+            }
+            Err(e @ GroupCommitError::Deadline { .. }) => {
+                return Err(ApiError::Timeout(format!("{}: {e}", self.name())))
             }
         };
         match error {
