@@ -25,6 +25,13 @@
 //! the same within noise (docs/BENCHMARKS.md). A write whose caller has gone (deadline, cancelled RPC)
 //! before its batch is proposed is dropped: its caller already got an error that does not claim
 //! the write happened, and a retry carries the same request id.
+//!
+//! One proposal at a time also means one unanswered proposal would stop every later write, so
+//! the wait for each answer is bounded by [`PROPOSAL_DEADLINE`]. openraft answers a proposal when
+//! its entry is applied or truncated, but not when a snapshot install purges past it (a leader
+//! cut off while a write was in flight, then brought back behind a compacted log). At the
+//! deadline the proposal's writes fail as possibly applied ([`GroupCommitError::Deadline`]) and
+//! the proposer moves on; the entry may still commit later, which the request id makes safe.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
