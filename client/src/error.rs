@@ -203,6 +203,9 @@ pub enum CauseKind {
     TimedOut,
     /// The connection broke while the request was in flight.
     Broken,
+    /// A member took the request and cannot say whether it was applied: it forwarded the write
+    /// to the leader and lost the leader's answer (`UNAVAILABLE` with `kvset-outcome: unknown`).
+    OutcomeUnknown,
 }
 
 /// Why one attempt failed; kept by the retry loop and reported when it gives up.
@@ -230,7 +233,9 @@ fn unavailable_message(
     reached_member: bool,
     may_have_applied: bool,
 ) -> String {
-    let mut msg = if reached_member && crate::tls::is_tls_message(&last.message) {
+    let mut msg = if reached_member
+        && (crate::tls::is_tls_message(&last.message) || last.kind == CauseKind::OutcomeUnknown)
+    {
         // The message carries its own advice.
         format!(
             "kvset cluster unavailable: last answer from {}: {} (tried {})",
@@ -360,6 +365,18 @@ pub(crate) fn classify(endpoint: &str, status: &tonic::Status) -> Verdict {
             }
             _ => cause(CauseKind::Broken, describe_transport(source, &message)),
         };
+    }
+    // A member that forwarded a write and lost the leader's answer says so: unlike a refusal,
+    // the write may have been applied.
+    let outcome_unknown = status
+        .metadata()
+        .get(kvset_proto::OUTCOME_METADATA_KEY)
+        .is_some_and(|v| v == kvset_proto::OUTCOME_UNKNOWN);
+    if outcome_unknown {
+        return cause(
+            CauseKind::OutcomeUnknown,
+            non_empty(message, "the write's outcome is unknown"),
+        );
     }
     match status.code() {
         Code::InvalidArgument | Code::OutOfRange => Verdict::Final(Error::InvalidArgument(message)),
@@ -566,6 +583,40 @@ mod tests {
             Verdict::Transient(c) => assert_eq!(c.kind, CauseKind::TimedOut),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_unknown_outcome_is_not_a_refusal() {
+        let mut s = tonic::Status::unavailable("kv-1 forwarded the write; its answer was lost");
+        s.metadata_mut().insert(
+            kvset_proto::LEADER_METADATA_KEY,
+            "kv-0=127.0.0.1:7379".parse().unwrap(),
+        );
+        s.metadata_mut().insert(
+            kvset_proto::OUTCOME_METADATA_KEY,
+            kvset_proto::OUTCOME_UNKNOWN.parse().unwrap(),
+        );
+        match classify("h:1", &s) {
+            Verdict::Transient(c) => assert_eq!(c.kind, CauseKind::OutcomeUnknown),
+            other => panic!("{other:?}"),
+        }
+        assert!(leader_hint(&s).is_some(), "the hint is still there");
+        let e = Error::Unavailable {
+            endpoints: vec!["h:1".into()],
+            last_cause: Cause {
+                endpoint: "h:1".into(),
+                kind: CauseKind::OutcomeUnknown,
+                code: tonic::Code::Unavailable,
+                message: s.message().into(),
+            },
+            reached_member: true,
+            may_have_applied: true,
+        };
+        assert!(!e.to_string().contains("electing a leader"), "{e}");
+        assert!(
+            e.to_string().contains("may or may not have been applied"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -38,7 +38,8 @@
 //! # How a call ends
 //!
 //! With the response; with the first final error; with [`Error::NotLeader`] when redirects are
-//! off and a member refused with a hint; or, at the deadline, with [`Error::Timeout`] if the
+//! off and a member refused with a hint (with [`Error::Unavailable`], possibly applied, when the
+//! member instead forwarded the write and lost the leader's answer); or, at the deadline, with [`Error::Timeout`] if the
 //! last attempt timed out and [`Error::Unavailable`] otherwise, both carrying the last cause.
 
 use std::collections::HashSet;
@@ -245,6 +246,17 @@ where
             "attempt failed"
         );
         let refused_with_hint = cause.kind == CauseKind::Refused && hint.is_some();
+        if cause.kind == CauseKind::OutcomeUnknown && hint.is_some() && !config.follow_leader {
+            // Redirects are off, so the call ends here; but this attempt may have been applied
+            // (a forwarded write whose answer was lost), which "not the leader" would deny.
+            registry.on_failure(target, cause.kind, hint.as_ref());
+            return Err(Error::Unavailable {
+                endpoints: tried,
+                last_cause: cause,
+                reached_member: true,
+                may_have_applied: spec.safety != Safety::Read,
+            });
+        }
         if refused_with_hint && !config.follow_leader {
             registry.on_failure(target, cause.kind, hint.as_ref());
             if spec.safety == Safety::Write && maybe_delivered {

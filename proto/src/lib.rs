@@ -33,3 +33,12 @@ pub use kvset::raft::v1 as raft;
 /// gRPC metadata key a member that is not the leader sets on an `UNAVAILABLE` answer:
 /// `<leader name>=<leader client address>`.
 pub const LEADER_METADATA_KEY: &str = "kvset-leader";
+
+/// gRPC metadata key a member sets on an `UNAVAILABLE` answer to a write whose outcome it does
+/// not know (it forwarded the write to the leader and lost the leader's answer). Its value is
+/// [`OUTCOME_UNKNOWN`]. The write may or may not have been applied; a retry with the same
+/// request id is safe. Such an answer may also carry [`LEADER_METADATA_KEY`].
+pub const OUTCOME_METADATA_KEY: &str = "kvset-outcome";
+
+/// The value of [`OUTCOME_METADATA_KEY`]: the write may or may not have been applied.
+pub const OUTCOME_UNKNOWN: &str = "unknown";

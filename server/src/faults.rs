@@ -4,7 +4,8 @@
 //! member running with any of them logs a warning at start-up and reports them in `Status`. They
 //! exist because a checker that never saw a bug proves nothing: the chaos harness runs a short
 //! workload against a member with `stale-linearizable-reads` and must report a violation, and the
-//! SDK's exactly-once test uses `drop-write-responses` to lose answers to committed writes.
+//! SDK's exactly-once test uses `drop-write-responses` to lose answers to committed writes, and
+//! `stall-proposal` shows that a proposal openraft never answers cannot hang a member's writes.
 //!
 //! `skip-log-fsync` makes the Raft log's append report entries durable without the
 //! `fdatasync` (`store/wal.rs`), so a member acknowledges writes that a power cut loses. The
@@ -26,6 +27,10 @@ pub enum Fault {
     DropWriteResponses { every: u64 },
     /// Report Raft log appends durable without `fdatasync`ing them (lost on power loss).
     SkipLogFsync,
+    /// The Nth proposal this member makes goes to Raft, but its answer is never awaited (as
+    /// when openraft never answers a proposal whose entry a snapshot install purged). Proves
+    /// that a proposal is bounded by a deadline and that later writes still get through.
+    StallProposal { nth: u64 },
 }
 
 static SKIP_LOG_FSYNC: AtomicBool = AtomicBool::new(false);
@@ -39,8 +44,9 @@ pub fn skip_log_fsync() -> bool {
 /// Error for an unknown or malformed fault name.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown fault {0:?}: known faults are stale-linearizable-reads, skip-log-fsync and \
-     drop-write-responses=N (for example drop-write-responses=3)"
+    "unknown fault {0:?}: known faults are stale-linearizable-reads, skip-log-fsync, \
+     drop-write-responses=N (for example drop-write-responses=3) and stall-proposal=N (for \
+     example stall-proposal=5)"
 )]
 pub struct UnknownFault(String);
 
@@ -55,6 +61,10 @@ impl FromStr for Fault {
                 Ok(every) if every > 0 => Ok(Fault::DropWriteResponses { every }),
                 _ => Err(UnknownFault(s.to_string())),
             },
+            Some(("stall-proposal", n)) => match n.parse::<u64>() {
+                Ok(nth) if nth > 0 => Ok(Fault::StallProposal { nth }),
+                _ => Err(UnknownFault(s.to_string())),
+            },
             _ => Err(UnknownFault(s.to_string())),
         }
     }
@@ -66,6 +76,7 @@ impl std::fmt::Display for Fault {
             Fault::StaleLinearizableReads => write!(f, "stale-linearizable-reads"),
             Fault::DropWriteResponses { every } => write!(f, "drop-write-responses={every}"),
             Fault::SkipLogFsync => write!(f, "skip-log-fsync"),
+            Fault::StallProposal { nth } => write!(f, "stall-proposal={nth}"),
         }
     }
 }
@@ -104,7 +115,17 @@ impl Faults {
             Fault::DropWriteResponses { every } => {
                 (self.writes.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(*every)
             }
-            Fault::StaleLinearizableReads | Fault::SkipLogFsync => false,
+            Fault::StaleLinearizableReads | Fault::SkipLogFsync | Fault::StallProposal { .. } => {
+                false
+            }
+        })
+    }
+
+    /// Which proposal of this member, counted from 1, is never answered, if any.
+    pub fn stall_proposal(&self) -> Option<u64> {
+        self.enabled.iter().find_map(|f| match f {
+            Fault::StallProposal { nth } => Some(*nth),
+            _ => None,
         })
     }
 }
@@ -128,7 +149,21 @@ mod tests {
             Fault::SkipLogFsync
         );
         assert_eq!(Fault::SkipLogFsync.to_string(), "skip-log-fsync");
-        for bad in ["", "drop-write-responses", "drop-write-responses=0", "nope"] {
+        assert_eq!(
+            "stall-proposal=5".parse::<Fault>().unwrap(),
+            Fault::StallProposal { nth: 5 }
+        );
+        assert_eq!(
+            Fault::StallProposal { nth: 5 }.to_string(),
+            "stall-proposal=5"
+        );
+        for bad in [
+            "",
+            "drop-write-responses",
+            "drop-write-responses=0",
+            "stall-proposal=0",
+            "nope",
+        ] {
             let err = bad.parse::<Fault>().unwrap_err().to_string();
             assert!(err.contains("known faults"), "{err}");
         }

@@ -186,8 +186,9 @@ struct ServeArgs {
     /// CA bundle (PEM) every member's peer certificate must chain to.
     #[arg(long, env = "KVSET_PEER_TLS_CA", requires = "peer_tls_cert")]
     peer_tls_ca: Option<PathBuf>,
-    /// TESTING ONLY: inject a deliberate fault (repeatable): `stale-linearizable-reads` or
-    /// `drop-write-responses=N`. Off by default; never use in production.
+    /// TESTING ONLY: inject a deliberate fault (repeatable): `stale-linearizable-reads`,
+    /// `skip-log-fsync`, `drop-write-responses=N` or `stall-proposal=N`. Off by default; never
+    /// use in production.
     #[arg(long = "fault", env = "KVSET_FAULTS", value_delimiter = ',')]
     faults: Vec<kvset_server::faults::Fault>,
 }

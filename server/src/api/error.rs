@@ -2,9 +2,11 @@
 //!
 //! Every variant carries a message meant for the person reading it: what happened and what to
 //! change. `NotLeader` additionally sets the `kvset-leader` metadata so a client can go to the
-//! leader directly.
+//! leader directly. `OutcomeUnknown` (a forwarded write whose answer from the leader was lost)
+//! is `UNAVAILABLE` too, with the leader hint and `kvset-outcome: unknown`, so that a client never
+//! takes it for a refusal: a refusal means "not applied", this means "may have been applied".
 
-use kvset_proto::LEADER_METADATA_KEY;
+use kvset_proto::{LEADER_METADATA_KEY, OUTCOME_METADATA_KEY, OUTCOME_UNKNOWN};
 use tonic::Status;
 
 use crate::limits::LimitError;
@@ -20,6 +22,20 @@ pub enum ApiError {
     /// This member is not the leader and does not forward (or the forward failed).
     #[error("{member} is not the leader; the leader is {} at {}", leader.name, leader.client_addr)]
     NotLeader { member: String, leader: MemberNode },
+    /// This member forwarded the write to the leader and lost the leader's answer: the write may
+    /// or may not have been applied.
+    #[error(
+        "{member} forwarded the write to the leader {} at {}, but the leader's answer was lost \
+         ({reason}); the write may or may not have been applied: retry it with the same request \
+         id, or read the key to find out",
+        leader.name,
+        leader.client_addr
+    )]
+    OutcomeUnknown {
+        member: String,
+        leader: MemberNode,
+        reason: String,
+    },
     /// No leader is known right now.
     #[error(
         "{member} knows no leader right now (election in progress or no quorum); retry shortly"
@@ -69,10 +85,14 @@ impl From<ApiError> for Status {
         match e {
             ApiError::InvalidArgument(_) => Status::invalid_argument(message),
             ApiError::NotLeader { leader, .. } => {
-                let mut status = Status::unavailable(message);
-                if let Ok(v) = format!("{}={}", leader.name, leader.client_addr).parse() {
-                    status.metadata_mut().insert(LEADER_METADATA_KEY, v);
-                }
+                with_leader_hint(Status::unavailable(message), &leader)
+            }
+            ApiError::OutcomeUnknown { leader, .. } => {
+                let mut status = with_leader_hint(Status::unavailable(message), &leader);
+                status.metadata_mut().insert(
+                    OUTCOME_METADATA_KEY,
+                    tonic::metadata::MetadataValue::from_static(OUTCOME_UNKNOWN),
+                );
                 status
             }
             ApiError::NoLeader { .. }
@@ -86,4 +106,12 @@ impl From<ApiError> for Status {
             ApiError::Forwarded(status) => status,
         }
     }
+}
+
+/// Adds the `kvset-leader` hint naming `leader`.
+fn with_leader_hint(mut status: Status, leader: &MemberNode) -> Status {
+    if let Ok(v) = format!("{}={}", leader.name, leader.client_addr).parse() {
+        status.metadata_mut().insert(LEADER_METADATA_KEY, v);
+    }
+    status
 }

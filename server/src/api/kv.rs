@@ -4,7 +4,8 @@
 //! through Raft; the answer comes from the state machine once a majority has the entry durably.
 //! On a follower the write is forwarded to the leader (default) or refused with the leader hint.
 //! A forwarded request is marked so that it is never forwarded twice (no loops while leadership
-//! moves). Reads: STALE straight from the local state machine; LINEARIZABLE after a ReadIndex
+//! moves). A forward whose answer is lost is answered as "outcome unknown", never as "not the
+//! leader" (which means "not applied"; see `forward_failed`). Reads: STALE straight from the local state machine; LINEARIZABLE after a ReadIndex
 //! barrier (see [`crate::node::Node::linearizable_barrier`]), on whichever member was called.
 
 use std::future::Future;
@@ -116,19 +117,35 @@ impl KvService {
             forwarded,
         )
         .await
-        .map_err(|status| {
-            if status.code() == tonic::Code::Unavailable || status.code() == tonic::Code::Unknown {
-                // The leader may or may not have applied it; the client's request id makes a
-                // retry safe. Point it at the leader.
-                ApiError::NotLeader {
-                    member: self.node.name(),
-                    leader,
-                }
-                .into()
-            } else {
-                status
+        .map_err(|status| self.forward_failed(leader, status))
+    }
+
+    /// What to answer when forwarding a write to `leader` failed with `status`.
+    ///
+    /// "Not the leader" tells a client the write was not applied, so it is answered only when
+    /// that is certain: the connection to the leader could not be made (nothing was sent), or
+    /// the leader itself refused and named another leader. A lost answer (the leader's
+    /// `UNAVAILABLE` without a hint, `UNKNOWN`, a connection that broke mid-call) may follow an
+    /// applied write: it becomes [`ApiError::OutcomeUnknown`]. Every other status (limits,
+    /// deadlines, which already say "may still be applied") passes through unchanged.
+    fn forward_failed(&self, leader: MemberNode, status: Status) -> Status {
+        use kvset_proto::{LEADER_METADATA_KEY, OUTCOME_METADATA_KEY};
+        let member = self.node.name();
+        if never_sent(&status) {
+            return ApiError::NotLeader { member, leader }.into();
+        }
+        let outcome_unknown = status.metadata().contains_key(OUTCOME_METADATA_KEY);
+        let leader_refused = status.metadata().contains_key(LEADER_METADATA_KEY);
+        match status.code() {
+            tonic::Code::Unavailable if outcome_unknown || leader_refused => status,
+            tonic::Code::Unavailable | tonic::Code::Unknown => ApiError::OutcomeUnknown {
+                member,
+                leader,
+                reason: status.message().to_string(),
             }
-        })
+            .into(),
+            _ => status,
+        }
     }
 
     async fn read_barrier(&self, consistency: i32) -> Result<(), Status> {
@@ -146,6 +163,18 @@ impl KvService {
             .await
             .map_err(Status::from)
     }
+}
+
+/// True when a failed call provably never reached the peer: the connection could not be made.
+fn never_sent(status: &Status) -> bool {
+    let mut cause = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Takes the expected variant out of a command result.

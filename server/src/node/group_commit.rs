@@ -24,6 +24,17 @@
 //! the numbers are in docs/BENCHMARKS.md). A write whose caller has gone (deadline, cancelled RPC)
 //! before its batch is proposed is dropped: its caller already got an error that does not claim
 //! the write happened, and a retry carries the same request id.
+//!
+//! One proposal at a time also means one unanswered proposal would stop every later write, so
+//! the wait for each answer is bounded by [`PROPOSAL_DEADLINE`]. openraft answers a proposal when
+//! its entry is applied or truncated, but not when a snapshot install purges past it (a leader
+//! cut off while a write was in flight, then brought back behind a compacted log). At the
+//! deadline the proposal's writes fail as possibly applied ([`GroupCommitError::Deadline`]) and
+//! the proposer moves on; the entry may still commit later, which the request id makes safe.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use kvset_proto::raft::{command_result, log_command, CommandBatch, CommandResult, LogCommand};
 use openraft::error::{ClientWriteError, RaftError};
@@ -59,6 +70,77 @@ pub enum GroupCommitError {
          the writes are applied, their results are unknown"
     )]
     MalformedBatchResult { commands: usize, results: usize },
+    /// The proposal got no answer within the proposal deadline. Its entry may still be
+    /// committed and applied later (or may never be); the proposer has moved on.
+    #[error(
+        "the write was proposed but got no answer within {waited:?}; it may or may not be \
+         applied (a retry with the same request id is safe)"
+    )]
+    Deadline { waited: Duration },
+}
+
+/// Where the proposer sends an entry: openraft's `client_write` on a member, a stand-in in tests.
+pub trait Propose: Send + Sync + 'static {
+    /// Proposes one log entry and resolves with its result once it is committed and applied.
+    fn propose(
+        &self,
+        entry: LogCommand,
+    ) -> impl Future<Output = Result<CommandResult, RaftWriteError>> + Send;
+}
+
+/// A member's proposer: openraft's `client_write`, with the test-only `stall-proposal=N` fault
+/// (the Nth proposal goes to Raft but its answer is never awaited, as when openraft never
+/// answers it).
+pub struct RaftProposer {
+    raft: Raft,
+    stall_nth: Option<u64>,
+    proposals: AtomicU64,
+}
+
+impl RaftProposer {
+    pub fn new(raft: Raft, stall_nth: Option<u64>) -> Self {
+        Self {
+            raft,
+            stall_nth,
+            proposals: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Propose for RaftProposer {
+    async fn propose(&self, entry: LogCommand) -> Result<CommandResult, RaftWriteError> {
+        let n = self.proposals.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.stall_nth == Some(n) {
+            tracing::warn!(
+                proposal = n,
+                "injected fault: this proposal's answer is never awaited"
+            );
+            let raft = self.raft.clone();
+            tokio::spawn(async move {
+                let _ = raft.client_write(Proto(entry)).await;
+            });
+            return std::future::pending().await;
+        }
+        self.raft
+            .client_write(Proto(entry))
+            .await
+            .map(|resp| resp.data.0)
+    }
+}
+
+impl GroupCommitError {
+    /// The same failure, for each write of a batch that failed as a whole.
+    fn clone_for_batch(&self) -> Self {
+        match self {
+            Self::Raft(e) => Self::Raft(e.clone()),
+            Self::Stopped => Self::Stopped,
+            Self::MalformedBatchResult { commands, results } => Self::MalformedBatchResult {
+                commands: *commands,
+                results: *results,
+            },
+            Self::Deadline { waited } => Self::Deadline { waited: *waited },
+        }
+    }
 }
 
 /// One queued write and where its result goes.
@@ -73,12 +155,18 @@ pub struct GroupCommit {
     queue: mpsc::UnboundedSender<Pending>,
 }
 
+/// How long the proposer waits for one proposal's answer before it fails the writes in it as
+/// possibly applied and proposes the next batch. openraft answers a proposal only when its entry
+/// is applied or truncated; one purged by an installed snapshot is answered never.
+pub const PROPOSAL_DEADLINE: Duration = Duration::from_secs(5);
+
 impl GroupCommit {
     /// Starts the proposer task on the current tokio runtime. It ends when this handle is
-    /// dropped. `batch_sizes` observes the number of writes in each proposal.
-    pub fn start(raft: Raft, batch_sizes: Histogram) -> Self {
+    /// dropped. `batch_sizes` observes the number of writes in each proposal; `deadline` bounds
+    /// the wait for each proposal's answer ([`PROPOSAL_DEADLINE`] on a member).
+    pub fn start(proposer: impl Propose, batch_sizes: Histogram, deadline: Duration) -> Self {
         let (queue, pending) = mpsc::unbounded_channel();
-        tokio::spawn(propose_in_turn(raft, pending, batch_sizes));
+        tokio::spawn(propose_in_turn(proposer, pending, batch_sizes, deadline));
         Self { queue }
     }
 
@@ -100,9 +188,10 @@ impl GroupCommit {
 
 /// The proposer task: takes what is queued, proposes it, waits for the answer, repeats.
 async fn propose_in_turn(
-    raft: Raft,
+    proposer: impl Propose,
     mut queue: mpsc::UnboundedReceiver<Pending>,
     batch_sizes: Histogram,
+    deadline: Duration,
 ) {
     let mut carried: Option<Pending> = None;
     loop {
@@ -129,20 +218,33 @@ async fn propose_in_turn(
             continue;
         }
         batch_sizes.observe(batch.len() as f64);
-        propose(&raft, batch).await;
+        propose(&proposer, batch, deadline).await;
+    }
+}
+
+/// Proposes `entry`, waiting at most `deadline` for its answer.
+async fn propose_within(
+    proposer: &impl Propose,
+    entry: LogCommand,
+    deadline: Duration,
+) -> Result<CommandResult, GroupCommitError> {
+    match tokio::time::timeout(deadline, proposer.propose(entry)).await {
+        Ok(result) => result.map_err(|e| GroupCommitError::Raft(Box::new(e))),
+        Err(_elapsed) => {
+            tracing::warn!(
+                waited = ?deadline,
+                "a proposal got no answer in time; its writes fail as possibly applied"
+            );
+            Err(GroupCommitError::Deadline { waited: deadline })
+        }
     }
 }
 
 /// Proposes one batch and answers every write in it.
-async fn propose(raft: &Raft, mut batch: Vec<Pending>) {
+async fn propose(proposer: &impl Propose, mut batch: Vec<Pending>, deadline: Duration) {
     if batch.len() == 1 {
         let Pending { command, reply, .. } = batch.pop().expect("one write");
-        let result = raft
-            .client_write(Proto(command))
-            .await
-            .map(|resp| resp.data.0)
-            .map_err(|e| GroupCommitError::Raft(Box::new(e)));
-        let _ = reply.send(result);
+        let _ = reply.send(propose_within(proposer, command, deadline).await);
         return;
     }
 
@@ -152,8 +254,8 @@ async fn propose(raft: &Raft, mut batch: Vec<Pending>) {
         request_id: None,
         command: Some(log_command::Command::Batch(CommandBatch { commands })),
     };
-    match raft.client_write(Proto(entry)).await {
-        Ok(resp) => match resp.data.0.result {
+    match propose_within(proposer, entry, deadline).await {
+        Ok(resp) => match resp.result {
             Some(command_result::Result::Batch(b)) if b.results.len() == replies.len() => {
                 for (reply, result) in replies.into_iter().zip(b.results) {
                     let _ = reply.send(Ok(result));
@@ -180,8 +282,81 @@ async fn propose(raft: &Raft, mut batch: Vec<Pending>) {
         },
         Err(e) => {
             for reply in replies {
-                let _ = reply.send(Err(GroupCommitError::Raft(Box::new(e.clone()))));
+                let _ = reply.send(Err(e.clone_for_batch()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use kvset_proto::v1::PutRequest;
+    use prometheus_client::metrics::histogram::exponential_buckets;
+
+    use super::*;
+
+    /// Answers every proposal with the next revision, except the first one, which it never
+    /// answers (as openraft does when a snapshot install purges past an uncommitted entry).
+    #[derive(Default)]
+    struct FirstNeverAnswers {
+        proposals: Arc<AtomicU64>,
+    }
+
+    impl Propose for FirstNeverAnswers {
+        async fn propose(&self, _entry: LogCommand) -> Result<CommandResult, RaftWriteError> {
+            let n = self.proposals.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == 1 {
+                std::future::pending::<()>().await;
+            }
+            Ok(CommandResult {
+                revision: n as i64,
+                result: None,
+            })
+        }
+    }
+
+    fn put(key: &str) -> LogCommand {
+        LogCommand {
+            request_id: None,
+            command: Some(log_command::Command::Put(PutRequest {
+                key: key.into(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_proposal_that_is_never_answered_does_not_block_later_writes() {
+        let proposer = FirstNeverAnswers::default();
+        let proposals = proposer.proposals.clone();
+        let gc = Arc::new(GroupCommit::start(
+            proposer,
+            Histogram::new(exponential_buckets(1.0, 2.0, 4)),
+            Duration::from_millis(300),
+        ));
+        let stuck = tokio::spawn({
+            let gc = gc.clone();
+            async move { gc.write(put("a")).await }
+        });
+        while proposals.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The first proposal is in flight and will never be answered. A later write must still
+        // get an answer, and the stuck one must fail as possibly applied.
+        let later = tokio::time::timeout(Duration::from_secs(10), gc.write(put("b")))
+            .await
+            .expect("a later write hung behind a proposal that is never answered");
+        assert_eq!(later.expect("the later write is proposed").revision, 2);
+        let stuck = tokio::time::timeout(Duration::from_secs(1), stuck)
+            .await
+            .expect("the stuck write got no answer")
+            .expect("task");
+        assert!(
+            matches!(stuck, Err(GroupCommitError::Deadline { .. })),
+            "{stuck:?}"
+        );
     }
 }

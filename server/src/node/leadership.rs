@@ -11,7 +11,10 @@
 //! Two drivers use it, both on the leader, which first stops taking writes (appends would renew
 //! the followers' lease and keep the target a few entries behind): a leader leaving on SIGTERM,
 //! and a leader asked by kv-0 (back and caught up, the preferred primary) to transfer
-//! ([`transfer_to`]).
+//! ([`transfer_to`]). The pauses are counted ([`super::write_pause`]), so overlapping transfers
+//! keep writes paused until the last one ends. kv-0 asks again after a failed attempt only after
+//! an exponentially growing wait ([`ReclaimSchedule`]: 2 s doubling to 60 s), because every
+//! attempt pauses the leader's writes.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -233,9 +236,9 @@ async fn send_election_request(
 /// kv-0's loop: when it follows another leader and has caught up with the commit index, it takes
 /// leadership back. Runs until the node shuts down.
 pub async fn reclaim_preferred_leadership(node: Arc<Node>) {
-    let check_every = Duration::from_secs(2);
+    let mut schedule = ReclaimSchedule::default();
     loop {
-        sleep(check_every).await;
+        sleep(schedule.next_wait()).await;
         if node.is_shutting_down() {
             return;
         }
@@ -243,6 +246,7 @@ pub async fn reclaim_preferred_leadership(node: Arc<Node>) {
         let follows_other = m.state == openraft::ServerState::Follower
             && m.current_leader.is_some_and(|l| l != node.id());
         if !follows_other {
+            schedule.reset();
             continue;
         }
         // Caught up: a linearizable barrier succeeds (we have applied the leader's read index).
@@ -268,10 +272,74 @@ pub async fn reclaim_preferred_leadership(node: Arc<Node>) {
             Duration::from_secs(20),
         );
         match asked.await {
-            Ok(()) => tracing::info!("leadership returned to the preferred primary"),
+            Ok(()) => {
+                schedule.reset();
+                tracing::info!("leadership returned to the preferred primary")
+            }
             Err(e) => {
-                tracing::info!(error = %e, "leadership hand-off did not complete; will retry")
+                schedule.failed();
+                tracing::info!(
+                    error = %e,
+                    retry_in = ?schedule.next_wait(),
+                    "leadership hand-off did not complete; will retry"
+                )
             }
         }
+    }
+}
+
+/// When kv-0's reclaim loop looks again. Every attempt pauses the leader's writes for up to
+/// several seconds, so attempts that fail back off exponentially (2 s, 4 s, 8 s, … up to
+/// [`ReclaimSchedule::MAX`]); a success, or kv-0 no longer following another leader, starts
+/// over at [`ReclaimSchedule::BASE`].
+#[derive(Debug, Default)]
+pub struct ReclaimSchedule {
+    failures: u32,
+}
+
+impl ReclaimSchedule {
+    /// The pause between checks while nothing failed.
+    pub const BASE: Duration = Duration::from_secs(2);
+    /// The longest pause after failed attempts.
+    pub const MAX: Duration = Duration::from_secs(60);
+
+    /// How long to wait before the next check.
+    pub fn next_wait(&self) -> Duration {
+        Self::BASE
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(Self::MAX)
+    }
+
+    /// Records a hand-off attempt that failed.
+    pub fn failed(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+    }
+
+    /// Starts over (the hand-off worked, or there is nothing to reclaim).
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_reclaims_back_off_exponentially_up_to_a_cap_and_reset() {
+        let mut s = ReclaimSchedule::default();
+        assert_eq!(s.next_wait(), Duration::from_secs(2));
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            s.failed();
+            waits.push(s.next_wait().as_secs());
+        }
+        assert_eq!(waits, [4, 8, 16, 32, 60, 60, 60, 60]);
+        for _ in 0..100 {
+            s.failed();
+        }
+        assert_eq!(s.next_wait(), ReclaimSchedule::MAX, "no overflow");
+        s.reset();
+        assert_eq!(s.next_wait(), ReclaimSchedule::BASE);
     }
 }

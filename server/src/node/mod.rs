@@ -14,9 +14,25 @@
 //! - [`group_commit`] turns the writes that queue up while a proposal is in flight into one log
 //!   entry, and [`read_index`] lets the linearizable reads that wait at the same time share one
 //!   quorum round: one fsync and one round trip for many requests.
+//! - [`write_pause`] holds new writes while leadership is handed over.
 //! - [`Node`] (here) is what the API services share: how to write through Raft, how to make a read
 //!   linearizable on any member (leader: `ensure_linearizable`; follower: ReadIndex from the leader,
 //!   then wait until applied), how to fill response headers.
+//!
+//! Invariants of the write path:
+//!
+//! - **Every proposal is bounded by a deadline** ([`group_commit::PROPOSAL_DEADLINE`]). openraft
+//!   0.9 answers a proposal only when its entry is applied or truncated; an entry purged by an
+//!   installed snapshot is answered never. Past the deadline the writes of that proposal fail
+//!   with `DEADLINE_EXCEEDED` ("may or may not be applied"; a retry with the same request id is
+//!   safe) and the proposer takes the next batch, so one lost answer cannot hang the member.
+//! - **"Not the leader" means "not applied".** A follower answers it only when the forward was
+//!   provably not taken (no connection to the leader, or the leader refused); a forward whose
+//!   answer is lost is `UNAVAILABLE` with `kvset-outcome: unknown` (see `api/kv.rs`).
+//! - **Write pauses are counted**: overlapping hand-offs keep writes paused until the last one
+//!   ends, and a pause never outlives the 10 s a write waits for it.
+//! - **kv-0's reclaim attempts back off** after failures (2 s doubling to 60 s), since every
+//!   attempt pauses the leader's writes.
 
 pub mod bootstrap;
 pub mod failstop;
@@ -24,6 +40,7 @@ pub mod group_commit;
 pub mod join;
 pub mod leadership;
 pub mod read_index;
+pub mod write_pause;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,6 +61,8 @@ use crate::tls::Port;
 use group_commit::{GroupCommit, GroupCommitError};
 use leadership::ElectionSteering;
 use read_index::ReadIndexCoalescer;
+use write_pause::WriteGate;
+pub use write_pause::WritePause;
 
 /// What a write turned into.
 pub enum WriteOutcome {
@@ -70,8 +89,8 @@ pub struct Node {
     seen_leader: AtomicBool,
     /// Set while a join is in progress; see [`crate::raft::service`] (no votes while joining).
     joining: AtomicBool,
-    /// True while new writes wait (a leadership transfer is in progress on this leader).
-    writes_paused: tokio::sync::watch::Sender<bool>,
+    /// Holds new writes while a leadership transfer is in progress on this leader.
+    write_gate: WriteGate,
     /// Proposes client writes, batching those that wait at the same time.
     group_commit: GroupCommit,
     /// Shares ReadIndex rounds between concurrent linearizable reads.
@@ -91,7 +110,11 @@ impl Node {
         let steering = Arc::new(ElectionSteering::new(raft.clone()));
         let faults = crate::faults::Faults::new(config.faults.clone());
         let telemetry = crate::telemetry::Telemetry::new();
-        let group_commit = GroupCommit::start(raft.clone(), telemetry.write_batch_sizes());
+        let group_commit = GroupCommit::start(
+            group_commit::RaftProposer::new(raft.clone(), faults.stall_proposal()),
+            telemetry.write_batch_sizes(),
+            group_commit::PROPOSAL_DEADLINE,
+        );
         let read_index = ReadIndexCoalescer::new(raft.clone(), telemetry.read_index_rounds());
         Arc::new(Self {
             faults,
@@ -108,7 +131,7 @@ impl Node {
             shutting_down: AtomicBool::new(false),
             seen_leader: AtomicBool::new(false),
             joining: AtomicBool::new(false),
-            writes_paused: tokio::sync::watch::Sender::new(false),
+            write_gate: WriteGate::default(),
             fail_stop: failstop::FailStop::default(),
         })
     }
@@ -262,8 +285,7 @@ impl Node {
 
     /// Holds new writes until [`WritePause`] is dropped (leadership transfer).
     pub fn pause_writes(&self) -> WritePause<'_> {
-        self.writes_paused.send_replace(true);
-        WritePause { node: self }
+        self.write_gate.pause()
     }
 
     /// Proposes a command. On a follower, returns the leader to forward to.
@@ -271,8 +293,7 @@ impl Node {
         self.check_serving()?;
         // During a leadership transfer writes wait (briefly) rather than fail: afterwards they
         // go to the new leader through the usual forwarding.
-        let mut paused = self.writes_paused.subscribe();
-        let _ = tokio::time::timeout(Duration::from_secs(10), paused.wait_for(|p| !*p)).await;
+        self.write_gate.wait_open(Duration::from_secs(10)).await;
         let error = match self.group_commit.write(command).await {
             Ok(result) => return Ok(WriteOutcome::Applied(result)),
             Err(GroupCommitError::Raft(e)) => *e,
@@ -284,6 +305,9 @@ impl Node {
             }
             Err(e @ GroupCommitError::MalformedBatchResult { .. }) => {
                 return Err(ApiError::Internal(format!("{}: {e}", self.name())))
+            }
+            Err(e @ GroupCommitError::Deadline { .. }) => {
+                return Err(ApiError::Timeout(format!("{}: {e}", self.name())))
             }
         };
         match error {
@@ -378,16 +402,5 @@ impl Node {
             .map_err(|e| {
                 ApiError::FailedPrecondition(format!("cannot reach member at {addr:?}: {e}"))
             })
-    }
-}
-
-/// While alive, new writes on this member wait. Dropping it lets them through.
-pub struct WritePause<'a> {
-    node: &'a Node,
-}
-
-impl Drop for WritePause<'_> {
-    fn drop(&mut self) {
-        self.node.writes_paused.send_replace(false);
     }
 }
