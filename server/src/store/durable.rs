@@ -45,6 +45,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use super::error::StoreError;
+use super::io_trace::{self, Op};
 
 /// Turns sled flushes into durable ones (see the module docs).
 #[derive(Debug)]
@@ -136,6 +137,7 @@ impl Durability {
 
 /// fsyncs a file or a directory by path.
 pub(crate) fn fsync_path(path: &Path) -> Result<(), StoreError> {
+    io_trace::record(|| Op::Fsync(path.to_path_buf()));
     File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(|e| StoreError::io("fsync", path, e))

@@ -81,14 +81,11 @@ impl LogStore {
             durable.sync(&db)?;
         }
 
-        let mut wal = Wal::open(&wal_dir)?;
         let last_purged: Option<LogId> = raft
             .get(LAST_PURGED)?
             .map(|b| codec::decode("last purged log id", &b))
             .transpose()?;
-        if let Some(p) = last_purged {
-            wal.set_floor(p.index + 1);
-        }
+        let wal = Wal::open(&wal_dir, last_purged.map_or(0, |p| p.index + 1))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
@@ -328,7 +325,7 @@ fn move_log_out_of_sled(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| StoreError::io("remove", &tmp, e))?;
     }
-    let mut wal = Wal::open(&tmp)?;
+    let mut wal = Wal::open(&tmp, 0)?;
     let mut chunk = Vec::new();
     let mut moved = 0u64;
     for item in sled_log.iter() {

@@ -76,6 +76,7 @@ mod cursor;
 mod dedup;
 mod durable;
 mod error;
+mod io_trace;
 mod kv;
 mod log;
 mod restore;
