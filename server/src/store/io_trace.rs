@@ -21,17 +21,33 @@ pub(crate) enum Op {
     SetLen(PathBuf, u64),
 }
 
+/// What a test runs just before a traced operation happens (to play a concurrent actor).
+#[cfg(test)]
+type Hook = Box<dyn FnMut(&Op)>;
+
 #[cfg(test)]
 thread_local! {
     static TRACE: std::cell::RefCell<Option<Vec<Op>>> = const { std::cell::RefCell::new(None) };
+    static HOOK: std::cell::RefCell<Option<Hook>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Records `op()` when the current thread runs inside [`capture`].
+/// Records `op()` when the current thread runs inside [`capture`], after running the hook of
+/// [`capture_with`] on it. Called just before the operation is done.
 #[cfg(test)]
 pub(crate) fn record(op: impl FnOnce() -> Op) {
+    let tracing = TRACE.with(|t| t.borrow().is_some());
+    if !tracing {
+        return;
+    }
+    let op = op();
+    HOOK.with(|h| {
+        if let Some(hook) = h.borrow_mut().as_mut() {
+            hook(&op);
+        }
+    });
     TRACE.with(|t| {
         if let Some(ops) = t.borrow_mut().as_mut() {
-            ops.push(op());
+            ops.push(op);
         }
     });
 }
@@ -44,8 +60,20 @@ pub(crate) fn record(_op: impl FnOnce() -> Op) {}
 /// Runs `f` and returns what it returned with the operations it did on this thread.
 #[cfg(test)]
 pub(crate) fn capture<T>(f: impl FnOnce() -> T) -> (T, Vec<Op>) {
+    capture_with(|_| {}, f)
+}
+
+/// [`capture`], running `hook` just before each traced operation (for example to delete the
+/// file that is about to be fsynced, as a concurrent sled thread might).
+#[cfg(test)]
+pub(crate) fn capture_with<T>(
+    hook: impl FnMut(&Op) + 'static,
+    f: impl FnOnce() -> T,
+) -> (T, Vec<Op>) {
     TRACE.with(|t| *t.borrow_mut() = Some(Vec::new()));
+    HOOK.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
     let out = f();
+    HOOK.with(|h| h.borrow_mut().take());
     let ops = TRACE.with(|t| t.borrow_mut().take()).unwrap_or_default();
     (out, ops)
 }
