@@ -76,7 +76,7 @@ mod cursor;
 mod dedup;
 mod durable;
 mod error;
-mod io_trace;
+pub(crate) mod io_trace;
 mod kv;
 mod log;
 mod restore;
