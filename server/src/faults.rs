@@ -87,6 +87,30 @@ impl Faults {
     }
 }
 
+/// Environment variable naming the failpoints to stop at (comma-separated), for crash tests.
+pub const FAILPOINTS_ENV: &str = "KVSET_FAILPOINTS";
+
+/// A failpoint: a place where a crash test stops a process to SIGKILL it in a precise window
+/// (for example between a log purge and the snapshot save it depends on). Off unless `name` is
+/// listed in `KVSET_FAILPOINTS`, which is read once; then the calling thread prints
+/// `failpoint <name> reached` on stdout and sleeps forever, and the test kills the process.
+/// Costs one atomic load when no failpoint is set.
+pub fn failpoint(name: &str) {
+    static ENABLED: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let enabled = ENABLED.get_or_init(|| {
+        std::env::var(FAILPOINTS_ENV)
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+            .unwrap_or_default()
+    });
+    if enabled.iter().any(|e| e == name) {
+        tracing::warn!(failpoint = name, "stopping at a failpoint (testing only)");
+        println!("failpoint {name} reached");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,6 +72,7 @@
 //!   as it is; only its missing fsyncs are filled in.
 
 mod codec;
+mod coverage;
 mod cursor;
 mod dedup;
 mod durable;
@@ -95,7 +96,9 @@ pub use kv::TXN_RANGE_DEFAULT_LIMIT;
 pub use log::LogStore;
 pub use restore::{describe_snapshot, SnapshotSummary};
 pub use snapshot::SNAPSHOT_FORMAT;
-pub use state_machine::{SnapshotBuilder, StateDigest, StateMachineStore};
+pub use state_machine::{
+    SnapshotBuilder, StateDigest, StateMachineStore, FAILPOINT_BEFORE_SNAPSHOT_SAVE,
+};
 
 use durable::Durability;
 
@@ -204,13 +207,16 @@ fn open_with(data_dir: &Path, config: sled::Config) -> Result<Store, StoreError>
         }
     };
 
-    let log = LogStore::open(db.clone(), durable.clone(), data_dir)?;
+    let coverage = Arc::new(coverage::Coverage::new());
+    let log = LogStore::open(db.clone(), durable.clone(), coverage.clone(), data_dir)?;
     let state_machine = StateMachineStore::open(
         db.clone(),
         store_tree.clone(),
         durable.clone(),
+        coverage.clone(),
         &data_dir.join("snapshot"),
     )?;
+    check_purge_is_covered(&log, &state_machine)?;
     if let Some(old) = upgrade_from {
         // Opening the state machine converted the layout (format 1 -> 2: it dropped the
         // eviction keys); record the new format only once that is durable.
@@ -229,6 +235,34 @@ fn open_with(data_dir: &Path, config: sled::Config) -> Result<Store, StoreError>
         db,
         durable,
         data_dir: data_dir.to_path_buf(),
+    })
+}
+
+/// The entries up to the durable purge point must live on in the snapshot file or the applied
+/// state; otherwise they exist nowhere on this member and openraft would fail to start it (it
+/// re-applies committed entries from the log). Only a build with the purge-before-snapshot race
+/// (kvset issue #21) could leave such a store.
+fn check_purge_is_covered(log: &LogStore, sm: &StateMachineStore) -> Result<(), StoreError> {
+    let Some(purged) = log.durable_last_purged() else {
+        return Ok(());
+    };
+    let snapshot = sm
+        .snapshot_meta()
+        .and_then(|m| m.last_log_id)
+        .map(|l| l.index);
+    let applied = sm.last_applied().map(|l| l.index);
+    if Some(purged.index) <= snapshot.max(applied) {
+        return Ok(());
+    }
+    Err(StoreError::Corrupt {
+        what: "data directory",
+        detail: format!(
+            "the raft log is purged up to {}, but the state machine has applied only up to \
+             {applied:?} and the snapshot file covers only up to {snapshot:?}: the entries in \
+             between exist nowhere on this member. Wipe this member's data directory so that it \
+             rejoins the cluster from a snapshot",
+            purged.index
+        ),
     })
 }
 
@@ -343,6 +377,40 @@ mod tests {
             }
             Err(e) => panic!("wrong error: {e}"),
             Ok(_) => panic!("a directory of format {} opened", STORE_FORMAT + 1),
+        }
+    }
+
+    /// Issue #21, item 2: a store whose durable purge point is past both the snapshot and the
+    /// applied state (left by the purge-before-snapshot race) holds entries nowhere. Opening it
+    /// must fail and say what to do, not start a member that fails later in openraft.
+    #[test]
+    fn a_purge_past_the_state_machine_is_refused_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()).unwrap());
+        {
+            let db = when_released(|| sled::Config::new().path(dir.path().join("sled")).open());
+            let purged = crate::raft::types::LogId::new(openraft::CommittedLeaderId::new(1, 0), 8);
+            db.open_tree("raft")
+                .unwrap()
+                .insert(
+                    b"last_purged",
+                    codec::encode("last purged", &purged).unwrap(),
+                )
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let opened = when_released(|| match open(dir.path()) {
+            Err(StoreError::Sled(e)) => Err(e),
+            other => Ok(other),
+        });
+        match opened {
+            Err(e @ StoreError::Corrupt { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("purged up to 8"), "{msg}");
+                assert!(msg.contains("Wipe this member's data directory"), "{msg}");
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a store missing entries 1..=8 opened"),
         }
     }
 }

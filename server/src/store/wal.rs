@@ -166,6 +166,16 @@ impl Wal {
         })
     }
 
+    /// Hides every index up to `upto` (a purge not yet durable: the segments stay).
+    pub(crate) fn hide(&mut self, upto: u64) {
+        self.floor = self.floor.max(upto + 1);
+    }
+
+    /// True when any segment file exists (even if all its records are hidden).
+    pub(crate) fn has_segments(&self) -> bool {
+        !self.segments.is_empty()
+    }
+
     /// The first and last index stored (above the floor), if any.
     pub(crate) fn bounds(&self) -> Option<(u64, u64)> {
         let first = self.segments.values().next()?.first.max(self.floor);
