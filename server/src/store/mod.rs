@@ -281,6 +281,12 @@ where
 /// again in the same process. Not part of the API.
 #[doc(hidden)]
 pub mod test_support {
+    /// Makes the raft logs of this process start a new segment file past `bytes` (instead of
+    /// 64 MiB), so that crash tests go through segment rollovers.
+    pub fn set_wal_segment_bytes(bytes: u64) {
+        super::wal::set_segment_bytes_for_tests(bytes);
+    }
+
     /// Calls `open` until it no longer fails because sled's directory lock is still held. sled
     /// finishes writing its buffers on background threads after the last handle is dropped and
     /// keeps the lock until they are done, so an immediate reopen can find it locked for a moment.

@@ -50,6 +50,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tracing::warn;
@@ -60,6 +61,22 @@ use super::io_trace::{self, Op};
 
 /// A new segment is started once the active one is larger than this.
 pub(crate) const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A smaller segment size for crash tests that need rollovers (0: [`SEGMENT_BYTES`]).
+static SEGMENT_BYTES_FOR_TESTS: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every log in this process start new segments past `bytes` instead of
+/// [`SEGMENT_BYTES`], so that tests see rollovers. For tests only.
+pub(crate) fn set_segment_bytes_for_tests(bytes: u64) {
+    SEGMENT_BYTES_FOR_TESTS.store(bytes, Ordering::Relaxed);
+}
+
+fn segment_bytes() -> u64 {
+    match SEGMENT_BYTES_FOR_TESTS.load(Ordering::Relaxed) {
+        0 => SEGMENT_BYTES,
+        n => n,
+    }
+}
 
 const MAGIC: &[u8; 8] = b"KVWAL001";
 const HEADER_BYTES: u64 = 16;
@@ -253,7 +270,7 @@ impl Wal {
             .segments
             .values()
             .last()
-            .is_none_or(|active| active.len >= SEGMENT_BYTES);
+            .is_none_or(|active| active.len >= segment_bytes());
         if needs_segment {
             let segment = create_segment(&self.dir, first_index)?;
             self.segments.insert(first_index, segment);
