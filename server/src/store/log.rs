@@ -565,4 +565,43 @@ mod tests {
             None
         );
     }
+
+    /// A purge past the state machine's coverage is visible at once but becomes durable only
+    /// once the coverage reaches it (then at the next append); an append that starts the log
+    /// over waits for it.
+    #[tokio::test]
+    async fn a_purge_becomes_durable_only_once_covered() {
+        use openraft::storage::RaftLogStorageExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sled_dir = dir.path().join("sled");
+        let db = sled::Config::new().path(&sled_dir).open().unwrap();
+        let durable = Arc::new(Durability::open(dir.path(), &sled_dir).unwrap());
+        let coverage = Arc::new(Coverage::new());
+        let mut log = LogStore::open(db, durable, coverage.clone(), dir.path()).unwrap();
+        log.blocking_append((1..=10).map(blank)).await.unwrap();
+
+        log.purge(blank(6).log_id).await.unwrap();
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(blank(6).log_id));
+        assert_eq!(log.try_get_log_entries(..).await.unwrap().len(), 4);
+        assert_eq!(log.durable_last_purged(), None, "not covered yet");
+
+        coverage.raise(Some(4));
+        log.purge(blank(8).log_id).await.unwrap();
+        assert_eq!(log.durable_last_purged(), None, "4 covers neither 6 nor 8");
+        coverage.raise(Some(7));
+        log.blocking_append([blank(11)]).await.unwrap();
+        assert_eq!(log.durable_last_purged(), Some(blank(6).log_id));
+
+        // Everything purged: the next append starts the log over once the purge is covered.
+        log.purge(blank(20).log_id).await.unwrap();
+        let raiser = coverage.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            raiser.raise(Some(20));
+        });
+        log.blocking_append([blank(21)]).await.unwrap();
+        assert_eq!(log.durable_last_purged(), Some(blank(20).log_id));
+        assert_eq!(log.try_get_log_entries(..).await.unwrap(), vec![blank(21)]);
+    }
 }

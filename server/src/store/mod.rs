@@ -33,21 +33,49 @@
 //!
 //! - The log store appends a batch of entries with one `write` to the log's active segment and
 //!   one `fdatasync` before telling openraft they are flushed (`wal.rs`, `log.rs`). `save_vote`
-//!   and `purge` sync sled before they return. sled's own `flush()` is not enough for that (no
+//!   syncs sled before it returns, and so does a purge when it becomes durable. sled's own `flush()` is not enough for that (no
 //!   drive-cache flush, no metadata, and no fsync at all for values over ~128 KiB, which sled
 //!   keeps in separate blob files); `durable.rs` explains the gap and closes it with
 //!   `fdatasync` of sled's data file and `fsync` of new blob files and their directory.
 //! - The state machine applies each batch of entries as one atomic sled batch without a sync
 //!   of its own: after a crash it may be behind, and openraft re-applies committed entries
-//!   from the log. Before openraft may purge log entries, the state they produced is durable in
-//!   the snapshot file (written with fsync + rename + directory fsync when the snapshot is
-//!   built); opening rebuilds the state machine from that file if sled's copy is behind it.
+//!   from the log. The state purged entries produced is durable in the snapshot file (written
+//!   with fsync + rename + directory fsync when the snapshot is built or installed); opening
+//!   rebuilds the state machine from that file if sled's copy is behind it.
 //! - Installing a snapshot stores the snapshot file first, then fills a fresh `sm.<gen+1>`
 //!   tree, syncs, and switches `sm_generation` atomically. A crash before the switch leaves the
 //!   old tree live and the newer snapshot file, which the next open installs again.
 //! - Applying is deterministic (`kv.rs`, `dedup.rs`): the same log gives the same bytes on
 //!   every replica, so replicas agree without comparing data; `state_hash` lets a checker
 //!   verify it.
+//!
+//! # Invariants on disk (what a crash, power cut included, can and cannot leave)
+//!
+//! 1. **No purge outruns the state machine.** The durable purge point (`last_purged`) is never
+//!    past `max(durable snapshot, durable applied state)`. openraft 0.9 purges on a follower
+//!    right after handing `install_snapshot` to the state-machine worker, unordered with it; so
+//!    the log store hides purged entries at once but records a purge (and deletes segments)
+//!    only up to the coverage watermark the state machine raises once a snapshot file is saved
+//!    (`coverage.rs`, `log.rs`). Opening checks the invariant and refuses a store that breaks
+//!    it with [`StoreError::Corrupt`], telling the operator to wipe the member (it rejoins from
+//!    a snapshot).
+//! 2. **The log on disk is a prefix of what was written, above the purge point.** Appends are
+//!    fdatasync'ed before they are acknowledged, and the next append is written only after
+//!    that. Opening cuts a damaged tail of the last segment only when no valid record follows
+//!    the damage (a torn append); a valid record after it means acknowledged entries are
+//!    damaged, and opening fails naming the offset (`wal.rs`). Truncate makes each unlink
+//!    durable before it cuts the remaining file; segments wholly below the purge point that a
+//!    crash brought back are deleted when the log opens.
+//! 3. **Every sled flush the store relies on is durable**, blobs included: a blob file is
+//!    recorded as synced only if it was listed before the flush (so it was complete), and a
+//!    blob sled deleted in the meantime is skipped (`durable.rs`).
+//! 4. **The data directory outlives a crash at any point of the first start**: the volume
+//!    record's directory is fsynced into its parent, and a temp record left by a crash is
+//!    removed instead of making the volume look foreign (`volume.rs`).
+//!
+//! The crash test (`tests/store_crash.rs`) SIGKILLs a writer going through segment rollovers,
+//! truncates, purges and snapshot installs, and one stopped by a failpoint between a purge and
+//! the snapshot save it depends on; the unit tests next to each fix check the rest.
 //!
 //! # Errors
 //!
