@@ -37,8 +37,8 @@
 //! Cost: one `fdatasync` per call, plus one `fsync` per new blob (measured on the development
 //! VM, debug build: ~0.55 ms for an append of one small entry, of which ~0.2 ms is the added
 //! `fdatasync`; ~3.2 ms for one 200 KiB entry, blob fsync included). The log store calls this
-//! once per `save_vote` and per `purge` (its entries have their own files, see `wal.rs`); the
-//! state machine when it builds or installs a snapshot. Opening fsyncs every
+//! once per `save_vote` and per purge it makes durable (its entries have their own files, see
+//! `wal.rs`); the state machine when it builds or installs a snapshot. Opening fsyncs every
 //! existing blob once, which costs one fsync per large value still stored.
 //!
 //! What this does not cover: sled's internal ordering assumptions when it reuses log segments
