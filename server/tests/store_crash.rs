@@ -99,9 +99,11 @@ async fn crash_child() {
 
         if round % TRUNCATE_EVERY == 0 {
             // A new leader overwrites the last (uncommitted) entries.
+            // Announced before it happens: a kill right after it must not find the parent
+            // still expecting the entries it removed.
             let from = acked - 2;
+            println!("truncating {from}");
             log.truncate(log_id_in(term, from)).await.unwrap();
-            println!("truncated {from}");
             term += 1;
             append_durably(&mut log, batch(term, from, 3)).await;
             println!("acked {acked}");
@@ -171,7 +173,7 @@ impl Progress {
         };
         if let Some(n) = number("acked ") {
             self.acked = n;
-        } else if let Some(from) = number("truncated ") {
+        } else if let Some(from) = number("truncating ") {
             self.acked = from - 1;
             self.truncates += 1;
         } else if number("snapshot ").is_some() {
@@ -191,8 +193,15 @@ fn crash_keeps_everything_acknowledged() {
     // kill it mid-flight. `acked` follows the log the child acknowledged: an append raises it,
     // a truncate of uncommitted entries lowers it until they are rewritten.
     let deadline = Instant::now() + Duration::from_secs(60);
+    // A varying stop point, so that runs kill the child in different steps.
+    let stop_at = 300
+        + std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64
+            % 60;
     let mut p = Progress::default();
-    while !(p.acked >= 300 && p.installs >= 2) {
+    while !(p.acked >= stop_at && p.installs >= 2) {
         match child
             .lines
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
