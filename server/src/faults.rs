@@ -5,6 +5,9 @@
 //! exist because a checker that never saw a bug proves nothing: the chaos harness runs a short
 //! workload against a member with `stale-linearizable-reads` and must report a violation, and the
 //! SDK's exactly-once test uses `drop-write-responses` to lose answers to committed writes.
+//!
+//! [`failpoint`]s are the storage crash tests' counterpart: named places where a process stops
+//! (enabled only by `KVSET_FAILPOINTS`) so that a test can SIGKILL it inside a precise window.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
