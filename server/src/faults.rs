@@ -13,6 +13,9 @@
 //! catch it. The store sits below every other layer and has no `Faults` handle, so this one
 //! fault is also a process-wide flag ([`skip_log_fsync`]), set when a [`Faults`] enabling it is
 //! built; this module depends on nothing, so any layer may read it.
+//!
+//! [`failpoint`]s are the storage crash tests' counterpart: named places where a process stops
+//! (enabled only by `KVSET_FAILPOINTS`) so that a test can SIGKILL it inside a precise window.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -127,6 +130,30 @@ impl Faults {
             Fault::StallProposal { nth } => Some(*nth),
             _ => None,
         })
+    }
+}
+
+/// Environment variable naming the failpoints to stop at (comma-separated), for crash tests.
+pub const FAILPOINTS_ENV: &str = "KVSET_FAILPOINTS";
+
+/// A failpoint: a place where a crash test stops a process to SIGKILL it in a precise window
+/// (for example between a log purge and the snapshot save it depends on). Off unless `name` is
+/// listed in `KVSET_FAILPOINTS`, which is read once; then the calling thread prints
+/// `failpoint <name> reached` on stdout and sleeps forever, and the test kills the process.
+/// Costs one atomic load when no failpoint is set.
+pub fn failpoint(name: &str) {
+    static ENABLED: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let enabled = ENABLED.get_or_init(|| {
+        std::env::var(FAILPOINTS_ENV)
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+            .unwrap_or_default()
+    });
+    if enabled.iter().any(|e| e == name) {
+        tracing::warn!(failpoint = name, "stopping at a failpoint (testing only)");
+        println!("failpoint {name} reached");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
     }
 }
 

@@ -8,7 +8,9 @@
 //! pod's identity *before opening anything else*, refusing with an error that names both owners.
 //!
 //! The record is written with write-to-temp, fsync, rename, fsync-dir, so a crash leaves either
-//! the old record or the new one. The cluster id is filled in once it is known (kv-0 mints it when
+//! the old record or the new one; a temp file left by a crash is removed on the next start
+//! (without it, a first start that crashed would leave a directory that looks like foreign
+//! data). A data directory the first start creates is fsynced into its parent. The cluster id is filled in once it is known (kv-0 mints it when
 //! it initializes the cluster; a joining member learns it from the cluster before it joins).
 
 use std::fs;
@@ -88,8 +90,17 @@ impl Volume {
             path: dir.display().to_string(),
             source,
         };
-        fs::create_dir_all(dir).map_err(io)?;
+        create_dir_durably(dir).map_err(io)?;
         let record = dir.join(VOLUME_FILE);
+        // A crash in the middle of `write_record` leaves its temp file: the rename never
+        // happened, so the record it was writing does not exist. It is no kvset data (or a
+        // first start that crashed would make the directory look foreign forever) and is
+        // removed once the directory is ours.
+        let stale = temp_path(dir);
+        let drop_stale = || match fs::remove_file(&stale) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
+            _ => Ok(()),
+        };
         if record.exists() {
             let owner = read_record(&record)?;
             let cluster_mismatch = match (expected_cluster, owner.cluster_id.as_deref()) {
@@ -107,6 +118,7 @@ impl Volume {
                     pod: me.to_string(),
                 });
             }
+            drop_stale()?;
             return Ok(Self {
                 dir: dir.to_path_buf(),
                 owner,
@@ -116,11 +128,16 @@ impl Volume {
         // No record: only an empty directory may be claimed (lost+found is what a fresh ext4
         // volume carries).
         let mut entries = fs::read_dir(dir).map_err(io)?;
-        if entries.any(|e| e.map(|e| e.file_name() != "lost+found").unwrap_or(true)) {
+        let temp_name = stale.file_name().expect("a file name");
+        if entries.any(|e| {
+            e.map(|e| e.file_name() != "lost+found" && e.file_name() != temp_name)
+                .unwrap_or(true)
+        }) {
             return Err(VolumeError::Unowned {
                 dir: dir.display().to_string(),
             });
         }
+        drop_stale()?;
         let owner = VolumeOwner {
             format: FORMAT,
             set: me.set.clone(),
@@ -218,19 +235,44 @@ fn write_record(dir: &Path, owner: &VolumeOwner) -> Result<(), VolumeError> {
         path: dir.display().to_string(),
         source,
     };
-    let tmp = dir.join(format!("{VOLUME_FILE}.tmp"));
+    let tmp = temp_path(dir);
     let mut f = fs::File::create(&tmp).map_err(io)?;
     let json = serde_json::to_vec_pretty(owner).expect("the ownership record always serializes");
     f.write_all(&json).map_err(io)?;
     f.sync_all().map_err(io)?;
     fs::rename(&tmp, dir.join(VOLUME_FILE)).map_err(io)?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    fsync(dir).map_err(io)?;
     Ok(())
+}
+
+/// Where `write_record` writes before it renames.
+fn temp_path(dir: &Path) -> PathBuf {
+    dir.join(format!("{VOLUME_FILE}.tmp"))
+}
+
+/// `create_dir_all`, then fsyncs the parent of every directory it created (deepest first), so
+/// that a power cut cannot lose a data directory that was already claimed.
+fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    fs::create_dir_all(dir)?;
+    for created in missing {
+        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsync(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// fsyncs a file or directory (traced in the store's unit tests, see `store/io_trace.rs`).
+fn fsync(path: &Path) -> std::io::Result<()> {
+    crate::store::io_trace::record(|| crate::store::io_trace::Op::Fsync(path.to_path_buf()));
+    fs::File::open(path).and_then(|f| f.sync_all())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::io_trace::Op;
 
     fn id(name: &str) -> PodIdentity {
         PodIdentity::parse(name).unwrap()
@@ -290,5 +332,43 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::create_dir(tmp.path().join("lost+found")).unwrap();
         assert!(Volume::claim(tmp.path(), &id("kv-0"), None).is_ok());
+    }
+
+    /// Issue #21, item 8: a crash while the first start wrote the record leaves only the temp
+    /// file. That directory holds no kvset data: claiming it again must work (and drop the
+    /// stale temp file), not call it "unowned" forever.
+    #[test]
+    fn a_stale_temp_record_does_not_make_the_dir_unowned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let stale = tmp.path().join(format!("{VOLUME_FILE}.tmp"));
+        std::fs::write(&stale, b"{\"format\": 1, \"se").unwrap();
+        let v = Volume::claim(tmp.path(), &id("kv-1"), None).expect("claim");
+        assert!(v.is_fresh());
+        assert!(!stale.exists(), "stale temp file removed");
+
+        // Next to a record (a crash while recording the cluster id): ignored and removed.
+        std::fs::write(&stale, b"garbage").unwrap();
+        let v = Volume::claim(tmp.path(), &id("kv-1"), None).expect("claim");
+        assert!(!v.is_fresh());
+        assert!(!stale.exists(), "stale temp file removed");
+    }
+
+    /// Issue #21, item 8: a data directory created by the first start is fsynced into its
+    /// parent, so a power cut cannot lose the directory (and the record in it) after the claim.
+    #[test]
+    fn a_new_data_dir_is_made_durable_in_its_parent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a").join("data");
+        let (claimed, ops) =
+            crate::store::io_trace::capture(|| Volume::claim(&dir, &id("kv-0"), None));
+        claimed.unwrap();
+        for parent in [tmp.path().to_path_buf(), tmp.path().join("a")] {
+            assert!(
+                ops.contains(&Op::Fsync(parent.clone())),
+                "{} not fsynced: {ops:?}",
+                parent.display()
+            );
+        }
+        assert!(ops.contains(&Op::Fsync(dir.clone())), "{ops:?}");
     }
 }

@@ -7,14 +7,27 @@
 //!   entry openraft counts as persisted survives power loss.
 //! - `save_vote` returns only once the vote is durable (sled flush + `fdatasync`, see
 //!   `durable.rs`).
-//! - `purge` makes the new purge point durable first, then deletes the segments below it, so
-//!   the purge point never lags the files. A crash in between leaves segments that opening
-//!   hides.
+//! - `purge` hides the entries at once (openraft sees them gone), but makes the purge durable
+//!   only as far as the state machine has durably covered (`coverage.rs`): openraft 0.9 purges
+//!   right after it hands a snapshot to the state machine, before the snapshot file is saved.
+//!   The rest stays pending and is made durable by a later `purge` or `append` once the
+//!   coverage has caught up. Making it durable records the purge point first (sled sync), then
+//!   deletes the segments below it; a crash in between leaves segments that opening deletes.
+//!   So the durable purge point never passes the durable snapshot or the durable applied
+//!   state, which opening checks (`Store::open`). A purge lost in a crash comes back as
+//!   entries that are already applied; openraft purges them again when it starts.
 //! - `truncate` deletes later segments and cuts the file in place (what remains is a prefix);
 //!   losing it in a crash brings back entries that were never acknowledged to the new leader,
 //!   and the next append from it replaces them.
-//! - `save_committed` is written without a sync of its own; losing it makes openraft re-apply
-//!   less on restart and learn the commit index from the leader again.
+//! - An `append` after every stored entry was purged starts the log over at the new entry and
+//!   deletes the old segments; it first waits for the pending purge to become durable (the
+//!   snapshot it depends on is saved by then in practice: openraft only sends further entries
+//!   once the install is done), so the log on disk never has a gap below its first entry that
+//!   the durable purge point does not explain.
+//! - `save_committed` is written to sled without a sync of its own: it becomes durable with the
+//!   next sled sync (`save_vote`, a purge, a snapshot) or sled's background flush (every
+//!   500 ms); losing it makes openraft re-apply less on restart and learn the commit index from
+//!   the leader again.
 //!
 //! Stores made before the log moved out of sled (its `log` tree) are converted when they open:
 //! the entries are copied into `raft-log.tmp/`, synced, and the directory renamed to
@@ -23,7 +36,8 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend};
@@ -32,6 +46,7 @@ use serde::Serialize;
 
 use super::blocking;
 use super::codec;
+use super::coverage::Coverage;
 use super::durable::{fsync_path, Durability};
 use super::error::StoreError;
 use super::wal::Wal;
@@ -52,7 +67,39 @@ struct Inner {
     raft: sled::Tree,
     wal: RwLock<Wal>,
     durable: Arc<Durability>,
+    /// How far the state machine is durable; no purge becomes durable past it.
+    coverage: Arc<Coverage>,
+    purges: Mutex<Purges>,
 }
+
+/// The purges openraft asked for, and how far they are durable.
+#[derive(Debug, Default)]
+struct Purges {
+    /// The purge point recorded in sled; the segments wholly below it are deleted.
+    durable: Option<LogId>,
+    /// Purges asked for beyond `durable`, in order; they wait for the state machine's coverage.
+    pending: Vec<LogId>,
+}
+
+impl Purges {
+    /// The purge point openraft sees.
+    fn logical(&self) -> Option<LogId> {
+        self.pending.last().copied().or(self.durable)
+    }
+
+    /// The furthest pending purge that `covered` allows to become durable.
+    fn due(&self, covered: Option<u64>) -> Option<LogId> {
+        self.pending
+            .iter()
+            .rev()
+            .find(|p| Some(p.index) <= covered)
+            .copied()
+    }
+}
+
+/// How long an append that starts the log over waits for the state machine to cover the
+/// purge before it (see the module docs) before it fails.
+const START_OVER_WAIT: Duration = Duration::from_secs(60);
 
 /// The log's directory inside the data directory.
 const WAL_DIR: &str = "raft-log";
@@ -66,6 +113,7 @@ impl LogStore {
     pub(crate) fn open(
         db: sled::Db,
         durable: Arc<Durability>,
+        coverage: Arc<Coverage>,
         data_dir: &Path,
     ) -> Result<Self, StoreError> {
         let raft = db.open_tree("raft")?;
@@ -81,20 +129,22 @@ impl LogStore {
             durable.sync(&db)?;
         }
 
-        let mut wal = Wal::open(&wal_dir)?;
         let last_purged: Option<LogId> = raft
             .get(LAST_PURGED)?
             .map(|b| codec::decode("last purged log id", &b))
             .transpose()?;
-        if let Some(p) = last_purged {
-            wal.set_floor(p.index + 1);
-        }
+        let wal = Wal::open(&wal_dir, last_purged.map_or(0, |p| p.index + 1))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
                 raft,
                 wal: RwLock::new(wal),
                 durable,
+                coverage,
+                purges: Mutex::new(Purges {
+                    durable: last_purged,
+                    pending: Vec::new(),
+                }),
             }),
         })
     }
@@ -136,7 +186,53 @@ impl LogStore {
 
     /// The last purged log id: entries up to it are gone (they are in a snapshot).
     pub fn last_purged(&self) -> Result<Option<LogId>, StoreError> {
-        self.read_meta(LAST_PURGED, "last purged log id")
+        Ok(self.inner.purges().logical())
+    }
+
+    /// The purge point recorded durably (at most [`Self::last_purged`]).
+    pub(crate) fn durable_last_purged(&self) -> Option<LogId> {
+        self.inner.purges().durable
+    }
+
+    /// Makes the pending purges durable as far as the state machine's coverage allows.
+    async fn settle(&self) -> Result<(), StoreError> {
+        if self.inner.due().is_none() {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        blocking(move || inner.settle()).await
+    }
+
+    /// Before an append that starts the log over (every stored entry is purged, the old
+    /// segments will be deleted): waits until the purge is covered, and makes it durable.
+    async fn settle_before_starting_over(&self) -> Result<(), StoreError> {
+        let starts_over = {
+            let wal = self.wal();
+            wal.bounds().is_none() && wal.has_segments()
+        };
+        let pending = {
+            let purges = self.inner.purges();
+            purges.pending.last().copied()
+        };
+        if let (true, Some(purged)) = (starts_over, pending) {
+            let covered = self
+                .inner
+                .coverage
+                .wait_for(purged.index, START_OVER_WAIT)
+                .await;
+            if covered < Some(purged.index) {
+                return Err(StoreError::Corrupt {
+                    what: "raft log purge",
+                    detail: format!(
+                        "entries up to {} are purged, but after {START_OVER_WAIT:?} the state \
+                         machine has made only up to {covered:?} durable; refusing to start the \
+                         log over and lose them",
+                        purged.index
+                    ),
+                });
+            }
+        }
+        self.settle().await
     }
 
     fn read_meta<T: DeserializeOwned>(
@@ -173,6 +269,36 @@ impl LogStore {
     async fn sync(&self) -> Result<(), StoreError> {
         let inner = self.inner.clone();
         blocking(move || inner.durable.sync(&inner.db)).await
+    }
+}
+
+impl Inner {
+    fn purges(&self) -> MutexGuard<'_, Purges> {
+        // Nothing panics while holding the lock with the purge state half-changed.
+        self.purges.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The pending purge that can become durable now, if any.
+    fn due(&self) -> Option<LogId> {
+        self.purges().due(self.coverage.get())
+    }
+
+    /// Records the furthest covered pending purge durably, then deletes the segments below it.
+    fn settle(&self) -> Result<(), StoreError> {
+        let mut purges = self.purges();
+        let Some(target) = purges.due(self.coverage.get()) else {
+            return Ok(());
+        };
+        // The purge point first, durably: the files below it go only after.
+        self.raft
+            .insert(LAST_PURGED, codec::encode("last purged log id", &target)?)?;
+        self.durable.sync(&self.db)?;
+        purges.durable = Some(target);
+        purges.pending.retain(|p| p.index > target.index);
+        self.wal
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .purge(target.index)
     }
 }
 
@@ -281,6 +407,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 codec::encode("log entry", &entry).map_err(|e| logs_error(e, ErrorVerb::Write))?;
             records.push((entry.log_id.index, bytes));
         }
+        self.settle_before_starting_over()
+            .await
+            .map_err(|e| logs_error(e, ErrorVerb::Write))?;
         let written = self
             .wal_mut()
             .append(&records)
@@ -305,14 +434,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // The purge point first, durably: the files below it go only after.
-        self.write_meta(LAST_PURGED, "last purged log id", &log_id)
-            .map_err(|e| logs_error(e, ErrorVerb::Delete))?;
-        self.sync()
+        {
+            let mut purges = self.inner.purges();
+            if Some(log_id) <= purges.logical() {
+                return Ok(());
+            }
+            purges.pending.push(log_id);
+        }
+        // Gone for openraft at once; durable only once the state machine covers it.
+        self.wal_mut().hide(log_id.index);
+        self.settle()
             .await
-            .map_err(|e| logs_error(e, ErrorVerb::Delete))?;
-        self.wal_mut()
-            .purge(log_id.index)
             .map_err(|e| logs_error(e, ErrorVerb::Delete))
     }
 }
@@ -328,7 +460,7 @@ fn move_log_out_of_sled(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| StoreError::io("remove", &tmp, e))?;
     }
-    let mut wal = Wal::open(&tmp)?;
+    let mut wal = Wal::open(&tmp, 0)?;
     let mut chunk = Vec::new();
     let mut moved = 0u64;
     for item in sled_log.iter() {
@@ -392,7 +524,11 @@ mod tests {
                 sled::Config::new().path(&sled_dir).open()
             });
             let durable = Arc::new(Durability::open(dir.path(), &sled_dir).unwrap());
-            (LogStore::open(db.clone(), durable, dir.path()).unwrap(), db)
+            let coverage = Arc::new(Coverage::new());
+            (
+                LogStore::open(db.clone(), durable, coverage, dir.path()).unwrap(),
+                db,
+            )
         };
         let (mut log, db) = open();
         assert!(!db.tree_names().iter().any(|n| n.as_ref() == b"log"));
@@ -428,5 +564,44 @@ mod tests {
             index_bounds(&(Bound::Excluded(4), Bound::Included(4))),
             None
         );
+    }
+
+    /// A purge past the state machine's coverage is visible at once but becomes durable only
+    /// once the coverage reaches it (then at the next append); an append that starts the log
+    /// over waits for it.
+    #[tokio::test]
+    async fn a_purge_becomes_durable_only_once_covered() {
+        use openraft::storage::RaftLogStorageExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sled_dir = dir.path().join("sled");
+        let db = sled::Config::new().path(&sled_dir).open().unwrap();
+        let durable = Arc::new(Durability::open(dir.path(), &sled_dir).unwrap());
+        let coverage = Arc::new(Coverage::new());
+        let mut log = LogStore::open(db, durable, coverage.clone(), dir.path()).unwrap();
+        log.blocking_append((1..=10).map(blank)).await.unwrap();
+
+        log.purge(blank(6).log_id).await.unwrap();
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(blank(6).log_id));
+        assert_eq!(log.try_get_log_entries(..).await.unwrap().len(), 4);
+        assert_eq!(log.durable_last_purged(), None, "not covered yet");
+
+        coverage.raise(Some(4));
+        log.purge(blank(8).log_id).await.unwrap();
+        assert_eq!(log.durable_last_purged(), None, "4 covers neither 6 nor 8");
+        coverage.raise(Some(7));
+        log.blocking_append([blank(11)]).await.unwrap();
+        assert_eq!(log.durable_last_purged(), Some(blank(6).log_id));
+
+        // Everything purged: the next append starts the log over once the purge is covered.
+        log.purge(blank(20).log_id).await.unwrap();
+        let raiser = coverage.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            raiser.raise(Some(20));
+        });
+        log.blocking_append([blank(21)]).await.unwrap();
+        assert_eq!(log.durable_last_purged(), Some(blank(20).log_id));
+        assert_eq!(log.try_get_log_entries(..).await.unwrap(), vec![blank(21)]);
     }
 }

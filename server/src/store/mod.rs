@@ -33,21 +33,49 @@
 //!
 //! - The log store appends a batch of entries with one `write` to the log's active segment and
 //!   one `fdatasync` before telling openraft they are flushed (`wal.rs`, `log.rs`). `save_vote`
-//!   and `purge` sync sled before they return. sled's own `flush()` is not enough for that (no
+//!   syncs sled before it returns, and so does a purge when it becomes durable. sled's own `flush()` is not enough for that (no
 //!   drive-cache flush, no metadata, and no fsync at all for values over ~128 KiB, which sled
 //!   keeps in separate blob files); `durable.rs` explains the gap and closes it with
 //!   `fdatasync` of sled's data file and `fsync` of new blob files and their directory.
 //! - The state machine applies each batch of entries as one atomic sled batch without a sync
 //!   of its own: after a crash it may be behind, and openraft re-applies committed entries
-//!   from the log. Before openraft may purge log entries, the state they produced is durable in
-//!   the snapshot file (written with fsync + rename + directory fsync when the snapshot is
-//!   built); opening rebuilds the state machine from that file if sled's copy is behind it.
+//!   from the log. The state purged entries produced is durable in the snapshot file (written
+//!   with fsync + rename + directory fsync when the snapshot is built or installed); opening
+//!   rebuilds the state machine from that file if sled's copy is behind it.
 //! - Installing a snapshot stores the snapshot file first, then fills a fresh `sm.<gen+1>`
 //!   tree, syncs, and switches `sm_generation` atomically. A crash before the switch leaves the
 //!   old tree live and the newer snapshot file, which the next open installs again.
 //! - Applying is deterministic (`kv.rs`, `dedup.rs`): the same log gives the same bytes on
 //!   every replica, so replicas agree without comparing data; `state_hash` lets a checker
 //!   verify it.
+//!
+//! # Invariants on disk (what a crash, power cut included, can and cannot leave)
+//!
+//! 1. **No purge outruns the state machine.** The durable purge point (`last_purged`) is never
+//!    past `max(durable snapshot, durable applied state)`. openraft 0.9 purges on a follower
+//!    right after handing `install_snapshot` to the state-machine worker, unordered with it; so
+//!    the log store hides purged entries at once but records a purge (and deletes segments)
+//!    only up to the coverage watermark the state machine raises once a snapshot file is saved
+//!    (`coverage.rs`, `log.rs`). Opening checks the invariant and refuses a store that breaks
+//!    it with [`StoreError::Corrupt`], telling the operator to wipe the member (it rejoins from
+//!    a snapshot).
+//! 2. **The log on disk is a prefix of what was written, above the purge point.** Appends are
+//!    fdatasync'ed before they are acknowledged, and the next append is written only after
+//!    that. Opening cuts a damaged tail of the last segment only when no valid record follows
+//!    the damage (a torn append); a valid record after it means acknowledged entries are
+//!    damaged, and opening fails naming the offset (`wal.rs`). Truncate makes each unlink
+//!    durable before it cuts the remaining file; segments wholly below the purge point that a
+//!    crash brought back are deleted when the log opens.
+//! 3. **Every sled flush the store relies on is durable**, blobs included: a blob file is
+//!    recorded as synced only if it was listed before the flush (so it was complete), and a
+//!    blob sled deleted in the meantime is skipped (`durable.rs`).
+//! 4. **The data directory outlives a crash at any point of the first start**: the volume
+//!    record's directory is fsynced into its parent, and a temp record left by a crash is
+//!    removed instead of making the volume look foreign (`volume.rs`).
+//!
+//! The crash test (`tests/store_crash.rs`) SIGKILLs a writer going through segment rollovers,
+//! truncates, purges and snapshot installs, and one stopped by a failpoint between a purge and
+//! the snapshot save it depends on; the unit tests next to each fix check the rest.
 //!
 //! # Errors
 //!
@@ -72,10 +100,12 @@
 //!   as it is; only its missing fsyncs are filled in.
 
 mod codec;
+mod coverage;
 mod cursor;
 mod dedup;
 mod durable;
 mod error;
+pub(crate) mod io_trace;
 mod kv;
 mod log;
 mod restore;
@@ -94,7 +124,9 @@ pub use kv::TXN_RANGE_DEFAULT_LIMIT;
 pub use log::LogStore;
 pub use restore::{describe_snapshot, SnapshotSummary};
 pub use snapshot::SNAPSHOT_FORMAT;
-pub use state_machine::{SnapshotBuilder, StateDigest, StateMachineStore};
+pub use state_machine::{
+    SnapshotBuilder, StateDigest, StateMachineStore, FAILPOINT_BEFORE_SNAPSHOT_SAVE,
+};
 
 use durable::Durability;
 
@@ -203,13 +235,16 @@ fn open_with(data_dir: &Path, config: sled::Config) -> Result<Store, StoreError>
         }
     };
 
-    let log = LogStore::open(db.clone(), durable.clone(), data_dir)?;
+    let coverage = Arc::new(coverage::Coverage::new());
+    let log = LogStore::open(db.clone(), durable.clone(), coverage.clone(), data_dir)?;
     let state_machine = StateMachineStore::open(
         db.clone(),
         store_tree.clone(),
         durable.clone(),
+        coverage.clone(),
         &data_dir.join("snapshot"),
     )?;
+    check_purge_is_covered(&log, &state_machine)?;
     if let Some(old) = upgrade_from {
         // Opening the state machine converted the layout (format 1 -> 2: it dropped the
         // eviction keys); record the new format only once that is durable.
@@ -231,6 +266,34 @@ fn open_with(data_dir: &Path, config: sled::Config) -> Result<Store, StoreError>
     })
 }
 
+/// The entries up to the durable purge point must live on in the snapshot file or the applied
+/// state; otherwise they exist nowhere on this member and openraft would fail to start it (it
+/// re-applies committed entries from the log). Only a build with the purge-before-snapshot race
+/// (kvset issue #21) could leave such a store.
+fn check_purge_is_covered(log: &LogStore, sm: &StateMachineStore) -> Result<(), StoreError> {
+    let Some(purged) = log.durable_last_purged() else {
+        return Ok(());
+    };
+    let snapshot = sm
+        .snapshot_meta()
+        .and_then(|m| m.last_log_id)
+        .map(|l| l.index);
+    let applied = sm.last_applied().map(|l| l.index);
+    if Some(purged.index) <= snapshot.max(applied) {
+        return Ok(());
+    }
+    Err(StoreError::Corrupt {
+        what: "data directory",
+        detail: format!(
+            "the raft log is purged up to {}, but the state machine has applied only up to \
+             {applied:?} and the snapshot file covers only up to {snapshot:?}: the entries in \
+             between exist nowhere on this member. Wipe this member's data directory so that it \
+             rejoins the cluster from a snapshot",
+            purged.index
+        ),
+    })
+}
+
 /// Runs blocking storage work (fsync, big scans) off the async runtime's worker threads.
 async fn blocking<T, F>(work: F) -> Result<T, StoreError>
 where
@@ -246,6 +309,12 @@ where
 /// again in the same process. Not part of the API.
 #[doc(hidden)]
 pub mod test_support {
+    /// Makes the raft logs of this process start a new segment file past `bytes` (instead of
+    /// 64 MiB), so that crash tests go through segment rollovers.
+    pub fn set_wal_segment_bytes(bytes: u64) {
+        super::wal::set_segment_bytes_for_tests(bytes);
+    }
+
     /// Calls `open` until it no longer fails because sled's directory lock is still held. sled
     /// finishes writing its buffers on background threads after the last handle is dropped and
     /// keeps the lock until they are done, so an immediate reopen can find it locked for a moment.
@@ -342,6 +411,40 @@ mod tests {
             }
             Err(e) => panic!("wrong error: {e}"),
             Ok(_) => panic!("a directory of format {} opened", STORE_FORMAT + 1),
+        }
+    }
+
+    /// Issue #21, item 2: a store whose durable purge point is past both the snapshot and the
+    /// applied state (left by the purge-before-snapshot race) holds entries nowhere. Opening it
+    /// must fail and say what to do, not start a member that fails later in openraft.
+    #[test]
+    fn a_purge_past_the_state_machine_is_refused_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()).unwrap());
+        {
+            let db = when_released(|| sled::Config::new().path(dir.path().join("sled")).open());
+            let purged = crate::raft::types::LogId::new(openraft::CommittedLeaderId::new(1, 0), 8);
+            db.open_tree("raft")
+                .unwrap()
+                .insert(
+                    b"last_purged",
+                    codec::encode("last purged", &purged).unwrap(),
+                )
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let opened = when_released(|| match open(dir.path()) {
+            Err(StoreError::Sled(e)) => Err(e),
+            other => Ok(other),
+        });
+        match opened {
+            Err(e @ StoreError::Corrupt { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("purged up to 8"), "{msg}");
+                assert!(msg.contains("Wipe this member's data directory"), "{msg}");
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a store missing entries 1..=8 opened"),
         }
     }
 }

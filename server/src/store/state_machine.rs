@@ -15,8 +15,12 @@
 //! openraft re-applies the committed entries the log still holds.
 //!
 //! **Purged entries stay covered.** openraft purges log entries only once a snapshot includes
-//! them. `build_snapshot` writes the snapshot durably to the snapshot file (`snapfile.rs`)
-//! before it returns (and also syncs sled, so the tree is durable up to that point). Should the
+//! them, but on a follower it does not wait for `install_snapshot` to save that snapshot. So
+//! the log store makes a purge durable only up to the [`Coverage`] watermark, which this module
+//! raises once a snapshot file is saved (built or installed) and, when opening, to what the
+//! tree holds. `build_snapshot` writes the snapshot durably to the snapshot file
+//! (`snapfile.rs`) before it returns (and also syncs sled, so the tree is durable up to that
+//! point); `install_snapshot` saves the file before it touches the tree. Should the
 //! tree still be behind the snapshot file when the store opens (an interrupted install, or a
 //! power cut that lost unsynced applies whose log entries were purged since), opening rebuilds
 //! the state machine from the snapshot file. So the state covered by a purged entry always
@@ -46,6 +50,7 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use super::codec::{self, KvHeader};
+use super::coverage::Coverage;
 use super::cursor::{self, Cursor};
 use super::dedup::{self, Check, ClientRecord, EvictionOrder, OrderTxn, MAX_CLIENTS};
 use super::durable::Durability;
@@ -58,6 +63,9 @@ use super::{blocking, GENERATION_KEY};
 use crate::raft::types::{
     Entry, LogId, Proto, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
+
+/// Failpoint (see `faults.rs`) in `install_snapshot` just before the snapshot file is saved.
+pub const FAILPOINT_BEFORE_SNAPSHOT_SAVE: &str = "install-snapshot-before-save";
 
 /// The state machine's metadata record (`m/state` in its tree).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -100,6 +108,8 @@ struct Inner {
     /// The store-level tree that holds the generation pointer.
     store_tree: sled::Tree,
     durable: Arc<Durability>,
+    /// Raised whenever more of the state becomes durably covered (see `coverage.rs`).
+    coverage: Arc<Coverage>,
     snapshots: SnapshotFile,
     state: RwLock<Live>,
     /// The dedup table's eviction order for the live generation (see `dedup.rs`). Only apply and
@@ -126,6 +136,7 @@ impl StateMachineStore {
         db: sled::Db,
         store_tree: sled::Tree,
         durable: Arc<Durability>,
+        coverage: Arc<Coverage>,
         snapshot_dir: &Path,
     ) -> Result<Self, StoreError> {
         let generation = match store_tree.get(GENERATION_KEY)? {
@@ -155,6 +166,7 @@ impl StateMachineStore {
                 db,
                 store_tree,
                 durable,
+                coverage,
                 snapshots,
                 state: RwLock::new(Live {
                     generation,
@@ -185,6 +197,10 @@ impl StateMachineStore {
                 })?;
             sm.inner.install_payload(snapshot::decode(&data)?)?;
         }
+        // Every sled file was fsynced when the store opened (`durable.rs`): what is applied now
+        // is durable, and so is the snapshot file.
+        sm.inner.coverage.raise(sm.last_applied().map(|l| l.index));
+        sm.inner.raise_coverage_to_snapshot();
         Ok(sm)
     }
 
@@ -428,10 +444,17 @@ impl Inner {
         if !self.snapshots.save(&meta, &data)? {
             info!(snapshot = %meta, "a newer snapshot is already stored; keeping it as current");
         }
+        self.raise_coverage_to_snapshot();
         Ok(Snapshot {
             meta,
             snapshot: Box::new(IoCursor::new(data)),
         })
+    }
+
+    /// The stored snapshot file is durable: log purges may now reach as far as it covers.
+    fn raise_coverage_to_snapshot(&self) {
+        let covered = self.snapshots.meta().and_then(|m| m.last_log_id);
+        self.coverage.raise(covered.map(|l| l.index));
     }
 
     /// Replaces the whole state with `payload` through a new generation (see module docs).
@@ -656,8 +679,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     ),
                 });
             }
+            crate::faults::failpoint(FAILPOINT_BEFORE_SNAPSHOT_SAVE);
             // Store the snapshot first: from here on a crash finishes the install on opening.
             inner.snapshots.save(&meta, &data)?;
+            inner.raise_coverage_to_snapshot();
             inner.install_payload(payload)
         })
         .await

@@ -21,14 +21,26 @@
 //!   then `fdatasync`s it. An append starts a new segment once the active one passed
 //!   [`SEGMENT_BYTES`]; creating one syncs the directory, so the name is durable before any
 //!   record in it is reported durable.
-//! - **Truncate** (a new leader overwrote the tail) deletes the later segments, last first, then
-//!   cuts the file holding the first removed index, so what is left is always a prefix.
+//! - **Truncate** (a new leader overwrote the tail) deletes the later segments, last first,
+//!   fsyncing the directory after each unlink, then cuts the file holding the first removed
+//!   index. Whatever a power cut keeps is a prefix of the log: never a cut file followed by a
+//!   segment whose unlink was lost.
 //! - **Purge** (entries are in a snapshot) deletes whole segments that end at or before the
-//!   purge point; the caller records the purge point durably first. Entries of a partly purged
-//!   segment stay on disk until the whole segment goes; [`Wal::set_floor`] hides them.
-//! - **Opening** reads every segment and checks each record's CRC and index. A torn record at
-//!   the end of the last segment (a crash in the middle of an append, never reported durable) is
-//!   cut off; damage anywhere else is corruption and an error.
+//!   purge point, oldest first; the caller records the purge point durably first. Entries of a
+//!   partly purged segment stay on disk until the whole segment goes; the floor (the purge
+//!   point + 1, given to [`Wal::open`]) hides them.
+//! - **Opening** first deletes segments wholly below the floor that a crash brought back (an
+//!   unlink that never became durable: a segment followed by one starting at or below the
+//!   floor). It then reads every segment and checks each record's CRC and index. A damaged
+//!   record at the end of the last segment with no valid record after it is a torn append (a
+//!   crash in the middle of a write that was never reported durable) and is cut off. Damage
+//!   followed by a valid record cannot be a torn append, since every earlier append was
+//!   fdatasync'ed before the next one was written: it is corruption of acknowledged entries,
+//!   and opening fails with [`StoreError::Corrupt`] naming the offset rather than drop them.
+//!   So does damage in any segment but the last. (The price: a power cut that persists a later
+//!   page of one unsynced multi-page append but not an earlier page also reads as corruption;
+//!   the member then needs its data directory wiped and rejoins from a snapshot. Losing
+//!   acknowledged entries silently would be worse.)
 //!
 //! Locations of records are kept in memory (12 bytes per entry); entries are read with `pread`
 //! and normally come from the page cache, since replication reads what was just written.
@@ -38,15 +50,33 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tracing::warn;
 
 use super::durable::fsync_path;
 use super::error::StoreError;
+use super::io_trace::{self, Op};
 
 /// A new segment is started once the active one is larger than this.
 pub(crate) const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A smaller segment size for crash tests that need rollovers (0: [`SEGMENT_BYTES`]).
+static SEGMENT_BYTES_FOR_TESTS: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every log in this process start new segments past `bytes` instead of
+/// [`SEGMENT_BYTES`], so that tests see rollovers. For tests only.
+pub(crate) fn set_segment_bytes_for_tests(bytes: u64) {
+    SEGMENT_BYTES_FOR_TESTS.store(bytes, Ordering::Relaxed);
+}
+
+fn segment_bytes() -> u64 {
+    match SEGMENT_BYTES_FOR_TESTS.load(Ordering::Relaxed) {
+        0 => SEGMENT_BYTES,
+        n => n,
+    }
+}
 
 const MAGIC: &[u8; 8] = b"KVWAL001";
 const HEADER_BYTES: u64 = 16;
@@ -83,8 +113,9 @@ pub(crate) struct Wal {
 }
 
 impl Wal {
-    /// Opens (creating if needed) the log in `dir`, cutting off a torn tail.
-    pub(crate) fn open(dir: &Path) -> Result<Self, StoreError> {
+    /// Opens (creating if needed) the log in `dir`, cutting off a torn tail. `floor` is the
+    /// caller's durable purge point + 1 (0 when nothing was purged): indexes below it are hidden.
+    pub(crate) fn open(dir: &Path, floor: u64) -> Result<Self, StoreError> {
         if !dir.exists() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create", dir, e))?;
             fsync_path(dir)?;
@@ -110,6 +141,24 @@ impl Wal {
         }
         firsts.sort_unstable();
 
+        // A segment followed by one that starts at or below the floor holds only purged
+        // indexes: it is one whose unlink a crash undid. Delete it before checking that the
+        // segments are contiguous (the gap it leaves would refuse to open).
+        let stale: Vec<u64> = firsts
+            .windows(2)
+            .filter(|pair| pair[1] <= floor)
+            .map(|pair| pair[0])
+            .collect();
+        if !stale.is_empty() {
+            for first in &stale {
+                let path = segment_path(dir, *first);
+                warn!(segment = %path.display(), floor, "deleting a purged segment that a crash left behind");
+                remove_file(&path)?;
+            }
+            fsync_path(dir)?;
+            firsts.retain(|f| !stale.contains(f));
+        }
+
         let mut segments = BTreeMap::new();
         let count = firsts.len();
         for (i, first) in firsts.into_iter().enumerate() {
@@ -130,13 +179,18 @@ impl Wal {
         Ok(Self {
             dir: dir.to_path_buf(),
             segments,
-            floor: 0,
+            floor,
         })
     }
 
-    /// Hides every index below `floor` (the caller's last purged index + 1).
-    pub(crate) fn set_floor(&mut self, floor: u64) {
-        self.floor = floor;
+    /// Hides every index up to `upto` (a purge not yet durable: the segments stay).
+    pub(crate) fn hide(&mut self, upto: u64) {
+        self.floor = self.floor.max(upto + 1);
+    }
+
+    /// True when any segment file exists (even if all its records are hidden).
+    pub(crate) fn has_segments(&self) -> bool {
+        !self.segments.is_empty()
     }
 
     /// The first and last index stored (above the floor), if any.
@@ -216,7 +270,7 @@ impl Wal {
             .segments
             .values()
             .last()
-            .is_none_or(|active| active.len >= SEGMENT_BYTES);
+            .is_none_or(|active| active.len >= segment_bytes());
         if needs_segment {
             let segment = create_segment(&self.dir, first_index)?;
             self.segments.insert(first_index, segment);
@@ -254,16 +308,22 @@ impl Wal {
     }
 
     /// Removes every index from `from` on.
+    ///
+    /// Later segments go first, last one first, each unlink made durable (directory fsync)
+    /// before the next step: whatever a power cut keeps is a prefix of the log, never a cut
+    /// file followed by a segment whose unlink was lost (a gap that would not open).
     pub(crate) fn truncate(&mut self, from: u64) -> Result<(), StoreError> {
         let doomed: Vec<u64> = self.segments.range(from..).map(|(&f, _)| f).rev().collect();
         for first in doomed {
             let segment = self.segments.remove(&first).expect("listed");
             remove_file(&segment.path)?;
+            fsync_path(&self.dir)?;
         }
         if let Some(segment) = self.segments.values_mut().last() {
             if segment.end() > from {
                 let keep = (from - segment.first) as usize;
                 let cut = segment.records[keep].0;
+                io_trace::record(|| Op::SetLen(segment.path.clone(), cut));
                 segment
                     .file
                     .set_len(cut)
@@ -273,11 +333,12 @@ impl Wal {
                 segment.len = cut;
             }
         }
-        fsync_path(&self.dir)
+        Ok(())
     }
 
-    /// Deletes the segments that hold only indexes up to `upto`, and hides the rest of them.
-    /// The caller has recorded the purge durably before.
+    /// Deletes the segments that hold only indexes up to `upto`, oldest first, and hides the
+    /// rest of them. The caller has recorded the purge durably before, so a segment whose
+    /// unlink a crash undoes is deleted again by [`Wal::open`].
     pub(crate) fn purge(&mut self, upto: u64) -> Result<(), StoreError> {
         self.floor = self.floor.max(upto + 1);
         let doomed: Vec<u64> = self
@@ -332,6 +393,7 @@ fn checksum(index: u64, payload: &[u8]) -> u32 {
 }
 
 fn remove_file(path: &Path) -> Result<(), StoreError> {
+    io_trace::record(|| Op::Remove(path.to_path_buf()));
     std::fs::remove_file(path).map_err(|e| StoreError::io("remove", path, e))
 }
 
@@ -381,7 +443,7 @@ fn read_segment(path: &Path, first: u64, is_last: bool) -> Result<Segment, Store
     let mut offset = HEADER_BYTES;
     let mut torn = None;
     if !header_ok {
-        torn = Some(format!("bad header ({size} bytes)"));
+        torn = Some(format!("bad header at offset 0 ({size} bytes)"));
         offset = 0;
     }
     while torn.is_none() && offset < size {
@@ -416,6 +478,19 @@ fn read_segment(path: &Path, first: u64, is_last: bool) -> Result<Segment, Store
         if !is_last {
             return Err(corrupt(why));
         }
+        // A torn append only ever damages the end of the file: the appends before it were
+        // fdatasync'ed before it was written. A valid record after the damage is therefore
+        // proof of damage to acknowledged records, which cutting would silently drop.
+        let expected = first + records.len() as u64;
+        if let Some((at, index)) = valid_record_after(&file, offset, size, expected)
+            .map_err(|e| StoreError::io("read", path, e))?
+        {
+            return Err(corrupt(format!(
+                "{why}, but a valid record (index {index}) follows at offset {at}: the log is \
+                 damaged, not torn by a crash. Refusing to drop entries that were acknowledged; \
+                 wipe this member's data directory so that it rejoins from a snapshot"
+            )));
+        }
         // An append that never completed (and so was never reported durable): cut it off.
         warn!(segment = %path.display(), %why, "cutting off a torn tail of the raft log");
         let keep = if header_ok { offset } else { 0 };
@@ -439,6 +514,41 @@ fn read_segment(path: &Path, first: u64, is_last: bool) -> Result<Segment, Store
         records,
         len: offset,
     })
+}
+
+/// The offset and index of the first valid record (whole, CRC matching, index at least
+/// `min_index`) that starts after offset `bad`, if any. Reads the rest of the file: only called
+/// when opening finds a damaged record in the last segment.
+fn valid_record_after(
+    file: &File,
+    bad: u64,
+    size: u64,
+    min_index: u64,
+) -> std::io::Result<Option<(u64, u64)>> {
+    let from = bad + 1;
+    if size < from + 16 {
+        return Ok(None);
+    }
+    let mut rest = vec![0; (size - from) as usize];
+    file.read_exact_at(&mut rest, from)?;
+    // An index further on than one record per 16 bytes cannot be in this file.
+    let max_index = min_index.saturating_add(rest.len() as u64 / 16);
+    for at in 0..=rest.len() - 16 {
+        let head = &rest[at..at + 16];
+        let index = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
+        if index < min_index || index > max_index {
+            continue;
+        }
+        let len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as usize;
+        let Some(payload) = rest.get(at + 16..at + 16 + len) else {
+            continue;
+        };
+        let crc = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
+        if checksum(index, payload) == crc {
+            return Ok(Some((from + at as u64, index)));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -469,7 +579,7 @@ mod tests {
     #[test]
     fn appends_survive_reopening_and_reads_take_ranges() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path()).unwrap();
+        let mut wal = Wal::open(dir.path(), 0).unwrap();
         assert_eq!(wal.bounds(), None);
         append(&mut wal, 1..4);
         append(&mut wal, 4..10);
@@ -477,14 +587,14 @@ mod tests {
         assert_eq!(wal.read(8, None).unwrap().len(), 2);
         assert!(wal.read(10, None).unwrap().is_empty());
         drop(wal);
-        let wal = Wal::open(dir.path()).unwrap();
+        let wal = Wal::open(dir.path(), 0).unwrap();
         assert_eq!(read_all(&wal), (1..10).collect::<Vec<_>>());
     }
 
     #[test]
     fn appends_must_continue_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path()).unwrap();
+        let mut wal = Wal::open(dir.path(), 0).unwrap();
         append(&mut wal, 5..7); // an empty log may start anywhere (after a purge)
         let err = wal.append(&[rec(9)]).map(|_| ()).unwrap_err();
         assert!(err.to_string().contains("does not follow"), "{err}");
@@ -494,7 +604,7 @@ mod tests {
     #[test]
     fn truncate_cuts_the_tail_across_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path()).unwrap();
+        let mut wal = Wal::open(dir.path(), 0).unwrap();
         append(&mut wal, 1..5);
         // force more segments
         for start in [5u64, 9] {
@@ -507,18 +617,18 @@ mod tests {
         assert_eq!(read_all(&wal), (1..7).collect::<Vec<_>>());
         append(&mut wal, 7..9);
         drop(wal);
-        let mut wal = Wal::open(dir.path()).unwrap();
+        let mut wal = Wal::open(dir.path(), 0).unwrap();
         assert_eq!(read_all(&wal), (1..9).collect::<Vec<_>>());
         wal.truncate(1).unwrap();
         assert_eq!(wal.bounds(), None);
         append(&mut wal, 1..3);
-        assert_eq!(read_all(&Wal::open(dir.path()).unwrap()), vec![1, 2]);
+        assert_eq!(read_all(&Wal::open(dir.path(), 0).unwrap()), vec![1, 2]);
     }
 
     #[test]
     fn purge_drops_whole_segments_and_hides_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path()).unwrap();
+        let mut wal = Wal::open(dir.path(), 0).unwrap();
         append(&mut wal, 1..5);
         wal.segments.values_mut().last().unwrap().len = SEGMENT_BYTES;
         append(&mut wal, 5..9);
@@ -526,8 +636,7 @@ mod tests {
         assert_eq!(wal.segments.len(), 1, "the segment 1..=4 is gone");
         assert_eq!(read_all(&wal), vec![7, 8]);
         // Reopened, the caller sets the floor from its purge record.
-        let mut wal = Wal::open(dir.path()).unwrap();
-        wal.set_floor(7);
+        let mut wal = Wal::open(dir.path(), 7).unwrap();
         assert_eq!(read_all(&wal), vec![7, 8]);
         // Purging everything leaves an empty log that continues after the purge point.
         wal.purge(8).unwrap();
@@ -539,15 +648,14 @@ mod tests {
         append(&mut wal, 18..23);
         assert_eq!(read_all(&wal), vec![21, 22]);
         drop(wal);
-        let mut wal = Wal::open(dir.path()).unwrap();
-        wal.set_floor(21);
+        let wal = Wal::open(dir.path(), 21).unwrap();
         assert_eq!(read_all(&wal), vec![21, 22]);
     }
 
     #[test]
     fn a_torn_tail_is_cut_off_and_damage_elsewhere_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path()).unwrap();
+        let mut wal = Wal::open(dir.path(), 0).unwrap();
         append(&mut wal, 1..4);
         let path = segment_path(dir.path(), 1);
         drop(wal);
@@ -557,25 +665,28 @@ mod tests {
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(full - 5).unwrap();
         drop(file);
-        let mut wal = Wal::open(dir.path()).unwrap();
+        let mut wal = Wal::open(dir.path(), 0).unwrap();
         assert_eq!(read_all(&wal), vec![1, 2]);
         append(&mut wal, 3..5);
         drop(wal);
-        assert_eq!(read_all(&Wal::open(dir.path()).unwrap()), vec![1, 2, 3, 4]);
+        assert_eq!(
+            read_all(&Wal::open(dir.path(), 0).unwrap()),
+            vec![1, 2, 3, 4]
+        );
 
         // A segment whose header never made it (a crash right after creating it) starts afresh.
-        let mut wal = Wal::open(dir.path()).unwrap();
+        let mut wal = Wal::open(dir.path(), 0).unwrap();
         wal.segments.values_mut().last().unwrap().len = SEGMENT_BYTES;
         append(&mut wal, 5..6);
         drop(wal);
         let newest = segment_path(dir.path(), 5);
         std::fs::write(&newest, b"KVW").unwrap();
-        let mut wal = Wal::open(dir.path()).unwrap();
+        let mut wal = Wal::open(dir.path(), 0).unwrap();
         assert_eq!(read_all(&wal), vec![1, 2, 3, 4]);
         append(&mut wal, 5..7);
         drop(wal);
         assert_eq!(
-            read_all(&Wal::open(dir.path()).unwrap()),
+            read_all(&Wal::open(dir.path(), 0).unwrap()),
             vec![1, 2, 3, 4, 5, 6]
         );
 
@@ -583,7 +694,125 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[HEADER_BYTES as usize + 20] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
-        let err = Wal::open(dir.path()).unwrap_err();
+        let err = Wal::open(dir.path(), 0).unwrap_err();
         assert!(err.to_string().contains("bad checksum"), "{err}");
+    }
+    /// Issue #21, item 3: a flipped byte in the second of five records of the last segment is
+    /// damage, not a torn append (valid, fdatasync'ed records follow it): opening must refuse
+    /// and name the offset instead of cutting off records 2..=5.
+    #[test]
+    fn damage_followed_by_valid_records_in_the_last_segment_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 0).unwrap();
+        for i in 1..6 {
+            append(&mut wal, i..i + 1);
+        }
+        let second = wal.segments[&1].records[1].0;
+        drop(wal);
+        let path = segment_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[second as usize + 20] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+
+        let err = Wal::open(dir.path(), 0).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{msg}");
+        assert!(msg.contains(&format!("offset {second}")), "{msg}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was cut");
+
+        // The same for a damaged header in front of valid records.
+        let mut bytes = bytes.clone();
+        bytes[second as usize + 20] ^= 0x01;
+        bytes[0] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Wal::open(dir.path(), 0).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was cut");
+    }
+
+    /// A torn append can leave garbage of any shape at the end; with no valid record after the
+    /// damage it is still cut off.
+    #[test]
+    fn a_garbage_tail_without_valid_records_after_it_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 0).unwrap();
+        append(&mut wal, 1..4);
+        drop(wal);
+        let path = segment_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let good = bytes.len();
+        // A record header claiming 40 bytes, then zeros and noise (pages that never made it).
+        bytes.extend_from_slice(&40u32.to_le_bytes());
+        bytes.extend_from_slice(&[0xAB; 12]);
+        bytes.extend(std::iter::repeat_n(0u8, 300));
+        bytes.extend((0..200u32).map(|i| (i * 7) as u8));
+        std::fs::write(&path, &bytes).unwrap();
+        let wal = Wal::open(dir.path(), 0).unwrap();
+        assert_eq!(read_all(&wal), vec![1, 2, 3]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), good as u64);
+    }
+
+    /// Issue #21, item 8: truncate unlinks later segments and makes the unlinks durable before
+    /// it cuts the file that remains, so a power cut cannot keep the cut but lose an unlink
+    /// (which would leave a gap that refuses to open).
+    #[test]
+    fn truncate_makes_its_unlinks_durable_before_the_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 0).unwrap();
+        append(&mut wal, 1..5);
+        for start in [5u64, 9, 13] {
+            wal.segments.values_mut().last().unwrap().len = SEGMENT_BYTES;
+            append(&mut wal, start..start + 4);
+        }
+        let ((), ops) = io_trace::capture(|| wal.truncate(7).unwrap());
+        let seg = |first| segment_path(dir.path(), first);
+        let pos = |op: &Op| {
+            ops.iter()
+                .position(|o| o == op)
+                .unwrap_or_else(|| panic!("{op:?} in {ops:?}"))
+        };
+        let cut = ops
+            .iter()
+            .position(|o| matches!(o, Op::SetLen(p, _) if *p == seg(5)))
+            .unwrap_or_else(|| panic!("no cut in {ops:?}"));
+        // Last segment first, each unlink durable before the next step.
+        let (rm13, rm9) = (pos(&Op::Remove(seg(13))), pos(&Op::Remove(seg(9))));
+        assert!(rm13 < rm9, "{ops:?}");
+        for (rm, next) in [(rm13, rm9), (rm9, cut)] {
+            assert!(
+                ops[rm..next].contains(&Op::Fsync(dir.path().to_path_buf())),
+                "no directory fsync between {:?} and {:?}: {ops:?}",
+                ops[rm],
+                ops[next]
+            );
+        }
+        assert_eq!(read_all(&wal), (1..7).collect::<Vec<_>>());
+    }
+
+    /// Issue #21, item 8: segments wholly below the purge point that a power cut brought back
+    /// (an unlink that never became durable) are deleted when the log opens, instead of
+    /// stopping the member with a "does not start where the previous one ends" error.
+    #[test]
+    fn stale_segments_below_the_purge_point_are_deleted_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 0).unwrap();
+        append(&mut wal, 1..5);
+        for start in [5u64, 9] {
+            wal.segments.values_mut().last().unwrap().len = SEGMENT_BYTES;
+            append(&mut wal, start..start + 4);
+        }
+        let oldest = std::fs::read(segment_path(dir.path(), 1)).unwrap();
+        wal.purge(10).unwrap();
+        assert_eq!(wal.segments.len(), 1);
+        drop(wal);
+        // The unlink of the oldest segment was lost, the one of the middle segment was not.
+        std::fs::write(segment_path(dir.path(), 1), oldest).unwrap();
+
+        let wal = Wal::open(dir.path(), 11).unwrap();
+        assert_eq!(read_all(&wal), vec![11, 12]);
+        assert!(
+            !segment_path(dir.path(), 1).exists(),
+            "stale segment deleted"
+        );
     }
 }
