@@ -6,7 +6,13 @@
 //! up (the leader streams a snapshot when the log was compacted), then ask to be promoted to
 //! voter. Any member accepts these requests and forwards them to the leader. The loop retries
 //! with back-off until it succeeds or the member shuts down; nothing here needs a quorum that
-//! cannot exist yet, because the cluster already has one when kv-N is created.
+//! cannot exist yet, because the cluster already has one when kv-N is created. (A wiped kv-0
+//! waiting to be re-admitted asks kv-1, kv-2, … until two of them run again.)
+//!
+//! While joining, the member is *re-joining* in the sense of [`super::rejoin`]: before asking
+//! to be added it learns the current leader's term and raises its fence to it (and again to the
+//! term of the leader that answers AddLearner), and the join only ends — the re-join marker
+//! removed, elections back on — once it sees itself a voter under a leader of at least that term.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +42,8 @@ pub enum JoinError {
     Volume(#[from] crate::volume::VolumeError),
     #[error("shut down before joining")]
     ShutDown,
+    #[error("{0}")]
+    Rejoin(#[from] super::rejoin::RejoinError),
 }
 
 fn client(dialer: &Dialer, addr: &str) -> Option<ClusterClient<tonic::transport::Channel>> {
@@ -106,7 +114,7 @@ pub async fn join(
                 match try_join_via(&node, &me, candidate, &mut added).await {
                     Ok(()) => {
                         tracing::info!("joined the cluster as a voter");
-                        return Ok(());
+                        return confirm_readmission(&node).await;
                     }
                     Err(e) => {
                         tracing::info!(via = %candidate.name, error = %e, "join attempt failed; trying the next member")
@@ -118,6 +126,20 @@ pub async fn join(
         }
         sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Waits until the re-admission is confirmed (a voter under a leader of at least the fence
+/// term), then ends the re-joining state durably.
+async fn confirm_readmission(node: &Node) -> Result<(), JoinError> {
+    loop {
+        if node.finish_rejoin_if_readmitted()? {
+            return Ok(());
+        }
+        if node.is_shutting_down() {
+            return Err(JoinError::ShutDown);
+        }
+        sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -137,6 +159,19 @@ async fn try_join_via(
 ) -> Result<(), tonic::Status> {
     let mut c = client(node.network.dialer(), &via.client_addr)
         .ok_or_else(|| tonic::Status::invalid_argument("bad address"))?;
+    if !*added {
+        // The fence: traffic from leaders of older terms than the one this member learns now
+        // predates its re-admission (see super::rejoin). Only a member that follows a leader
+        // reports that leader's term.
+        let status = tokio::time::timeout(Duration::from_secs(2), c.status(StatusRequest {}))
+            .await
+            .map_err(|_| tonic::Status::deadline_exceeded("no status within 2 s"))??
+            .into_inner();
+        if status.leader_id.is_some() {
+            node.raise_fence(status.term)
+                .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        }
+    }
     let member = Member {
         id: node.id(),
         name: me.name.clone(),
@@ -150,11 +185,17 @@ async fn try_join_via(
             member: Some(member),
             wait_caught_up: true,
         });
-        tokio::time::timeout(Duration::from_secs(600), add)
+        let added_by = tokio::time::timeout(Duration::from_secs(600), add)
             .await
             .map_err(|_| {
                 tonic::Status::deadline_exceeded("catching up took longer than 10 minutes")
-            })??;
+            })??
+            .into_inner();
+        // The leader that re-admitted this member answers with its term.
+        if let Some(h) = added_by.header {
+            node.raise_fence(h.raft_term)
+                .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        }
         *added = true;
     }
     tracing::info!(via = %via.name, "caught up as a learner; asking to be promoted to voter");
