@@ -362,6 +362,13 @@ mod tests {
             LocalClusterSpec::peers_flag(&r[..2]),
             "kv-0=127.0.0.1:7379/127.0.0.1:7479,kv-1=127.0.0.1:7380/127.0.0.1:7480"
         );
+        // The cluster record lives beside the replicas' data dirs, not inside kv-0's.
+        let args = replica_args(&r[0], "", &spec);
+        assert!(
+            args.contains(&"--cluster-record=file:/tmp/d/cluster-record.json".to_string()),
+            "{args:?}"
+        );
+        assert!(!Path::new("/tmp/d/cluster-record.json").starts_with(&r[0].data_dir));
         assert!(LocalClusterSpec {
             replicas: 0,
             ..spec.clone()

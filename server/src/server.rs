@@ -4,7 +4,11 @@
 //! Order matters for safety: the volume's ownership is checked before the store is opened (a
 //! foreign volume is left untouched); the listeners are bound before Raft can be asked to do
 //! anything (a port clash fails fast, before the member is in any membership); the cluster id is
-//! recorded durably before it is used (so a crash cannot lead to a second, different id).
+//! recorded durably before it is used (so a crash cannot lead to a second, different id), and in
+//! the cluster record before Raft is initialized (so no cluster exists that a kv-0 on an empty
+//! volume could fail to find, see [`crate::node::bootstrap`]); Raft traffic is refused until the
+//! start plan is decided and, for a member that must (re-)join, its re-join marker is on the
+//! volume (see [`crate::node::rejoin`]).
 //!
 //! Graceful shutdown (SIGTERM, Kubernetes' pod deletion): stop taking requests and turn readiness
 //! off, hand leadership to a caught-up voter if this member leads, then stop the servers and Raft
