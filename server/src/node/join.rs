@@ -110,6 +110,9 @@ pub async fn join(
             }
         }
         if node.cluster_id.get().is_some() {
+            if !added {
+                raise_fence_to_current_term(&node, &candidates).await?;
+            }
             for candidate in &candidates {
                 match try_join_via(&node, &me, candidate, &mut added).await {
                     Ok(()) => {
@@ -127,6 +130,42 @@ pub async fn join(
         sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// The fence: traffic from leaders of older terms than the current one predates this member's
+/// re-admission (see [`super::rejoin`]). Asks every candidate at once and takes the highest term
+/// among those that follow or are a leader, so that a deposed leader that still believes it leads
+/// (and answers with its old term) cannot set the fence below the current leader's term.
+async fn raise_fence_to_current_term(
+    node: &Node,
+    candidates: &[MemberNode],
+) -> Result<(), JoinError> {
+    let mine = node.cluster_id.get().cloned().unwrap_or_default();
+    let asks = candidates.iter().filter_map(|c| {
+        let mut client = client(node.network.dialer(), &c.client_addr)?;
+        let mine = mine.clone();
+        Some(async move {
+            match tokio::time::timeout(Duration::from_secs(1), client.status(StatusRequest {}))
+                .await
+            {
+                Ok(Ok(resp)) => {
+                    let s = resp.into_inner();
+                    let same_cluster = s.header.as_ref().is_some_and(|h| h.cluster_id == mine);
+                    s.leader_id.filter(|_| same_cluster).map(|_| s.term)
+                }
+                _ => None,
+            }
+        })
+    });
+    let term = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .max();
+    if let Some(term) = term {
+        node.raise_fence(term)?;
+    }
+    Ok(())
 }
 
 /// Waits until the re-admission is confirmed (a voter under a leader of at least the fence
@@ -159,19 +198,6 @@ async fn try_join_via(
 ) -> Result<(), tonic::Status> {
     let mut c = client(node.network.dialer(), &via.client_addr)
         .ok_or_else(|| tonic::Status::invalid_argument("bad address"))?;
-    if !*added {
-        // The fence: traffic from leaders of older terms than the one this member learns now
-        // predates its re-admission (see super::rejoin). Only a member that follows a leader
-        // reports that leader's term.
-        let status = tokio::time::timeout(Duration::from_secs(2), c.status(StatusRequest {}))
-            .await
-            .map_err(|_| tonic::Status::deadline_exceeded("no status within 2 s"))??
-            .into_inner();
-        if status.leader_id.is_some() {
-            node.raise_fence(status.term)
-                .map_err(|e| tonic::Status::internal(e.to_string()))?;
-        }
-    }
     let member = Member {
         id: node.id(),
         name: me.name.clone(),
