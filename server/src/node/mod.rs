@@ -220,10 +220,7 @@ impl Node {
         let mut state = self.rejoin.lock().expect("rejoin lock");
         let fence = state.as_ref().map_or(0, |s| s.fence_term);
         self.rejoin_marker.store(fence)?;
-        *state = Some(RejoinState {
-            format: 1,
-            fence_term: fence,
-        });
+        *state = Some(RejoinState::new(fence));
         Ok(())
     }
 

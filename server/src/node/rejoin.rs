@@ -53,6 +53,16 @@ pub struct RejoinState {
     pub fence_term: u64,
 }
 
+impl RejoinState {
+    /// A state fencing off terms below `fence_term`.
+    pub fn new(fence_term: u64) -> Self {
+        Self {
+            format: FORMAT,
+            fence_term,
+        }
+    }
+}
+
 /// The marker file of one data dir.
 #[derive(Clone, Debug)]
 pub struct RejoinMarker {
@@ -91,10 +101,7 @@ impl RejoinMarker {
 
     /// Durably records `state` (replacing any previous one).
     pub fn store(&self, fence_term: u64) -> Result<(), RejoinError> {
-        let state = RejoinState {
-            format: FORMAT,
-            fence_term,
-        };
+        let state = RejoinState::new(fence_term);
         let json = serde_json::to_vec(&state).expect("the marker always serializes");
         write_atomically(&self.path, &json).map_err(self.io())
     }
