@@ -128,6 +128,12 @@ impl Client {
             .collect()
     }
 
+    /// The cluster id this client talks to: that of the first answer it got. Answers from a
+    /// member of another cluster fail with [`crate::Error::ClusterMismatch`].
+    pub fn cluster_id(&self) -> Option<String> {
+        self.inner.registry.cluster_id()
+    }
+
     /// The last known leader, if any.
     pub fn leader(&self) -> Option<LeaderInfo> {
         self.inner.registry.leader()

@@ -310,6 +310,8 @@ struct State {
     /// Member name -> its own client address, learned from hints and membership listings.
     names: HashMap<String, EndpointId>,
     leader: Option<Leader>,
+    /// The cluster id of the first answer that carried one: answers with another are refused.
+    cluster_id: Option<String>,
     /// Where the rotation over non-leader endpoints starts; moves past an endpoint that failed.
     cursor: usize,
     /// When the last membership refresh was claimed (see [`Registry::claim_refresh`]).
@@ -349,6 +351,7 @@ impl Registry {
                 leader: None,
                 cursor: 0,
                 last_refresh: None,
+                cluster_id: None,
             }),
             settings,
         };
@@ -493,6 +496,37 @@ impl Registry {
                 .or_else(|| leader.filter(|&id| usable(id) && cool(id)))
                 .or_else(|| rotation.iter().copied().find(|&id| usable(id))),
         }
+    }
+
+    /// Checks that an answer from `id` comes from the cluster this client talks to: the first
+    /// cluster id seen is remembered, and an answer with another one is refused. A header with
+    /// no cluster id (a member that has not joined yet) passes.
+    pub(crate) fn check_cluster(
+        &self,
+        id: EndpointId,
+        header: Option<&pb::ResponseHeader>,
+    ) -> Result<()> {
+        let Some(got) = header.map(|h| &h.cluster_id).filter(|c| !c.is_empty()) else {
+            return Ok(());
+        };
+        let mut st = self.lock();
+        match &st.cluster_id {
+            None => {
+                st.cluster_id = Some(got.clone());
+                Ok(())
+            }
+            Some(expected) if expected == got => Ok(()),
+            Some(expected) => Err(Error::ClusterMismatch {
+                expected: expected.clone(),
+                got: got.clone(),
+                endpoint: st.slots[id].addr.authority().to_string(),
+            }),
+        }
+    }
+
+    /// The cluster id this client talks to, once an answer told it.
+    pub(crate) fn cluster_id(&self) -> Option<String> {
+        self.lock().cluster_id.clone()
     }
 
     /// Records a successful answer from `id` and what its header says about the leader.

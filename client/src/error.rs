@@ -139,6 +139,24 @@ pub enum Error {
         message: String,
     },
 
+    /// A member answered as part of another cluster than the one this client first talked to
+    /// (its response header carries a different cluster id): two clusters answer behind the
+    /// same endpoints, e.g. a kv-0 that lost its volume and started a cluster of its own. The
+    /// answer was refused; a write sent there was not applied to the expected cluster.
+    #[error(
+        "{endpoint} answered as a member of cluster {got}, but this client talks to cluster \
+         {expected}; refusing its answer. Two clusters answer behind these endpoints: check \
+         `kvsetctl status` on each member and remove the stray one"
+    )]
+    ClusterMismatch {
+        /// The cluster id of the first answer this client got.
+        expected: String,
+        /// The cluster id this member answered with.
+        got: String,
+        /// The endpoint that answered.
+        endpoint: String,
+    },
+
     /// A local file could not be written (a backup being saved). Nothing was left behind.
     #[error("cannot write {path}: {message}")]
     Io {

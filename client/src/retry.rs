@@ -211,6 +211,12 @@ where
         {
             Ok(Ok(response)) => {
                 let message = response.into_inner();
+                if let Err(e) = registry.check_cluster(target, message.header()) {
+                    // A member of another cluster: its answer is no answer for this client.
+                    registry.on_failure(target, CauseKind::Refused, None);
+                    tracing::warn!(op = spec.op, endpoint = %endpoint, error = %e, "refused an answer from another cluster");
+                    return Err(e);
+                }
                 registry.on_success(target, message.header());
                 if attempts > 1 {
                     tracing::debug!(op = spec.op, endpoint = %endpoint, attempts, "succeeded after retries");

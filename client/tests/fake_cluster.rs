@@ -596,3 +596,64 @@ async fn snapshot_retries_a_leader_that_is_not_ready_yet() {
     assert_eq!(snapshot.data, b"abc");
     assert_eq!(kv0.calls("snapshot").len(), 2);
 }
+
+#[tokio::test]
+async fn answers_from_a_member_of_another_cluster_are_refused() {
+    let cluster = FakeCluster::start(2, &[]).await;
+    let (kv0, kv1) = (&cluster.members[0], &cluster.members[1]);
+    let c = client(&cluster.endpoints());
+    // The first answer tells the client which cluster it talks to.
+    c.put("a", "1").await.unwrap();
+
+    // kv-1 now belongs to another cluster (a kv-0 that minted its own, say), and kv-0 points
+    // the client there.
+    kv1.set_cluster_id("other-cluster");
+    kv0.set_role(pb::Role::Follower);
+    kv1.set_role(pb::Role::Leader);
+    kv0.default_action("put", Action::Redirect(format!("kv-1={}", kv1.endpoint())));
+    let err = c.put("b", "2").await.unwrap_err();
+    match &err {
+        Error::ClusterMismatch {
+            expected,
+            got,
+            endpoint,
+        } => {
+            assert_eq!(expected, "fake-cluster");
+            assert_eq!(got, "other-cluster");
+            assert_eq!(endpoint, &kv1.endpoint());
+        }
+        other => panic!("expected ClusterMismatch, got {other:?}"),
+    }
+    assert!(
+        err.to_string().contains("other-cluster") && err.to_string().contains("fake-cluster"),
+        "{err}"
+    );
+    // Reads from it are refused too, and a member of the right cluster still serves.
+    kv0.default_action("put", Action::Serve);
+    let err = c
+        .get_with("a", &ReadOptions::stale().on_member(kv1.endpoint()))
+        .await;
+    assert!(matches!(err, Err(Error::ClusterMismatch { .. })), "{err:?}");
+}
+
+#[tokio::test]
+async fn kvsetctl_status_flags_a_member_of_another_cluster() {
+    let cluster = FakeCluster::start(2, &[]).await;
+    cluster.members[1].set_cluster_id("other-cluster");
+    let out = ctl(&cluster.endpoints(), &["status"]).await;
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("answered as a member of cluster") && text.contains("refusing its answer"),
+        "one of the two answers is refused as another cluster's:\n{text}"
+    );
+    // The refused member is listed as not healthy (whichever answered second: the probes run
+    // concurrently, and the first answer decides which cluster this kvsetctl talks to).
+    assert_eq!(
+        out.stdout
+            .lines()
+            .filter(|l| l.trim_end().ends_with("false"))
+            .count(),
+        1,
+        "{text}"
+    );
+}

@@ -47,6 +47,9 @@ pub struct ServerConfig {
     /// Pinned cluster id: refuse a volume or peers of another cluster. None: accept what the
     /// volume or the cluster says.
     pub expected_cluster_id: Option<String>,
+    /// Where the record that the cluster exists is kept, outside kv-0's volume (see
+    /// [`crate::cluster_record`]).
+    pub cluster_record: crate::cluster_record::RecordSpec,
     /// With a template directory, how many ordinals a joining member tries (0..n).
     pub join_probe_ordinals: u64,
     /// Forward writes that reach a follower to the leader (true) or refuse them with a hint.
@@ -81,7 +84,9 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// A configuration with production defaults for `identity`.
     pub fn new(identity: PodIdentity, peers: PeerDirectory, data_dir: PathBuf) -> Self {
+        let cluster_record = crate::cluster_record::RecordSpec::default_for(&identity.set);
         Self {
+            cluster_record,
             identity,
             peers,
             data_dir,

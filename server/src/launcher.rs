@@ -9,6 +9,11 @@
 //! Ports are predictable: with `--base-port P`, kv-N serves clients on `P+N`, peers on `P+100+N`
 //! and metrics on `P+200+N`.
 //!
+//! The cluster record (see [`crate::cluster_record`]) is `<data-dir>/cluster-record.json`, beside
+//! the replicas' data dirs rather than inside kv-0's: wiping `kv-0/` alone leaves it, so kv-0
+//! waits to be re-admitted instead of minting a second cluster. Deleting the whole data dir
+//! starts over, record included.
+//!
 //! For fault injection (the chaos harness, or by hand) the launcher leaves a few files in the data
 //! dir: `kv-N.pid` holds the replica's current pid, `logs/kv-N.log` its log, and while a file
 //! `kv-N.hold` exists the launcher does not restart kv-N (a pod deleted and not yet recreated):
@@ -30,6 +35,9 @@ use tonic_health::pb::HealthCheckRequest;
 
 use crate::api::health::READINESS;
 use crate::tls::{Dialer, Port};
+
+/// The cluster record's file name in the launcher's data dir.
+pub const CLUSTER_RECORD_FILE: &str = "cluster-record.json";
 
 /// What to launch.
 #[derive(Clone, Debug)]
@@ -220,6 +228,10 @@ fn replica_args(r: &ReplicaSpec, peers: &str, spec: &LocalClusterSpec) -> Vec<St
         format!("--metrics-listen={}", r.metrics),
         format!("--peers={peers}"),
         format!(
+            "--cluster-record=file:{}",
+            spec.data_dir.join(CLUSTER_RECORD_FILE).display()
+        ),
+        format!(
             "--log-format={}",
             if spec.json_logs { "json" } else { "text" }
         ),
@@ -350,6 +362,13 @@ mod tests {
             LocalClusterSpec::peers_flag(&r[..2]),
             "kv-0=127.0.0.1:7379/127.0.0.1:7479,kv-1=127.0.0.1:7380/127.0.0.1:7480"
         );
+        // The cluster record lives beside the replicas' data dirs, not inside kv-0's.
+        let args = replica_args(&r[0], "", &spec);
+        assert!(
+            args.contains(&"--cluster-record=file:/tmp/d/cluster-record.json".to_string()),
+            "{args:?}"
+        );
+        assert!(!Path::new("/tmp/d/cluster-record.json").starts_with(&r[0].data_dir));
         assert!(LocalClusterSpec {
             replicas: 0,
             ..spec.clone()

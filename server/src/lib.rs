@@ -14,11 +14,14 @@
 //! - [`raft`]: openraft type configuration, peer transport and the internal Raft service.
 //! - [`store`]: durable raft log and state machine on sled, and the KV semantics.
 //! - [`identity`], [`volume`], [`config`], [`limits`]: who this member is, which volume it
-//!   owns, how it is configured, what requests may contain; [`faults`]: deliberate bugs for
+//!   owns, how it is configured, what requests may contain; [`cluster_record`]: the record that
+//!   the cluster exists, kept outside kv-0's volume so a kv-0 that lost it never mints a second
+//!   cluster; [`faults`]: deliberate bugs for
 //!   proving the tests bite (off by default); [`telemetry`]: Prometheus metrics; [`tls`]: TLS
 //!   and mutual TLS from reloadable PEM files.
 
 pub mod api;
+pub mod cluster_record;
 pub mod config;
 pub mod faults;
 pub mod identity;

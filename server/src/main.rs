@@ -112,6 +112,13 @@ struct ServeArgs {
     /// Refuse volumes and peers of any other cluster id.
     #[arg(long, env = "KVSET_CLUSTER_ID")]
     cluster_id: Option<String>,
+    /// Where to record that the cluster exists, outside kv-0's volume, so that a kv-0 that lost
+    /// its volume waits to be re-admitted instead of starting a second cluster: `file:PATH` (a
+    /// path that does not share kv-0's volume), `configmap:NAME` (a ConfigMap in the pod's
+    /// namespace, through the Kubernetes API) or `none` (no protection). Default: in a pod,
+    /// configmap:<set>-cluster; elsewhere none (with a warning).
+    #[arg(long, env = "KVSET_CLUSTER_RECORD")]
+    cluster_record: Option<kvset_server::cluster_record::RecordSpec>,
     /// Forward writes that reach a follower to the leader; if false, refuse them with the leader
     /// in the `kvset-leader` metadata.
     #[arg(long, env = "KVSET_FORWARD_WRITES", default_value_t = true, action = clap::ArgAction::Set)]
@@ -267,6 +274,9 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     config.metrics_listen = args.metrics_listen;
     config.health_listen = args.health_listen;
     config.expected_cluster_id = args.cluster_id;
+    if let Some(record) = args.cluster_record {
+        config.cluster_record = record;
+    }
     config.join_probe_ordinals = args.join_probe_ordinals;
     config.forward_writes = args.forward_writes;
     config.prefer_ordinal_zero = args.prefer_ordinal_zero;

@@ -4,7 +4,11 @@
 //! Order matters for safety: the volume's ownership is checked before the store is opened (a
 //! foreign volume is left untouched); the listeners are bound before Raft can be asked to do
 //! anything (a port clash fails fast, before the member is in any membership); the cluster id is
-//! recorded durably before it is used (so a crash cannot lead to a second, different id).
+//! recorded durably before it is used (so a crash cannot lead to a second, different id), and in
+//! the cluster record before Raft is initialized (so no cluster exists that a kv-0 on an empty
+//! volume could fail to find, see [`crate::node::bootstrap`]); Raft traffic is refused until the
+//! start plan is decided and, for a member that must (re-)join, its re-join marker is on the
+//! volume (see [`crate::node::rejoin`]).
 //!
 //! Graceful shutdown (SIGTERM, Kubernetes' pod deletion): stop taking requests and turn readiness
 //! off, hand leadership to a caught-up voter if this member leads, then stop the servers and Raft
@@ -27,10 +31,12 @@ use tonic::transport::server::TcpIncoming;
 use crate::api::cluster::ClusterService;
 use crate::api::health::report_health;
 use crate::api::kv::KvService;
+use crate::cluster_record::ClusterRecord;
 use crate::config::ServerConfig;
-use crate::node::bootstrap::{mint_cluster_id, plan, StartPlan, VolumeState};
+use crate::node::bootstrap::{mint_cluster_id, must_join, plan, StartPlan, VolumeState};
 use crate::node::join::{check_still_member, join, probe_cluster_id, JoinError};
 use crate::node::leadership::{hand_off, reclaim_preferred_leadership};
+use crate::node::rejoin::RejoinMarker;
 use crate::node::Node;
 use crate::raft::network::{PeerNetwork, MAX_PEER_MESSAGE_BYTES};
 use crate::raft::service::PeerService;
@@ -70,6 +76,10 @@ pub enum ServerError {
     Restore(String),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("{0}")]
+    ClusterRecord(#[from] crate::cluster_record::RecordError),
+    #[error("re-join marker: {0}")]
+    Rejoin(#[from] crate::node::rejoin::RejoinError),
 }
 
 /// A started member. Dropping it does not stop it; call [`RunningServer::shutdown`].
@@ -97,6 +107,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let my_node = config.peers.member(&me)?;
     let volume = Volume::claim(&config.data_dir, &me, config.expected_cluster_id.as_deref())?;
     let store = Store::open_with_cache(&volume.store_dir(), config.cache_bytes)?;
+    let record = ClusterRecord::open(&config.cluster_record)?;
+    if record.is_none() {
+        tracing::warn!(
+            "no cluster record (--cluster-record=none): if kv-0 loses its volume while the other \
+             members are down, it starts a second cluster. Use file:PATH or configmap:NAME"
+        );
+    }
+    let rejoin_pending = RejoinMarker::new(&config.data_dir).load()?;
 
     let cluster_id = Arc::new(std::sync::OnceLock::new());
     if let Some(id) = volume.cluster_id() {
@@ -127,6 +145,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         cluster_id.clone(),
         network,
     );
+    if let Some(state) = rejoin_pending.clone() {
+        // Before the election timer can fire: a member that was re-joining when it stopped still
+        // is, whatever its stored membership says.
+        node.resume_rejoin(state);
+    }
 
     // Bind before anything can reach Raft.
     let client_listener = TcpListener::bind(config.client_listen)
@@ -266,7 +289,15 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let candidates = config
         .peers
         .join_candidates(&me, config.join_probe_ordinals);
-    let existing_cluster = if me.ordinal == 0 && !has_raft_state && volume.cluster_id().is_none() {
+    let empty_kv0 = me.ordinal == 0
+        && !has_raft_state
+        && !(volume.cluster_id().is_some() && volume.cluster_id_minted());
+    let recorded_cluster = if empty_kv0 {
+        record.read().await?
+    } else {
+        None
+    };
+    let existing_cluster = if empty_kv0 && recorded_cluster.is_none() {
         probe_cluster_id(node.network.dialer(), &candidates, Duration::from_secs(1))
             .await
             .map(|(id, _)| id)
@@ -278,20 +309,32 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         has_raft_state,
         minted_here: volume.cluster_id_minted(),
         existing_cluster,
+        recorded_cluster,
     };
     let start_plan = plan(me.ordinal, &volume_state, mint_cluster_id);
-    tracing::info!(member = %me, plan = ?start_plan, "starting");
+    tracing::info!(member = %me, plan = ?start_plan, record = %record.describe(), "starting");
     for fault in &config.faults {
         tracing::warn!(%fault, "DELIBERATE FAULT ENABLED: this member misbehaves on purpose (testing only)");
     }
     let volume = Arc::new(Mutex::new(volume));
+    let voter_locally = || {
+        node.metrics()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == me.ordinal)
+    };
     let needs_join = match &start_plan {
         StartPlan::Initialize { cluster_id: id } => {
             volume
                 .lock()
                 .expect("volume lock")
                 .set_cluster_id(id, true)?;
+            // The record first: once Raft is initialized the cluster exists, and a kv-0 that then
+            // loses its volume must find the record.
+            record.write(id).await?;
             let _ = cluster_id.set(id.clone());
+            node.open_raft_traffic();
             match raft
                 .initialize(BTreeMap::from([(me.ordinal, my_node.clone())]))
                 .await
@@ -301,16 +344,47 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             }
             false
         }
+        StartPlan::Readmit { cluster_id: id } => {
+            volume
+                .lock()
+                .expect("volume lock")
+                .set_cluster_id(id, false)?;
+            let _ = cluster_id.set(id.clone());
+            node.set_awaiting_readmission(id);
+            tracing::warn!(
+                cluster_id = %id,
+                record = %record.describe(),
+                "{me} started on an empty volume, but cluster {id} exists: it waits for the existing \
+                 cluster to re-admit it (the other members hold the data; once two of them run they \
+                 elect a leader and re-admit {me}). Meanwhile it reports ready, so that the \
+                 StatefulSet creates them, and answers client requests UNAVAILABLE"
+            );
+            true
+        }
         StartPlan::Join => true,
         StartPlan::Rejoin => {
             check_still_member(&node, &candidates).await?;
-            let m = node.metrics();
-            !m.membership_config
-                .membership()
-                .voter_ids()
-                .any(|v| v == me.ordinal)
+            if let Some(id) = node.cluster_id.get().cloned() {
+                // Clusters created before the record existed get one now (best effort: the
+                // record only matters if kv-0 later loses its volume).
+                let record = record.clone();
+                background.push(tokio::spawn(async move {
+                    if let Err(e) = record.write(&id).await {
+                        tracing::warn!(error = %e, "could not write the cluster record");
+                    }
+                }));
+            }
+            must_join(&start_plan, rejoin_pending.is_some(), voter_locally())
         }
     };
+    if needs_join {
+        if rejoin_pending.is_some() {
+            tracing::warn!("this member was re-joining when it stopped: it asks to be re-admitted again and casts no vote until then");
+        }
+        // Durable before any Raft traffic is let in (see node::rejoin).
+        node.begin_rejoin()?;
+    }
+    node.open_raft_traffic();
     if needs_join {
         node.set_joining(true);
         let join_node = node.clone();

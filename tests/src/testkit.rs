@@ -239,6 +239,10 @@ impl ProcessCluster {
             .arg(format!("--peer-listen={}", spec.peer))
             .arg(format!("--metrics-listen={}", spec.metrics))
             .arg(format!("--peers={}", self.peers_flag))
+            .arg(format!(
+                "--cluster-record=file:{}",
+                self.cluster_record_path().display()
+            ))
             .args(&self.extra_args)
             .args(extra)
             .env(
@@ -247,6 +251,13 @@ impl ProcessCluster {
             )
             .stdin(Stdio::null());
         cmd
+    }
+
+    /// The cluster record every member is given (`--cluster-record=file:…`): outside every
+    /// member's data dir, as the launcher keeps it, so wiping a member leaves it. A test may
+    /// override it with its own `--cluster-record` in the extra flags.
+    pub fn cluster_record_path(&self) -> PathBuf {
+        self.dir.path().join("cluster-record.json")
     }
 
     /// Starts member `i` with the cluster's flags plus `extra`.

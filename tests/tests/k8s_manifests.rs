@@ -192,16 +192,61 @@ fn manifests_validate_against_kubernetes_schemas_in_strict_mode() {
                 out.status.success(),
                 "k8s/{kustomization} is not valid Kubernetes {version}:\n{report}"
             );
-            // Six resources, each reported as passed (an unknown kind would be skipped silently).
+            // Ten resources (the client and metrics Services, the StatefulSet, the budget, the
+            // NetworkPolicy, and the cluster record's ConfigMap, ServiceAccount, Role and
+            // RoleBinding), each reported as passed (an unknown kind would be skipped silently).
             let passed = report
                 .lines()
                 .filter(|l| l.contains(" passed for resource "))
                 .count();
             assert_eq!(
-                passed, 6,
-                "k8s/{kustomization} against {version}: expected 6 resources to pass:\n{report}"
+                passed, 10,
+                "k8s/{kustomization} against {version}: expected 10 resources to pass:\n{report}"
             );
         }
+    }
+}
+
+#[test]
+fn the_pods_may_read_and_update_their_cluster_record_and_nothing_else() {
+    if !have_render_tools() {
+        return;
+    }
+    for kustomization in KUSTOMIZATIONS {
+        let docs = render(kustomization);
+        let set = only(&docs, "StatefulSet");
+        let pod = &set["spec"]["template"]["spec"];
+        let account = pod["serviceAccountName"]
+            .as_str()
+            .unwrap_or_else(|| panic!("k8s/{kustomization}: the pods need a service account"));
+        assert_ne!(
+            pod["automountServiceAccountToken"], false,
+            "k8s/{kustomization}: the token must be mounted for the cluster record"
+        );
+        find(&docs, "ServiceAccount", account);
+        // The server's default record in a pod: configmap:<set>-cluster.
+        let record = format!("{}-cluster", set["metadata"]["name"].as_str().unwrap());
+        let configmap = find(&docs, "ConfigMap", &record);
+        assert!(
+            configmap["data"].is_null(),
+            "k8s/{kustomization}: the record starts empty (kv-0 fills it in at bootstrap)"
+        );
+        let binding = only(&docs, "RoleBinding");
+        assert!(
+            binding["subjects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["kind"] == "ServiceAccount" && s["name"] == account),
+            "k8s/{kustomization}: the binding names the pods' account"
+        );
+        let role = find(&docs, "Role", binding["roleRef"]["name"].as_str().unwrap());
+        let rules = role["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 1, "k8s/{kustomization}: one rule");
+        let rule = &rules[0];
+        assert_eq!(rule["resources"], serde_json::json!(["configmaps"]));
+        assert_eq!(rule["resourceNames"], serde_json::json!([record]));
+        assert_eq!(rule["verbs"], serde_json::json!(["get", "update"]));
     }
 }
 

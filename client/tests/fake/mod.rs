@@ -87,6 +87,8 @@ pub struct MemberState {
     pub store: Arc<Mutex<Store>>,
     /// What `Snapshot` streams (after the script lets it through); empty: UNIMPLEMENTED.
     pub snapshot_chunks: Mutex<Vec<pb::SnapshotChunk>>,
+    /// The cluster id in this member's response headers.
+    pub cluster_id: Mutex<String>,
 }
 
 /// A handle on one fake member.
@@ -162,6 +164,11 @@ impl FakeMember {
         *self.0.snapshot_chunks.lock().unwrap() = chunks;
     }
 
+    /// Makes this member answer as a member of another cluster.
+    pub fn set_cluster_id(&self, id: &str) {
+        *self.0.cluster_id.lock().unwrap() = id.to_string();
+    }
+
     fn next_action(&self, method: &'static str) -> Action {
         if let Some(a) = self
             .0
@@ -197,7 +204,7 @@ impl FakeMember {
             },
         };
         pb::ResponseHeader {
-            cluster_id: "fake-cluster".into(),
+            cluster_id: self.0.cluster_id.lock().unwrap().clone(),
             member: Some(member),
             raft_term: store.term,
             revision: store.revision,
@@ -258,6 +265,7 @@ impl FakeCluster {
                 calls: Mutex::default(),
                 store: store.clone(),
                 snapshot_chunks: Mutex::default(),
+                cluster_id: Mutex::new("fake-cluster".into()),
             });
             let member = FakeMember(state);
             if dead.contains(&(i as u64)) {

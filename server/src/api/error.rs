@@ -41,6 +41,13 @@ pub enum ApiError {
         "{member} knows no leader right now (election in progress or no quorum); retry shortly"
     )]
     NoLeader { member: String },
+    /// kv-0 lost its volume and waits for the cluster that lived on to re-admit it.
+    #[error(
+        "{member} started on an empty volume and waits for the existing cluster {cluster} to \
+         re-admit it; it serves no data until then (start the other members; retry on another \
+         member)"
+    )]
+    AwaitingReadmission { member: String, cluster: String },
     /// The member is shutting down.
     #[error("{0} is shutting down; retry on another member")]
     ShuttingDown(String),
@@ -98,6 +105,7 @@ impl From<ApiError> for Status {
             ApiError::NoLeader { .. }
             | ApiError::ShuttingDown(_)
             | ApiError::StorageFailed { .. }
+            | ApiError::AwaitingReadmission { .. }
             | ApiError::RaftStopped { .. } => Status::unavailable(message),
             ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
             ApiError::NotFound(_) => Status::not_found(message),

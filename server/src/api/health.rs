@@ -5,7 +5,8 @@
 //!   not answering at all), NOT_SERVING from the moment its storage failed (the process is about
 //!   to exit, see `node::failstop`; the probe must not call it alive meanwhile);
 //! - `readiness`: SERVING only when [`Node::is_ready`] holds (joined, knows a leader, applied
-//!   close to its log), refreshed every 250 ms; NOT_SERVING from the moment shutdown begins so
+//!   close to its log — or kv-0 waiting to be re-admitted after losing its volume, which the log
+//!   line says), refreshed every 250 ms; NOT_SERVING from the moment shutdown begins so
 //!   the Service stops routing clients here before the process leaves;
 //! - `kvset.v1.KV`: mirrors `readiness`, for tools that probe by service name.
 
@@ -49,7 +50,14 @@ pub async fn report_health(node: Arc<Node>, reporter: HealthReporter) {
             };
             reporter.set_service_status(READINESS, status).await;
             reporter.set_service_status(KV_SERVICE, status).await;
-            tracing::info!(ready, "readiness changed");
+            match node.awaiting_readmission() {
+                Some(cluster) => tracing::info!(
+                    ready,
+                    waiting_for = %format!("the existing cluster {cluster} to re-admit this member (it lost its volume); ready only so that the other members get started, serving no data"),
+                    "readiness changed"
+                ),
+                None => tracing::info!(ready, "readiness changed"),
+            }
             last = Some(ready);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

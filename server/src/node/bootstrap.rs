@@ -1,16 +1,41 @@
-//! What a start does, decided from the ordinal and what the volume holds.
+//! What a start does, decided from the ordinal, what the volume holds and the cluster record.
 //!
 //! | ordinal | volume                    | plan                                              |
 //! |---------|---------------------------|---------------------------------------------------|
-//! | 0       | empty                     | [`StartPlan::Initialize`]: mint a cluster id, become the only voter (the primary) |
+//! | 0       | empty, no record, nobody answers | [`StartPlan::Initialize`]: mint a cluster id, record it, become the only voter (the primary) |
+//! | 0       | empty, the record (or a member) names cluster X | [`StartPlan::Readmit`]: wait for the others and be re-admitted into X; never mint |
 //! | ≥ 1     | empty                     | [`StartPlan::Join`]: learn the cluster id, join as learner, catch up, get promoted |
-//! | any     | Raft state (vote or log)  | [`StartPlan::Rejoin`]: start with the stored membership; never initialize again |
-//! | any     | claimed, no Raft state, cluster id known | [`StartPlan::Join`] again (a join that crashed half-way) — except ordinal 0 with a minted id, see below |
+//! | any     | Raft state (vote or log)  | [`StartPlan::Rejoin`]: start with the stored membership; never initialize again (join again if a re-join marker is pending, see [`super::rejoin`]) |
+//! | any     | claimed, no Raft state, cluster id known | the same plan again (a join or an initialization that crashed half-way) |
 //!
-//! kv-0 on an empty volume first asks the other members whether a cluster already exists. On the
-//! very first start they do not exist yet (StatefulSet order), so it initializes. If they answer
-//! with a cluster id, kv-0's volume was lost or wiped while the cluster lived on: it joins like any
-//! other member instead of forking a second cluster under the same names.
+//! ## Why a cluster record
+//!
+//! kv-0 on an empty volume used to ask the other members for about a second whether a cluster
+//! exists, and mint one when nobody answered. That cannot tell a first start from a full restart
+//! in which kv-0's volume was lost: under `OrderedReady` kv-1 and kv-2 do not exist until kv-0 is
+//! Ready, so nobody ever answers, kv-0 mints a second cluster, and kv-1 and kv-2 come back with
+//! their data as the old one — two clusters behind one Service. Nothing inside the pods outlives
+//! kv-0's volume and is reachable before kv-0 is Ready, so the fact "cluster X exists" is kept
+//! outside them, in the cluster record ([`crate::cluster_record`]: a ConfigMap written through the
+//! Kubernetes API, or a file outside kv-0's data dir for local and docker runs). It is written at
+//! bootstrap *after* the id is in kv-0's volume and *before* Raft is initialized, so no cluster
+//! exists without its record (a crash in between re-initializes with the same id and re-writes
+//! the same record). The alternative of a cluster id pinned in the manifests was rejected: the
+//! pin alone cannot tell kv-0 whether the cluster was already initialized (a wiped kv-0 would
+//! initialize a second cluster under the same id — worse, because nothing could tell the two
+//! apart), and it makes every deployment generate and keep a secret-like value by hand.
+//!
+//! ## Waiting to be re-admitted, under OrderedReady
+//!
+//! A kv-0 that finds the record but has no data plans [`StartPlan::Readmit`]. If it waited
+//! un-Ready, Kubernetes would never create kv-1 and kv-2, which hold the data. So it reports
+//! *ready* while it knows no leader (as a voter that restarted with data already does), serves no
+//! client data (every KV request answers UNAVAILABLE saying it waits for the existing cluster to
+//! re-admit it), and logs what it waits for. When kv-1 and kv-2 are back, they are two of three
+//! voters: they elect a leader, and kv-0's join request makes the leader remove the old kv-0
+//! voter and add it back as a learner, then promote it — the way any wiped member is re-admitted.
+//! From the moment it knows a leader until it is a voter again it is not ready. The record is
+//! never overwritten with another id; to start over, delete all data *and* the record.
 //!
 //! kv-0 writes the cluster id into its volume *before* calling `initialize`; if it crashes in
 //! between, the volume has an id but no Raft state, and the next start initializes again with
@@ -25,12 +50,15 @@ pub enum StartPlan {
     Initialize { cluster_id: String },
     /// Join an existing cluster through its members.
     Join,
+    /// kv-0 on an empty volume, while cluster `cluster_id` exists: wait (ready, serving nothing)
+    /// until the other members are back, and ask them to re-admit it.
+    Readmit { cluster_id: String },
     /// Start with the membership in the Raft state.
     Rejoin,
 }
 
 /// What the volume holds, as far as the decision cares.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VolumeState {
     /// The cluster id recorded in the volume.
     pub cluster_id: Option<String>,
@@ -41,6 +69,9 @@ pub struct VolumeState {
     /// A cluster id some other member reported when asked at start-up (ordinal 0 on an empty
     /// volume asks), if any.
     pub existing_cluster: Option<String>,
+    /// The cluster id in the cluster record, which outlives kv-0's volume (ordinal 0 on an
+    /// empty volume reads it), if any.
+    pub recorded_cluster: Option<String>,
 }
 
 /// Decides the plan. `new_cluster_id` is called only when a cluster id must be minted.
@@ -53,21 +84,43 @@ pub fn plan(
         return StartPlan::Rejoin;
     }
     if ordinal == 0 {
-        return match &volume.cluster_id {
-            // Crashed between recording the id and initializing: finish with the same id.
-            Some(id) if volume.minted_here => StartPlan::Initialize {
+        let known = volume
+            .recorded_cluster
+            .as_ref()
+            .or(volume.existing_cluster.as_ref());
+        return match (&volume.cluster_id, known) {
+            // Crashed between recording the id and initializing: finish with the same id. (A
+            // record naming another cluster makes the record write refuse, loudly.)
+            (Some(id), _) if volume.minted_here => StartPlan::Initialize {
                 cluster_id: id.clone(),
             },
-            // kv-0 was wiped and replaced by a volume that learned its id from the cluster
-            // (a re-join of a wiped kv-0): join like any other member.
-            Some(_) => StartPlan::Join,
-            None if volume.existing_cluster.is_some() => StartPlan::Join,
-            None => StartPlan::Initialize {
+            // kv-0 was wiped and had learned its id from the cluster before a crash.
+            (Some(id), _) => StartPlan::Readmit {
+                cluster_id: id.clone(),
+            },
+            // The record (or a member that answered) says the cluster exists: never mint.
+            (None, Some(id)) => StartPlan::Readmit {
+                cluster_id: id.clone(),
+            },
+            (None, None) => StartPlan::Initialize {
                 cluster_id: new_cluster_id(),
             },
         };
     }
     StartPlan::Join
+}
+
+/// Whether a start under `plan` must go through the join protocol (ask to be added, caught up,
+/// promoted) before it counts as a member. `rejoin_pending`: the volume holds a re-join marker
+/// (see [`super::rejoin`]); `voter_locally`: the stored membership lists this member as a voter.
+/// A pending re-join always joins again: the local membership of a member that lost its volume
+/// may already show it a voter before the leader re-admitted it.
+pub fn must_join(plan: &StartPlan, rejoin_pending: bool, voter_locally: bool) -> bool {
+    match plan {
+        StartPlan::Initialize { .. } => false,
+        StartPlan::Join | StartPlan::Readmit { .. } => true,
+        StartPlan::Rejoin => rejoin_pending || !voter_locally,
+    }
 }
 
 /// A fresh random cluster id: 128 bits, hex.
@@ -84,7 +137,7 @@ mod tests {
             cluster_id: cluster_id.map(str::to_string),
             has_raft_state,
             minted_here,
-            existing_cluster: None,
+            ..Default::default()
         }
     }
 
@@ -138,20 +191,70 @@ mod tests {
             )),
             StartPlan::Join
         );
-        // A wiped kv-0 that learned the id from the cluster joins rather than forking a new cluster.
+        // A wiped kv-0 that learned the id from the cluster waits to be re-admitted rather than
+        // forking a new cluster.
         assert_eq!(
             plan(0, &vol(Some("c1"), false, false), || panic!(
                 "must not mint"
             )),
-            StartPlan::Join
+            StartPlan::Readmit {
+                cluster_id: "c1".into()
+            }
         );
     }
 
     #[test]
-    fn a_wiped_ordinal_zero_joins_the_cluster_that_lived_on() {
+    fn a_wiped_ordinal_zero_waits_for_the_cluster_that_lived_on() {
         let mut v = vol(None, false, false);
         v.existing_cluster = Some("c1".into());
-        assert_eq!(plan(0, &v, || panic!("must not mint")), StartPlan::Join);
+        assert_eq!(
+            plan(0, &v, || panic!("must not mint")),
+            StartPlan::Readmit {
+                cluster_id: "c1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_wiped_ordinal_zero_alone_never_mints_when_the_record_knows_the_cluster() {
+        // The full-restart case: nobody answers the probe (kv-1, kv-2 are not created yet), but
+        // the cluster record outlived kv-0's volume.
+        let v = VolumeState {
+            recorded_cluster: Some("c1".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(0, &v, || panic!("must not mint a second cluster")),
+            StartPlan::Readmit {
+                cluster_id: "c1".into()
+            }
+        );
+        // The record is only consulted by kv-0; the others join as always.
+        assert_eq!(plan(1, &v, || panic!("must not mint")), StartPlan::Join);
+    }
+
+    #[test]
+    fn a_pending_rejoin_joins_again_whatever_the_local_membership_says() {
+        // Crashed while re-joining after Raft traffic arrived: the log may already list this
+        // member as a voter, but only the leader's confirmation ends the re-join.
+        assert!(must_join(&StartPlan::Rejoin, true, true));
+        assert!(must_join(&StartPlan::Rejoin, false, false));
+        assert!(!must_join(&StartPlan::Rejoin, false, true));
+        assert!(must_join(&StartPlan::Join, false, false));
+        assert!(must_join(
+            &StartPlan::Readmit {
+                cluster_id: "c1".into()
+            },
+            false,
+            false
+        ));
+        assert!(!must_join(
+            &StartPlan::Initialize {
+                cluster_id: "c1".into()
+            },
+            false,
+            false
+        ));
     }
 
     #[test]

@@ -6,7 +6,13 @@
 //! up (the leader streams a snapshot when the log was compacted), then ask to be promoted to
 //! voter. Any member accepts these requests and forwards them to the leader. The loop retries
 //! with back-off until it succeeds or the member shuts down; nothing here needs a quorum that
-//! cannot exist yet, because the cluster already has one when kv-N is created.
+//! cannot exist yet, because the cluster already has one when kv-N is created. (A wiped kv-0
+//! waiting to be re-admitted asks kv-1, kv-2, … until two of them run again.)
+//!
+//! While joining, the member is *re-joining* in the sense of [`super::rejoin`]: before asking
+//! to be added it learns the current leader's term and raises its fence to it (and again to the
+//! term of the leader that answers AddLearner), and the join only ends — the re-join marker
+//! removed, elections back on — once it sees itself a voter under a leader of at least that term.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +42,8 @@ pub enum JoinError {
     Volume(#[from] crate::volume::VolumeError),
     #[error("shut down before joining")]
     ShutDown,
+    #[error("{0}")]
+    Rejoin(#[from] super::rejoin::RejoinError),
 }
 
 fn client(dialer: &Dialer, addr: &str) -> Option<ClusterClient<tonic::transport::Channel>> {
@@ -102,11 +110,14 @@ pub async fn join(
             }
         }
         if node.cluster_id.get().is_some() {
+            if !added {
+                raise_fence_to_current_term(&node, &candidates).await?;
+            }
             for candidate in &candidates {
                 match try_join_via(&node, &me, candidate, &mut added).await {
                     Ok(()) => {
                         tracing::info!("joined the cluster as a voter");
-                        return Ok(());
+                        return confirm_readmission(&node).await;
                     }
                     Err(e) => {
                         tracing::info!(via = %candidate.name, error = %e, "join attempt failed; trying the next member")
@@ -118,6 +129,56 @@ pub async fn join(
         }
         sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The fence: traffic from leaders of older terms than the current one predates this member's
+/// re-admission (see [`super::rejoin`]). Asks every candidate at once and takes the highest term
+/// among those that follow or are a leader, so that a deposed leader that still believes it leads
+/// (and answers with its old term) cannot set the fence below the current leader's term.
+async fn raise_fence_to_current_term(
+    node: &Node,
+    candidates: &[MemberNode],
+) -> Result<(), JoinError> {
+    let mine = node.cluster_id.get().cloned().unwrap_or_default();
+    let asks = candidates.iter().filter_map(|c| {
+        let mut client = client(node.network.dialer(), &c.client_addr)?;
+        let mine = mine.clone();
+        Some(async move {
+            match tokio::time::timeout(Duration::from_secs(1), client.status(StatusRequest {}))
+                .await
+            {
+                Ok(Ok(resp)) => {
+                    let s = resp.into_inner();
+                    let same_cluster = s.header.as_ref().is_some_and(|h| h.cluster_id == mine);
+                    s.leader_id.filter(|_| same_cluster).map(|_| s.term)
+                }
+                _ => None,
+            }
+        })
+    });
+    let term = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .max();
+    if let Some(term) = term {
+        node.raise_fence(term)?;
+    }
+    Ok(())
+}
+
+/// Waits until the re-admission is confirmed (a voter under a leader of at least the fence
+/// term), then ends the re-joining state durably.
+async fn confirm_readmission(node: &Node) -> Result<(), JoinError> {
+    loop {
+        if node.finish_rejoin_if_readmitted()? {
+            return Ok(());
+        }
+        if node.is_shutting_down() {
+            return Err(JoinError::ShutDown);
+        }
+        sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -150,11 +211,17 @@ async fn try_join_via(
             member: Some(member),
             wait_caught_up: true,
         });
-        tokio::time::timeout(Duration::from_secs(600), add)
+        let added_by = tokio::time::timeout(Duration::from_secs(600), add)
             .await
             .map_err(|_| {
                 tonic::Status::deadline_exceeded("catching up took longer than 10 minutes")
-            })??;
+            })??
+            .into_inner();
+        // The leader that re-admitted this member answers with its term.
+        if let Some(h) = added_by.header {
+            node.raise_fence(h.raft_term)
+                .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        }
         *added = true;
     }
     tracing::info!(via = %via.name, "caught up as a learner; asking to be promoted to voter");

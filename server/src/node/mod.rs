@@ -6,6 +6,18 @@
 //!   data: a cluster is initialized exactly once, by kv-0, on its first start.
 //! - [`join`] is the joining member's side: learn the cluster id, ask to be added as a learner,
 //!   catch up (by snapshot if the log was compacted), get promoted to voter.
+//! - [`rejoin`] keeps a member that lost its volume out of every quorum until the leader has
+//!   re-admitted it: no votes, no elections, no Raft traffic from terms before its re-admission —
+//!   durably, in a marker file on the volume that only a confirmed re-admission removes.
+//!
+//! Invariants established here:
+//! - A member takes no Raft traffic at all until its start plan is decided
+//!   ([`Node::open_raft_traffic`]); a member that must (re-)join has written its re-join marker
+//!   before that.
+//! - While the marker exists the member's election timer is off, it grants no vote and refuses
+//!   appends and snapshots from leaders below the fence term ([`rejoin::admits`]).
+//! - kv-0 that started on an empty volume while the cluster record says the cluster exists serves
+//!   no client data ([`Node::check_serving`] answers UNAVAILABLE) until it is a voter again.
 //! - [`leadership`] steers elections: the hand-off that openraft 0.9 lacks, used to return
 //!   leadership to kv-0 (the preferred primary) and to leave gracefully on SIGTERM.
 //! - [`failstop`] turns a storage failure (the Raft core stopped on a full disk, an I/O error, a
@@ -40,10 +52,11 @@ pub mod group_commit;
 pub mod join;
 pub mod leadership;
 pub mod read_index;
+pub mod rejoin;
 pub mod write_pause;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kvset_proto::raft::{CommandResult, LogCommand};
@@ -61,6 +74,7 @@ use crate::tls::Port;
 use group_commit::{GroupCommit, GroupCommitError};
 use leadership::ElectionSteering;
 use read_index::ReadIndexCoalescer;
+use rejoin::{RejoinMarker, RejoinState};
 use write_pause::WriteGate;
 pub use write_pause::WritePause;
 
@@ -91,6 +105,13 @@ pub struct Node {
     joining: AtomicBool,
     /// Holds new writes while a leadership transfer is in progress on this leader.
     write_gate: WriteGate,
+    /// False until the start plan is decided: no Raft traffic is taken before.
+    raft_traffic_open: AtomicBool,
+    /// The durable re-join marker and its state (Some while re-joining); see [`rejoin`].
+    rejoin_marker: RejoinMarker,
+    rejoin: Mutex<Option<RejoinState>>,
+    /// kv-0 on an empty volume waiting to be re-admitted into this cluster (id).
+    awaiting_readmission: Mutex<Option<String>>,
     /// Proposes client writes, batching those that wait at the same time.
     group_commit: GroupCommit,
     /// Shares ReadIndex rounds between concurrent linearizable reads.
@@ -116,6 +137,7 @@ impl Node {
             group_commit::PROPOSAL_DEADLINE,
         );
         let read_index = ReadIndexCoalescer::new(raft.clone(), telemetry.read_index_rounds());
+        let rejoin_marker = RejoinMarker::new(&config.data_dir);
         Arc::new(Self {
             faults,
             telemetry,
@@ -133,6 +155,10 @@ impl Node {
             joining: AtomicBool::new(false),
             write_gate: WriteGate::default(),
             fail_stop: failstop::FailStop::default(),
+            raft_traffic_open: AtomicBool::new(false),
+            rejoin_marker,
+            rejoin: Mutex::new(None),
+            awaiting_readmission: Mutex::new(None),
         })
     }
 
@@ -187,11 +213,18 @@ impl Node {
         Some((id, node))
     }
 
-    /// Refuses new requests once storage failed or shutdown began.
+    /// Refuses new requests once storage failed or shutdown began, and while kv-0 waits to be
+    /// re-admitted.
     pub fn check_serving(&self) -> Result<(), ApiError> {
         self.check_not_failed()?;
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(ApiError::ShuttingDown(self.name()));
+        }
+        if let Some(cluster) = self.awaiting_readmission() {
+            return Err(ApiError::AwaitingReadmission {
+                member: self.name(),
+                cluster,
+            });
         }
         Ok(())
     }
@@ -230,6 +263,101 @@ impl Node {
             .await
     }
 
+    /// Lets Raft traffic in (the start plan is decided; a re-join marker, if needed, is written).
+    pub fn open_raft_traffic(&self) {
+        self.raft_traffic_open.store(true, Ordering::SeqCst);
+    }
+
+    /// True once Raft traffic is let in.
+    pub fn raft_traffic_open(&self) -> bool {
+        self.raft_traffic_open.load(Ordering::SeqCst)
+    }
+
+    /// Adopts a re-join state found on the volume at start-up: elections off at once.
+    pub fn resume_rejoin(&self, state: RejoinState) {
+        self.raft.runtime_config().elect(false);
+        *self.rejoin.lock().expect("rejoin lock") = Some(state);
+    }
+
+    /// Enters the re-joining state durably (keeping a fence already recorded): elections off,
+    /// no votes, the marker on the volume.
+    pub fn begin_rejoin(&self) -> Result<(), rejoin::RejoinError> {
+        self.raft.runtime_config().elect(false);
+        let mut state = self.rejoin.lock().expect("rejoin lock");
+        let fence = state.as_ref().map_or(0, |s| s.fence_term);
+        self.rejoin_marker.store(fence)?;
+        *state = Some(RejoinState::new(fence));
+        Ok(())
+    }
+
+    /// Raises the fence to `term` (a term learned from the cluster while asking to be
+    /// re-admitted), durably, before it is relied on.
+    pub fn raise_fence(&self, term: u64) -> Result<(), rejoin::RejoinError> {
+        let mut state = self.rejoin.lock().expect("rejoin lock");
+        if let Some(s) = state.as_mut() {
+            if term > s.fence_term {
+                self.rejoin_marker.store(term)?;
+                s.fence_term = term;
+                tracing::info!(
+                    fence_term = term,
+                    "re-joining: refusing Raft traffic from older terms"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves the re-joining state once re-admission is confirmed: this member is a voter under
+    /// a leader whose term is at least the fence. Returns whether it did.
+    pub fn finish_rejoin_if_readmitted(&self) -> Result<bool, rejoin::RejoinError> {
+        let m = self.metrics();
+        let mut state = self.rejoin.lock().expect("rejoin lock");
+        let Some(s) = state.as_ref() else {
+            return Ok(true);
+        };
+        let is_voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.id());
+        if !is_voter || m.current_leader.is_none() || m.current_term < s.fence_term {
+            return Ok(false);
+        }
+        self.rejoin_marker.clear()?;
+        *state = None;
+        drop(state);
+        *self.awaiting_readmission.lock().expect("readmission lock") = None;
+        self.raft.runtime_config().elect(true);
+        tracing::info!(
+            term = m.current_term,
+            "re-admitted as a voter; elections and votes back on"
+        );
+        Ok(true)
+    }
+
+    /// The re-join state, while re-joining.
+    pub fn rejoin_state(&self) -> Option<RejoinState> {
+        self.rejoin.lock().expect("rejoin lock").clone()
+    }
+
+    /// True while this member is re-joining (see [`rejoin`]).
+    pub fn is_rejoining(&self) -> bool {
+        self.rejoin.lock().expect("rejoin lock").is_some()
+    }
+
+    /// Marks kv-0 as waiting to be re-admitted into `cluster` (it lost its volume).
+    pub fn set_awaiting_readmission(&self, cluster: &str) {
+        *self.awaiting_readmission.lock().expect("readmission lock") = Some(cluster.to_string());
+    }
+
+    /// The cluster kv-0 waits to be re-admitted into, if it does.
+    pub fn awaiting_readmission(&self) -> Option<String> {
+        self.awaiting_readmission
+            .lock()
+            .expect("readmission lock")
+            .clone()
+    }
+
     /// Marks the member as leaving: new requests are refused.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
@@ -259,11 +387,19 @@ impl Node {
     /// until this process has seen its first leader, a voter that restarted with data counts as
     /// ready ("waiting for quorum"); clients then get UNAVAILABLE and retry. Once a leader was
     /// seen, readiness strictly requires one.
+    ///
+    /// The same holds for kv-0 waiting to be re-admitted after losing its volume
+    /// ([`Node::awaiting_readmission`]): until it knows a leader it counts as ready, so that
+    /// Kubernetes creates kv-1 and kv-2, which hold the data and re-admit it; it serves no client
+    /// data meanwhile ([`Node::check_serving`]).
     pub fn is_ready(&self) -> bool {
         if self.is_shutting_down() || self.failure().is_some() {
             return false;
         }
         let m = self.metrics();
+        if self.awaiting_readmission().is_some() && m.current_leader.is_none() {
+            return true;
+        }
         // A learner (still joining) is not ready: under OrderedReady the next ordinal must only
         // start once this one counts towards the quorum.
         let is_voter = m
@@ -271,7 +407,7 @@ impl Node {
             .membership()
             .voter_ids()
             .any(|v| v == self.id());
-        if !is_voter || self.is_joining() {
+        if !is_voter || self.is_joining() || self.is_rejoining() {
             return false;
         }
         if m.current_leader.is_some() {

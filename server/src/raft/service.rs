@@ -10,11 +10,14 @@
 //!   membership is refused. A member removed by scale-down that comes back with its old volume
 //!   still believes it is a voter and campaigns with ever higher terms; without this fence its
 //!   higher term would depose the healthy leader every election timeout;
-//! - **no votes while joining**: a member that started on an empty volume has forgotten any vote
-//!   it cast before (its volume may have been wiped while it was a voter). Until the leader has
-//!   re-admitted it (AddLearner demotes a voter that asks to join), granting a vote could elect two
-//!   leaders in one term, so vote requests are refused. Appends are accepted: entries it stores
-//!   are really durable.
+//! - **nothing before the start plan**: until the member has decided how it starts (and, if it
+//!   must re-join, written its durable re-join marker), every Raft message is refused;
+//! - **re-joining** (see [`crate::node::rejoin`]): a member that started on an empty volume has
+//!   forgotten any vote it cast and any entry it acknowledged. Until the leader has re-admitted it
+//!   (AddLearner demotes a voter that asks to join), it grants no vote, takes no election steering,
+//!   and refuses appends and snapshots from leaders of terms below its fence (the term it learned
+//!   when it asked to be re-admitted): a deposed leader must not complete a quorum with it. Appends
+//!   from the current leader are accepted: entries it stores are really durable.
 
 use std::sync::Arc;
 
@@ -48,6 +51,11 @@ impl PeerService {
     }
 
     fn check_cluster(&self, sender_cluster: &str, from: NodeId) -> Result<(), Status> {
+        if !self.node.raft_traffic_open() {
+            return Err(Status::unavailable(format!(
+                "member is starting; refusing Raft traffic from node {from} until its start plan is decided"
+            )));
+        }
         match self.cluster_id.get() {
             None => Err(Status::failed_precondition(format!(
                 "member has not joined a cluster yet; refusing Raft traffic from node {from}"
@@ -86,6 +94,7 @@ impl RaftService for PeerService {
         let msg = request.into_inner();
         self.check_cluster(&msg.cluster_id, msg.from)?;
         let rpc: AppendEntriesRequest<TypeConfig> = Self::decode(&msg)?;
+        self.check_fence(rpc.vote.leader_id().term, msg.from)?;
         let result = self.raft.append_entries(rpc).await;
         Ok(reply(self.raft_id(), &self.cluster_id, &result))
     }
@@ -94,7 +103,7 @@ impl RaftService for PeerService {
         let msg = request.into_inner();
         self.check_cluster(&msg.cluster_id, msg.from)?;
         let rpc: VoteRequest<NodeId> = Self::decode(&msg)?;
-        if self.node.is_joining() {
+        if self.node.is_joining() || self.node.is_rejoining() {
             return Err(Status::failed_precondition(
                 "this member started on an empty volume and is re-joining; it casts no votes until re-admitted",
             ));
@@ -124,6 +133,7 @@ impl RaftService for PeerService {
         let msg = request.into_inner();
         self.check_cluster(&msg.cluster_id, msg.from)?;
         let rpc: InstallSnapshotRequest<TypeConfig> = Self::decode(&msg)?;
+        self.check_fence(rpc.vote.leader_id().term, msg.from)?;
         let result = self.raft.install_snapshot(rpc).await;
         Ok(reply(self.raft_id(), &self.cluster_id, &result))
     }
@@ -144,6 +154,11 @@ impl RaftService for PeerService {
     ) -> Result<Response<ElectionResponse>, Status> {
         let req = request.into_inner();
         self.check_cluster(&req.cluster_id, req.from)?;
+        if self.node.is_rejoining() {
+            return Err(Status::failed_precondition(
+                "this member is re-joining after losing its volume; it takes part in no election until re-admitted",
+            ));
+        }
         match req.action() {
             Action::Suppress => self.steering.suppress(std::time::Duration::from_millis(
                 req.duration_ms.min(30_000),
@@ -170,6 +185,19 @@ impl RaftService for PeerService {
 }
 
 impl PeerService {
+    /// Refuses appends and snapshots from a leader whose term predates this member's
+    /// re-admission (see [`crate::node::rejoin`]).
+    fn check_fence(&self, term: u64, from: NodeId) -> Result<(), Status> {
+        let state = self.node.rejoin_state();
+        if crate::node::rejoin::admits(state.as_ref(), term) {
+            return Ok(());
+        }
+        let fence = state.map_or(0, |s| s.fence_term);
+        Err(Status::failed_precondition(format!(
+            "this member is re-joining and refuses Raft traffic from terms before {fence}; node {from} leads term {term}, which predates its re-admission"
+        )))
+    }
+
     fn raft_id(&self) -> NodeId {
         self.raft.metrics().borrow().id
     }
