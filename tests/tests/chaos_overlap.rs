@@ -5,9 +5,10 @@
 //! The run must pass (linearizable, no acknowledged write lost, replicas converged, healed every
 //! time), and its report must say which faults overlapped with which.
 //!
-//! `kill-all-wipe-kv0` is deliberately not part of this run (nor of `--overlap`): with today's
-//! server an empty kv-0 restarted with the rest may bootstrap a cluster of its own. Run it on
-//! its own with `kvset-chaos run --faults kill-all-wipe-kv0`.
+//! `kill-all-wipe-kv0` is deliberately not part of this run (nor of `--overlap`): the docker
+//! topology has no cluster record yet, so `--overlap` would fail there. Run it on its own with
+//! `kvset-chaos run --faults kill-all-wipe-kv0` (the process backend passes it);
+//! `server/tests/cluster_split_brain.rs` covers the scenario.
 //!
 //! About a minute in all, bounded at 150 s (then interrupted). A failing run keeps its directory
 //! (history, report, every member's log and data) and prints where it is.

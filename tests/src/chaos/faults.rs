@@ -116,9 +116,9 @@ impl FaultKind {
         FaultKind::KillAllWipeKv0,
     ];
 
-    /// The compound kinds `--overlap` adds. `kill-all-wipe-kv0` is left out: it trips a known
-    /// server bug (an empty kv-0 restarted with the rest can bootstrap a cluster of its own);
-    /// name it in `--faults` to run it.
+    /// The compound kinds `--overlap` adds. `kill-all-wipe-kv0` is left out until the docker
+    /// topology mounts a cluster record (without one, an empty kv-0 restarted with the rest
+    /// bootstraps a cluster of its own); name it in `--faults` to run it.
     pub const OVERLAP: [FaultKind; 3] = [
         FaultKind::PauseWipeKillLeader,
         FaultKind::KillDuringSnapshot,

@@ -13,9 +13,10 @@
 //! | `kill-all-wipe-one` | wipe Y (never kv-0); kill -9 every other member; Y comes back empty, the rest from their volumes | every member down, one volume gone |
 //! | `kill-all-wipe-kv0` | the same with Y = kv-0, the bootstrapping member | as above |
 //!
-//! `kill-all-wipe-kv0` is not in `--overlap`'s default set: an empty kv-0 restarted together
-//! with the rest may bootstrap a fresh cluster of its own (a known server bug at the time of
-//! writing). It can be named in `--faults` on its own to run exactly that scenario.
+//! `kill-all-wipe-kv0` is not in `--overlap`'s default set: without a cluster record (the docker
+//! topology has none yet) an empty kv-0 restarted together with the rest bootstraps a fresh
+//! cluster of its own. The process backend passes it (its launcher keeps the record). It can be
+//! named in `--faults` on its own to run exactly that scenario.
 //!
 //! # Why a pass can be expected
 //!
