@@ -205,3 +205,25 @@ async fn snapshot_save_and_inspect() {
         .collect();
     assert_eq!(names, ["cli.kvset"], "no damaged or temporary file");
 }
+
+#[tokio::test]
+async fn kvsetctl_status_flags_a_member_of_another_cluster() {
+    let cluster = FakeCluster::start(2, &[]).await;
+    cluster.members[1].set_cluster_id("other-cluster");
+    let out = ctl(&cluster.endpoints(), &["status"]).await;
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("answered as a member of cluster") && text.contains("refusing its answer"),
+        "one of the two answers is refused as another cluster's:\n{text}"
+    );
+    // The refused member is listed as not healthy (whichever answered second: the probes run
+    // concurrently, and the first answer decides which cluster this kvsetctl talks to).
+    assert_eq!(
+        out.stdout
+            .lines()
+            .filter(|l| l.trim_end().ends_with("false"))
+            .count(),
+        1,
+        "{text}"
+    );
+}
