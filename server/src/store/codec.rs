@@ -80,6 +80,11 @@ pub(crate) fn kv_key(user_key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Whether a sled key of the state-machine tree is a key-value record's.
+pub(crate) fn is_kv_key(raw_key: &[u8]) -> bool {
+    raw_key.first() == Some(&NS_KV)
+}
+
 /// The user key of a key-value sled key (the inverse of [`kv_key`]).
 pub(crate) fn user_key(kv_key: &[u8]) -> &[u8] {
     kv_key.get(1..).unwrap_or_default()

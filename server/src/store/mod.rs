@@ -103,6 +103,7 @@ mod codec;
 mod coverage;
 mod cursor;
 mod dedup;
+mod digest;
 mod durable;
 mod error;
 pub(crate) mod io_trace;

@@ -46,13 +46,13 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend};
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use super::codec::{self, KvHeader};
+use super::codec;
 use super::coverage::Coverage;
 use super::cursor::{self, Cursor};
 use super::dedup::{self, Check, ClientRecord, EvictionOrder, OrderTxn, MAX_CLIENTS};
+use super::digest::{Accumulator, Delta};
 use super::durable::Durability;
 use super::error::StoreError;
 use super::kv::{self, KeyRange};
@@ -91,10 +91,32 @@ pub struct StateDigest {
     pub last_applied: Option<LogId>,
     /// Number of keys hashed.
     pub key_count: u64,
-    /// Hex SHA-256 of every key, value, `create_revision`, `mod_revision` and `version`, in
-    /// key order. The dedup table and the metadata are left out, so replicas at the same
+    /// Hex multiset hash (`digest.rs`) of every key, value, `create_revision`, `mod_revision`
+    /// and `version`. The dedup table and the metadata are left out, so replicas at the same
     /// revision have the same hash whatever their log positions.
     pub hash: String,
+}
+
+impl StateDigest {
+    fn of(meta: &SmMeta, acc: &Accumulator) -> Self {
+        Self {
+            revision: meta.revision,
+            last_applied: meta.last_applied,
+            key_count: acc.count(),
+            hash: acc.hex(),
+        }
+    }
+}
+
+/// The digest of a tree's key-value records, by reading every one of them.
+fn full_digest(tree: &sled::Tree) -> Result<Accumulator, StoreError> {
+    let mut acc = Accumulator::default();
+    let (lo, hi) = (codec::kv_key(b""), codec::kv_upper(None));
+    tree.scan(&lo, &hi, &mut |k, v| {
+        acc.add(k, v)?;
+        Ok(Scan::Continue)
+    })?;
+    Ok(acc)
 }
 
 /// A cloneable handle on the state machine; see the module docs.
@@ -122,6 +144,9 @@ struct Live {
     generation: u64,
     tree: sled::Tree,
     meta: SmMeta,
+    /// The content digest of this state once someone asked for it (`digest.rs`); `apply` keeps
+    /// it current, a snapshot install drops it.
+    digest: Option<Accumulator>,
 }
 
 /// The name of a generation's tree.
@@ -172,6 +197,7 @@ impl StateMachineStore {
                     generation,
                     tree,
                     meta,
+                    digest: None,
                 }),
                 eviction,
             }),
@@ -326,37 +352,27 @@ impl StateMachineStore {
     }
 
     /// Content hash together with the revision it belongs to, read in one consistent step.
-    /// Reads every key: O(data size).
+    /// The first call reads every key (O(data size)); later ones are O(1), because `apply`
+    /// keeps the digest current (`digest.rs`).
     pub fn digest(&self) -> Result<StateDigest, StoreError> {
-        let live = self.inner.read();
-        let mut h = Sha256::new();
-        let mut keys = 0u64;
-        let (lo, hi) = (codec::kv_key(b""), codec::kv_upper(None));
-        live.tree.scan(&lo, &hi, &mut |k, v| {
-            let header = KvHeader::decode(v)?;
-            let key = codec::user_key(k);
-            let value = KvHeader::value(v);
-            h.update((key.len() as u64).to_be_bytes());
-            h.update(key);
-            h.update((value.len() as u64).to_be_bytes());
-            h.update(value);
-            h.update(header.create_revision.to_be_bytes());
-            h.update(header.mod_revision.to_be_bytes());
-            h.update(header.version.to_be_bytes());
-            keys += 1;
-            Ok(Scan::Continue)
-        })?;
-        let hash = h
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>();
-        Ok(StateDigest {
-            revision: live.meta.revision,
-            last_applied: live.meta.last_applied,
-            key_count: keys,
-            hash,
-        })
+        let (generation, meta, acc) = {
+            let live = self.inner.read();
+            if let Some(acc) = live.digest {
+                return Ok(StateDigest::of(&live.meta, &acc));
+            }
+            let acc = full_digest(&live.tree)?;
+            (live.generation, live.meta.clone(), acc)
+        };
+        let mut live = self.inner.write();
+        // Keep it only if no batch was applied (nor a snapshot installed) since the scan: such
+        // a batch did not know a digest existed, so it could not have updated this one.
+        if live.generation == generation
+            && live.meta.last_applied == meta.last_applied
+            && live.digest.is_none()
+        {
+            live.digest = Some(acc);
+        }
+        Ok(StateDigest::of(&meta, &acc))
     }
 
     /// The live generation's tree, for tests of the on-disk layout.
@@ -384,9 +400,10 @@ impl Inner {
 
     /// Applies a batch of entries as one atomic sled batch.
     fn apply(&self, entries: Vec<Entry>) -> Result<Vec<Proto<CommandResult>>, StoreError> {
-        let (generation, tree, mut meta) = {
+        let (generation, tree, mut meta, tracking) = {
             let live = self.read();
-            (live.generation, live.tree.clone(), live.meta.clone())
+            let tracking = live.digest.is_some();
+            (live.generation, live.tree.clone(), live.meta.clone(), tracking)
         };
         let mut ov = Overlay::new(&tree);
         let mut eviction = self.eviction.lock().unwrap_or_else(PoisonError::into_inner);
@@ -410,6 +427,17 @@ impl Inner {
             codec::META_KEY.to_vec(),
             codec::encode("state-machine metadata", &meta)?,
         );
+        // What the batch changes in the content digest, when one is kept (reads the previous
+        // version of every written key: sled's cache still holds them from the commands above).
+        let mut delta = Delta::default();
+        if tracking {
+            for (key, new) in ov.writes() {
+                if codec::is_kv_key(key) {
+                    let old = View::get(&tree, key)?;
+                    delta.change(key, old.as_deref(), new)?;
+                }
+            }
+        }
         let batch = ov.into_batch();
 
         let mut live = self.write();
@@ -421,6 +449,12 @@ impl Inner {
         }
         live.tree.apply_batch(batch)?;
         live.meta = meta;
+        match (&mut live.digest, tracking) {
+            (Some(acc), true) => acc.merge(&delta),
+            // A digest computed while this batch was being prepared describes the state before
+            // it: drop it (the next `digest` call scans again).
+            (digest, _) => *digest = None,
+        }
         order.commit();
         Ok(results)
     }
@@ -477,6 +511,7 @@ impl Inner {
                 generation,
                 tree,
                 meta,
+                digest: None,
             },
         );
         drop(old);
@@ -786,6 +821,79 @@ mod tests {
             1,
             "only the live generation remains: {names:?}"
         );
+    }
+
+    fn command(index: u64, command: Command) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 0), index),
+            payload: EntryPayload::Normal(Proto(LogCommand {
+                request_id: None,
+                command: Some(command),
+            })),
+        }
+    }
+
+    /// What a full scan of the live tree says the digest is.
+    fn scanned(sm: &StateMachineStore) -> String {
+        full_digest(&sm.inner.read().tree).unwrap().hex()
+    }
+
+    /// Once asked for, the digest is kept current by every apply (puts, overwrites, deletes of
+    /// a key and of a range, in one batch and across batches) and always equals what a full scan
+    /// of the state gives; an install replaces it.
+    #[test]
+    fn the_kept_digest_always_equals_a_full_scan() {
+        use kvset_proto::v1::DeleteRequest;
+        let dir = tempfile::tempdir().unwrap();
+        let sm = store::open(dir.path()).unwrap().state_machine();
+        let empty = sm.digest().unwrap();
+        assert_eq!((empty.key_count, empty.hash.clone()), (0, scanned(&sm)));
+        assert!(sm.inner.read().digest.is_some(), "kept after the first call");
+
+        sm.inner
+            .apply((1..=6).map(|i| put(i, &format!("k{i}"))).collect())
+            .unwrap();
+        let d = sm.digest().unwrap();
+        assert_eq!((d.key_count, d.revision), (6, 6));
+        assert_eq!(d.hash, scanned(&sm));
+
+        // Overwrite, delete one key, delete a range, and re-create a deleted key, in one batch.
+        sm.inner
+            .apply(vec![
+                put(7, "k1"),
+                command(
+                    8,
+                    Command::Delete(DeleteRequest {
+                        key: b"k2".to_vec(),
+                        ..Default::default()
+                    }),
+                ),
+                command(
+                    9,
+                    Command::Delete(DeleteRequest {
+                        key: b"k4".to_vec(),
+                        range_end: b"k6".to_vec(),
+                        ..Default::default()
+                    }),
+                ),
+                put(10, "k2"),
+            ])
+            .unwrap();
+        let d = sm.digest().unwrap();
+        assert_eq!(d.key_count, 4, "k1 k2 k3 k6");
+        assert_eq!(d.hash, scanned(&sm));
+        assert_ne!(d.hash, empty.hash);
+
+        // A batch applied with no digest kept (the first call not made yet) must not leave a
+        // stale one behind.
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = store::open(other_dir.path()).unwrap().state_machine();
+        let payload = sm.inner.capture().unwrap();
+        other.inner.apply(vec![put(1, "gone")]).unwrap();
+        other.digest().unwrap();
+        other.inner.install_payload(payload).unwrap();
+        assert!(other.inner.read().digest.is_none(), "an install drops it");
+        assert_eq!(other.digest().unwrap().hash, d.hash, "same state, same hash");
     }
 
     /// A put by `client` with sequence `seq` at `index`.

@@ -80,6 +80,13 @@ impl<'t> Overlay<'t> {
         self.writes.insert(key, None);
     }
 
+    /// The pending writes in key order (`None` = delete).
+    pub(crate) fn writes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + '_ {
+        self.writes
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_deref()))
+    }
+
     /// The pending writes as one atomic sled batch.
     pub(crate) fn into_batch(self) -> sled::Batch {
         let mut batch = sled::Batch::default();
