@@ -627,8 +627,11 @@ fn spawn_leader_poller(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
+            // Stamped when the poll starts: a member that does not answer (frozen, killed)
+            // then shows as down from the poll that first waited for it, not a timeout later.
+            let at = clock.ms(Instant::now());
             let view = monitor.poll().await;
-            samples.record(clock.ms(Instant::now()), &view);
+            samples.record(at, &view);
             if view.leader().is_some() {
                 routing.set_leader(view.leader());
             }

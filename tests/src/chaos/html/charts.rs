@@ -269,6 +269,11 @@ pub(super) fn latency(axis: &TimeAxis, spans: &[Span], faults: &[FaultRecord]) -
     (svg, stride)
 }
 
+/// Member `m`'s colour in the lag chart (the page's legend uses it too).
+pub(super) fn member_colour(m: usize) -> (u8, u8, u8) {
+    PALETTE[m % PALETTE.len()]
+}
+
 /// Colours for members (lag lines) and terms (leader bars).
 const PALETTE: [(u8, u8, u8); 6] = [
     (0x1F, 0x77, 0xB4),
@@ -441,20 +446,9 @@ pub(super) fn lag(
             .draw()?;
         fault_bands(&mut chart, faults, axis, (0.0, top))?;
         for (m, line) in &lines {
-            let c = rgb(PALETTE[m % PALETTE.len()]);
+            let c = rgb(member_colour(*m));
             chart.draw_series(LineSeries::new(line.iter().copied(), c.stroke_width(2)))?;
         }
-        // The legend: member names in their colours, top right.
-        chart.draw_series((0..n).map(|m| {
-            EmptyElement::at((axis.to, top))
-                + Text::new(
-                    member_name(names, m),
-                    (-60, 4 + 14 * m as i32),
-                    (FONT, 14)
-                        .into_font()
-                        .color(&rgb(PALETTE[m % PALETTE.len()])),
-                )
-        }))?;
         fault_labels(&mut chart, faults, top)?;
         Ok(())
     })

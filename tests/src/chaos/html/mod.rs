@@ -262,7 +262,20 @@ pub fn render(input: &ReportInput<'_>) -> String {
                 h,
                 "<h2 id=\"lag\">Replication lag</h2><p class=\"note\">Highest commit index \
                  reported by any member minus each member's applied index; a gap is a member \
-                 that did not answer.</p><figure id=\"lag-chart\">{}</figure>",
+                 that did not answer.</p>"
+            );
+            let _ = write!(h, "<p class=\"legend\">");
+            for (m, name) in names.iter().enumerate() {
+                let _ = write!(
+                    h,
+                    "<span><i class=\"sw\" style=\"background:{}\"></i>{}</span>",
+                    colour::hex(charts::member_colour(m)),
+                    escape(name)
+                );
+            }
+            let _ = writeln!(
+                h,
+                "</p><figure id=\"lag-chart\">{}</figure>",
                 charts::lag(&axis, input.samples, &names, faults)
             );
         }
