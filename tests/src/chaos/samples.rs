@@ -110,7 +110,7 @@ impl ClusterSamples {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let stride = inner.stride.max(1);
         inner.polls += 1;
-        if (inner.polls - 1) % stride != 0 {
+        if !(inner.polls - 1).is_multiple_of(stride) {
             return;
         }
         if inner.samples.len() >= MAX_SAMPLES {

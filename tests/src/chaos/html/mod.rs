@@ -332,7 +332,7 @@ fn summary(h: &mut String, input: &ReportInput<'_>, spans: &[Span]) {
             let _ = writeln!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&c.name),
+                escape(c.name),
                 escape(c.status.label()),
                 escape(&c.summary)
             );
