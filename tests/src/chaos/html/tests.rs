@@ -339,9 +339,11 @@ fn a_violation_draws_the_key_timeline_with_the_culprit_and_the_cut() {
     )));
     let svg = figure(&html, "violation-timeline");
     let red = format!("stroke=\"{}\"", colour::hex(colour::CULPRIT));
-    // The culprit outlined once, the cut drawn once.
-    assert_eq!(elements(svg, "rect", &red), 1, "culprit outline");
-    assert_eq!(elements(svg, "polyline", &red), 1, "cut line");
+    // The culprit outlined once (a closed path, 3 px), the cut drawn once (a line, 2 px).
+    let outline = format!("{red} stroke-width=\"3\"");
+    let cut = format!("{red} stroke-width=\"2\"");
+    assert_eq!(elements(svg, "polyline", &outline), 1, "culprit outline");
+    assert_eq!(elements(svg, "polyline", &cut), 1, "cut line");
     assert_eq!(texts(svg, "cut: no order exists from here"), 1);
     // One row per client of the window.
     for w in &details.window {

@@ -39,6 +39,9 @@ struct Bar<'a> {
     to: f64,
     in_window: bool,
     faded: bool,
+    /// A window operation's label goes above its bar, or below it when it would overprint
+    /// the label of the previous window operation on the row.
+    label_below: bool,
 }
 
 /// The timeline of the refuted key `key`, from all the history's `spans`.
@@ -96,6 +99,9 @@ pub(super) fn violation(spans: &[Span], key: &str, details: &ViolationDetails) -
         .into_iter()
         .collect();
     let row = |c: u64| clients.iter().position(|&x| x == c).unwrap_or(0);
+    // Per row, where the last label above a bar ends (ms, estimated from its length).
+    let mut label_end = vec![f64::NEG_INFINITY; clients.len()];
+    let ms_per_char = (x1 - x0) / 960.0 * 7.5;
     let bars: Vec<Bar<'_>> = context
         .iter()
         .map(|s| (s, false))
@@ -108,12 +114,18 @@ pub(super) fn violation(spans: &[Span], key: &str, details: &ViolationDetails) -
             } else {
                 s.end_ms.unwrap_or(x1)
             };
+            let r = row(s.client);
+            let label_below = in_window && s.call_ms < label_end[r];
+            if in_window && !label_below {
+                label_end[r] = s.call_ms + (s.label.chars().count() + 2) as f64 * ms_per_char;
+            }
             Bar {
                 span: s,
-                row: row(s.client),
+                row: r,
                 to: end.min(x1).max(s.call_ms),
                 in_window,
                 faded: running || s.end_ms.is_none(),
+                label_below,
             }
         })
         .collect();
@@ -121,7 +133,8 @@ pub(super) fn violation(spans: &[Span], key: &str, details: &ViolationDetails) -
     let n = clients.len();
     let rows = n as i32;
     let culprit_colour = RGBColor(colour::CULPRIT.0, colour::CULPRIT.1, colour::CULPRIT.2);
-    let height = 80 + 40 * n as u32;
+    // A strip below the rows for the cut's label.
+    let height = 100 + 40 * n as u32;
     super::charts::svg(height, |root| {
         let mut chart = ChartBuilder::on(root)
             .margin(12)
@@ -129,7 +142,7 @@ pub(super) fn violation(spans: &[Span], key: &str, details: &ViolationDetails) -
             .y_label_area_size(70)
             .build_cartesian_2d(
                 x0..x1,
-                (-ROW * 6 / 10..rows * ROW - ROW * 4 / 10)
+                (-ROW..rows * ROW - ROW * 4 / 10)
                     .with_key_points((0..rows).map(|i| i * ROW).collect()),
             )?;
         chart
@@ -163,19 +176,19 @@ pub(super) fn violation(spans: &[Span], key: &str, details: &ViolationDetails) -
             } else {
                 b.span.label.clone()
             };
-            EmptyElement::at((b.span.call_ms, b.row as i32 * ROW + BAR))
-                + Text::new(
-                    label,
-                    (2, -14),
-                    ("sans-serif", 13).into_font().color(&BLACK),
-                )
+            let (edge, dy) = if b.label_below { (-BAR, 2) } else { (BAR, -14) };
+            EmptyElement::at((b.span.call_ms, b.row as i32 * ROW + edge))
+                + Text::new(label, (2, dy), ("sans-serif", 13).into_font().color(&BLACK))
         }))?;
         if let Some(c) = culprit {
             chart.draw_series(bars.iter().filter(|b| (b.span.client, b.span.op) == c).map(
                 |b| {
-                    let y = b.row as i32 * ROW;
-                    Rectangle::new(
-                        [(b.span.call_ms, y - BAR - 6), (b.to, y + BAR + 6)],
+                    // A closed path, not a rectangle: plotters' SVG rectangles drop the
+                    // stroke width.
+                    let (y0, y1) = (b.row as i32 * ROW - BAR - 6, b.row as i32 * ROW + BAR + 6);
+                    let (x0, x1) = (b.span.call_ms, b.to);
+                    PathElement::new(
+                        vec![(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)],
                         culprit_colour.stroke_width(3),
                     )
                 },
@@ -183,11 +196,11 @@ pub(super) fn violation(spans: &[Span], key: &str, details: &ViolationDetails) -
         }
         if let Some(t) = cut {
             chart.draw_series(LineSeries::new(
-                [(t, -ROW * 6 / 10), (t, rows * ROW - ROW * 4 / 10)],
+                [(t, -ROW), (t, rows * ROW - ROW * 4 / 10)],
                 culprit_colour.stroke_width(2),
             ))?;
             chart.draw_series(std::iter::once(
-                EmptyElement::at((t, -ROW * 6 / 10))
+                EmptyElement::at((t, -ROW))
                     + Text::new(
                         "cut: no order exists from here",
                         (-4, -14),
