@@ -240,7 +240,7 @@ pub fn render(input: &ReportInput<'_>) -> String {
     if stride > 1 {
         let _ = writeln!(
             h,
-            "<p class=\"note\">{} operations: every {stride}th is drawn.</p>",
+            "<p class=\"note\">{} operations: one in {stride} is drawn.</p>",
             spans.len()
         );
     }

@@ -307,6 +307,16 @@ fn a_history_alone_draws_no_cluster_charts() {
     for absent in ["leader-band", "lag-chart", "recovery", "violation"] {
         assert!(!html.contains(&format!("id=\"{absent}")), "{absent}");
     }
+    // An empty history still makes a page, with empty charts.
+    let html = render(&ReportInput {
+        title: "empty",
+        events: &[],
+        run: None,
+        samples: &[],
+        verdict: Some(&Verdict::Linearizable),
+    });
+    assert_self_contained(&html);
+    assert!(figure(&html, "latency").starts_with("<svg"));
 }
 
 #[test]
