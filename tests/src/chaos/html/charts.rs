@@ -386,11 +386,12 @@ pub(super) fn leader_band(
             Rectangle::new([(from, y - ROW * 3 / 10), (to, y + ROW * 3 / 10)], style)
         }))?;
         chart.draw_series(terms.iter().map(|&(m, at, term)| {
-            EmptyElement::at((at, m as i32 * ROW))
+            // Above the bar's start, in ink: a short bar has no room for it inside.
+            EmptyElement::at((at, m as i32 * ROW + ROW * 3 / 10))
                 + Text::new(
                     format!("t{term}"),
-                    (3, -7),
-                    (FONT, 13).into_font().color(&WHITE),
+                    (1, -13),
+                    (FONT, 13).into_font().color(&BLACK),
                 )
         }))?;
         fault_labels(&mut chart, faults, rows * ROW)?;

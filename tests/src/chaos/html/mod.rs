@@ -409,6 +409,25 @@ fn recovery(h: &mut String, faults: &[FaultRecord], recovery: &Recovery) {
                 escape(&caught.join(", ")),
                 escape(f.error.as_deref().unwrap_or(""))
             );
+            // A compound fault: its steps, each with its own window.
+            if !f.steps.is_empty() {
+                let steps: Vec<String> = f
+                    .steps
+                    .iter()
+                    .map(|st| match st.to_ms {
+                        Some(to) if to > st.from_ms => {
+                            format!("{} {:.1}–{:.1} s", st.step, st.from_ms / 1e3, to / 1e3)
+                        }
+                        Some(_) => format!("{} at {:.1} s", st.step, st.from_ms / 1e3),
+                        None => format!("{} from {:.1} s, not undone", st.step, st.from_ms / 1e3),
+                    })
+                    .collect();
+                let _ = writeln!(
+                    h,
+                    "<tr><td></td><td colspan=\"8\" class=\"note\">steps: {}</td></tr>",
+                    escape(&steps.join("; "))
+                );
+            }
         }
         let _ = writeln!(h, "</table>");
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{colour, render, ReportInput};
 use crate::chaos::backend::MemberInfo;
 use crate::chaos::checks::RunVerdict;
-use crate::chaos::faults::{FaultKind, FaultRecord};
+use crate::chaos::faults::{FaultKind, FaultRecord, StepRecord};
 use crate::chaos::report::{Recovery, RunReport};
 use crate::chaos::samples::{ClusterSample, MemberSample};
 use crate::chaos::workload::{ReadFrom, WorkloadConfig};
@@ -96,15 +96,33 @@ fn fault(index: usize, kind: FaultKind, target: &str, at_ms: f64, healed_ms: f64
     }
 }
 
+/// A kill of the leader, and a compound fault on kv-2 with its two steps.
 fn faults() -> Vec<FaultRecord> {
+    let mut compound = fault(2, FaultKind::KillDuringSnapshot, "kv-2", 4_000.0, 5_000.0);
+    compound.steps = vec![
+        StepRecord {
+            step: "wipe kv-2".into(),
+            from_ms: 4_000.0,
+            to_ms: Some(4_400.0),
+            note: None,
+            error: None,
+        },
+        StepRecord {
+            step: "kill -9 kv-2 while catching up".into(),
+            from_ms: 4_700.0,
+            to_ms: Some(4_700.0),
+            note: None,
+            error: None,
+        },
+    ];
     vec![
         fault(1, FaultKind::KillLeader, "kv-0", 1_000.0, 2_500.0),
-        fault(2, FaultKind::Pause, "kv-2", 4_000.0, 5_000.0),
+        compound,
     ]
 }
 
 /// kv-0 leads in term 1 until it is killed at 1 s, is down until 2.5 s; kv-1 leads in term 2
-/// from 1.5 s. Applied indexes grow by 10 a sample; kv-2 stalls while paused.
+/// from 1.5 s. Applied indexes grow by 10 a sample; kv-2 does not answer from 4 s to 5 s.
 fn samples() -> Vec<ClusterSample> {
     (0..24)
         .map(|i| {
@@ -250,13 +268,20 @@ fn a_run_report_is_self_contained_and_shades_every_fault_on_every_time_chart() {
         let svg = figure(&html, id);
         assert!(svg.starts_with("<svg"), "{id} is not inline SVG");
         assert_eq!(elements(svg, "rect", &band), 2, "fault bands in {id}");
-        for label in ["#1 kill-leader kv-0", "#2 pause kv-2"] {
+        for label in ["#1 kill-leader kv-0", "#2 kill-during-snapshot kv-2"] {
             assert_eq!(texts(svg, label), 1, "label {label} in {id}");
         }
     }
     // The recovery table lists both faults.
     assert!(html.contains("<td>kill-leader</td><td>kv-0</td>"), "{html}");
-    assert!(html.contains("<td>pause</td><td>kv-2</td>"), "{html}");
+    assert!(
+        html.contains("<td>kill-during-snapshot</td><td>kv-2</td>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("steps: wipe kv-2 4.0–4.4 s; kill -9 kv-2 while catching up at 4.7 s"),
+        "{html}"
+    );
 }
 
 #[test]
