@@ -21,7 +21,8 @@
 //!   SDK clients that record every operation; a seeded nemesis that kills, restarts, freezes,
 //!   partitions and wipes members one at a time and times the recovery; and the checks that
 //!   judge the run — linearizability (the checker above), no acknowledged write lost, replicas
-//!   converged, cluster healed — with a report and the evidence in one directory.
+//!   converged, cluster healed — with a report (Markdown, JSON, and an HTML page that draws
+//!   the run) and the evidence in one directory.
 //! * `kvset-chaos` (the binary) — `kvset-chaos check HISTORY.jsonl` checks a recorded history,
 //!   `kvset-chaos run --backend process --duration 60s --seed N` runs the harness; both exit
 //!   0 for a pass, 1 for a violation, 2 for inconclusive or an error.

@@ -99,6 +99,14 @@ fn stale_linearizable_reads_are_reported_as_a_violation() {
         .output()
         .expect("run kvset-chaos check");
     assert_eq!(check.status.code(), Some(1));
+    // The drawn report shows the refuted key's timeline with the culprit outlined and the cut.
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    assert!(html.contains("<figure id=\"violation-timeline\"><svg"));
+    assert!(html.contains("cut: no order exists from here"));
+    assert!(
+        html.contains("stroke=\"#B00020\" stroke-width=\"3\""),
+        "no culprit outline"
+    );
 }
 
 #[test]

@@ -119,6 +119,7 @@ fn a_seeded_process_run_with_every_fault_passes() {
         "history.jsonl",
         "report.md",
         "report.json",
+        "report.html",
         "logs/kv-0.log",
         "logs/kv-1.log",
         "logs/kv-2.log",
@@ -127,6 +128,28 @@ fn a_seeded_process_run_with_every_fault_passes() {
         assert!(out.join(file).exists(), "{file} missing");
     }
     assert!(!out.join("data").exists(), "data kept after a pass");
+    // The drawn report: every chart, and one label per fault.
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    for id in [
+        "throughput",
+        "latency",
+        "leader-band",
+        "lag-chart",
+        "recovery",
+    ] {
+        assert!(
+            html.contains(&format!("id=\"{id}\"")),
+            "no {id} in report.html"
+        );
+    }
+    for fault in report["faults"].as_array().expect("faults") {
+        let label = format!(
+            "#{} {}",
+            fault["index"],
+            fault["kind"].as_str().unwrap_or("")
+        );
+        assert!(html.contains(&label), "no band for {label} in report.html");
+    }
     let check = Command::new(binary)
         .arg("check")
         .arg(out.join("history.jsonl"))

@@ -125,3 +125,44 @@ fn json_output() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["verdict"], "error");
 }
+
+/// `--html FILE` draws the history next to the verdict, without changing the exit code or the
+/// printed report.
+#[test]
+fn html_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let stale = write(dir.path(), "stale.jsonl", STALE);
+    let html = dir.path().join("out.html");
+    let plain = check(&[], &stale);
+    let out = check(&["--html", html.to_str().unwrap()], &stale);
+    assert_eq!(out.status.code(), Some(1));
+    // The report is printed as without --html (the per-key times aside).
+    let verdict = |o: &Output| {
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text[text.find("verdict:").expect("a verdict")..].to_string()
+    };
+    assert_eq!(verdict(&out), verdict(&plain), "--html changed the report");
+    let page = std::fs::read_to_string(&html).expect("report written");
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    for id in ["throughput", "latency", "violation-timeline"] {
+        assert!(
+            page.contains(&format!("<figure id=\"{id}\"><svg")),
+            "no {id}"
+        );
+    }
+    assert!(!page.contains("src=\"http") && !page.contains("href=\"http"));
+
+    // A linearizable history: no violation section; --json still prints one object.
+    let valid = write(dir.path(), "valid.jsonl", VALID);
+    let out = check(&["--json", "--html", html.to_str().unwrap()], &valid);
+    assert_eq!(out.status.code(), Some(0));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("one JSON object");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<figure id=\"latency\">"));
+    assert!(!page.contains("id=\"violation"));
+
+    // An unwritable path is an error (exit 2), after nothing was printed as a verdict.
+    let out = check(&["--html", "/nonexistent-dir/x.html"], &valid);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent-dir/x.html"));
+}

@@ -30,8 +30,8 @@ enum Command {
     /// Run clients against a cluster while injecting faults, then check the history
     /// (linearizability), look for lost writes, and check that the replicas converged.
     ///
-    /// Writes history.jsonl, report.md, report.json and logs/ into --out and prints the
-    /// report. Exit code 0: every check passed; 1: a violation; 2: inconclusive or error.
+    /// Writes history.jsonl, report.md, report.json, report.html and logs/ into --out and
+    /// prints the report. Exit code 0: every check passed; 1: a violation; 2: inconclusive or error.
     /// See docs/CHAOS.md, "Running the harness".
     Run(Box<RunArgs>),
 }

@@ -58,8 +58,8 @@ pub struct RunArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 5)]
     pub clients: usize,
-    /// Output directory (history.jsonl, report.md, report.json, logs/). Default:
-    /// chaos-out/<backend>-seed<N>-<unix time>.
+    /// Output directory (history.jsonl, report.md, report.json, report.html, logs/).
+    /// Default: chaos-out/<backend>-seed<N>-<unix time>.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Contended keys (k0, k1, ...).

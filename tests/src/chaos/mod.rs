@@ -26,8 +26,10 @@
 //!    cluster healed every time. The verdict and exit code follow `kvset-chaos check`: 0 pass,
 //!    1 violation, 2 inconclusive or harness error — never a pass by default.
 //! 6. **Report** ([`report`]): `report.md` and `report.json` (operations, faults with times,
-//!    recovery p50/max, checks, the violation window), `history.jsonl`, and every member's log
-//!    in `logs/`, all in one directory with the command that reproduces the run.
+//!    recovery p50/max, checks, the violation window), `report.html` ([`html`]: the same run
+//!    drawn on one time axis, with the leader, term and lag the run sampled ([`samples`])),
+//!    `history.jsonl`, and every member's log in `logs/`, all in one directory with the
+//!    command that reproduces the run.
 //!
 //! # What a seed fixes
 //!
@@ -48,9 +50,11 @@ pub mod backend;
 pub mod checks;
 pub mod cli;
 pub mod faults;
+pub mod html;
 pub mod monitor;
 pub mod overlap;
 pub mod report;
+pub mod samples;
 pub mod schedule;
 pub mod testing;
 pub mod workload;
@@ -70,11 +74,12 @@ use checks::{CheckResult, LostWrites, RunVerdict};
 use faults::{FaultKind, Nemesis, NemesisReport};
 use monitor::{ClusterView, Convergence, Monitor};
 use report::{Linearizability, Recovery, RunReport, Unsupported};
+use samples::{ClusterSample, ClusterSamples};
 use schedule::{Schedule, ScheduleConfig};
 use workload::{FinalReads, Routing, Workload, WorkloadConfig};
 
 use crate::checker::{check_history, CheckOptions};
-use crate::history::{HistoryError, HistoryRecorder};
+use crate::history::{Event, HistoryError, HistoryRecorder};
 
 /// Why a run could not produce a verdict at all (its exit code is 2).
 #[derive(Debug, thiserror::Error)]
@@ -270,6 +275,8 @@ struct Load {
     workload: Arc<Workload>,
     nemesis: NemesisReport,
     errors: Vec<String>,
+    /// The cluster's status over the load phase (for report.html).
+    samples: Vec<ClusterSample>,
 }
 
 /// What the end of the run observed.
@@ -379,7 +386,14 @@ impl Run {
             Arc::clone(&routing),
         ));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let poller = spawn_leader_poller(Arc::clone(&self.monitor), routing, stop_rx.clone());
+        let samples = Arc::new(ClusterSamples::new());
+        let poller = spawn_leader_poller(
+            Arc::clone(&self.monitor),
+            routing,
+            Arc::clone(&samples),
+            clock,
+            stop_rx.clone(),
+        );
         let workers = match workload.spawn(stop_rx.clone()) {
             Ok(w) => w,
             Err(e) => {
@@ -461,6 +475,7 @@ impl Run {
             workload,
             nemesis,
             errors,
+            samples: samples.snapshot(),
         })
     }
 
@@ -511,6 +526,7 @@ impl Run {
             workload,
             nemesis,
             mut errors,
+            samples,
         } = load;
         errors.extend(end.errors);
 
@@ -595,19 +611,27 @@ impl Run {
             out_dir: out.display().to_string(),
         };
         write_report(out, &report)?;
+        write_html(out, &report, &recorder.events(), &samples)?;
         Ok(RunOutcome { report })
     }
 }
 
-/// Keeps the workload's idea of the leader fresh (for `--read-from followers`).
+/// Keeps the workload's idea of the leader fresh (for `--read-from followers`), and keeps a
+/// digest of each poll for the HTML report (bounded, see [`samples`]).
 fn spawn_leader_poller(
     monitor: Arc<Monitor>,
     routing: Arc<Routing>,
+    samples: Arc<ClusterSamples>,
+    clock: RunClock,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
+            // Stamped when the poll starts: a member that does not answer (frozen, killed)
+            // then shows as down from the poll that first waited for it, not a timeout later.
+            let at = clock.ms(Instant::now());
             let view = monitor.poll().await;
+            samples.record(at, &view);
             if view.leader().is_some() {
                 routing.set_leader(view.leader());
             }
@@ -631,12 +655,36 @@ fn write_report(out: &Path, report: &RunReport) -> Result<(), ChaosError> {
     Ok(())
 }
 
+/// Writes report.html: the run drawn (see [`html`]).
+fn write_html(
+    out: &Path,
+    report: &RunReport,
+    events: &[Event],
+    samples: &[ClusterSample],
+) -> Result<(), ChaosError> {
+    let title = format!(
+        "kvset-chaos run: {} (seed {})",
+        report.verdict.label(),
+        report.seed
+    );
+    let page = html::render(&html::ReportInput {
+        title: &title,
+        events,
+        run: Some(report),
+        samples,
+        verdict: report.linearizability.as_ref().map(|l| &l.verdict),
+    });
+    let path = out.join("report.html");
+    std::fs::write(&path, page).map_err(io_error(format!("write {}", path.display())))
+}
+
 /// The run's files, relative to `out` (report files included even before they exist).
 fn list_files(out: &Path) -> Vec<String> {
     let mut files = vec![
         "history.jsonl".to_string(),
         "report.md".to_string(),
         "report.json".to_string(),
+        "report.html".to_string(),
     ];
     if let Ok(entries) = std::fs::read_dir(out.join("logs")) {
         let mut logs: Vec<String> = entries

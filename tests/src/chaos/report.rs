@@ -1,5 +1,5 @@
 //! The run's report: `report.json` for scripts, `report.md` for people (also printed at the end
-//! of a run).
+//! of a run). `report.html`, the same run drawn, is `super::html`'s.
 //!
 //! Both carry the same facts: the seed and the command that reproduces the run; operations by
 //! kind and outcome; every fault with its time, targets and recovery; recovery percentiles;

@@ -5,11 +5,11 @@
 //! history, bad arguments). A check never exits 0 unless it found a linearization of every key.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{check_file, CheckOptions, CheckReport, Verdict, DEFAULT_MAX_STEPS};
-use crate::history::HistoryError;
+use super::{check_history, CheckOptions, CheckReport, Verdict, DEFAULT_MAX_STEPS};
+use crate::history::{History, HistoryError};
 
 /// Exit code for a linearizable history.
 pub const EXIT_LINEARIZABLE: u8 = 0;
@@ -36,6 +36,11 @@ pub struct CheckArgs {
     /// Print the report as one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also draw the history into this HTML file (self-contained): operations and latency
+    /// over time and, on a violation, the refuted key's timeline. See docs/CHAOS.md, "The
+    /// HTML report".
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 impl CheckArgs {
@@ -54,9 +59,35 @@ impl CheckArgs {
 /// exit code. An error (unreadable or invalid history, failed write to `out`) is returned for
 /// the caller to print; its exit code is [`EXIT_INCONCLUSIVE_OR_ERROR`].
 pub fn run_check(args: &CheckArgs, out: &mut dyn Write) -> Result<u8, HistoryError> {
-    let report = check_file(&args.history, &args.options())?;
+    let history = History::from_file(&args.history)?;
+    let report = check_history(&history, &args.options());
+    if let Some(path) = &args.html {
+        write_html(path, &args.history, &history, &report)?;
+    }
     print_report(args, &report, out)?;
     Ok(report.verdict.exit_code())
+}
+
+/// Draws `history` and its check into `path` (see [`crate::chaos::html`]).
+pub fn write_html(
+    path: &Path,
+    name: &Path,
+    history: &History,
+    report: &CheckReport,
+) -> Result<(), HistoryError> {
+    let title = format!("kvset-chaos check: {}", name.display());
+    let events: Vec<crate::history::Event> = history.events().cloned().collect();
+    let page = crate::chaos::html::render(&crate::chaos::html::ReportInput {
+        title: &title,
+        events: &events,
+        run: None,
+        samples: &[],
+        verdict: Some(&report.verdict),
+    });
+    std::fs::write(path, page).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
+    })?;
+    Ok(())
 }
 
 /// Prints a report as text or JSON, as `args` asks.
