@@ -8,8 +8,9 @@
 //!
 //! Error mapping matters to openraft's back-off: a peer that cannot be reached, or that refuses
 //! us, is `Unreachable` (openraft backs off); an RPC that outlives its TTL is `Timeout`; an error
-//! the peer's Raft returned travels back inside the payload and becomes `RemoteError`; a request
-//! larger than [`MAX_PEER_MESSAGE_BYTES`] is `PayloadTooLarge` so openraft sends fewer entries.
+//! the peer's Raft returned travels back inside the payload and becomes `RemoteError`; an append
+//! over the peer's byte budget (`append_budget.rs`) is `PayloadTooLarge` so openraft sends fewer
+//! entries.
 
 use std::error::Error;
 use std::sync::{Arc, OnceLock};
@@ -31,10 +32,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::Channel;
 
+use super::append_budget::AppendBudget;
 use super::{MemberNode, NodeId, TypeConfig};
 use crate::tls::{Dialer, Port, TlsError};
 
-/// Largest message peers exchange. Appends above it are split by openraft.
+/// Largest message peers exchange (a snapshot chunk, one huge entry). Appends are held to a far
+/// smaller byte budget (`append_budget.rs`).
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The cluster id, known from start-up on an existing member and learned while joining on a
@@ -86,6 +89,7 @@ impl PeerNetwork {
             node: node.clone(),
             cluster_id: self.cluster_id.clone(),
             channel: self.channel(&node.peer_addr).map_err(|e| e.to_string()),
+            budget: AppendBudget::default(),
         }
     }
 }
@@ -106,6 +110,8 @@ pub struct PeerClient {
     cluster_id: ClusterIdCell,
     /// An invalid address is reported on every call rather than at creation, as openraft wants.
     channel: Result<Channel, String>,
+    /// Bytes of entries one AppendEntries may carry (see `append_budget.rs`).
+    budget: AppendBudget,
 }
 
 /// Which internal RPC to call.
@@ -220,20 +226,31 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     {
         let n = rpc.entries.len() as u64;
         if n > 1 {
-            let size: usize = rpc.entries.iter().map(entry_size_hint).sum();
-            if size > MAX_PEER_MESSAGE_BYTES / 2 {
+            let sizes = rpc.entries.iter().map(entry_size_hint);
+            if let Some(fitting) = self.budget.fit(sizes) {
                 return Err(RPCError::PayloadTooLarge(
-                    PayloadTooLarge::new_entries_hint(n / 2),
+                    PayloadTooLarge::new_entries_hint(fitting),
                 ));
             }
         }
-        self.raft_call(
-            PeerRpc::AppendEntries,
-            RPCTypes::AppendEntries,
-            &rpc,
-            &option,
-        )
-        .await
+        // openraft drops this future when its heartbeat-long timeout fires; the guard then
+        // shrinks the budget so that the retry carries less.
+        let in_flight = (n > 1).then(|| self.budget.start());
+        let reply = self
+            .raft_call(
+                PeerRpc::AppendEntries,
+                RPCTypes::AppendEntries,
+                &rpc,
+                &option,
+            )
+            .await;
+        if let Some(in_flight) = in_flight {
+            match &reply {
+                Err(RPCError::Timeout(_)) => drop(in_flight),
+                _ => in_flight.answered(),
+            }
+        }
+        reply
     }
 
     async fn install_snapshot(
