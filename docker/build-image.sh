@@ -108,7 +108,7 @@ else
   ctx=$(mktemp -d "${TMPDIR:-/tmp}/kvset-image.XXXXXX")
   trap 'rm -rf "$ctx"' EXIT
   root=$ctx/rootfs
-  mkdir -p "$root/usr/local/bin" "$root/etc" "$root/tmp" "$root/home/nonroot" "$ctx/data"
+  mkdir -p "$root/usr/local/bin" "$root/etc" "$root/tmp" "$root/home/nonroot" "$ctx/data" "$ctx/record"
   chmod 1777 "$root/tmp"
 
   for b in kvset-server kvsetctl; do

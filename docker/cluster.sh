@@ -89,7 +89,7 @@ case $cmd in
       "${compose[@]}" down --volumes
     else
       "${compose[@]}" down
-      log "data volumes kept (kvset-data-kv-0..2); 'down --volumes' deletes them"
+      log "data volumes kept (kvset-data-kv-0..2, kvset-cluster-record); 'down --volumes' deletes them"
     fi
     ;;
   status)

@@ -96,6 +96,7 @@ cleanup() {
   # shellcheck disable=SC2086 # one container id per word
   [[ -z $ids ]] || docker rm --force --volumes $ids >/dev/null 2>&1 || true
   for i in 0 1 2; do docker volume rm --force "$prefix-data-kv-$i" >/dev/null 2>&1 || true; done
+  docker volume rm --force "$prefix-cluster-record" >/dev/null 2>&1 || true
   docker network rm "$network" >/dev/null 2>&1 || true
 }
 on_exit() {
@@ -127,7 +128,8 @@ for i in 0 1 2; do
     --hostname "kv-$i" --network "$network" --network-alias "kv-$i.kv.default.svc.cluster.local" \
     --env "POD_NAME=kv-$i" --env POD_NAMESPACE=default --env KVSET_SERVICE=kv --env NO_COLOR=1 \
     --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges --stop-timeout 30 \
-    --volume "$prefix-data-kv-$i:/data" "$tag" >/dev/null
+    --volume "$prefix-data-kv-$i:/data" --volume "$prefix-cluster-record:/record" \
+    --env KVSET_CLUSTER_RECORD=file:/record/cluster-record.json "$tag" >/dev/null
   # OrderedReady: the next member starts only once this one is ready.
   deadline=$((SECONDS + ready_timeout))
   until ctl "kv-$i" health >/dev/null 2>&1; do

@@ -75,14 +75,13 @@ pub struct RunArgs {
     /// Fault kinds: all, none, or a list of kill-follower, kill-leader, restart, kill-all,
     /// pause, partition, wipe, and the compound pause-wipe-kill-leader, kill-during-snapshot,
     /// kill-all-wipe-one, kill-all-wipe-kv0 (`all` means every single kind; --overlap adds the
-    /// first three compound ones). Kinds the backend cannot do are reported and skipped.
+    /// four compound ones). Kinds the backend cannot do are reported and skipped.
     #[arg(long, default_value = "all")]
     pub faults: String,
     /// Add compound faults, several in force at once: pause-wipe-kill-leader,
-    /// kill-during-snapshot, kill-all-wipe-one (see docs/CHAOS.md). Members (process, docker
-    /// --docker-prefix) also get --snapshot-every=400 --keep-after-snapshot=50 so that a wiped
-    /// member catches up by a snapshot install. kill-all-wipe-kv0 is only run when named in
-    /// --faults.
+    /// kill-during-snapshot, kill-all-wipe-one, kill-all-wipe-kv0 (see docs/CHAOS.md). Members
+    /// (process, docker --docker-prefix) also get --snapshot-every=400 --keep-after-snapshot=50
+    /// so that a wiped member catches up by a snapshot install.
     #[arg(long)]
     pub overlap: bool,
     /// Quiet time before each fault, MIN..MAX.
@@ -529,14 +528,14 @@ mod tests {
         let mut expected = vec![FaultKind::Pause];
         expected.extend(FaultKind::OVERLAP);
         assert_eq!(overlap.faults, expected);
-        assert!(!overlap.faults.contains(&FaultKind::KillAllWipeKv0));
+        assert!(overlap.faults.contains(&FaultKind::KillAllWipeKv0));
         // The snapshot flags come first, so the user's flags can override them.
         let mut args: Vec<String> = OVERLAP_SERVER_ARGS.iter().map(|a| a.to_string()).collect();
         args.push("--x=1".into());
         assert_eq!(server_args(&overlap), args);
         assert!(overlap.reproduce.contains("--faults pause --overlap"));
 
-        // The known-bug scenario runs only when named.
+        // Named alone, it runs alone.
         let kv0 = config_of(&["--faults", "kill-all-wipe-kv0"]);
         assert_eq!(kv0.faults, vec![FaultKind::KillAllWipeKv0]);
         assert!(server_args(&kv0).is_empty());

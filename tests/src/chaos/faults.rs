@@ -116,14 +116,10 @@ impl FaultKind {
         FaultKind::KillAllWipeKv0,
     ];
 
-    /// The compound kinds `--overlap` adds. `kill-all-wipe-kv0` is left out until the docker
-    /// topology mounts a cluster record (without one, an empty kv-0 restarted with the rest
-    /// bootstraps a cluster of its own); name it in `--faults` to run it.
-    pub const OVERLAP: [FaultKind; 3] = [
-        FaultKind::PauseWipeKillLeader,
-        FaultKind::KillDuringSnapshot,
-        FaultKind::KillAllWipeOne,
-    ];
+    /// The compound kinds `--overlap` adds: all of them. `kill-all-wipe-kv0` needs the cluster
+    /// record, which every backend has (the process launcher's file, the docker topology's
+    /// shared volume, the ConfigMap in Kubernetes).
+    pub const OVERLAP: [FaultKind; 4] = FaultKind::COMPOUND;
 
     /// Single kinds that run only when named in `--faults` (not part of `all`): they need
     /// something of the machine that a plain run does not set up.
@@ -902,7 +898,7 @@ mod tests {
             assert!(k.components().iter().all(|c| !c.is_compound()));
         }
         assert!(FaultKind::OVERLAP.iter().all(|k| k.is_compound()));
-        assert!(!FaultKind::OVERLAP.contains(&FaultKind::KillAllWipeKv0));
+        assert!(FaultKind::OVERLAP.contains(&FaultKind::KillAllWipeKv0));
         assert_eq!(
             FaultKind::parse_list("kill-all-wipe-kv0").unwrap(),
             vec![FaultKind::KillAllWipeKv0]

@@ -13,10 +13,11 @@
 //! | `kill-all-wipe-one` | wipe Y (never kv-0); kill -9 every other member; Y comes back empty, the rest from their volumes | every member down, one volume gone |
 //! | `kill-all-wipe-kv0` | the same with Y = kv-0, the bootstrapping member | as above |
 //!
-//! `kill-all-wipe-kv0` is not in `--overlap`'s default set: without a cluster record (the docker
-//! topology has none yet) an empty kv-0 restarted together with the rest bootstraps a fresh
-//! cluster of its own. The process backend passes it (its launcher keeps the record). It can be
-//! named in `--faults` on its own to run exactly that scenario.
+//! `kill-all-wipe-kv0` is the split brain of a lost kv-0 volume: without the cluster record an
+//! empty kv-0 restarted together with the rest would bootstrap a fresh cluster of its own. Every
+//! backend keeps a record outside kv-0's volume (the process launcher's file, the docker
+//! topology's shared `/record` volume, the ConfigMap in Kubernetes), so an empty kv-0 waits to
+//! be re-admitted, and the kind is part of `--overlap`. Name it in `--faults` to run only it.
 //!
 //! # Why a pass can be expected
 //!

@@ -132,6 +132,15 @@ impl DockerBackend {
         }
     }
 
+    /// The volume every member shares for the cluster record (`/record`), which must outlive
+    /// any one member's data volume (a wiped kv-0 then waits to be re-admitted).
+    pub fn record_volume(&self) -> String {
+        match &self.config.topology {
+            DockerTopology::Compose { .. } => "kvset-cluster-record".to_string(),
+            DockerTopology::Plain { prefix } => format!("{prefix}-cluster-record"),
+        }
+    }
+
     fn alias(m: usize) -> String {
         format!("kv-{m}.kv.default.svc.cluster.local")
     }
@@ -196,6 +205,9 @@ impl DockerBackend {
                 let label = format!("kvset.chaos={prefix}");
                 let volume = self.volume(m);
                 self.docker(&["volume", "create", "--label", &label, &volume])?;
+                let record = self.record_volume();
+                self.docker(&["volume", "create", "--label", &label, &record])?;
+                let record_mount = format!("{record}:/record");
                 let name = self.container(m);
                 let hostname = format!("kv-{m}");
                 let port = self
@@ -210,6 +222,7 @@ impl DockerBackend {
                     "POD_NAMESPACE=default".to_string(),
                     "KVSET_SERVICE=kv".to_string(),
                     "KVSET_DATA_DIR=/data".to_string(),
+                    "KVSET_CLUSTER_RECORD=file:/record/cluster-record.json".to_string(),
                     "NO_COLOR=1".to_string(),
                     format!("RUST_LOG={}", self.config.rust_log),
                 ];
@@ -230,6 +243,8 @@ impl DockerBackend {
                     &alias,
                     "-v",
                     &mount,
+                    "-v",
+                    &record_mount,
                     "-p",
                     &publish,
                     "--read-only",
@@ -290,6 +305,7 @@ impl DockerBackend {
                     }
                     let _ = self.docker(&["volume", "rm", "-f", &self.volume(m)]);
                 }
+                let _ = self.docker(&["volume", "rm", "-f", &self.record_volume()]);
                 let _ = self.docker(&["network", "rm", &self.network()]);
             }
         }
