@@ -403,7 +403,12 @@ impl Inner {
         let (generation, tree, mut meta, tracking) = {
             let live = self.read();
             let tracking = live.digest.is_some();
-            (live.generation, live.tree.clone(), live.meta.clone(), tracking)
+            (
+                live.generation,
+                live.tree.clone(),
+                live.meta.clone(),
+                tracking,
+            )
         };
         let mut ov = Overlay::new(&tree);
         let mut eviction = self.eviction.lock().unwrap_or_else(PoisonError::into_inner);
@@ -848,7 +853,10 @@ mod tests {
         let sm = store::open(dir.path()).unwrap().state_machine();
         let empty = sm.digest().unwrap();
         assert_eq!((empty.key_count, empty.hash.clone()), (0, scanned(&sm)));
-        assert!(sm.inner.read().digest.is_some(), "kept after the first call");
+        assert!(
+            sm.inner.read().digest.is_some(),
+            "kept after the first call"
+        );
 
         sm.inner
             .apply((1..=6).map(|i| put(i, &format!("k{i}"))).collect())
@@ -893,7 +901,11 @@ mod tests {
         other.digest().unwrap();
         other.inner.install_payload(payload).unwrap();
         assert!(other.inner.read().digest.is_none(), "an install drops it");
-        assert_eq!(other.digest().unwrap().hash, d.hash, "same state, same hash");
+        assert_eq!(
+            other.digest().unwrap().hash,
+            d.hash,
+            "same state, same hash"
+        );
     }
 
     /// A put by `client` with sequence `seq` at `index`.
