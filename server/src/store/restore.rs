@@ -67,6 +67,8 @@ impl Store {
             std::collections::BTreeMap::from([(member_id, member)]),
         );
         payload.membership = StoredMembership::new(Some(last), membership);
+        // Alarms belong to the old cluster's members and their volumes, not to the data.
+        payload.alarms.clear();
         let bytes = snapshot::encode(&payload)?;
         let meta = SnapshotMeta {
             last_log_id: Some(last),

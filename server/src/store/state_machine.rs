@@ -41,7 +41,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use kvset_proto::raft::log_command::Command;
 use kvset_proto::raft::{command_result, CommandResult, LogCommand, ResultBatch};
-use kvset_proto::v1::{KeyValue, RangeRequest, RangeResponse};
+use kvset_proto::v1::{AlarmMember, AlarmResponse, KeyValue, RangeRequest, RangeResponse};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend};
 use prost::Message;
@@ -49,6 +49,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
+use super::alarm::{self, Alarm, ALARMS_KEY};
 use super::codec::{self, KvHeader};
 use super::coverage::Coverage;
 use super::cursor::{self, Cursor};
@@ -122,6 +123,8 @@ struct Live {
     generation: u64,
     tree: sled::Tree,
     meta: SmMeta,
+    /// The alarm table as stored in `tree` (see `alarm.rs`).
+    alarms: Vec<Alarm>,
 }
 
 /// The name of a generation's tree.
@@ -160,6 +163,7 @@ impl StateMachineStore {
             Some(b) => codec::decode("state-machine metadata", &b)?,
             None => SmMeta::default(),
         };
+        let alarms = alarm::decode(tree.get(ALARMS_KEY)?.as_deref())?;
         let snapshots = SnapshotFile::open(snapshot_dir)?;
         let sm = Self {
             inner: Arc::new(Inner {
@@ -172,6 +176,7 @@ impl StateMachineStore {
                     generation,
                     tree,
                     meta,
+                    alarms,
                 }),
                 eviction,
             }),
@@ -365,6 +370,36 @@ impl StateMachineStore {
         self.inner.read().tree.clone()
     }
 
+    /// The active alarms, as applied (see `alarm.rs`).
+    pub fn alarms(&self) -> Vec<AlarmMember> {
+        self.inner
+            .read()
+            .alarms
+            .iter()
+            .map(Alarm::to_proto)
+            .collect()
+    }
+
+    /// The logical size of the live state in bytes: every key and value sled holds for the
+    /// state machine (key-values, dedup records, metadata), without sled's own overhead. This is
+    /// what the space quota counts for the state (`node/quota.rs` explains why not sled's file
+    /// size): it shrinks as soon as keys are deleted. Scans the tree without holding the lock,
+    /// so it may mix two adjacent revisions; O(data size).
+    pub fn logical_size(&self) -> Result<u64, StoreError> {
+        let tree = self.inner.read().tree.clone();
+        let mut bytes = 0u64;
+        for pair in tree.iter() {
+            let (k, v) = pair?;
+            bytes += (k.len() + v.len()) as u64;
+        }
+        Ok(bytes)
+    }
+
+    /// Size of the current snapshot file in bytes (0 without one).
+    pub fn snapshot_file_size(&self) -> u64 {
+        self.inner.snapshots.size()
+    }
+
     /// Bytes on disk: sled's files plus the snapshot file.
     pub fn disk_size(&self) -> Result<u64, StoreError> {
         Ok(self.inner.db.size_on_disk()? + self.inner.snapshots.size())
@@ -384,10 +419,16 @@ impl Inner {
 
     /// Applies a batch of entries as one atomic sled batch.
     fn apply(&self, entries: Vec<Entry>) -> Result<Vec<Proto<CommandResult>>, StoreError> {
-        let (generation, tree, mut meta) = {
+        let (generation, tree, mut meta, mut alarms) = {
             let live = self.read();
-            (live.generation, live.tree.clone(), live.meta.clone())
+            (
+                live.generation,
+                live.tree.clone(),
+                live.meta.clone(),
+                live.alarms.clone(),
+            )
         };
+        let mut alarms_changed = false;
         let mut ov = Overlay::new(&tree);
         let mut eviction = self.eviction.lock().unwrap_or_else(PoisonError::into_inner);
         let mut order = eviction.begin();
@@ -401,10 +442,24 @@ impl Inner {
                     unchanged(&meta)
                 }
                 EntryPayload::Normal(Proto(command)) => {
-                    apply_command(&mut ov, &mut order, &mut meta, entry.log_id.index, command)?
+                    let mut applying = Applying {
+                        ov: &mut ov,
+                        order: &mut order,
+                        meta: &mut meta,
+                        alarms: &mut alarms,
+                        alarms_changed: &mut alarms_changed,
+                        log_index: entry.log_id.index,
+                    };
+                    apply_command(&mut applying, command)?
                 }
             };
             results.push(Proto(result));
+        }
+        if alarms_changed {
+            match alarm::encode(&alarms)? {
+                Some(bytes) => ov.put(ALARMS_KEY.to_vec(), bytes),
+                None => ov.remove(ALARMS_KEY.to_vec()),
+            }
         }
         ov.put(
             codec::META_KEY.to_vec(),
@@ -421,6 +476,7 @@ impl Inner {
         }
         live.tree.apply_batch(batch)?;
         live.meta = meta;
+        live.alarms = alarms;
         order.commit();
         Ok(results)
     }
@@ -465,6 +521,7 @@ impl Inner {
         self.db.drop_tree(&name)?;
         let tree = self.db.open_tree(&name)?;
         let eviction = EvictionOrder::of(&payload.clients);
+        let alarms = payload.alarms.clone();
         let meta = snapshot::load(&tree, payload)?;
         self.durable.sync(&self.db)?;
         self.store_tree
@@ -477,6 +534,7 @@ impl Inner {
                 generation,
                 tree,
                 meta,
+                alarms,
             },
         );
         drop(old);
@@ -528,14 +586,12 @@ fn unchanged(meta: &SmMeta) -> CommandResult {
 /// command added by a newer version as "no command", and skipping it would make this replica
 /// diverge from the ones that applied it.
 fn apply_command(
-    ov: &mut Overlay<'_>,
-    order: &mut OrderTxn<'_>,
-    meta: &mut SmMeta,
-    log_index: u64,
+    a: &mut Applying<'_, '_, '_>,
     command: LogCommand,
 ) -> Result<CommandResult, StoreError> {
+    let log_index = a.log_index;
     let Some(Command::Batch(batch)) = command.command else {
-        return apply_client_command(ov, order, meta, log_index, command);
+        return apply_client_command(a, command);
     };
     if command.request_id.is_some() {
         return Err(StoreError::UnappliableCommand {
@@ -552,22 +608,42 @@ fn apply_command(
                 detail: "nests a command batch inside a command batch",
             });
         }
-        results.push(apply_client_command(ov, order, meta, log_index, inner)?);
+        results.push(apply_client_command(a, inner)?);
     }
     Ok(CommandResult {
-        revision: meta.revision,
+        revision: a.meta.revision,
         result: Some(command_result::Result::Batch(ResultBatch { results })),
     })
 }
 
-/// Applies one client command with exactly-once deduplication (see `dedup.rs`).
-fn apply_client_command(
-    ov: &mut Overlay<'_>,
-    order: &mut OrderTxn<'_>,
-    meta: &mut SmMeta,
+/// What applying one entry's command works on.
+struct Applying<'a, 'o, 't> {
+    ov: &'a mut Overlay<'t>,
+    order: &'a mut OrderTxn<'o>,
+    meta: &'a mut SmMeta,
+    alarms: &'a mut Vec<Alarm>,
+    alarms_changed: &'a mut bool,
     log_index: u64,
+}
+
+/// Applies one client command with exactly-once deduplication (see `dedup.rs`), or an alarm
+/// command (`alarm.rs`; not deduplicated, it is idempotent).
+fn apply_client_command(
+    a: &mut Applying<'_, '_, '_>,
     command: LogCommand,
 ) -> Result<CommandResult, StoreError> {
+    let log_index = a.log_index;
+    if let Some(Command::Alarm(req)) = command.command.as_ref() {
+        *a.alarms_changed |= alarm::apply(a.alarms, log_index, req)?;
+        return Ok(CommandResult {
+            revision: a.meta.revision,
+            result: Some(command_result::Result::Alarm(AlarmResponse {
+                header: None,
+                alarms: a.alarms.iter().map(Alarm::to_proto).collect(),
+            })),
+        });
+    }
+    let (ov, order, meta) = (&mut *a.ov, &mut *a.order, &mut *a.meta);
     let Some(body) = command.command.as_ref() else {
         return Err(StoreError::UnappliableCommand {
             log_index,

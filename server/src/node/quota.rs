@@ -1,0 +1,375 @@
+//! The space quota and the `NOSPACE` alarm: kvset's answer to a volume that fills up.
+//!
+//! A member whose disk fills stops (see [`super::failstop`]): correct, but if every member's
+//! store grows alike, they all stop together and the cluster is down until someone grows the
+//! volumes. The quota turns that cliff into a slope with a railing, as etcd's `--quota-backend-bytes`
+//! does: well before the disk is full, the cluster stops taking requests that grow the data and
+//! keeps serving everything else, including what frees space.
+//!
+//! # What is counted
+//!
+//! A member's *store usage* is the sum of
+//!
+//! - the **live state**: the bytes of every key and value the state machine keeps in sled
+//!   (key-values with their 25-byte headers, the dedup table, metadata), counted logically —
+//!   not sled's file size. sled 0.34 keeps its file at its high-water mark after deletes (freed
+//!   segments are reused, not returned), so a quota on the file size could never be left by
+//!   deleting keys; the logical size drops the moment a delete is applied;
+//! - the **Raft log**: the bytes of the log's segment files (`raft-log/*.wal`), which shrink when
+//!   the log is purged behind a snapshot (whole segments are deleted);
+//! - the **snapshot file** (`snapshot/current`), a full copy of the state as of the last snapshot,
+//!   replaced (not appended) by the next one.
+//!
+//! sled's overhead on top of the live state is not counted; the default quota leaves room for it
+//! (see below) and `kvset_store_disk_bytes` shows the real figure next to
+//! `kvset_store_usage_bytes`.
+//!
+//! # The quota
+//!
+//! `--quota-bytes` (`KVSET_QUOTA_BYTES`); by default [`DEFAULT_QUOTA_PERCENT`] % of the size of
+//! the filesystem that holds the data directory (statvfs), so it follows the PVC's size when the
+//! volume is grown; `0` turns the quota off. The 20 % left over is for what is not counted: sled's
+//! own overhead, a snapshot being written next to the current one (both exist until the rename),
+//! and the log entries that arrive between two checks.
+//!
+//! # Who raises the alarm, and how everyone agrees
+//!
+//! Every member measures its own usage every `--quota-check-ms` ([`run`]). Over the quota it
+//! first *compacts itself* (a Raft snapshot, then a purge of the whole log behind it, ignoring
+//! `--keep-after-snapshot`): the log usually holds a second copy of the data, and this alone may
+//! bring it under. Still over, it proposes `AlarmRequest{ACTIVATE, NOSPACE, itself}` as a log
+//! command — through the leader, like any write (a follower calls the leader's `Cluster.Alarm`).
+//! Once committed, every member has the alarm in its state machine (and in its snapshots), so
+//! the write check gives the same answer wherever a request lands, and a member that restarts or
+//! installs a snapshot knows at once.
+//!
+//! # What the alarm does
+//!
+//! While any `NOSPACE` alarm is active, [`check_writable`] refuses requests that add data — puts,
+//! transactions with a put in either branch, and adding a member (`AddLearner`) — with
+//! `RESOURCE_EXHAUSTED` and a message naming the member, its usage and quota, and the way out.
+//! Reads, deletes, transactions without a put, snapshots and backups, status, and alarm commands
+//! keep working. (Leases would be refused too; kvset has none yet.)
+//!
+//! # The way out
+//!
+//! Delete keys (the alarmed member keeps compacting itself on every check while its alarm is
+//! active, so the deletes reach its snapshot and its log is purged), or grow the volume; then
+//! `kvsetctl alarm disarm` (a log command too). Disarming never checks the usage itself: if the
+//! member is still over its quota, its next check raises the alarm again — as etcd does — and the
+//! message says so. `docs/OPERATIONS.md` ("Space quota and the NOSPACE alarm") has the procedure.
+//!
+//! # Left out
+//!
+//! - No hysteresis: a member just under its quota after a disarm may trip again after a few
+//!   writes. Delete well below the quota.
+//! - The check is periodic, so writes that arrive within one interval may pass the quota by up
+//!   to what they add (bounded by the write rate times the interval).
+//! - A member's usage counts its own store only; members differ slightly (log positions,
+//!   snapshot times), so usually one member trips first and stops writes for all.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvset_proto::raft::log_command::Command;
+use kvset_proto::raft::LogCommand;
+use kvset_proto::v1::alarm_request::AlarmAction;
+use kvset_proto::v1::{request_op, AlarmMember, AlarmRequest, AlarmType};
+
+use super::Node;
+use crate::api::error::ApiError;
+
+/// The default quota as a percentage of the data directory's filesystem size.
+pub const DEFAULT_QUOTA_PERCENT: u64 = 80;
+
+/// How often a member measures its usage by default.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A member's quota and its last measured usage.
+#[derive(Debug, Default)]
+pub struct Quota {
+    /// The quota in bytes; 0: off.
+    bytes: u64,
+    /// The usage of the last check, bytes (0 before the first).
+    usage: AtomicU64,
+}
+
+impl Quota {
+    /// The quota for `configured` (`--quota-bytes`; `None`: the default share of the filesystem
+    /// holding `data_dir`). A filesystem whose size cannot be read gives no quota, with a warning.
+    pub fn resolve(configured: Option<u64>, data_dir: &Path) -> Self {
+        let bytes = match configured {
+            Some(bytes) => bytes,
+            None => match filesystem_bytes(data_dir) {
+                Ok(total) => total / 100 * DEFAULT_QUOTA_PERCENT,
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        dir = %data_dir.display(),
+                        "cannot read the data directory's filesystem size; the space quota is off \
+                         (set --quota-bytes)"
+                    );
+                    0
+                }
+            },
+        };
+        Self {
+            bytes,
+            usage: AtomicU64::new(0),
+        }
+    }
+
+    /// The quota in bytes; 0 when off.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The usage measured by the last check, in bytes.
+    pub fn usage(&self) -> u64 {
+        self.usage.load(Ordering::Relaxed)
+    }
+
+    fn exceeded_by(&self, usage: u64) -> bool {
+        self.bytes > 0 && usage > self.bytes
+    }
+}
+
+/// Total size of the filesystem that holds `dir`, in bytes.
+pub fn filesystem_bytes(dir: &Path) -> std::io::Result<u64> {
+    let path = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `path` is a valid NUL-terminated string and `stat` a writable statvfs.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+    Ok(stat.f_blocks as u64 * stat.f_frsize as u64)
+}
+
+/// `61.2 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// True when `command` would add data: a put, a transaction with a put in either branch, or a
+/// batch holding one. Deletes and alarm commands never do.
+pub fn grows_data(command: &LogCommand) -> bool {
+    match &command.command {
+        Some(Command::Put(_)) => true,
+        Some(Command::Txn(txn)) => txn
+            .success
+            .iter()
+            .chain(&txn.failure)
+            .any(|op| matches!(op.request, Some(request_op::Request::Put(_)))),
+        Some(Command::Batch(batch)) => batch.commands.iter().any(grows_data),
+        Some(Command::Delete(_)) | Some(Command::Alarm(_)) | None => false,
+    }
+}
+
+/// Refuses a request that grows the data while a `NOSPACE` alarm is active in `alarms`.
+pub fn check_writable(alarms: &[AlarmMember], what: &str) -> Result<(), ApiError> {
+    match alarms.iter().find(|a| a.alarm == AlarmType::Nospace as i32) {
+        Some(a) => Err(ApiError::NoSpace(nospace_message(a, what))),
+        None => Ok(()),
+    }
+}
+
+/// The RESOURCE_EXHAUSTED message: who, how much, and the way out.
+pub fn nospace_message(alarm: &AlarmMember, what: &str) -> String {
+    let name = if alarm.member_name.is_empty() {
+        format!("member {}", alarm.member_id)
+    } else {
+        alarm.member_name.clone()
+    };
+    format!(
+        "{what} refused: NOSPACE alarm raised by {name}: its store used {} of a {} quota. Reads \
+         and deletes still work. Delete keys ({name} compacts its log into a snapshot by itself), \
+         or grow {name}'s volume, then run 'kvsetctl alarm disarm'; the alarm is raised again \
+         at {name}'s next check while it is still over its quota",
+        human_bytes(alarm.usage_bytes),
+        human_bytes(alarm.quota_bytes)
+    )
+}
+
+/// Measures this member's usage every `interval`; compacts and raises the `NOSPACE` alarm when
+/// over the quota (see the module docs). Runs until the process ends.
+pub async fn run(node: Arc<Node>, interval: Duration) {
+    if node.quota.bytes() == 0 {
+        tracing::info!("space quota off (--quota-bytes=0)");
+    } else {
+        tracing::info!(
+            quota = %human_bytes(node.quota.bytes()),
+            quota_bytes = node.quota.bytes(),
+            "space quota"
+        );
+    }
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if node.is_shutting_down() || node.failure().is_some() {
+            return;
+        }
+        if let Err(e) = check_once(&node).await {
+            tracing::warn!(error = %e, "space quota check failed; retrying at the next check");
+        }
+    }
+}
+
+/// Measures the store usage now and records it for metrics and Status.
+pub async fn measure(node: &Node) -> Result<u64, ApiError> {
+    let store = node.store.clone();
+    let usage = tokio::task::spawn_blocking(move || store.quota_usage())
+        .await
+        .map_err(|e| ApiError::Internal(format!("measuring the store: {e}")))?
+        .map_err(|source| ApiError::Storage {
+            member: node.name(),
+            source,
+        })?;
+    node.quota.usage.store(usage, Ordering::Relaxed);
+    Ok(usage)
+}
+
+/// One check; see [`run`].
+async fn check_once(node: &Node) -> Result<(), ApiError> {
+    let usage = measure(node).await?;
+    let own_alarm = node
+        .state_machine
+        .alarms()
+        .into_iter()
+        .any(|a| a.member_id == node.id() && a.alarm == AlarmType::Nospace as i32);
+    if !node.quota.exceeded_by(usage) && !own_alarm {
+        return Ok(());
+    }
+    // Over the quota, or alarmed (so that deletes reach the snapshot and the log is purged).
+    compact(node).await?;
+    let usage = measure(node).await?;
+    if !node.quota.exceeded_by(usage) || own_alarm {
+        return Ok(());
+    }
+    tracing::warn!(
+        usage = %human_bytes(usage),
+        quota = %human_bytes(node.quota.bytes()),
+        usage_bytes = usage,
+        quota_bytes = node.quota.bytes(),
+        "store over its space quota after compacting; raising the NOSPACE alarm"
+    );
+    let request = AlarmRequest {
+        action: AlarmAction::Activate as i32,
+        member_id: node.id(),
+        alarm: AlarmType::Nospace as i32,
+        member_name: node.name(),
+        usage_bytes: usage,
+        quota_bytes: node.quota.bytes(),
+        all_members: false,
+    };
+    node.propose_alarm(request, false).await.map(|_| ())
+}
+
+/// Builds a snapshot of everything applied (if anything is newer than the last one) and purges
+/// the whole log behind it.
+async fn compact(node: &Node) -> Result<(), ApiError> {
+    let stopped = |e: openraft::error::Fatal<crate::raft::NodeId>| ApiError::RaftStopped {
+        member: node.name(),
+        reason: e.to_string(),
+    };
+    let m = node.metrics();
+    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    let snapshot = m.snapshot.map(|l| l.index).unwrap_or(0);
+    if applied > snapshot {
+        node.raft.trigger().snapshot().await.map_err(stopped)?;
+        node.raft
+            .wait(Some(Duration::from_secs(60)))
+            .metrics(
+                |m| m.snapshot.map(|s| s.index).unwrap_or(0) >= applied,
+                "quota compaction snapshot",
+            )
+            .await
+            .map_err(|e| ApiError::Timeout(format!("compacting for the space quota: {e}")))?;
+    }
+    let upto = node.metrics().snapshot.map(|l| l.index).unwrap_or(0);
+    if upto > 0 && node.metrics().purged.map(|l| l.index).unwrap_or(0) < upto {
+        node.raft.trigger().purge_log(upto).await.map_err(stopped)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvset_proto::v1::{PutRequest, RequestOp, TxnRequest};
+
+    #[test]
+    fn what_grows_the_data() {
+        let put = LogCommand {
+            request_id: None,
+            command: Some(Command::Put(PutRequest::default())),
+        };
+        assert!(grows_data(&put));
+        let txn = |ops: Vec<RequestOp>| LogCommand {
+            request_id: None,
+            command: Some(Command::Txn(TxnRequest {
+                failure: ops,
+                ..Default::default()
+            })),
+        };
+        let put_op = RequestOp {
+            request: Some(request_op::Request::Put(PutRequest::default())),
+        };
+        assert!(grows_data(&txn(vec![put_op])));
+        assert!(!grows_data(&txn(vec![])));
+        let delete = LogCommand {
+            request_id: None,
+            command: Some(Command::Delete(Default::default())),
+        };
+        assert!(!grows_data(&delete));
+    }
+
+    #[test]
+    fn the_message_names_usage_quota_and_the_way_out() {
+        let alarm = AlarmMember {
+            member_id: 1,
+            alarm: AlarmType::Nospace as i32,
+            member_name: "kv-1".into(),
+            usage_bytes: 64_172_851,
+            quota_bytes: 60 * 1024 * 1024,
+        };
+        let e = check_writable(&[alarm], "put").unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("NOSPACE alarm raised by kv-1"), "{text}");
+        assert!(text.contains("61.2 MiB of a 60.0 MiB quota"), "{text}");
+        assert!(text.contains("kvsetctl alarm disarm"), "{text}");
+        assert_eq!(
+            tonic::Status::from(e).code(),
+            tonic::Code::ResourceExhausted
+        );
+        assert!(check_writable(&[], "put").is_ok());
+    }
+
+    #[test]
+    fn default_quota_follows_the_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let total = filesystem_bytes(dir.path()).unwrap();
+        assert!(total > 0);
+        let q = Quota::resolve(None, dir.path());
+        assert_eq!(q.bytes(), total / 100 * DEFAULT_QUOTA_PERCENT);
+        assert_eq!(Quota::resolve(Some(0), dir.path()).bytes(), 0);
+        assert!(!Quota::resolve(Some(0), dir.path()).exceeded_by(u64::MAX));
+    }
+}
