@@ -201,7 +201,7 @@ struct ServeArgs {
     /// Space quota of this member's store, in bytes: live keys and values + Raft log +
     /// snapshot file. Past it, the member raises the replicated NOSPACE alarm and the cluster
     /// refuses puts, Txns with a put and new members (RESOURCE_EXHAUSTED) until
-    /// `kvsetctl alarm disarm`; reads and deletes keep working. Default: 80% of the size of the
+    /// `kvsetctl alarm disarm`; reads and deletes keep working. Default: 30% of the size of the
     /// filesystem holding --data-dir (so it follows the volume's size); 0 turns the quota off.
     /// See docs/OPERATIONS.md, "Space quota and the NOSPACE alarm".
     #[arg(long, env = "KVSET_QUOTA_BYTES")]

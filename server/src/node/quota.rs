@@ -15,8 +15,9 @@
 //!   not sled's file size. sled 0.34 keeps its file at its high-water mark after deletes (freed
 //!   segments are reused, not returned), so a quota on the file size could never be left by
 //!   deleting keys; the logical size drops the moment a delete is applied;
-//! - the **Raft log**: the bytes of the log's segment files (`raft-log/*.wal`), which shrink when
-//!   the log is purged behind a snapshot (whole segments are deleted);
+//! - the **Raft log**: the bytes of the entries above the purge point, with their framing. Not
+//!   the segment files' size: a purge deletes only whole 64 MiB segments, so the files may hold
+//!   up to one segment of purged entries more, which the margin below has to cover;
 //! - the **snapshot file** (`snapshot/current`), a full copy of the state as of the last snapshot,
 //!   replaced (not appended) by the next one.
 //!
@@ -28,17 +29,27 @@
 //!
 //! `--quota-bytes` (`KVSET_QUOTA_BYTES`); by default [`DEFAULT_QUOTA_PERCENT`] % of the size of
 //! the filesystem that holds the data directory (statvfs), so it follows the PVC's size when the
-//! volume is grown; `0` turns the quota off. The 20 % left over is for what is not counted: sled's
-//! own overhead, a snapshot being written next to the current one (both exist until the rename),
-//! and the log entries that arrive between two checks.
+//! volume is grown; `0` turns the quota off. The rest is for what is not counted, and it is not
+//! small: sled is log-structured and its files hold two to three times the live data under a
+//! stream of puts of large values, never shrink much after deletes (freed segments are reused,
+//! the file is cut only at its tail), and keep growing a little while deletes and compactions are
+//! written; a compaction writes a whole new snapshot before the log can be purged; and writes keep
+//! arriving until the alarm is committed. With 64 KiB values on a small filesystem, 80 % and
+//! 50 % let the disk fill before the alarm went out; 40 % left a member at 95 % of its disk during
+//! the recovery; 30 % is the default (`server/tests/cluster_disk_full.rs` runs it).
 //!
 //! # Who raises the alarm, and how everyone agrees
 //!
 //! Every member measures its own usage every `--quota-check-ms` ([`run`]). Over the quota it
-//! first *compacts itself* (a Raft snapshot, then a purge of the whole log behind it, ignoring
-//! `--keep-after-snapshot`): the log usually holds a second copy of the data, and this alone may
-//! bring it under. Still over, it proposes `AlarmRequest{ACTIVATE, NOSPACE, itself}` as a log
-//! command — through the leader, like any write (a follower calls the leader's `Cluster.Alarm`).
+//! proposes `AlarmRequest{ACTIVATE, NOSPACE, itself}` as a log command at once — through the
+//! leader, like any write (a follower calls the leader's `Cluster.Alarm`). It does not compact
+//! first: writing a snapshot takes time and a whole copy of the data in space, and writes keep
+//! coming meanwhile (a first version did, and filled a test disk before the alarm went out).
+//! Instead it *compacts early*: above 80 % of the quota, when the log holds over a tenth of it,
+//! it builds a Raft snapshot and purges the whole log behind it (ignoring
+//! `--keep-after-snapshot`), since the log holds a second copy of recent writes. Under its own
+//! alarm it compacts again whenever its live state shrank since the last compaction (keys were
+//! deleted), so the deletes reach the snapshot and the log that held the puts goes.
 //! Once committed, every member has the alarm in its state machine (and in its snapshots), so
 //! the write check gives the same answer wherever a request lands, and a member that restarts or
 //! installs a snapshot knows at once.
@@ -53,8 +64,8 @@
 //!
 //! # The way out
 //!
-//! Delete keys (the alarmed member keeps compacting itself on every check while its alarm is
-//! active, so the deletes reach its snapshot and its log is purged), or grow the volume; then
+//! Delete keys (the alarmed member compacts itself once its state shrank, so the deletes reach
+//! its snapshot and its log is purged), or grow the volume; then
 //! `kvsetctl alarm disarm` (a log command too). Disarming never checks the usage itself: if the
 //! member is still over its quota, its next check raises the alarm again — as etcd does — and the
 //! message says so. `docs/OPERATIONS.md` ("Space quota and the NOSPACE alarm") has the procedure.
@@ -71,7 +82,7 @@
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,9 +93,10 @@ use kvset_proto::v1::{request_op, AlarmMember, AlarmRequest, AlarmType};
 
 use super::Node;
 use crate::api::error::ApiError;
+use crate::store::QuotaUsage;
 
 /// The default quota as a percentage of the data directory's filesystem size.
-pub const DEFAULT_QUOTA_PERCENT: u64 = 80;
+pub const DEFAULT_QUOTA_PERCENT: u64 = 30;
 
 /// How often a member measures its usage by default.
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -96,6 +108,11 @@ pub struct Quota {
     bytes: u64,
     /// The usage of the last check, bytes (0 before the first).
     usage: AtomicU64,
+    /// The logical state size at the last compaction (or when the alarm was raised): under
+    /// the alarm, a smaller state means keys were deleted and compacting pays.
+    compacted_state: AtomicU64,
+    /// Set while a compaction runs (one at a time).
+    compacting: AtomicBool,
 }
 
 impl Quota {
@@ -120,6 +137,8 @@ impl Quota {
         Self {
             bytes,
             usage: AtomicU64::new(0),
+            compacted_state: AtomicU64::new(u64::MAX),
+            compacting: AtomicBool::new(false),
         }
     }
 
@@ -232,8 +251,8 @@ pub async fn run(node: Arc<Node>, interval: Duration) {
     }
 }
 
-/// Measures the store usage now and records it for metrics and Status.
-pub async fn measure(node: &Node) -> Result<u64, ApiError> {
+/// Measures the store usage now and records its total for metrics and Status.
+pub async fn measure(node: &Node) -> Result<QuotaUsage, ApiError> {
     let store = node.store.clone();
     let usage = tokio::task::spawn_blocking(move || store.quota_usage())
         .await
@@ -242,34 +261,74 @@ pub async fn measure(node: &Node) -> Result<u64, ApiError> {
             member: node.name(),
             source,
         })?;
-    node.quota.usage.store(usage, Ordering::Relaxed);
+    node.quota.usage.store(usage.total(), Ordering::Relaxed);
     Ok(usage)
 }
 
 /// One check; see [`run`].
-async fn check_once(node: &Node) -> Result<(), ApiError> {
+async fn check_once(node: &Arc<Node>) -> Result<(), ApiError> {
+    let quota = node.quota.bytes();
     let usage = measure(node).await?;
+    if quota == 0 {
+        return Ok(());
+    }
     let own_alarm = node
         .state_machine
         .alarms()
         .into_iter()
         .any(|a| a.member_id == node.id() && a.alarm == AlarmType::Nospace as i32);
-    if !node.quota.exceeded_by(usage) && !own_alarm {
+    if !own_alarm && node.quota.exceeded_by(usage.total()) {
+        return raise(node, usage).await;
+    }
+    // Compact early, before the log's copy of recent writes trips the alarm: above 80 % of the
+    // quota when the log holds a tenth of it. Under the alarm, compact once something was
+    // deleted since the last compaction, so the deletes reach the snapshot and the log goes.
+    let early = !own_alarm && usage.total() > quota / 10 * 8 && usage.log > quota / 10;
+    let deleted = own_alarm && usage.state < node.quota.compacted_state.load(Ordering::Relaxed);
+    if !(early || deleted) || node.quota.compacting.swap(true, Ordering::SeqCst) {
         return Ok(());
     }
-    // Over the quota, or alarmed (so that deletes reach the snapshot and the log is purged).
-    compact(node).await?;
-    let usage = measure(node).await?;
-    if !node.quota.exceeded_by(usage) || own_alarm {
-        return Ok(());
-    }
+    // In the background: building a snapshot takes a while, and the checks (which raise the
+    // alarm) must go on meanwhile — writes keep coming.
+    let node = node.clone();
+    tokio::spawn(async move {
+        let result = compact(&node).await;
+        node.quota
+            .compacted_state
+            .store(usage.state, Ordering::Relaxed);
+        match (result, measure(&node).await) {
+            (Ok(()), Ok(after)) => tracing::info!(
+                before_bytes = usage.total(),
+                after_bytes = after.total(),
+                quota_bytes = quota,
+                state_bytes = after.state,
+                log_bytes = after.log,
+                snapshot_bytes = after.snapshot,
+                "compacted the store for the space quota (snapshot + log purge)"
+            ),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "compacting the store for the space quota failed")
+            }
+        }
+        node.quota.compacting.store(false, Ordering::SeqCst);
+    });
+    Ok(())
+}
+
+/// Raises this member's NOSPACE alarm through the leader.
+async fn raise(node: &Node, measured: QuotaUsage) -> Result<(), ApiError> {
+    let usage = measured.total();
     tracing::warn!(
         usage = %human_bytes(usage),
         quota = %human_bytes(node.quota.bytes()),
         usage_bytes = usage,
         quota_bytes = node.quota.bytes(),
-        "store over its space quota after compacting; raising the NOSPACE alarm"
+        "store over its space quota; raising the NOSPACE alarm"
     );
+    // From now on, compact once the state shrinks below what it is now.
+    node.quota
+        .compacted_state
+        .store(measured.state, Ordering::Relaxed);
     let request = AlarmRequest {
         action: AlarmAction::Activate as i32,
         member_id: node.id(),
@@ -304,8 +363,19 @@ async fn compact(node: &Node) -> Result<(), ApiError> {
             .map_err(|e| ApiError::Timeout(format!("compacting for the space quota: {e}")))?;
     }
     let upto = node.metrics().snapshot.map(|l| l.index).unwrap_or(0);
-    if upto > 0 && node.metrics().purged.map(|l| l.index).unwrap_or(0) < upto {
+    let purged = |m: &crate::raft::RaftMetrics| m.purged.map(|l| l.index).unwrap_or(0);
+    if upto > 0 && purged(&node.metrics()) < upto {
         node.raft.trigger().purge_log(upto).await.map_err(stopped)?;
+        // openraft purges in the background (a leader waits for replication reading those
+        // entries); measuring before it did would count the log that is about to go.
+        let done = node
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(|m| purged(m) >= upto, "quota compaction purge")
+            .await;
+        if let Err(e) = done {
+            tracing::info!(error = %e, upto, "the log purge for the space quota is still pending");
+        }
     }
     Ok(())
 }

@@ -148,6 +148,24 @@ const FORMAT_KEY: &[u8] = b"format";
 /// Key in the `store` tree naming the live state-machine generation.
 const GENERATION_KEY: &[u8] = b"sm_generation";
 
+/// What the space quota counts, in bytes (see [`Store::quota_usage`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuotaUsage {
+    /// The logical size of the live state (keys, values, dedup table, metadata).
+    pub state: u64,
+    /// The Raft log's entries not purged (with their framing).
+    pub log: u64,
+    /// The snapshot file.
+    pub snapshot: u64,
+}
+
+impl QuotaUsage {
+    /// The sum the quota is compared with.
+    pub fn total(&self) -> u64 {
+        self.state + self.log + self.snapshot
+    }
+}
+
 /// An opened store: the two handles openraft needs. Everything in it is cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -191,11 +209,14 @@ impl Store {
     }
 
     /// What the space quota counts (`node/quota.rs`): the logical size of the live state, plus
-    /// the Raft log's segment files, plus the snapshot file, in bytes. O(data size).
-    pub fn quota_usage(&self) -> Result<u64, StoreError> {
-        Ok(self.state_machine.logical_size()?
-            + self.log.disk_size()
-            + self.state_machine.snapshot_file_size())
+    /// the Raft log's entries above the purge point, plus the snapshot file, in bytes. O(data
+    /// size).
+    pub fn quota_usage(&self) -> Result<QuotaUsage, StoreError> {
+        Ok(QuotaUsage {
+            state: self.state_machine.logical_size()?,
+            log: self.log.live_size(),
+            snapshot: self.state_machine.snapshot_file_size(),
+        })
     }
 
     /// Makes everything written so far durable (for a clean shutdown).
