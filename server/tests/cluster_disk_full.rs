@@ -322,10 +322,6 @@ async fn the_space_quota_stops_growth_before_the_disk_fills_and_recovery_restore
     const DISK_MB: u64 = 32;
     let mut args = FAST_TIMING.to_vec();
     args.push("--quota-check-ms=300");
-    let quota_flag = std::env::var("KVSET_TEST_QUOTA").ok();
-    if let Some(q) = &quota_flag {
-        args.push(q);
-    }
     let mut c = ProcessCluster::new(3, &args);
     let _disks: Vec<SmallDisk> = (0..3)
         .map(|i| SmallDisk::mount(&c.members[i].spec.data_dir, DISK_MB))
@@ -333,13 +329,11 @@ async fn the_space_quota_stops_growth_before_the_disk_fills_and_recovery_restore
     c.start_all_ordered().await;
     let (_, quota) = usage_of(&c, 0).await;
     let fs = DISK_MB * 1024 * 1024;
-    if quota_flag.is_none() {
-        assert_eq!(
-            quota,
-            fs / 100 * 30,
-            "the default quota is 30% of the data dir's filesystem"
-        );
-    }
+    assert_eq!(
+        quota,
+        fs / 100 * 30,
+        "the default quota is 30% of the data dir's filesystem"
+    );
 
     // Fill until a put is refused for space (bounded: the disks hold about 500 values).
     let mut acked = Vec::new();
@@ -474,7 +468,7 @@ async fn the_space_quota_stops_growth_before_the_disk_fills_and_recovery_restore
         "deleted {deleted} keys"
     );
     let deadline = Instant::now() + Duration::from_secs(60);
-    for i in 0..3 {
+    for (i, was) in before.iter().enumerate() {
         loop {
             // Well below (under the early-compaction mark), so that the puts after the disarm do
             // not trip it again.
@@ -483,7 +477,7 @@ async fn the_space_quota_stops_growth_before_the_disk_fills_and_recovery_restore
                 eprintln!(
                     "kv-{i} after deleting {deleted} keys: quota usage {usage} B (was {} B), \
                      filesystem used {} B; {}",
-                    before[i],
+                    was,
                     fs_used(&c.members[i].spec.data_dir),
                     du_store(&c.members[i].spec.data_dir)
                 );
