@@ -598,7 +598,7 @@ impl ClusterService {
             last_log_term: last.leader_id.term,
             revision: summary.revision,
             size_bytes: data.len() as u64,
-            format: crate::store::SNAPSHOT_FORMAT,
+            format: summary.format,
             sha256: String::new(),
             keys: summary.keys,
         };

@@ -95,6 +95,14 @@ pub(crate) fn encode(payload: &SnapshotPayload) -> Result<Vec<u8>, StoreError> {
     postcard::to_extend(payload, out).map_err(StoreError::codec("snapshot"))
 }
 
+/// The format number in a snapshot's header (0 when there is no header); [`decode`] checks it.
+pub(crate) fn format_of(bytes: &[u8]) -> u32 {
+    bytes
+        .get(4..8)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, u32::from_be_bytes)
+}
+
 /// Parses a snapshot's bytes.
 pub(crate) fn decode(bytes: &[u8]) -> Result<SnapshotPayload, StoreError> {
     if bytes.len() < 8 || &bytes[..4] != MAGIC {
@@ -292,6 +300,7 @@ mod tests {
         });
         let bytes = encode(&with).unwrap();
         assert_eq!(bytes[7], 2);
+        assert_eq!((format_of(&bytes), format_of(&old)), (2, 1));
         assert_eq!(decode(&bytes).unwrap(), with);
 
         let db = sled::Config::new().temporary(true).open().unwrap();
