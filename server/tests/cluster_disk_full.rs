@@ -26,6 +26,13 @@ use kvset_proto::v1::{
 use kvset_tests::testkit::run_kvsetctl;
 use kvset_tests::tooling::in_ci;
 
+/// The fast timing, with the space quota off (the tests of a really full disk).
+fn no_quota() -> Vec<&'static str> {
+    let mut args = FAST_TIMING.to_vec();
+    args.push("--quota-bytes=0");
+    args
+}
+
 /// A tmpfs of `mb` MiB mounted on `dir`, unmounted on drop.
 struct SmallDisk {
     dir: std::path::PathBuf,
@@ -142,7 +149,8 @@ async fn one_full_disk_stops_that_member_cleanly_and_it_recovers() {
     if !can_mount() {
         return;
     }
-    let mut c = ProcessCluster::new(3, FAST_TIMING);
+    // The quota would stop the writes before the disk fills: off, to reach the full disk.
+    let mut c = ProcessCluster::new(3, &no_quota());
     let disk = SmallDisk::mount(&c.members[2].spec.data_dir, 24);
     c.start_all_ordered().await;
 
@@ -204,7 +212,8 @@ async fn all_full_disks_stop_the_cluster_cleanly_and_nothing_acknowledged_is_los
     if !can_mount() {
         return;
     }
-    let mut c = ProcessCluster::new(3, FAST_TIMING);
+    // The quota would stop the writes before the disk fills: off, to reach the full disk.
+    let mut c = ProcessCluster::new(3, &no_quota());
     let disks: Vec<SmallDisk> = (0..3)
         .map(|i| SmallDisk::mount(&c.members[i].spec.data_dir, 24))
         .collect();
