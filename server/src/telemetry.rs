@@ -200,7 +200,7 @@ impl Telemetry {
             (
                 "kvset_store_usage_bytes",
                 "Store usage as the space quota counts it (live keys and values + raft log + \
-                 snapshot file), as of the last quota check",
+                 snapshot file), as of the last quota check; 0 when the quota is off",
                 &state.usage_bytes,
             ),
             (
