@@ -30,13 +30,14 @@
 //! `--quota-bytes` (`KVSET_QUOTA_BYTES`); by default [`DEFAULT_QUOTA_PERCENT`] % of the size of
 //! the filesystem that holds the data directory (statvfs), so it follows the PVC's size when the
 //! volume is grown; `0` turns the quota off. The rest is for what is not counted, and it is not
-//! small: sled is log-structured and its files hold two to three times the live data under a
-//! stream of puts of large values, never shrink much after deletes (freed segments are reused,
-//! the file is cut only at its tail), and keep growing a little while deletes and compactions are
-//! written; a compaction writes a whole new snapshot before the log can be purged; and writes keep
-//! arriving until the alarm is committed. With 64 KiB values on a small filesystem, 80 % and
-//! 50 % let the disk fill before the alarm went out; 40 % left a member at 95 % of its disk during
-//! the recovery; 30 % is the default (`server/tests/cluster_disk_full.rs` runs it).
+//! small: sled is log-structured and its files hold several times the live data under a stream
+//! of puts of large values, hardly shrink after deletes (freed segments are reused, the file is
+//! cut only at its tail), and keep growing a little while deletes and compactions are written; a
+//! compaction writes a whole new snapshot before the log can be purged; the log's last purged
+//! segment stays until it is wholly purged; and writes keep arriving until the alarm is
+//! committed. Larger shares let the small volumes of `server/tests/cluster_disk_full.rs` (64 KiB
+//! values) fill up, or nearly, before or during the recovery; with an explicit `--quota-bytes`,
+//! compare `kvset_store_disk_bytes` with `kvset_store_usage_bytes` under the real workload.
 //!
 //! # Who raises the alarm, and how everyone agrees
 //!
@@ -78,6 +79,10 @@
 //!   to what they add (bounded by the write rate times the interval).
 //! - A member's usage counts its own store only; members differ slightly (log positions,
 //!   snapshot times), so usually one member trips first and stops writes for all.
+//! - Measuring reads the whole state (O(data) every check), so `--quota-check-ms` should grow
+//!   with the data; with the quota off nothing is measured.
+//! - The quota is fixed at start-up: after a volume is grown, the default quota follows at the
+//!   member's next restart.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
