@@ -30,7 +30,9 @@ use crate::range::{KeyRange, KvStream, PageStream, RangeOptions, RangePage};
 use crate::retry::{self, CallSpec, Safety};
 use crate::session::{IdPool, WriteLease};
 use crate::txn::{Compare, Txn, TxnOp, TxnResponse};
-use crate::types::{DeleteResponse, GetResponse, Header, KeyValue, Member, PutResponse, Status};
+use crate::types::{
+    Alarm, DeleteResponse, GetResponse, Header, KeyValue, Member, PutResponse, Status,
+};
 
 /// A kvset client. See the [crate docs](crate) for an overview.
 #[derive(Clone)]
@@ -623,6 +625,57 @@ impl Client {
             })
             .await?;
         self.membership(resp.members)
+    }
+
+    /// The alarms active in the cluster (a `NOSPACE` alarm refuses writes that grow the data),
+    /// as the leader applied them.
+    pub async fn alarms(&self) -> Result<Vec<Alarm>> {
+        let spec = self.spec(
+            "alarm list",
+            Safety::Read,
+            Route::Leader,
+            self.inner.config.retry_deadline,
+        );
+        let (resp, _) = retry::run(
+            &self.inner.registry,
+            &self.inner.config,
+            spec,
+            |ch, t| async move {
+                ClusterClient::new(ch)
+                    .alarm(request(pb::AlarmRequest::default(), t))
+                    .await
+            },
+        )
+        .await?;
+        Ok(resp.alarms.into_iter().map(Alarm::from_pb).collect())
+    }
+
+    /// Clears every alarm of every member (through the Raft log), as `kvsetctl alarm disarm`
+    /// does. Safe to repeat. A member still over its quota raises its alarm again at its next
+    /// check. Returns the alarms left active (none, right after).
+    pub async fn disarm_alarms(&self) -> Result<Vec<Alarm>> {
+        let spec = self.spec(
+            "alarm disarm",
+            // Clearing is idempotent: a repeat changes nothing.
+            Safety::Read,
+            Route::Leader,
+            self.inner.config.retry_deadline,
+        );
+        let (resp, _) = retry::run(
+            &self.inner.registry,
+            &self.inner.config,
+            spec,
+            |ch, t| async move {
+                let req = pb::AlarmRequest {
+                    action: pb::alarm_request::AlarmAction::Deactivate as i32,
+                    all_members: true,
+                    ..Default::default()
+                };
+                ClusterClient::new(ch).alarm(request(req, t)).await
+            },
+        )
+        .await?;
+        Ok(resp.alarms.into_iter().map(Alarm::from_pb).collect())
     }
 
     /// Removes member `id` (the highest ordinal, unless `any_order`). Returns the membership

@@ -20,7 +20,8 @@
 //! - `healthy` is `reachable && ready`: the member answered, has joined, knows a leader and has
 //!   applied close to the commit index;
 //! - the leader is the member that answered as leader in the highest term, else the leader
-//!   named by the answers of the highest term.
+//!   named by the answers of the highest term;
+//! - the alarms are those of the answer the membership came from.
 
 use std::collections::HashSet;
 
@@ -29,7 +30,7 @@ use futures::future::join_all;
 use crate::client::Client;
 use crate::endpoint::EndpointAddr;
 use crate::error::Error;
-use crate::types::{Role, Status};
+use crate::types::{Alarm, Role, Status};
 
 /// What one endpoint answered to a status request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +83,9 @@ pub struct ClusterStatus {
     pub leader: Option<String>,
     /// One row per member, by ordinal (unnamed endpoints last).
     pub members: Vec<MemberHealth>,
+    /// The alarms active in the cluster, as the answer the membership came from (the leader's,
+    /// when it answered) reports them. A `NOSPACE` alarm refuses writes that grow the data.
+    pub alarms: Vec<Alarm>,
 }
 
 fn same_endpoint(a: &str, b: &str) -> bool {
@@ -222,6 +226,7 @@ impl ClusterStatus {
         ClusterStatus {
             leader,
             members: rows,
+            alarms: view.map(|v| v.alarms.clone()).unwrap_or_default(),
         }
     }
 }

@@ -46,6 +46,14 @@ pub enum Error {
     #[error("not found: {0}")]
     NotFound(String),
 
+    /// A `NOSPACE` alarm is active: a member's store passed its space quota, and the cluster
+    /// refuses requests that grow the data (puts, transactions with a put, adding a member) with
+    /// `RESOURCE_EXHAUSTED` until an operator frees space and runs `kvsetctl alarm disarm`.
+    /// Nothing was written; reads and deletes still work. The message names the member, its
+    /// usage and quota, and the way out.
+    #[error("no space: {0}")]
+    NoSpace(String),
+
     /// No member could serve the call before the retry deadline: members were unreachable or
     /// answered `UNAVAILABLE` (no leader known, shutting down).
     #[error("{}", unavailable_message(endpoints, last_cause, *reached_member, *may_have_applied))]
@@ -344,6 +352,9 @@ pub(crate) enum Verdict {
     Final(Error),
 }
 
+/// What a server's RESOURCE_EXHAUSTED message says when a NOSPACE alarm refused the request.
+const NOSPACE_MARKER: &str = "NOSPACE alarm";
+
 /// Classifies the failure of one attempt at `endpoint`.
 pub(crate) fn classify(endpoint: &str, status: &tonic::Status) -> Verdict {
     use tonic::Code;
@@ -400,6 +411,10 @@ pub(crate) fn classify(endpoint: &str, status: &tonic::Status) -> Verdict {
         Code::InvalidArgument | Code::OutOfRange => Verdict::Final(Error::InvalidArgument(message)),
         Code::FailedPrecondition => Verdict::Final(Error::FailedPrecondition(message)),
         Code::NotFound => Verdict::Final(Error::NotFound(message)),
+        // The NOSPACE alarm: final until an operator acts (retrying cannot help).
+        Code::ResourceExhausted if message.contains(NOSPACE_MARKER) => {
+            Verdict::Final(Error::NoSpace(message))
+        }
         Code::Unavailable | Code::Aborted | Code::ResourceExhausted => {
             cause(CauseKind::Refused, non_empty(message, "unavailable"))
         }
@@ -601,6 +616,18 @@ mod tests {
             Verdict::Transient(c) => assert_eq!(c.kind, CauseKind::TimedOut),
             other => panic!("{other:?}"),
         }
+        // The NOSPACE alarm is final (only an operator clears it) and says nothing was written.
+        let nospace = final_err(tonic::Status::resource_exhausted(
+            "write refused: NOSPACE alarm raised by kv-1: its store used 61.2 MiB of a 60.0 MiB \
+             quota",
+        ));
+        assert!(matches!(&nospace, Error::NoSpace(m) if m.contains("kv-1")));
+        assert!(!nospace.may_have_applied());
+        // Any other RESOURCE_EXHAUSTED stays a transient refusal.
+        assert!(matches!(
+            classify("h:1", &tonic::Status::resource_exhausted("busy")),
+            Verdict::Transient(_)
+        ));
     }
 
     #[test]

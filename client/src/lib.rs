@@ -83,7 +83,8 @@ pub use txn::{
     ValueCompare,
 };
 pub use types::{
-    DeleteResponse, GetResponse, Header, KeyValue, Member, MemberStatus, PutResponse, Role, Status,
+    Alarm, AlarmKind, DeleteResponse, GetResponse, Header, KeyValue, Member, MemberStatus,
+    PutResponse, Role, Status,
 };
 
 /// The generated protobuf and gRPC types, for what the SDK does not wrap.

@@ -248,6 +248,64 @@ pub struct Status {
     pub ready: bool,
     /// The server's version string.
     pub version: String,
+    /// The alarms active in the cluster, as this member applied them (empty: none).
+    pub alarms: Vec<Alarm>,
+    /// This member's store usage as its space quota counts it, bytes (0 before its first
+    /// check, or from a server without quotas).
+    pub store_usage_bytes: u64,
+    /// This member's space quota, bytes; 0 when off.
+    pub quota_bytes: u64,
+}
+
+/// The kind of an alarm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AlarmKind {
+    /// A member's store passed its space quota: writes that grow the data are refused.
+    #[default]
+    NoSpace,
+    /// A kind this SDK does not know (its proto number).
+    Other(i32),
+}
+
+impl AlarmKind {
+    /// `NOSPACE`, or `ALARM_<n>` for an unknown kind.
+    pub fn name(self) -> String {
+        match self {
+            AlarmKind::NoSpace => "NOSPACE".to_string(),
+            AlarmKind::Other(n) => format!("ALARM_{n}"),
+        }
+    }
+}
+
+/// One active alarm.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Alarm {
+    /// The member that raised it (its id, = ordinal).
+    pub member_id: u64,
+    /// The member's name (`kv-1`).
+    pub member_name: String,
+    /// The kind.
+    pub kind: AlarmKind,
+    /// The member's store usage when it raised the alarm, bytes.
+    pub usage_bytes: u64,
+    /// The member's quota when it raised the alarm, bytes.
+    pub quota_bytes: u64,
+}
+
+impl Alarm {
+    pub(crate) fn from_pb(a: pb::AlarmMember) -> Alarm {
+        Alarm {
+            member_id: a.member_id,
+            member_name: a.member_name,
+            kind: if a.alarm == pb::AlarmType::Nospace as i32 {
+                AlarmKind::NoSpace
+            } else {
+                AlarmKind::Other(a.alarm)
+            },
+            usage_bytes: a.usage_bytes,
+            quota_bytes: a.quota_bytes,
+        }
+    }
 }
 
 impl Status {
@@ -279,6 +337,9 @@ impl Status {
             state_hash: s.state_hash,
             ready: s.ready,
             version: s.version,
+            alarms: s.alarms.into_iter().map(Alarm::from_pb).collect(),
+            store_usage_bytes: s.store_usage_bytes,
+            quota_bytes: s.quota_bytes,
         }
     }
 }
@@ -309,4 +370,5 @@ has_header!(
     pb::AddLearnerResponse,
     pb::PromoteResponse,
     pb::RemoveResponse,
+    pb::AlarmResponse,
 );

@@ -216,6 +216,25 @@ pub enum Command {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
+    /// List or disarm alarms (NOSPACE: a member's store passed its space quota)
+    Alarm {
+        /// The alarm command
+        #[command(subcommand)]
+        command: AlarmCommand,
+    },
+}
+
+/// `kvsetctl alarm ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AlarmCommand {
+    /// List the active alarms
+    List,
+    /// Clear every alarm, so that writes are taken again.
+    ///
+    /// Free space first (delete keys, or grow the member's volume): a member still over its
+    /// space quota raises NOSPACE again at its next check. See docs/OPERATIONS.md, "Space quota
+    /// and the NOSPACE alarm".
+    Disarm,
 }
 
 /// `kvsetctl snapshot ...`.

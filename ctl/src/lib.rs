@@ -21,7 +21,7 @@
 //! | 1 | not found (get of a missing key, unknown member) or compare failed (`cas`, `txn`) |
 //! | 2 | invalid input: usage, bad txn JSON, bad TLS files, `INVALID_ARGUMENT` from the server; `snapshot inspect`: not a valid backup |
 //! | 3 | unavailable or timed out; `health`: an endpoint is not `SERVING` |
-//! | 4 | any other error (`snapshot save`: a damaged stream, the file cannot be written) |
+//! | 4 | any other error (`snapshot save`: a damaged stream, the file cannot be written; a write refused by a `NOSPACE` alarm, `RESOURCE_EXHAUSTED`) |
 //!
 //! Errors go to stderr as one line, `error: <message>`, in both output formats.
 
@@ -36,7 +36,9 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 
-pub use args::{Cli, Command, ConsistencyArg, MembersCommand, OutputFormat, SnapshotCommand};
+pub use args::{
+    AlarmCommand, Cli, Command, ConsistencyArg, MembersCommand, OutputFormat, SnapshotCommand,
+};
 
 use kvset_client::{
     parse_endpoint_list, Client, Compare, Consistency, Error, KeyRange, Member, Pem, RangeOptions,
@@ -363,6 +365,22 @@ async fn run(cli: &Cli, client: &Client, stdin: &mut dyn Read) -> Result<Outcome
                 Outcome::ok(output::render_snapshot(&info, file, fmt))
             }
             SnapshotCommand::Inspect { file } => inspect(file, fmt).await,
+        },
+        Command::Alarm { command } => match command {
+            AlarmCommand::List => Outcome::ok(output::render_alarms(&client.alarms().await?, fmt)),
+            AlarmCommand::Disarm => {
+                let before = client.alarms().await?;
+                let after = client.disarm_alarms().await?;
+                let mut text = output::render_alarms(&after, fmt);
+                if fmt == OutputFormat::Table {
+                    text = format!(
+                        "disarmed {} alarm(s); a member still over its quota raises NOSPACE again \
+                         at its next check (see `kvsetctl alarm list`)\n",
+                        before.len()
+                    );
+                }
+                Outcome::ok(text)
+            }
         },
     })
 }

@@ -21,7 +21,9 @@
 //!   `del`: `{"header","deleted","prev_kvs"}`; `range`: `{"header","kvs","count","more"}`;
 //!   `cas`: `{"header","succeeded","current"}`; `txn`: `{"header","succeeded","responses"}`;
 //!   `status`: `{"leader","members":[{"name","ordinal","endpoint","role","term","applied",
-//!   "revision","lag","voter","reachable","ready","healthy","error","state_hash"}]}`;
+//!   "revision","lag","voter","reachable","ready","healthy","error","state_hash"}],
+//!   "alarms":[{"alarm","member","member_id","usage_bytes","quota_bytes"}]}`;
+//!   `alarm list` / `alarm disarm`: `{"alarms":[…as in status…]}`;
 //!   `members`: `{"members":[{"id","name","client_addr","peer_addr","voter"}]}`;
 //!   `health`: `{"service","healthy","endpoints":[{"endpoint","status","error"}]}`;
 //!   `snapshot save` / `snapshot inspect`: `{"file","header","cluster_id","member","revision",
@@ -33,8 +35,8 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 
 use kvset_client::{
-    ClusterStatus, DeleteResponse, EndpointHealth, GetResponse, Header, KeyValue, Member,
-    PutResponse, RangePage, SnapshotInfo, TxnOpResponse, TxnResponse,
+    Alarm, AlarmKind, ClusterStatus, DeleteResponse, EndpointHealth, GetResponse, Header, KeyValue,
+    Member, PutResponse, RangePage, SnapshotInfo, TxnOpResponse, TxnResponse,
 };
 
 use crate::args::OutputFormat;
@@ -313,6 +315,7 @@ pub fn render_txn(resp: &TxnResponse, format: OutputFormat) -> String {
 /// `healthy: false`.
 pub fn status_json(status: &ClusterStatus) -> Value {
     json!({
+        "alarms": alarms_json(&status.alarms),
         "leader": status.leader,
         "members": status.members.iter().map(|m| json!({
             "name": m.name,
@@ -331,6 +334,65 @@ pub fn status_json(status: &ClusterStatus) -> Value {
             "state_hash": m.state_hash,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// The JSON form of alarms: `[{"alarm": "NOSPACE", "member": "kv-1", "member_id": 1,
+/// "usage_bytes": …, "quota_bytes": …}]`.
+fn alarms_json(alarms: &[Alarm]) -> Value {
+    Value::Array(
+        alarms
+            .iter()
+            .map(|a| {
+                json!({
+                    "alarm": a.kind.name(),
+                    "member": a.member_name,
+                    "member_id": a.member_id,
+                    "usage_bytes": a.usage_bytes,
+                    "quota_bytes": a.quota_bytes,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// One line per alarm: what it is and the way out.
+fn alarm_line(a: &Alarm) -> String {
+    match a.kind {
+        AlarmKind::NoSpace => format!(
+            "ALARM NOSPACE raised by {}: its store used {} of a {} quota; writes that add data \
+             are refused. Delete keys or grow its volume, then `kvsetctl alarm disarm` \
+             (docs/OPERATIONS.md, \"Space quota and the NOSPACE alarm\")",
+            a.member_name,
+            human_bytes(a.usage_bytes),
+            human_bytes(a.quota_bytes)
+        ),
+        other => format!("ALARM {} raised by {}", other.name(), a.member_name),
+    }
+}
+
+/// `61.2 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `alarm list` and `alarm disarm`: one line per active alarm, or `no alarms`.
+pub fn render_alarms(alarms: &[Alarm], format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => json_text(&json!({ "alarms": alarms_json(alarms) })),
+        OutputFormat::Table if alarms.is_empty() => "no alarms\n".to_string(),
+        OutputFormat::Table => alarms.iter().map(|a| alarm_line(a) + "\n").collect(),
+    }
 }
 
 /// Appends one line per problem after a blank line (nothing when there are none).
@@ -392,6 +454,12 @@ pub fn render_status(status: &ClusterStatus, format: OutputFormat) -> String {
                         _ => None,
                     }
                 })
+                .collect();
+            let problems: Vec<String> = status
+                .alarms
+                .iter()
+                .map(alarm_line)
+                .chain(problems)
                 .collect();
             push_problems(&mut out, &problems);
             out

@@ -227,6 +227,11 @@ fn errors_map_to_exit_codes() {
     );
     let (path, message) = file("disk full");
     assert_eq!(Exit::for_error(&Error::Io { path, message }), Exit::Other);
+    // A write refused by a NOSPACE alarm: "any other error" (4), the message on stderr.
+    assert_eq!(
+        Exit::for_error(&Error::NoSpace("NOSPACE alarm raised by kv-1".into())),
+        Exit::Other
+    );
 }
 
 #[test]
@@ -417,6 +422,7 @@ fn sample_status() -> ClusterStatus {
                 ..MemberHealth::default()
             },
         ],
+        alarms: Vec::new(),
     }
 }
 
@@ -426,6 +432,7 @@ fn status_json_has_the_documented_shape() {
     assert_eq!(
         v,
         serde_json::json!({
+            "alarms": [],
             "leader": "kv-0",
             "members": [
                 {"name": "kv-0", "ordinal": 0, "endpoint": "127.0.0.1:7379", "role": "leader",
@@ -451,6 +458,45 @@ fn status_table() {
          \n\
          kv-2 (127.0.0.1:7381): connection refused\n"
     );
+}
+
+/// An active alarm shows in the status table (first among the problems), in the status JSON
+/// (an added field; nothing renamed), and in `alarm list`.
+#[test]
+fn alarms_in_status_and_alarm_list() {
+    let mut status = sample_status();
+    status.alarms = vec![kvset_client::Alarm {
+        member_id: 1,
+        member_name: "kv-1".into(),
+        kind: kvset_client::AlarmKind::NoSpace,
+        usage_bytes: 64_172_851,
+        quota_bytes: 60 * 1024 * 1024,
+    }];
+    let table = render_status(&status, OutputFormat::Table);
+    assert!(
+        table.contains(
+            "\nALARM NOSPACE raised by kv-1: its store used 61.2 MiB of a 60.0 MiB quota"
+        ),
+        "{table}"
+    );
+    assert!(table.contains("kvsetctl alarm disarm"), "{table}");
+    let v = status_json(&status);
+    assert_eq!(
+        v["alarms"],
+        serde_json::json!([{"alarm": "NOSPACE", "member": "kv-1", "member_id": 1,
+                            "usage_bytes": 64_172_851u64, "quota_bytes": 62_914_560u64}])
+    );
+    assert_eq!(v["members"], status_json(&sample_status())["members"]);
+    assert_eq!(
+        crate::output::render_alarms(&[], OutputFormat::Table),
+        "no alarms\n"
+    );
+    let list: serde_json::Value = serde_json::from_str(&crate::output::render_alarms(
+        &status.alarms,
+        OutputFormat::Json,
+    ))
+    .unwrap();
+    assert_eq!(list["alarms"], v["alarms"]);
 }
 
 #[test]

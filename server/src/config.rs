@@ -79,6 +79,11 @@ pub struct ServerConfig {
     pub peer_tls: Option<crate::tls::TlsFiles>,
     /// Deliberate faults (testing only; empty by default).
     pub faults: Vec<crate::faults::Fault>,
+    /// The space quota in bytes (0: off); None: a share of the data directory's filesystem
+    /// (see `node/quota.rs`).
+    pub quota_bytes: Option<u64>,
+    /// How often this member measures its store against the quota.
+    pub quota_check_interval: Duration,
 }
 
 impl ServerConfig {
@@ -109,6 +114,8 @@ impl ServerConfig {
             client_tls_ca: None,
             peer_tls: None,
             faults: Vec::new(),
+            quota_bytes: None,
+            quota_check_interval: crate::node::quota::DEFAULT_CHECK_INTERVAL,
         }
     }
 

@@ -198,6 +198,17 @@ struct ServeArgs {
     /// use in production.
     #[arg(long = "fault", env = "KVSET_FAULTS", value_delimiter = ',')]
     faults: Vec<kvset_server::faults::Fault>,
+    /// Space quota of this member's store, in bytes: live keys and values + Raft log +
+    /// snapshot file. Past it, the member raises the replicated NOSPACE alarm and the cluster
+    /// refuses puts, Txns with a put and new members (RESOURCE_EXHAUSTED) until
+    /// `kvsetctl alarm disarm`; reads and deletes keep working. Default: 30% of the size of the
+    /// filesystem holding --data-dir (so it follows the volume's size); 0 turns the quota off.
+    /// See docs/OPERATIONS.md, "Space quota and the NOSPACE alarm".
+    #[arg(long, env = "KVSET_QUOTA_BYTES")]
+    quota_bytes: Option<u64>,
+    /// How often the member measures its store against --quota-bytes, ms.
+    #[arg(long, env = "KVSET_QUOTA_CHECK_MS", default_value_t = 5_000)]
+    quota_check_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -297,6 +308,8 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     };
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
     config.faults = args.faults;
+    config.quota_bytes = args.quota_bytes;
+    config.quota_check_interval = Duration::from_millis(args.quota_check_ms.max(100));
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.client_tls = Some(TlsFiles {
             cert,

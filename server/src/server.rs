@@ -405,6 +405,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if me.ordinal == 0 && config.prefer_ordinal_zero {
         background.push(tokio::spawn(reclaim_preferred_leadership(node.clone())));
     }
+    background.push(tokio::spawn(crate::node::quota::run(
+        node.clone(),
+        config.quota_check_interval,
+    )));
     tracing::info!(
         member = %me,
         client = %client_addr,

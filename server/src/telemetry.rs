@@ -52,7 +52,18 @@ struct StateGauges {
     revision: Gauge,
     keys: Gauge,
     disk_bytes: Gauge,
+    usage_bytes: Gauge,
+    quota_bytes: Gauge,
     ready: Gauge,
+    /// 1 while an alarm of that kind is active (as applied here), by `alarm`.
+    alarms: Family<AlarmLabels, Gauge>,
+}
+
+/// Labels naming an alarm kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlarmLabels {
+    /// `nospace`.
+    pub alarm: String,
 }
 
 /// The member's metrics.
@@ -128,7 +139,7 @@ impl Telemetry {
         );
 
         let state = StateGauges::default();
-        let gauges: [(&str, &str, &Gauge); 14] = [
+        let gauges: [(&str, &str, &Gauge); 16] = [
             ("kvset_raft_term", "Current Raft term", &state.term),
             (
                 "kvset_raft_is_leader",
@@ -187,6 +198,17 @@ impl Telemetry {
                 &state.disk_bytes,
             ),
             (
+                "kvset_store_usage_bytes",
+                "Store usage as the space quota counts it (live keys and values + raft log + \
+                 snapshot file), as of the last quota check; 0 when the quota is off",
+                &state.usage_bytes,
+            ),
+            (
+                "kvset_quota_bytes",
+                "This member's space quota (--quota-bytes); 0 when off",
+                &state.quota_bytes,
+            ),
+            (
                 "kvset_ready",
                 "1 when the readiness check passes",
                 &state.ready,
@@ -195,6 +217,11 @@ impl Telemetry {
         for (name, help, gauge) in gauges {
             registry.register(name, help, gauge.clone());
         }
+        registry.register(
+            "kvset_alarm_active",
+            "1 while an alarm of this kind is active in the cluster (as applied here)",
+            state.alarms.clone(),
+        );
         Self {
             registry,
             requests,
@@ -280,6 +307,18 @@ impl Telemetry {
         s.keys.set(node.state_machine.key_count() as i64);
         s.disk_bytes
             .set(node.store.disk_size().map(|b| b as i64).unwrap_or(-1));
+        s.usage_bytes.set(node.quota.usage() as i64);
+        s.quota_bytes.set(node.quota.bytes() as i64);
+        let nospace = node
+            .state_machine
+            .alarms()
+            .iter()
+            .any(|a| a.alarm == kvset_proto::v1::AlarmType::Nospace as i32);
+        s.alarms
+            .get_or_create(&AlarmLabels {
+                alarm: "nospace".into(),
+            })
+            .set(i64::from(nospace));
         s.ready.set(i64::from(node.is_ready()));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)

@@ -507,13 +507,14 @@ fn prometheus_rule_carries_the_operations_alerts() {
         }
     }
     // docs/OPERATIONS.md: no leader, leader changes, member lagging, disk near the PVC size,
-    // write errors.
+    // write errors, the NOSPACE alarm.
     for needed in [
         "KvsetNoLeader",
         "KvsetLeaderChanges",
         "KvsetMemberLagging",
         "KvsetDiskNearlyFull",
         "KvsetWriteErrors",
+        "KvsetNoSpaceAlarm",
     ] {
         assert!(alerts.contains(needed), "no alert {needed}: {alerts:?}");
     }

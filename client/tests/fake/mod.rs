@@ -697,6 +697,18 @@ impl Cluster for FakeMember {
         >,
     >;
 
+    async fn alarm(
+        &self,
+        _request: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        self.record(plain_call("alarm"));
+        self.gate("alarm").await?;
+        Ok(Response::new(pb::AlarmResponse {
+            header: Some(self.header()),
+            alarms: Vec::new(),
+        }))
+    }
+
     async fn snapshot(
         &self,
         _request: Request<kvset_proto::v1::SnapshotRequest>,

@@ -13,12 +13,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kvset_proto::v1::alarm_request::AlarmAction;
 use kvset_proto::v1::cluster_client::ClusterClient;
 use kvset_proto::v1::cluster_server::Cluster;
 use kvset_proto::v1::{
-    AddLearnerRequest, AddLearnerResponse, Member, MemberStatus, MembersRequest, MembersResponse,
-    PromoteRequest, PromoteResponse, RemoveRequest, RemoveResponse, Role, SnapshotChunk,
-    SnapshotInfo, SnapshotRequest, StatusRequest, StatusResponse,
+    AddLearnerRequest, AddLearnerResponse, AlarmRequest, AlarmResponse, AlarmType, Member,
+    MemberStatus, MembersRequest, MembersResponse, PromoteRequest, PromoteResponse, RemoveRequest,
+    RemoveResponse, Role, SnapshotChunk, SnapshotInfo, SnapshotRequest, StatusRequest,
+    StatusResponse,
 };
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
@@ -254,7 +256,43 @@ impl ClusterService {
                 .iter()
                 .map(|f| f.to_string())
                 .collect(),
+            alarms: self.node.state_machine.alarms(),
+            store_usage_bytes: self.node.quota.usage(),
+            quota_bytes: self.node.quota.bytes(),
         }))
+    }
+
+    async fn serve_alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
+        let forwarded = request.metadata().contains_key(super::kv::FORWARDED_KEY);
+        let req = request.into_inner();
+        match AlarmAction::try_from(req.action) {
+            Ok(AlarmAction::Get) => {
+                self.node.check_serving()?;
+                let revision = self.node.state_machine.revision();
+                Ok(Response::new(AlarmResponse {
+                    header: Some(self.node.header(revision)),
+                    alarms: self.node.state_machine.alarms(),
+                }))
+            }
+            Ok(AlarmAction::Activate)
+                if AlarmType::try_from(req.alarm).unwrap_or_default() == AlarmType::None =>
+            {
+                Err(Status::invalid_argument(
+                    "Alarm: ACTIVATE needs an alarm kind (ALARM_TYPE_NOSPACE)",
+                ))
+            }
+            Ok(AlarmAction::Activate | AlarmAction::Deactivate) => {
+                let answer = self.node.propose_alarm(req, forwarded).await?;
+                Ok(Response::new(answer))
+            }
+            Err(_) => Err(Status::invalid_argument(format!(
+                "Alarm: unknown action {}; use GET (0), ACTIVATE (1) or DEACTIVATE (2)",
+                req.action
+            ))),
+        }
     }
 
     async fn serve_members(
@@ -287,6 +325,16 @@ impl ClusterService {
             .membership()
             .voter_ids()
             .any(|v| v == member.id);
+        let known = m
+            .membership_config
+            .membership()
+            .get_node(&member.id)
+            .is_some();
+        if !known {
+            // A new member is one more copy of the data to store: refused under NOSPACE. A member
+            // that lost its volume and re-joins (known) is a repair, not growth.
+            self.node.check_space(&format!("adding {}", member.name))?;
+        }
         if is_voter {
             if member.id == self.node.id() {
                 return Err(Status::failed_precondition(format!(
@@ -466,6 +514,13 @@ impl Cluster for ClusterService {
         instrumented!(self, "Remove", self.serve_remove(request))
     }
 
+    async fn alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
+        instrumented!(self, "Alarm", self.serve_alarm(request))
+    }
+
     type SnapshotStream = SnapshotStream;
 
     async fn snapshot(
@@ -543,7 +598,7 @@ impl ClusterService {
             last_log_term: last.leader_id.term,
             revision: summary.revision,
             size_bytes: data.len() as u64,
-            format: crate::store::SNAPSHOT_FORMAT,
+            format: summary.format,
             sha256: String::new(),
             keys: summary.keys,
         };

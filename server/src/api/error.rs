@@ -75,6 +75,10 @@ pub enum ApiError {
     /// A bug inside the server: the request may or may not have taken effect.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A `NOSPACE` alarm is active and the request would grow the data (see `node/quota.rs`).
+    /// Nothing was written.
+    #[error("{0}")]
+    NoSpace(String),
     /// A forwarded request failed at the leader: passed through unchanged.
     #[error("{}", .0.message())]
     Forwarded(Status),
@@ -109,6 +113,7 @@ impl From<ApiError> for Status {
             | ApiError::RaftStopped { .. } => Status::unavailable(message),
             ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
             ApiError::NotFound(_) => Status::not_found(message),
+            ApiError::NoSpace(_) => Status::resource_exhausted(message),
             ApiError::Timeout(_) => Status::deadline_exceeded(message),
             ApiError::Storage { .. } | ApiError::Internal(_) => Status::internal(message),
             ApiError::Forwarded(status) => status,

@@ -27,7 +27,7 @@ use crate::node::{Node, WriteOutcome};
 use crate::raft::MemberNode;
 
 /// Metadata key marking a request forwarded by a member to the leader.
-const FORWARDED_KEY: &str = "kvset-forwarded";
+pub(crate) const FORWARDED_KEY: &str = "kvset-forwarded";
 /// How long a linearizable read may wait for the barrier.
 const READ_BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 

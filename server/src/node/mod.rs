@@ -27,6 +27,8 @@
 //!   entry, and [`read_index`] lets the linearizable reads that wait at the same time share one
 //!   quorum round: one fsync and one round trip for many requests.
 //! - [`write_pause`] holds new writes while leadership is handed over.
+//! - [`quota`] measures this member's store against its space quota and raises the replicated
+//!   `NOSPACE` alarm; [`Node::write`] refuses writes that grow the data while one is active.
 //! - [`Node`] (here) is what the API services share: how to write through Raft, how to make a read
 //!   linearizable on any member (leader: `ensure_linearizable`; follower: ReadIndex from the leader,
 //!   then wait until applied), how to fill response headers.
@@ -51,6 +53,7 @@ pub mod failstop;
 pub mod group_commit;
 pub mod join;
 pub mod leadership;
+pub mod quota;
 pub mod read_index;
 pub mod rejoin;
 pub mod write_pause;
@@ -59,8 +62,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kvset_proto::raft::{CommandResult, LogCommand};
-use kvset_proto::v1::{MemberRef, ResponseHeader, Role};
+use kvset_proto::raft::{command_result, log_command, CommandResult, LogCommand};
+use kvset_proto::v1::cluster_client::ClusterClient;
+use kvset_proto::v1::{AlarmRequest, AlarmResponse, MemberRef, ResponseHeader, Role};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::ServerState;
 use tonic::transport::Channel;
@@ -118,6 +122,8 @@ pub struct Node {
     read_index: Arc<ReadIndexCoalescer>,
     /// Set for good once storage failed; see [`failstop`].
     fail_stop: failstop::FailStop,
+    /// The space quota and the last measured usage; see [`quota`].
+    pub quota: quota::Quota,
 }
 
 impl Node {
@@ -138,7 +144,9 @@ impl Node {
         );
         let read_index = ReadIndexCoalescer::new(raft.clone(), telemetry.read_index_rounds());
         let rejoin_marker = RejoinMarker::new(&config.data_dir);
+        let quota = quota::Quota::resolve(config.quota_bytes, &config.data_dir);
         Arc::new(Self {
+            quota,
             faults,
             telemetry,
             group_commit,
@@ -427,6 +435,9 @@ impl Node {
     /// Proposes a command. On a follower, returns the leader to forward to.
     pub async fn write(&self, command: LogCommand) -> Result<WriteOutcome, ApiError> {
         self.check_serving()?;
+        if quota::grows_data(&command) {
+            self.check_space("write")?;
+        }
         // During a leadership transfer writes wait (briefly) rather than fail: afterwards they
         // go to the new leader through the usual forwarding.
         self.write_gate.wait_open(Duration::from_secs(10)).await;
@@ -460,6 +471,56 @@ impl Node {
                 member: self.name(),
                 reason: e.to_string(),
             }),
+        }
+    }
+
+    /// Refuses `what` (a request that grows the data) while a `NOSPACE` alarm is active, with
+    /// RESOURCE_EXHAUSTED; see [`quota`].
+    pub fn check_space(&self, what: &str) -> Result<(), ApiError> {
+        quota::check_writable(&self.state_machine.alarms(), what)
+    }
+
+    /// Raises or clears an alarm through the Raft log: proposed here when leading, else sent to
+    /// the leader's `Cluster.Alarm` (unless this request was itself forwarded). Returns the alarm
+    /// table after the command.
+    pub async fn propose_alarm(
+        &self,
+        request: AlarmRequest,
+        forwarded: bool,
+    ) -> Result<AlarmResponse, ApiError> {
+        let command = LogCommand {
+            request_id: None,
+            command: Some(log_command::Command::Alarm(request.clone())),
+        };
+        match self.write(command).await? {
+            WriteOutcome::Applied(result) => match result.result {
+                Some(command_result::Result::Alarm(mut answer)) => {
+                    answer.header = Some(self.header(result.revision));
+                    Ok(answer)
+                }
+                _ => Err(ApiError::Internal(format!(
+                    "{}: an alarm command returned no alarm table",
+                    self.name()
+                ))),
+            },
+            WriteOutcome::NotLeader(leader) if forwarded => Err(ApiError::NotLeader {
+                member: self.name(),
+                leader,
+            }),
+            WriteOutcome::NotLeader(leader) => {
+                let channel = self.client_channel(&leader.client_addr)?;
+                let mut call = tonic::Request::new(request);
+                call.metadata_mut().insert(
+                    crate::api::kv::FORWARDED_KEY,
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+                call.set_timeout(Duration::from_secs(30));
+                ClusterClient::new(channel)
+                    .alarm(call)
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(ApiError::Forwarded)
+            }
         }
     }
 

@@ -269,6 +269,12 @@ pub(crate) fn execute(
                 detail: "a command batch reached the key-value executor".into(),
             })
         }
+        Command::Alarm(_) => {
+            return Err(StoreError::Corrupt {
+                what: "log command",
+                detail: "an alarm command reached the key-value executor".into(),
+            })
+        }
     };
     if exec.wrote {
         *revision = exec.rev;

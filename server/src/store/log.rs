@@ -169,6 +169,11 @@ impl LogStore {
         self.wal().disk_size()
     }
 
+    /// Bytes of the entries not purged, with their framing (see [`Wal::live_size`]).
+    pub fn live_size(&self) -> u64 {
+        self.wal().live_size()
+    }
+
     /// The log id of the last entry, or of the last purged one when the log is empty.
     pub fn last_log_id(&self) -> Result<Option<LogId>, StoreError> {
         let last = {

@@ -19,6 +19,8 @@
 //!       k<user key>         -> 0x01, create_revision, mod_revision, version (i64 BE), value
 //!       d<client id BE>     -> postcard(ClientRecord): last sequence, its log index, its result
 //!       m/state             -> postcard(SmMeta): last applied, membership, revision, counters
+//!       m/alarms            -> postcard(list of Alarm): the replicated alarm table (alarm.rs);
+//!                              absent when no alarm is raised
 //!   raft-log/             the Raft log: <first index>.wal segments of CRC'd records (wal.rs)
 //!   snapshot/current      the current snapshot: meta + data + CRC-32, replaced atomically
 //! ```
@@ -99,6 +101,7 @@
 //! - sled 0.34's own internal crash-consistency (segment reuse, its `snap.*` files) is trusted
 //!   as it is; only its missing fsyncs are filled in.
 
+mod alarm;
 mod codec;
 mod coverage;
 mod cursor;
@@ -146,6 +149,24 @@ const FORMAT_KEY: &[u8] = b"format";
 /// Key in the `store` tree naming the live state-machine generation.
 const GENERATION_KEY: &[u8] = b"sm_generation";
 
+/// What the space quota counts, in bytes (see [`Store::quota_usage`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuotaUsage {
+    /// The logical size of the live state (keys, values, dedup table, metadata).
+    pub state: u64,
+    /// The Raft log's entries not purged (with their framing).
+    pub log: u64,
+    /// The snapshot file.
+    pub snapshot: u64,
+}
+
+impl QuotaUsage {
+    /// The sum the quota is compared with.
+    pub fn total(&self) -> u64 {
+        self.state + self.log + self.snapshot
+    }
+}
+
 /// An opened store: the two handles openraft needs. Everything in it is cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -186,6 +207,17 @@ impl Store {
     /// Bytes on disk (sled's files, the raft log and the snapshot file).
     pub fn disk_size(&self) -> Result<u64, StoreError> {
         Ok(self.state_machine.disk_size()? + self.log.disk_size())
+    }
+
+    /// What the space quota counts (`node/quota.rs`): the logical size of the live state, plus
+    /// the Raft log's entries above the purge point, plus the snapshot file, in bytes. O(data
+    /// size).
+    pub fn quota_usage(&self) -> Result<QuotaUsage, StoreError> {
+        Ok(QuotaUsage {
+            state: self.state_machine.logical_size()?,
+            log: self.log.live_size(),
+            snapshot: self.state_machine.snapshot_file_size(),
+        })
     }
 
     /// Makes everything written so far durable (for a clean shutdown).

@@ -27,6 +27,8 @@ pub struct SnapshotSummary {
     pub revision: i64,
     /// How many keys.
     pub keys: u64,
+    /// The snapshot data format (1, or 2 when it carries alarms; see `snapshot.rs`).
+    pub format: u32,
 }
 
 /// Summarizes snapshot data (checks its format on the way).
@@ -35,6 +37,7 @@ pub fn describe_snapshot(data: &[u8]) -> Result<SnapshotSummary, StoreError> {
     Ok(SnapshotSummary {
         revision: payload.revision,
         keys: payload.kvs.len() as u64,
+        format: snapshot::format_of(data),
     })
 }
 
@@ -67,6 +70,8 @@ impl Store {
             std::collections::BTreeMap::from([(member_id, member)]),
         );
         payload.membership = StoredMembership::new(Some(last), membership);
+        // Alarms belong to the old cluster's members and their volumes, not to the data.
+        payload.alarms.clear();
         let bytes = snapshot::encode(&payload)?;
         let meta = SnapshotMeta {
             last_log_id: Some(last),

@@ -2,9 +2,14 @@
 //!
 //! Layout: the magic `KVSS`, the format version as a big-endian `u32` ([`SNAPSHOT_FORMAT`]),
 //! then postcard of [`SnapshotPayload`]: last applied log id, membership, revision, every key
-//! with its metadata in key order, and the dedup table in client-id order. The payload is typed
-//! rather than a dump of sled's pairs, so the internal key layout can change without breaking
-//! snapshots sent between versions; a change of the payload bumps the format.
+//! with its metadata in key order, and the dedup table in client-id order; format 2 appends the
+//! alarm table (`alarm.rs`). The payload is typed rather than a dump of sled's pairs, so the
+//! internal key layout can change without breaking snapshots sent between versions; a change of
+//! the payload bumps the format.
+//!
+//! Formats: 1 (no alarms) and 2 (with the alarm table). A snapshot whose alarm table is empty is
+//! written as format 1, byte for byte what earlier builds wrote, so backups and snapshots of a
+//! cluster that never raised an alarm stay readable by them; both are read.
 //!
 //! [`capture`] reads a state-machine tree into a payload (the state machine calls it where no
 //! apply can run concurrently); [`load`] writes a payload into an empty tree and returns the
@@ -12,6 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::alarm::{self, Alarm, ALARMS_KEY};
 use super::codec::{self, KvRecord};
 use super::dedup::{self, ClientRecord};
 use super::error::StoreError;
@@ -20,8 +26,10 @@ use super::view::Scan;
 use super::view::View;
 use crate::raft::types::{LogId, StoredMembership};
 
-/// The snapshot format this build writes and reads.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+/// The newest snapshot format this build writes and reads (it reads every one up to this).
+pub const SNAPSHOT_FORMAT: u32 = 2;
+/// The format of a snapshot without alarms (see the module docs).
+const FORMAT_WITHOUT_ALARMS: u32 = 1;
 const MAGIC: &[u8; 4] = b"KVSS";
 /// Pairs per sled batch when loading a snapshot.
 const LOAD_BATCH: usize = 4096;
@@ -39,6 +47,18 @@ pub(crate) struct SnapshotPayload {
     pub kvs: Vec<SnapshotKv>,
     /// The dedup table, ascending by client id.
     pub clients: Vec<(u64, ClientRecord)>,
+    /// The alarm table (format 2; empty in format 1).
+    pub alarms: Vec<Alarm>,
+}
+
+/// Format 1's payload: [`SnapshotPayload`] without the alarm table.
+#[derive(Serialize, Deserialize)]
+struct PayloadV1 {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    revision: i64,
+    kvs: Vec<SnapshotKv>,
+    clients: Vec<(u64, ClientRecord)>,
 }
 
 /// One key in a snapshot.
@@ -51,12 +71,36 @@ pub(crate) struct SnapshotKv {
     pub version: i64,
 }
 
-/// The snapshot's bytes.
+/// The snapshot's bytes: format 1 when there is no alarm, else format 2.
 pub(crate) fn encode(payload: &SnapshotPayload) -> Result<Vec<u8>, StoreError> {
+    let format = if payload.alarms.is_empty() {
+        FORMAT_WITHOUT_ALARMS
+    } else {
+        SNAPSHOT_FORMAT
+    };
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&SNAPSHOT_FORMAT.to_be_bytes());
+    out.extend_from_slice(&format.to_be_bytes());
+    if format == FORMAT_WITHOUT_ALARMS {
+        // The same fields in the same order: postcard writes the bytes format 1 always had.
+        let v1 = (
+            &payload.last_applied,
+            &payload.membership,
+            &payload.revision,
+            &payload.kvs,
+            &payload.clients,
+        );
+        return postcard::to_extend(&v1, out).map_err(StoreError::codec("snapshot"));
+    }
     postcard::to_extend(payload, out).map_err(StoreError::codec("snapshot"))
+}
+
+/// The format number in a snapshot's header (0 when there is no header); [`decode`] checks it.
+pub(crate) fn format_of(bytes: &[u8]) -> u32 {
+    bytes
+        .get(4..8)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, u32::from_be_bytes)
 }
 
 /// Parses a snapshot's bytes.
@@ -70,18 +114,30 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<SnapshotPayload, StoreError> {
     let mut version = [0; 4];
     version.copy_from_slice(&bytes[4..8]);
     let found = u32::from_be_bytes(version);
-    if found != SNAPSHOT_FORMAT {
-        return Err(StoreError::UnsupportedFormat {
+    match found {
+        FORMAT_WITHOUT_ALARMS => {
+            let v1: PayloadV1 = codec::decode("snapshot", &bytes[8..])?;
+            Ok(SnapshotPayload {
+                last_applied: v1.last_applied,
+                membership: v1.membership,
+                revision: v1.revision,
+                kvs: v1.kvs,
+                clients: v1.clients,
+                alarms: Vec::new(),
+            })
+        }
+        SNAPSHOT_FORMAT => codec::decode("snapshot", &bytes[8..]),
+        _ => Err(StoreError::UnsupportedFormat {
             what: "snapshot",
             found,
             supported: SNAPSHOT_FORMAT,
-        });
+        }),
     }
-    codec::decode("snapshot", &bytes[8..])
 }
 
 /// Reads the whole state machine held by `tree` (whose metadata is `meta`).
 pub(crate) fn capture(tree: &sled::Tree, meta: &SmMeta) -> Result<SnapshotPayload, StoreError> {
+    let alarms = alarm::decode(tree.get(ALARMS_KEY)?.as_deref())?;
     let mut kvs = Vec::with_capacity(usize::try_from(meta.key_count).unwrap_or(0));
     let (lo, hi) = (codec::kv_key(b""), codec::kv_upper(None));
     tree.scan(&lo, &hi, &mut |k, v| {
@@ -101,6 +157,7 @@ pub(crate) fn capture(tree: &sled::Tree, meta: &SmMeta) -> Result<SnapshotPayloa
         revision: meta.revision,
         kvs,
         clients: dedup::all(tree)?,
+        alarms,
     })
 }
 
@@ -165,6 +222,9 @@ pub(crate) fn load(tree: &sled::Tree, payload: SnapshotPayload) -> Result<SmMeta
         }
     }
 
+    if let Some(alarms) = alarm::encode(&payload.alarms)? {
+        batch.insert(ALARMS_KEY, alarms);
+    }
     batch.insert(
         codec::META_KEY,
         codec::encode("state-machine metadata", &meta)?,
@@ -194,14 +254,59 @@ mod tests {
         let bytes = encode(&payload).unwrap();
         assert_eq!(decode(&bytes).unwrap(), payload);
 
+        assert_eq!(bytes[7], 1, "no alarms: written as format 1");
+
         let mut newer = bytes.clone();
-        newer[7] = 2;
+        newer[7] = 3;
         assert!(matches!(
             decode(&newer),
-            Err(StoreError::UnsupportedFormat { found: 2, .. })
+            Err(StoreError::UnsupportedFormat { found: 3, .. })
         ));
         assert!(matches!(decode(b"nope"), Err(StoreError::Corrupt { .. })));
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// With alarms the snapshot is format 2 and keeps them; without, it is exactly format 1.
+    #[test]
+    fn alarms_ride_in_format_2_and_format_1_stays_as_it_was() {
+        let v1 = PayloadV1 {
+            last_applied: None,
+            membership: StoredMembership::default(),
+            revision: 3,
+            kvs: vec![SnapshotKv {
+                key: b"k".to_vec(),
+                ..Default::default()
+            }],
+            clients: Vec::new(),
+        };
+        let mut old = MAGIC.to_vec();
+        old.extend_from_slice(&1u32.to_be_bytes());
+        old.extend(postcard::to_allocvec(&v1).unwrap());
+        let payload = decode(&old).unwrap();
+        assert!(payload.alarms.is_empty());
+        assert_eq!(
+            encode(&payload).unwrap(),
+            old,
+            "format 1 is written unchanged"
+        );
+
+        let mut with = payload.clone();
+        with.alarms.push(Alarm {
+            member_id: 1,
+            alarm: 1,
+            member_name: "kv-1".into(),
+            usage_bytes: 10,
+            quota_bytes: 9,
+        });
+        let bytes = encode(&with).unwrap();
+        assert_eq!(bytes[7], 2);
+        assert_eq!((format_of(&bytes), format_of(&old)), (2, 1));
+        assert_eq!(decode(&bytes).unwrap(), with);
+
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let meta = load(&tree, with.clone()).unwrap();
+        assert_eq!(capture(&tree, &meta).unwrap().alarms, with.alarms);
     }
 
     #[test]

@@ -41,13 +41,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use kvset_proto::raft::log_command::Command;
 use kvset_proto::raft::{command_result, CommandResult, LogCommand, ResultBatch};
-use kvset_proto::v1::{KeyValue, RangeRequest, RangeResponse};
+use kvset_proto::v1::{AlarmMember, AlarmResponse, KeyValue, RangeRequest, RangeResponse};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use super::alarm::{self, Alarm, ALARMS_KEY};
 use super::codec;
 use super::coverage::Coverage;
 use super::cursor::{self, Cursor};
@@ -147,6 +148,11 @@ struct Live {
     /// The content digest of this state once someone asked for it (`digest.rs`); `apply` keeps
     /// it current, a snapshot install drops it.
     digest: Option<Accumulator>,
+    /// The alarm table as stored in `tree` (see `alarm.rs`).
+    alarms: Vec<Alarm>,
+    /// The logical size of `tree` once someone asked for it (the space quota does, every few
+    /// seconds); `apply` keeps it current like the digest, a snapshot install drops it.
+    logical_size: Option<u64>,
 }
 
 /// The name of a generation's tree.
@@ -185,6 +191,7 @@ impl StateMachineStore {
             Some(b) => codec::decode("state-machine metadata", &b)?,
             None => SmMeta::default(),
         };
+        let alarms = alarm::decode(tree.get(ALARMS_KEY)?.as_deref())?;
         let snapshots = SnapshotFile::open(snapshot_dir)?;
         let sm = Self {
             inner: Arc::new(Inner {
@@ -198,6 +205,8 @@ impl StateMachineStore {
                     tree,
                     meta,
                     digest: None,
+                    alarms,
+                    logical_size: None,
                 }),
                 eviction,
             }),
@@ -381,6 +390,51 @@ impl StateMachineStore {
         self.inner.read().tree.clone()
     }
 
+    /// The active alarms, as applied (see `alarm.rs`).
+    pub fn alarms(&self) -> Vec<AlarmMember> {
+        self.inner
+            .read()
+            .alarms
+            .iter()
+            .map(Alarm::to_proto)
+            .collect()
+    }
+
+    /// The logical size of the live state in bytes: every key and value sled holds for the
+    /// state machine (key-values, dedup records, metadata), without sled's own overhead. This is
+    /// what the space quota counts for the state (`node/quota.rs` explains why not sled's file
+    /// size): it shrinks as soon as keys are deleted. The first call reads every key; `apply`
+    /// keeps it current after that.
+    pub fn logical_size(&self) -> Result<u64, StoreError> {
+        // The first call scans (O(data size)) under the read lock, so no batch lands meanwhile;
+        // later calls are O(1).
+        let (generation, at, bytes) = {
+            let live = self.inner.read();
+            if let Some(size) = live.logical_size {
+                return Ok(size);
+            }
+            let mut bytes = 0u64;
+            for pair in live.tree.iter() {
+                let (k, v) = pair?;
+                bytes += (k.len() + v.len()) as u64;
+            }
+            (live.generation, live.meta.last_applied, bytes)
+        };
+        let mut live = self.inner.write();
+        if live.generation == generation
+            && live.meta.last_applied == at
+            && live.logical_size.is_none()
+        {
+            live.logical_size = Some(bytes);
+        }
+        Ok(bytes)
+    }
+
+    /// Size of the current snapshot file in bytes (0 without one).
+    pub fn snapshot_file_size(&self) -> u64 {
+        self.inner.snapshots.size()
+    }
+
     /// Bytes on disk: sled's files plus the snapshot file.
     pub fn disk_size(&self) -> Result<u64, StoreError> {
         Ok(self.inner.db.size_on_disk()? + self.inner.snapshots.size())
@@ -400,16 +454,20 @@ impl Inner {
 
     /// Applies a batch of entries as one atomic sled batch.
     fn apply(&self, entries: Vec<Entry>) -> Result<Vec<Proto<CommandResult>>, StoreError> {
-        let (generation, tree, mut meta, tracking) = {
+        let (generation, tree, mut meta, mut alarms, tracking, sizing) = {
             let live = self.read();
             let tracking = live.digest.is_some();
+            let sizing = live.logical_size.is_some();
             (
                 live.generation,
                 live.tree.clone(),
                 live.meta.clone(),
+                live.alarms.clone(),
                 tracking,
+                sizing,
             )
         };
+        let mut alarms_changed = false;
         let mut ov = Overlay::new(&tree);
         let mut eviction = self.eviction.lock().unwrap_or_else(PoisonError::into_inner);
         let mut order = eviction.begin();
@@ -423,10 +481,24 @@ impl Inner {
                     unchanged(&meta)
                 }
                 EntryPayload::Normal(Proto(command)) => {
-                    apply_command(&mut ov, &mut order, &mut meta, entry.log_id.index, command)?
+                    let mut applying = Applying {
+                        ov: &mut ov,
+                        order: &mut order,
+                        meta: &mut meta,
+                        alarms: &mut alarms,
+                        alarms_changed: &mut alarms_changed,
+                        log_index: entry.log_id.index,
+                    };
+                    apply_command(&mut applying, command)?
                 }
             };
             results.push(Proto(result));
+        }
+        if alarms_changed {
+            match alarm::encode(&alarms)? {
+                Some(bytes) => ov.put(ALARMS_KEY.to_vec(), bytes),
+                None => ov.remove(ALARMS_KEY.to_vec()),
+            }
         }
         ov.put(
             codec::META_KEY.to_vec(),
@@ -435,12 +507,15 @@ impl Inner {
         // What the batch changes in the content digest, when one is kept (reads the previous
         // version of every written key: sled's cache still holds them from the commands above).
         let mut delta = Delta::default();
-        if tracking {
+        let mut size_change = 0i64;
+        if tracking || sizing {
             for (key, new) in ov.writes() {
-                if codec::is_kv_key(key) {
-                    let old = View::get(&tree, key)?;
+                let old = View::get(&tree, key)?;
+                if tracking {
                     delta.change(key, old.as_deref(), new)?;
                 }
+                let len = |v: Option<&[u8]>| v.map_or(0, |v| (key.len() + v.len()) as i64);
+                size_change += len(new) - len(old.as_deref());
             }
         }
         let batch = ov.into_batch();
@@ -454,11 +529,16 @@ impl Inner {
         }
         live.tree.apply_batch(batch)?;
         live.meta = meta;
+        live.alarms = alarms;
         match (&mut live.digest, tracking) {
             (Some(acc), true) => acc.merge(&delta),
             // A digest computed while this batch was being prepared describes the state before
             // it: drop it (the next `digest` call scans again).
             (digest, _) => *digest = None,
+        }
+        match (&mut live.logical_size, sizing) {
+            (Some(size), true) => *size = size.saturating_add_signed(size_change),
+            (size, _) => *size = None,
         }
         order.commit();
         Ok(results)
@@ -504,6 +584,7 @@ impl Inner {
         self.db.drop_tree(&name)?;
         let tree = self.db.open_tree(&name)?;
         let eviction = EvictionOrder::of(&payload.clients);
+        let alarms = payload.alarms.clone();
         let meta = snapshot::load(&tree, payload)?;
         self.durable.sync(&self.db)?;
         self.store_tree
@@ -517,6 +598,8 @@ impl Inner {
                 tree,
                 meta,
                 digest: None,
+                alarms,
+                logical_size: None,
             },
         );
         drop(old);
@@ -568,14 +651,12 @@ fn unchanged(meta: &SmMeta) -> CommandResult {
 /// command added by a newer version as "no command", and skipping it would make this replica
 /// diverge from the ones that applied it.
 fn apply_command(
-    ov: &mut Overlay<'_>,
-    order: &mut OrderTxn<'_>,
-    meta: &mut SmMeta,
-    log_index: u64,
+    a: &mut Applying<'_, '_, '_>,
     command: LogCommand,
 ) -> Result<CommandResult, StoreError> {
+    let log_index = a.log_index;
     let Some(Command::Batch(batch)) = command.command else {
-        return apply_client_command(ov, order, meta, log_index, command);
+        return apply_client_command(a, command);
     };
     if command.request_id.is_some() {
         return Err(StoreError::UnappliableCommand {
@@ -592,22 +673,42 @@ fn apply_command(
                 detail: "nests a command batch inside a command batch",
             });
         }
-        results.push(apply_client_command(ov, order, meta, log_index, inner)?);
+        results.push(apply_client_command(a, inner)?);
     }
     Ok(CommandResult {
-        revision: meta.revision,
+        revision: a.meta.revision,
         result: Some(command_result::Result::Batch(ResultBatch { results })),
     })
 }
 
-/// Applies one client command with exactly-once deduplication (see `dedup.rs`).
-fn apply_client_command(
-    ov: &mut Overlay<'_>,
-    order: &mut OrderTxn<'_>,
-    meta: &mut SmMeta,
+/// What applying one entry's command works on.
+struct Applying<'a, 'o, 't> {
+    ov: &'a mut Overlay<'t>,
+    order: &'a mut OrderTxn<'o>,
+    meta: &'a mut SmMeta,
+    alarms: &'a mut Vec<Alarm>,
+    alarms_changed: &'a mut bool,
     log_index: u64,
+}
+
+/// Applies one client command with exactly-once deduplication (see `dedup.rs`), or an alarm
+/// command (`alarm.rs`; not deduplicated, it is idempotent).
+fn apply_client_command(
+    a: &mut Applying<'_, '_, '_>,
     command: LogCommand,
 ) -> Result<CommandResult, StoreError> {
+    let log_index = a.log_index;
+    if let Some(Command::Alarm(req)) = command.command.as_ref() {
+        *a.alarms_changed |= alarm::apply(a.alarms, log_index, req)?;
+        return Ok(CommandResult {
+            revision: a.meta.revision,
+            result: Some(command_result::Result::Alarm(AlarmResponse {
+                header: None,
+                alarms: a.alarms.iter().map(Alarm::to_proto).collect(),
+            })),
+        });
+    }
+    let (ov, order, meta) = (&mut *a.ov, &mut *a.order, &mut *a.meta);
     let Some(body) = command.command.as_ref() else {
         return Err(StoreError::UnappliableCommand {
             log_index,
@@ -838,12 +939,21 @@ mod tests {
         }
     }
 
+    /// What a full scan of the live tree says the logical size is.
+    fn scanned_size(sm: &StateMachineStore) -> u64 {
+        let live = sm.inner.read();
+        live.tree
+            .iter()
+            .map(|p| p.map(|(k, v)| (k.len() + v.len()) as u64).unwrap())
+            .sum()
+    }
+
     /// What a full scan of the live tree says the digest is.
     fn scanned(sm: &StateMachineStore) -> String {
         full_digest(&sm.inner.read().tree).unwrap().hex()
     }
 
-    /// Once asked for, the digest is kept current by every apply (puts, overwrites, deletes of
+    /// Once asked for, the digest and the logical size are kept current by every apply (puts, overwrites, deletes of
     /// a key and of a range, in one batch and across batches) and always equals what a full scan
     /// of the state gives; an install replaces it.
     #[test]
@@ -864,6 +974,12 @@ mod tests {
         let d = sm.digest().unwrap();
         assert_eq!((d.key_count, d.revision), (6, 6));
         assert_eq!(d.hash, scanned(&sm));
+        let size = sm.logical_size().unwrap();
+        assert!(
+            sm.inner.read().logical_size.is_some(),
+            "kept after the first call"
+        );
+        assert_eq!(size, scanned_size(&sm));
 
         // Overwrite, delete one key, delete a range, and re-create a deleted key, in one batch.
         sm.inner
@@ -890,6 +1006,7 @@ mod tests {
         let d = sm.digest().unwrap();
         assert_eq!(d.key_count, 4, "k1 k2 k3 k6");
         assert_eq!(d.hash, scanned(&sm));
+        assert_eq!(sm.logical_size().unwrap(), scanned_size(&sm));
         assert_ne!(d.hash, empty.hash);
 
         // A batch applied with no digest kept (the first call not made yet) must not leave a

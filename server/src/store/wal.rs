@@ -361,6 +361,26 @@ impl Wal {
     pub(crate) fn disk_size(&self) -> u64 {
         self.segments.values().map(|s| s.len).sum()
     }
+
+    /// Bytes of the records not purged, each with its 16-byte frame: what the log would take if
+    /// a purge cut segments exactly at the purge point. A purge deletes only whole segments, so
+    /// the files hold up to one segment more; the space quota counts this (it drops as soon as
+    /// a purge is applied).
+    pub(crate) fn live_size(&self) -> u64 {
+        self.segments
+            .values()
+            .map(|s| {
+                let skip = self
+                    .floor
+                    .saturating_sub(s.first)
+                    .min(s.records.len() as u64);
+                s.records[skip as usize..]
+                    .iter()
+                    .map(|&(_, len)| u64::from(len) + 16)
+                    .sum::<u64>()
+            })
+            .sum()
+    }
 }
 
 /// The segment an append wrote to; [`SyncHandle::sync`] makes that append durable. Kept apart
@@ -632,9 +652,16 @@ mod tests {
         append(&mut wal, 1..5);
         wal.segments.values_mut().last().unwrap().len = SEGMENT_BYTES;
         append(&mut wal, 5..9);
+        let live = |range: std::ops::Range<u64>| -> u64 {
+            range.map(|i| rec(i).1.len() as u64 + 16).sum()
+        };
+        assert_eq!(wal.live_size(), live(1..9));
         wal.purge(6).unwrap();
         assert_eq!(wal.segments.len(), 1, "the segment 1..=4 is gone");
         assert_eq!(read_all(&wal), vec![7, 8]);
+        // The space quota counts what is above the purge point, not the segment left on disk.
+        assert_eq!(wal.live_size(), live(7..9));
+        assert!(wal.disk_size() > wal.live_size());
         // Reopened, the caller sets the floor from its purge record.
         let mut wal = Wal::open(dir.path(), 7).unwrap();
         assert_eq!(read_all(&wal), vec![7, 8]);
