@@ -80,6 +80,11 @@ fn a_seeded_process_run_with_overlapping_faults_passes() {
     );
     for fault in report["faults"].as_array().expect("faults") {
         assert!(fault["error"].is_null(), "a fault failed: {fault}");
+        if fault["cut_short"] == true {
+            // The run ended while it was in force: its script stopped early (healed, checked
+            // like every fault by the run's verdict above), so its steps are not all there.
+            continue;
+        }
         let steps = fault["steps"]
             .as_array()
             .expect("steps of a compound fault");

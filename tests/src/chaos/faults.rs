@@ -255,6 +255,10 @@ pub struct FaultRecord {
     /// Compound faults: which steps were in force together, and when.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub overlaps: Vec<OverlapRecord>,
+    /// The run's duration ran out while the fault was in force: it was healed early, and a
+    /// compound fault's script may have stopped before its last step. (Field added only then.)
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cut_short: bool,
 }
 
 /// One fault of a compound fault's script, as it happened.
@@ -345,7 +349,8 @@ impl Nemesis {
                     break;
                 }
             };
-            let record = self.inject(&planned, &view, &mut stop).await;
+            let mut record = self.inject(&planned, &view, &mut stop).await;
+            record.cut_short = *stop.borrow();
             tracing::info!(
                 fault = %planned.kind,
                 targets = ?record.targets,
@@ -416,6 +421,7 @@ impl Nemesis {
             error: None,
             steps: Vec::new(),
             overlaps: Vec::new(),
+            cut_short: false,
         };
         if targets.is_empty() {
             record.error = Some("no member to target".into());
@@ -559,6 +565,7 @@ impl Nemesis {
             error: None,
             steps: Vec::new(),
             overlaps: Vec::new(),
+            cut_short: false,
         };
         let plan = match overlap::plan(planned, members.len(), leader) {
             Ok(plan) => plan,

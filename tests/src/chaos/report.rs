@@ -378,7 +378,11 @@ impl RunReport {
                     },
                     caught.join(", "),
                     f.probe_reads,
-                    f.error.as_deref().unwrap_or("")
+                    match (&f.error, f.cut_short) {
+                        (Some(e), _) => e.clone(),
+                        (None, true) => "cut short: the run ended while it was in force".into(),
+                        (None, false) => String::new(),
+                    }
                 );
             }
         }

@@ -93,6 +93,7 @@ fn fault(index: usize, kind: FaultKind, target: &str, at_ms: f64, healed_ms: f64
         error: None,
         steps: Vec::new(),
         overlaps: Vec::new(),
+        cut_short: false,
     }
 }
 
