@@ -370,20 +370,9 @@ fn alarm_line(a: &Alarm) -> String {
     }
 }
 
-/// `61.2 MiB`.
+/// `61.2 MiB` (IEC units, one decimal; `512 B` below a KiB).
 pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
 }
 
 /// `alarm list` and `alarm disarm`: one line per active alarm, or `no alarms`.
