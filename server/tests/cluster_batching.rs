@@ -100,13 +100,23 @@ async fn concurrent_linearizable_reads_share_rounds_and_see_every_acknowledged_w
         let acked = acked.clone();
         tokio::spawn(async move {
             for n in 1..=60u64 {
-                kv.put(PutRequest {
-                    key: b"counter".to_vec(),
-                    value: n.to_string().into_bytes(),
-                    ..Default::default()
-                })
-                .await
-                .expect("writer put");
+                // Retried while the cluster is briefly without a leader (an election under CPU
+                // load): only acknowledged values raise the floor, and they only go up.
+                let started = std::time::Instant::now();
+                loop {
+                    let put = kv.put(PutRequest {
+                        key: b"counter".to_vec(),
+                        value: n.to_string().into_bytes(),
+                        ..Default::default()
+                    });
+                    match put.await {
+                        Ok(_) => break,
+                        Err(e) if transient(&e) && started.elapsed() < Duration::from_secs(30) => {
+                            tokio::time::sleep(Duration::from_millis(20)).await
+                        }
+                        Err(e) => panic!("writer put {n}: {e}"),
+                    }
+                }
                 acked.store(n, Ordering::SeqCst);
             }
         })
@@ -119,19 +129,28 @@ async fn concurrent_linearizable_reads_share_rounds_and_see_every_acknowledged_w
         let mut kv = c.kv(r % 3);
         let acked = acked.clone();
         readers.push(tokio::spawn(async move {
-            let mut reads = 0u64;
+            let (mut reads, mut unavailable) = (0u64, 0u32);
             while acked.load(Ordering::SeqCst) < 60 {
                 let floor = acked.load(Ordering::SeqCst);
-                let got = kv
+                let answer = kv
                     .get(GetRequest {
                         key: b"counter".to_vec(),
                         consistency: Consistency::Linearizable as i32,
                     })
-                    .await
-                    .unwrap_or_else(|e| panic!("reader {r}: {e}"))
-                    .into_inner()
-                    .kv
-                    .expect("counter exists");
+                    .await;
+                let got = match answer {
+                    Ok(got) => got,
+                    // No leader for a moment (an election under CPU load): refusing is allowed,
+                    // answering stale is not. The next read takes a fresh floor.
+                    Err(e) if transient(&e) => {
+                        unavailable += 1;
+                        assert!(unavailable < 5_000, "reader {r}: kept failing: {e}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                    Err(e) => panic!("reader {r}: {e}"),
+                };
+                let got = got.into_inner().kv.expect("counter exists");
                 let seen: u64 = String::from_utf8(got.value).unwrap().parse().unwrap();
                 assert!(
                     seen >= floor,
@@ -159,4 +178,12 @@ async fn concurrent_linearizable_reads_share_rounds_and_see_every_acknowledged_w
         rounds < reads as f64,
         "{reads} concurrent linearizable reads took {rounds} quorum rounds: none were shared"
     );
+}
+
+/// An answer a client may get while the cluster elects a leader: retry it.
+fn transient(e: &tonic::Status) -> bool {
+    matches!(
+        e.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+    )
 }
