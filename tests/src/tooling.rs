@@ -93,3 +93,50 @@ pub fn yaml_documents(yaml: &str, what: &str) -> Vec<serde_json::Value> {
         other => panic!("expected a list of documents from {what}, got {other}"),
     }
 }
+
+/// Whether the tools that render and parse the kustomizations are here (`kubectl`, PyYAML);
+/// says what to install when not (see [`require_tool`]).
+pub fn have_render_tools() -> bool {
+    require_tool(
+        "kubectl",
+        &["version", "--client"],
+        "kubectl (Debian/Google Cloud SDK package `kubectl`)",
+    ) && require_tool(
+        "python3",
+        &["-c", "import yaml"],
+        "pip install kubernetes-validate (brings PyYAML)",
+    )
+}
+
+/// `kubectl kustomize k8s/<dir>`: the YAML a `kubectl apply -k` would send.
+pub fn render_kustomization_yaml(dir: &str) -> String {
+    let path = repo_root().join("k8s").join(dir);
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&path)
+        .output()
+        .expect("run kubectl kustomize");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {} failed:\n{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("kustomize output is UTF-8")
+}
+
+/// The documents of `kubectl kustomize k8s/<dir>` as JSON values.
+pub fn render_kustomization(dir: &str) -> Vec<serde_json::Value> {
+    yaml_documents(&render_kustomization_yaml(dir), &format!("k8s/{dir}"))
+}
+
+/// The document of kind `kind` named `name` in a render; panics when there is none.
+pub fn find_document<'a>(
+    docs: &'a [serde_json::Value],
+    kind: &str,
+    name: &str,
+) -> &'a serde_json::Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} named {name} in the render"))
+}

@@ -22,7 +22,10 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use kvset_tests::tooling::{repo_root, require_tool, yaml_documents};
+use kvset_tests::tooling::{
+    find_document, have_render_tools, render_kustomization, render_kustomization_yaml, repo_root,
+    require_tool,
+};
 use serde_json::Value;
 
 /// Kubernetes versions the manifests must validate against: the oldest we support (gRPC probes
@@ -31,46 +34,6 @@ const KUBERNETES_VERSIONS: &[&str] = &["1.27.0", "1.33.0", "1.37.0"];
 
 /// The kustomizations, relative to `k8s/`.
 const KUSTOMIZATIONS: &[&str] = &["base", "overlays/kind", "overlays/minikube", "overlays/tls"];
-
-fn have_render_tools() -> bool {
-    require_tool(
-        "kubectl",
-        &["version", "--client"],
-        "kubectl (Debian/Google Cloud SDK package `kubectl`)",
-    ) && require_tool(
-        "python3",
-        &["-c", "import yaml"],
-        "pip install kubernetes-validate (brings PyYAML)",
-    )
-}
-
-/// `kubectl kustomize k8s/<dir>`: the YAML a `kubectl apply -k` would send.
-fn render_yaml(dir: &str) -> String {
-    let path = repo_root().join("k8s").join(dir);
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(&path)
-        .output()
-        .expect("run kubectl kustomize");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {} failed:\n{}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("kustomize output is UTF-8")
-}
-
-/// The rendered documents as JSON values (YAML parsed by PyYAML's safe loader).
-fn render(dir: &str) -> Vec<Value> {
-    yaml_documents(&render_yaml(dir), &format!("k8s/{dir}"))
-}
-
-fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    docs.iter()
-        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} named {name} in the render"))
-}
 
 fn only<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
@@ -176,7 +139,7 @@ fn manifests_validate_against_kubernetes_schemas_in_strict_mode() {
         let file = dir
             .path()
             .join(format!("{}.yaml", kustomization.replace('/', "-")));
-        std::fs::write(&file, render_yaml(kustomization)).expect("write render");
+        std::fs::write(&file, render_kustomization_yaml(kustomization)).expect("write render");
         for version in KUBERNETES_VERSIONS {
             let out = Command::new("kubernetes-validate")
                 .args(["--strict", "--kubernetes-version", version])
@@ -213,7 +176,7 @@ fn the_pods_may_read_and_update_their_cluster_record_and_nothing_else() {
         return;
     }
     for kustomization in KUSTOMIZATIONS {
-        let docs = render(kustomization);
+        let docs = render_kustomization(kustomization);
         let set = only(&docs, "StatefulSet");
         let pod = &set["spec"]["template"]["spec"];
         let account = pod["serviceAccountName"]
@@ -223,10 +186,10 @@ fn the_pods_may_read_and_update_their_cluster_record_and_nothing_else() {
             pod["automountServiceAccountToken"], false,
             "k8s/{kustomization}: the token must be mounted for the cluster record"
         );
-        find(&docs, "ServiceAccount", account);
+        find_document(&docs, "ServiceAccount", account);
         // The server's default record in a pod: configmap:<set>-cluster.
         let record = format!("{}-cluster", set["metadata"]["name"].as_str().unwrap());
-        let configmap = find(&docs, "ConfigMap", &record);
+        let configmap = find_document(&docs, "ConfigMap", &record);
         assert!(
             configmap["data"].is_null(),
             "k8s/{kustomization}: the record starts empty (kv-0 fills it in at bootstrap)"
@@ -240,7 +203,7 @@ fn the_pods_may_read_and_update_their_cluster_record_and_nothing_else() {
                 .any(|s| s["kind"] == "ServiceAccount" && s["name"] == account),
             "k8s/{kustomization}: the binding names the pods' account"
         );
-        let role = find(&docs, "Role", binding["roleRef"]["name"].as_str().unwrap());
+        let role = find_document(&docs, "Role", binding["roleRef"]["name"].as_str().unwrap());
         let rules = role["rules"].as_array().unwrap();
         assert_eq!(rules.len(), 1, "k8s/{kustomization}: one rule");
         let rule = &rules[0];
@@ -259,7 +222,7 @@ fn statefulset_semantics_hold_in_every_kustomization() {
     let readiness = health_service_name("READINESS");
     let liveness = health_service_name("LIVENESS");
     for kustomization in KUSTOMIZATIONS {
-        let docs = render(kustomization);
+        let docs = render_kustomization(kustomization);
         check_statefulset(kustomization, &docs, &flags, &readiness, &liveness);
     }
 }
@@ -295,7 +258,7 @@ fn check_statefulset(
 
     // The governing Service: headless, in the same render, resolving members before they are Ready.
     let service_name = spec["serviceName"].as_str().expect("serviceName");
-    let headless = find(docs, "Service", service_name);
+    let headless = find_document(docs, "Service", service_name);
     assert_eq!(
         headless["spec"]["clusterIP"], "None",
         "{at}: Service {service_name} must be headless"
@@ -382,7 +345,7 @@ fn check_statefulset(
     );
     for (svc, needed) in [
         (headless, &["client", "peer"][..]),
-        (find(docs, "Service", "kv-client"), &["client"][..]),
+        (find_document(docs, "Service", "kv-client"), &["client"][..]),
     ] {
         let name = svc["metadata"]["name"].as_str().unwrap_or_default();
         assert!(
@@ -409,7 +372,7 @@ fn check_statefulset(
         }
     }
     assert_eq!(
-        find(docs, "Service", "kv-client")["spec"]["clusterIP"],
+        find_document(docs, "Service", "kv-client")["spec"]["clusterIP"],
         Value::Null,
         "{at}: kv-client gets a VIP"
     );
@@ -572,7 +535,7 @@ fn local_overlays_run_the_locally_loaded_image() {
         return;
     }
     for overlay in ["overlays/kind", "overlays/minikube"] {
-        let docs = render(overlay);
+        let docs = render_kustomization(overlay);
         let c = &only(&docs, "StatefulSet")["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(
             c["image"], "kvset:dev",
@@ -635,8 +598,8 @@ fn network_policy_guards_each_port() {
         return;
     }
     for kustomization in KUSTOMIZATIONS {
-        let docs = render(kustomization);
-        let np = find(&docs, "NetworkPolicy", "kv");
+        let docs = render_kustomization(kustomization);
+        let np = find_document(&docs, "NetworkPolicy", "kv");
         let sts = only(&docs, "StatefulSet");
         let pod_labels = str_map(&sts["spec"]["template"]["metadata"]["labels"]);
         assert!(

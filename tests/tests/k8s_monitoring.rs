@@ -23,46 +23,11 @@ use std::time::Duration;
 
 use kvset_proto::v1::{Consistency, GetRequest, PutRequest};
 use kvset_tests::testkit::{ProcessCluster, FAST_TIMING};
-use kvset_tests::tooling::{repo_root, require_tool, yaml_documents};
+use kvset_tests::tooling::{
+    find_document, have_render_tools, render_kustomization, render_kustomization_yaml, repo_root,
+    require_tool,
+};
 use serde_json::Value;
-
-fn have_render_tools() -> bool {
-    require_tool(
-        "kubectl",
-        &["version", "--client"],
-        "kubectl (Debian/Google Cloud SDK package `kubectl`)",
-    ) && require_tool(
-        "python3",
-        &["-c", "import yaml"],
-        "pip install kubernetes-validate (brings PyYAML)",
-    )
-}
-
-fn render_yaml(dir: &str) -> String {
-    let path = repo_root().join("k8s").join(dir);
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(&path)
-        .output()
-        .expect("run kubectl kustomize");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {} failed:\n{}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8")
-}
-
-fn render(dir: &str) -> Vec<Value> {
-    yaml_documents(&render_yaml(dir), &format!("k8s/{dir}"))
-}
-
-fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    docs.iter()
-        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} named {name} in the render"))
-}
 
 /// The dashboard as committed.
 fn dashboard() -> Value {
@@ -278,8 +243,8 @@ async fn rules_and_dashboard_query_only_metrics_a_live_member_exports() {
     if !have_render_tools() {
         return;
     }
-    let docs = render("overlays/monitoring");
-    let rule = find(&docs, "PrometheusRule", "kvset");
+    let docs = render_kustomization("overlays/monitoring");
+    let rule = find_document(&docs, "PrometheusRule", "kvset");
     let mut queries = rule_exprs(rule);
     queries.extend(dashboard_queries(&dashboard()));
 
@@ -368,7 +333,7 @@ fn monitoring_overlay_renders_validates_and_selects_the_metrics_service() {
     if !have_render_tools() {
         return;
     }
-    let docs = render("overlays/monitoring");
+    let docs = render_kustomization("overlays/monitoring");
     let kinds: BTreeSet<String> = docs
         .iter()
         .map(|d| d["kind"].as_str().unwrap_or_default().to_string())
@@ -390,7 +355,7 @@ fn monitoring_overlay_renders_validates_and_selects_the_metrics_service() {
     ) {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("monitoring.yaml");
-        std::fs::write(&file, render_yaml("overlays/monitoring")).expect("write");
+        std::fs::write(&file, render_kustomization_yaml("overlays/monitoring")).expect("write");
         let out = Command::new("kubernetes-validate")
             .args(["--strict", "--kubernetes-version", "1.33.0"])
             .arg(&file)
@@ -409,7 +374,7 @@ fn monitoring_overlay_renders_validates_and_selects_the_metrics_service() {
     }
 
     // The ConfigMap carries the committed dashboard, labelled for Grafana's sidecar.
-    let cm = find(&docs, "ConfigMap", "kvset-grafana-dashboard");
+    let cm = find_document(&docs, "ConfigMap", "kvset-grafana-dashboard");
     assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
     let embedded: Value =
         serde_json::from_str(cm["data"]["kvset-dashboard.json"].as_str().expect("data"))
@@ -418,9 +383,9 @@ fn monitoring_overlay_renders_validates_and_selects_the_metrics_service() {
 
     // The ServiceMonitor selects exactly the kv-metrics Service, on a port it has, which leads
     // to the container's metrics port, where the server listens.
-    let base = render("base");
-    let sm = find(&docs, "ServiceMonitor", "kvset");
-    let svc = find(&base, "Service", "kv-metrics");
+    let base = render_kustomization("base");
+    let sm = find_document(&docs, "ServiceMonitor", "kvset");
+    let svc = find_document(&base, "Service", "kv-metrics");
     let selector = sm["spec"]["selector"]["matchLabels"]
         .as_object()
         .expect("matchLabels");
@@ -442,7 +407,7 @@ fn monitoring_overlay_renders_validates_and_selects_the_metrics_service() {
     let port = &svc["spec"]["ports"][0];
     assert_eq!(endpoint["port"], port["name"]);
     assert_eq!(port["port"], 7579);
-    let sts = find(&base, "StatefulSet", "kv");
+    let sts = find_document(&base, "StatefulSet", "kv");
     let container = &sts["spec"]["template"]["spec"]["containers"][0];
     let cport = container["ports"]
         .as_array()
@@ -478,8 +443,8 @@ fn prometheus_rule_carries_the_operations_alerts() {
     if !have_render_tools() {
         return;
     }
-    let docs = render("overlays/monitoring");
-    let rule = find(&docs, "PrometheusRule", "kvset");
+    let docs = render_kustomization("overlays/monitoring");
+    let rule = find_document(&docs, "PrometheusRule", "kvset");
     let mut alerts = BTreeSet::new();
     for group in rule["spec"]["groups"].as_array().expect("groups") {
         for r in group["rules"].as_array().expect("rules") {
@@ -527,8 +492,8 @@ fn prometheus_rule_carries_the_operations_alerts() {
     }
 
     // The disk alert's threshold is 80 % of the PVC size the StatefulSet requests.
-    let base = render("base");
-    let sts = find(&base, "StatefulSet", "kv");
+    let base = render_kustomization("base");
+    let sts = find_document(&base, "StatefulSet", "kv");
     let storage = sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]
         ["storage"]
         .as_str()
