@@ -39,7 +39,7 @@ use crate::node::leadership::{hand_off, reclaim_preferred_leadership};
 use crate::node::rejoin::RejoinMarker;
 use crate::node::Node;
 use crate::raft::network::{PeerNetwork, MAX_PEER_MESSAGE_BYTES};
-use crate::raft::service::PeerService;
+use crate::api::peer::PeerService;
 use crate::raft::{NodeId, Raft};
 use crate::store::Store;
 use crate::tls::ServerTls;
@@ -266,7 +266,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             async move { node.watch_for_storage_failure().await }
         }),
         tokio::spawn(report_health(node.clone(), health_reporter)),
-        tokio::spawn(crate::telemetry::watch_events(node.clone())),
+        tokio::spawn(node.clone().count_raft_events()),
         tokio::spawn(crate::tls::watch(
             client_tls.into_iter().chain(peer_tls).collect(),
             dialer,
@@ -275,7 +275,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     {
         let (node, stop) = (node.clone(), stopped(stop_rx.clone()));
         background.push(tokio::spawn(async move {
-            if let Err(e) = crate::telemetry::serve_metrics(node, metrics_listener, stop).await {
+            if let Err(e) = crate::api::metrics::serve_metrics(node, metrics_listener, stop).await {
                 tracing::error!(error = %e, "metrics server failed");
             }
         }));
@@ -413,7 +413,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         member = %me,
         client = %client_addr,
         peer = %peer_addr,
-        metrics = %crate::telemetry::describe(metrics_addr),
+        metrics = %crate::api::metrics::describe(metrics_addr),
         "serving"
     );
     Ok(RunningServer {

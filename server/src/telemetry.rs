@@ -2,13 +2,15 @@
 //!
 //! Two kinds: counters and histograms that the request handlers update as they go
 //! ([`Telemetry::observe`]), and gauges that describe the member's state (Raft term, indexes,
-//! membership, store size), which are read from the Raft metrics and the store at scrape time so
-//! they are never stale. A small watcher counts events the scrape could miss between two scrapes
+//! membership, store size), which are set from a [`StateReading`] taken at scrape time so they
+//! are never stale. A small watcher counts events the scrape could miss between two scrapes
 //! (leader changes, snapshots). Every name and its meaning is listed in `docs/OPERATIONS.md`;
 //! keep the two in step.
+//!
+//! This module only holds and encodes the metrics; it knows nothing of the node. The node takes
+//! the reading (`node::observe`), and the `/metrics` endpoint that asks for one and serves the
+//! text is part of the API layer (`api::metrics`). So everything here looks down, nothing up.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -17,9 +19,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
-use tokio::net::TcpListener;
 
-use crate::node::Node;
 
 /// Labels of a finished request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -274,52 +274,42 @@ impl Telemetry {
             .inc();
     }
 
-    /// Refreshes the state gauges from the node and renders everything.
-    pub async fn render(&self, node: &Node) -> String {
-        let m = node.metrics();
-        let committed = node
-            .raft
-            .with_raft_state(|s| s.committed)
-            .await
-            .ok()
-            .flatten();
+    /// Counts a change of leader seen by this member.
+    pub fn leader_changed(&self) {
+        self.leader_changes.inc();
+    }
+
+    /// Counts a snapshot built or installed by this member.
+    pub fn snapshot_taken(&self) {
+        self.snapshots.inc();
+    }
+
+    /// Sets the state gauges from `reading` and renders everything as OpenMetrics text.
+    pub fn render(&self, reading: &StateReading) -> String {
+        let r = reading;
         let s = &self.state;
-        s.term.set(m.current_term as i64);
-        s.is_leader
-            .set(i64::from(m.state == openraft::ServerState::Leader));
-        s.leader_id
-            .set(m.current_leader.map(|l| l as i64).unwrap_or(-1));
-        let last = m.last_log_index.unwrap_or(0);
-        s.last_log_index.set(last as i64);
-        s.commit_index
-            .set(committed.map(|l| l.index as i64).unwrap_or(0));
-        s.applied_index
-            .set(m.last_applied.map(|l| l.index as i64).unwrap_or(0));
-        s.snapshot_index
-            .set(m.snapshot.map(|l| l.index as i64).unwrap_or(0));
-        let purged = m.purged.map(|l| l.index + 1).unwrap_or(0);
-        s.log_entries
-            .set(last.saturating_add(1).saturating_sub(purged.max(1)) as i64);
-        let membership = m.membership_config.membership();
-        s.voters.set(membership.voter_ids().count() as i64);
-        s.learners.set(membership.learner_ids().count() as i64);
-        s.revision.set(node.state_machine.revision());
-        s.keys.set(node.state_machine.key_count() as i64);
+        s.term.set(r.term as i64);
+        s.is_leader.set(i64::from(r.is_leader));
+        s.leader_id.set(r.leader_id.map(|l| l as i64).unwrap_or(-1));
+        s.last_log_index.set(r.last_log_index as i64);
+        s.commit_index.set(r.commit_index as i64);
+        s.applied_index.set(r.applied_index as i64);
+        s.snapshot_index.set(r.snapshot_index as i64);
+        s.log_entries.set(r.log_entries as i64);
+        s.voters.set(r.voters as i64);
+        s.learners.set(r.learners as i64);
+        s.revision.set(r.revision);
+        s.keys.set(r.keys as i64);
         s.disk_bytes
-            .set(node.store.disk_size().map(|b| b as i64).unwrap_or(-1));
-        s.usage_bytes.set(node.quota.usage() as i64);
-        s.quota_bytes.set(node.quota.bytes() as i64);
-        let nospace = node
-            .state_machine
-            .alarms()
-            .iter()
-            .any(|a| a.alarm == kvset_proto::v1::AlarmType::Nospace as i32);
+            .set(r.disk_bytes.map(|b| b as i64).unwrap_or(-1));
+        s.usage_bytes.set(r.usage_bytes as i64);
+        s.quota_bytes.set(r.quota_bytes as i64);
         s.alarms
             .get_or_create(&AlarmLabels {
                 alarm: "nospace".into(),
             })
-            .set(i64::from(nospace));
-        s.ready.set(i64::from(node.is_ready()));
+            .set(i64::from(r.nospace));
+        s.ready.set(i64::from(r.ready));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
@@ -327,59 +317,28 @@ impl Telemetry {
     }
 }
 
-/// Counts leader changes and snapshots as they happen, so scrapes cannot miss them.
-pub async fn watch_events(node: Arc<Node>) {
-    let mut rx = node.raft.metrics();
-    let (mut leader, mut snapshot) = {
-        let m = rx.borrow();
-        (m.current_leader, m.snapshot)
-    };
-    while rx.changed().await.is_ok() {
-        let (new_leader, new_snapshot) = {
-            let m = rx.borrow();
-            (m.current_leader, m.snapshot)
-        };
-        if new_leader != leader && new_leader.is_some() {
-            node.telemetry.leader_changes.inc();
-        }
-        if new_snapshot != snapshot && new_snapshot.is_some() {
-            node.telemetry.snapshots.inc();
-        }
-        leader = new_leader;
-        snapshot = new_snapshot;
-    }
-}
-
-/// Serves `GET /metrics` on `listener` until `stop` resolves.
-pub async fn serve_metrics(
-    node: Arc<Node>,
-    listener: TcpListener,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::http::header::CONTENT_TYPE;
-    use axum::routing::get;
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let node = node.clone();
-            async move {
-                let body = node.telemetry.render(&node).await;
-                (
-                    [(
-                        CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    body,
-                )
-            }
-        }),
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-}
-
-/// The address a metrics listener bound, for logs.
-pub fn describe(addr: SocketAddr) -> String {
-    format!("http://{addr}/metrics")
+/// The member's state at one moment, as the state gauges show it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StateReading {
+    pub term: u64,
+    pub is_leader: bool,
+    /// The known leader's node id.
+    pub leader_id: Option<u64>,
+    pub last_log_index: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: u64,
+    /// Entries in the log: last index - purged index.
+    pub log_entries: u64,
+    pub voters: usize,
+    pub learners: usize,
+    pub revision: i64,
+    pub keys: u64,
+    /// Bytes on disk; None when they could not be measured (shown as -1).
+    pub disk_bytes: Option<u64>,
+    pub usage_bytes: u64,
+    pub quota_bytes: u64,
+    /// A `NOSPACE` alarm is active.
+    pub nospace: bool,
+    pub ready: bool,
 }

@@ -2,12 +2,10 @@
 //! lifecycle (join = AddLearner + Promote, scale-down = Remove).
 //!
 //! Membership changes run on the leader; any other member forwards them there, so a joining pod
-//! can talk to kv-0's stable name whatever the current leader is. Safety rules enforced here:
-//! - a member id must equal the ordinal of its name, and its set must be ours;
-//! - AddLearner for an id that is still a voter means that member lost its volume: it is first
-//!   removed (its lost votes and acknowledgements must no longer count), then re-added;
-//! - Remove takes the highest ordinal first (as a StatefulSet scales down), and is refused when
-//!   the voters left behind could not form a quorum from the members that answer right now.
+//! can talk to kv-0's stable name whatever the current leader is. The rules that keep them safe
+//! (ids are ordinals, a voter re-joining is demoted first, highest ordinal removed first, never
+//! below a live quorum) are the node's: see `node::membership`. The handlers here only check the
+//! request's shape, forward, and answer.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,14 +20,12 @@ use kvset_proto::v1::{
     RemoveResponse, Role, SnapshotChunk, SnapshotInfo, SnapshotRequest, StatusRequest,
     StatusResponse,
 };
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::{ChangeMembers, ServerState};
+use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
-use super::error::ApiError;
-use crate::identity::PodIdentity;
+use crate::node::NodeError;
 use crate::node::Node;
-use crate::raft::{MemberNode, NodeId, RaftMetrics};
+use crate::raft::{NodeId, RaftMetrics};
 
 /// Serves `kvset.v1.Cluster` on one member.
 #[derive(Clone)]
@@ -48,7 +44,7 @@ impl ClusterService {
         if m.state == ServerState::Leader {
             return Ok(None);
         }
-        let (_, leader) = self.node.leader().ok_or(ApiError::NoLeader {
+        let (_, leader) = self.node.leader().ok_or(NodeError::NoLeader {
             member: self.node.name(),
         })?;
         Ok(Some(ClusterClient::new(
@@ -71,90 +67,10 @@ impl ClusterService {
             .collect()
     }
 
-    fn membership_error(
-        &self,
-        e: RaftError<NodeId, ClientWriteError<NodeId, MemberNode>>,
-    ) -> Status {
-        match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ApiError::NoLeader {
-                member: self.node.name(),
-            }
-            .into(),
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                ApiError::FailedPrecondition(format!("membership change refused: {e}")).into()
-            }
-            RaftError::Fatal(e) => ApiError::RaftStopped {
-                member: self.node.name(),
-                reason: e.to_string(),
-            }
-            .into(),
-        }
-    }
-
     fn answer_members(&self) -> Vec<Member> {
         Self::members_of(&self.node.metrics())
     }
 
-    /// Validates the member a joiner describes.
-    fn check_member(&self, member: &Member) -> Result<MemberNode, Status> {
-        let invalid = |msg: String| Status::invalid_argument(msg);
-        let id = PodIdentity::parse(&member.name).map_err(|e| invalid(e.to_string()))?;
-        if id.set != self.node.config.identity.set {
-            return Err(invalid(format!(
-                "member {} belongs to set {:?}, this cluster is set {:?}",
-                member.name, id.set, self.node.config.identity.set
-            )));
-        }
-        if id.ordinal != member.id {
-            return Err(invalid(format!(
-                "member id {} does not match the ordinal of its name {} (ids are ordinals)",
-                member.id, member.name
-            )));
-        }
-        if member.client_addr.is_empty() || member.peer_addr.is_empty() {
-            return Err(invalid(format!(
-                "member {} needs client_addr and peer_addr",
-                member.name
-            )));
-        }
-        Ok(MemberNode {
-            name: member.name.clone(),
-            client_addr: member.client_addr.clone(),
-            peer_addr: member.peer_addr.clone(),
-        })
-    }
-
-    /// Asks `ids` for their status; returns those that answered as members of our cluster.
-    async fn responsive(&self, ids: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
-        let m = self.node.metrics();
-        let mine = self.node.cluster_id.get().cloned().unwrap_or_default();
-        let mut alive = BTreeSet::new();
-        for id in ids {
-            if *id == self.node.id() {
-                alive.insert(*id);
-                continue;
-            }
-            let Some(node) = m.membership_config.membership().get_node(id) else {
-                continue;
-            };
-            let Ok(channel) = self.node.client_channel(&node.client_addr) else {
-                continue;
-            };
-            let mut client = ClusterClient::new(channel);
-            if let Ok(Ok(resp)) =
-                tokio::time::timeout(Duration::from_secs(2), client.status(StatusRequest {})).await
-            {
-                if resp
-                    .into_inner()
-                    .header
-                    .is_some_and(|h| h.cluster_id == mine)
-                {
-                    alive.insert(*id);
-                }
-            }
-        }
-        alive
-    }
 }
 
 fn role_name(role: Role) -> &'static str {
@@ -188,7 +104,7 @@ impl ClusterService {
         let commit_index = committed.map(|l| l.index).unwrap_or(0);
         let revision = self.node.state_machine.revision();
         let state_hash = self.node.state_machine.state_hash().map_err(|e| {
-            Status::from(ApiError::Storage {
+            Status::from(NodeError::Storage {
                 member: self.node.name(),
                 source: e,
             })
@@ -266,7 +182,7 @@ impl ClusterService {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
-        let forwarded = request.metadata().contains_key(super::kv::FORWARDED_KEY);
+        let forwarded = request.metadata().contains_key(crate::node::FORWARDED_KEY);
         let req = request.into_inner();
         match AlarmAction::try_from(req.action) {
             Ok(AlarmAction::Get) => {
@@ -318,46 +234,10 @@ impl ClusterService {
         let member = req
             .member
             .ok_or_else(|| Status::invalid_argument("AddLearner needs `member`"))?;
-        let node = self.check_member(&member)?;
-        let m = self.node.metrics();
-        let is_voter = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v == member.id);
-        let known = m
-            .membership_config
-            .membership()
-            .get_node(&member.id)
-            .is_some();
-        if !known {
-            // A new member is one more copy of the data to store: refused under NOSPACE. A member
-            // that lost its volume and re-joins (known) is a repair, not growth.
-            self.node.check_space(&format!("adding {}", member.name))?;
-        }
-        if is_voter {
-            if member.id == self.node.id() {
-                return Err(Status::failed_precondition(format!(
-                    "{} is the leader and cannot be re-added as a learner",
-                    member.name
-                )));
-            }
-            // A voter asking to join again has lost its volume: stop counting it before it
-            // catches up again.
-            tracing::warn!(member = %member.name, "a voter asked to join again (volume lost?); demoting it to learner first");
-            let demote = ChangeMembers::RemoveVoters(BTreeSet::from([member.id]));
-            self.node
-                .raft
-                .change_membership(demote, true)
-                .await
-                .map_err(|e| self.membership_error(e))?;
-        }
-        tracing::info!(member = %node, wait = req.wait_caught_up, "adding learner");
+        let node = self.node.validate_member(&member)?;
         self.node
-            .raft
             .add_learner(member.id, node, req.wait_caught_up)
-            .await
-            .map_err(|e| self.membership_error(e))?;
+            .await?;
         let revision = self.node.state_machine.revision();
         Ok(Response::new(AddLearnerResponse {
             header: Some(self.node.header(revision)),
@@ -373,24 +253,7 @@ impl ClusterService {
         if let Some(mut leader) = self.leader_client()? {
             return leader.promote(request.into_inner()).await;
         }
-        let id = request.into_inner().id;
-        let m = self.node.metrics();
-        let membership = m.membership_config.membership();
-        if membership.get_node(&id).is_none() {
-            return Err(ApiError::NotFound(format!(
-                "member {id} is not in the cluster; add it as a learner first"
-            ))
-            .into());
-        }
-        if !membership.voter_ids().any(|v| v == id) {
-            tracing::info!(member = id, "promoting learner to voter");
-            let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
-            self.node
-                .raft
-                .change_membership(change, false)
-                .await
-                .map_err(|e| self.membership_error(e))?;
-        }
+        self.node.promote(request.into_inner().id).await?;
         let revision = self.node.state_machine.revision();
         Ok(Response::new(PromoteResponse {
             header: Some(self.node.header(revision)),
@@ -407,56 +270,7 @@ impl ClusterService {
             return leader.remove(request.into_inner()).await;
         }
         let req = request.into_inner();
-        let m = self.node.metrics();
-        let membership = m.membership_config.membership();
-        let Some(target) = membership.get_node(&req.id).cloned() else {
-            return Err(
-                ApiError::NotFound(format!("member {} is not in the cluster", req.id)).into(),
-            );
-        };
-        let highest = membership.nodes().map(|(id, _)| *id).max().unwrap_or(0);
-        if req.id != highest && !req.any_order {
-            return Err(ApiError::FailedPrecondition(format!(
-                "remove the highest ordinal first (kv-{highest}), as a StatefulSet scales down; \
-                 set any_order to remove {} out of order",
-                target.name
-            ))
-            .into());
-        }
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let change = if voters.contains(&req.id) {
-            let remaining: BTreeSet<NodeId> =
-                voters.iter().copied().filter(|v| *v != req.id).collect();
-            if remaining.is_empty() {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "{} is the last voter; removing it would leave no cluster",
-                    target.name
-                ))
-                .into());
-            }
-            let alive = self.responsive(&remaining).await;
-            let quorum = remaining.len() / 2 + 1;
-            if alive.len() < quorum {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "removing {} would leave {} voters of which only {} answer ({:?}); a quorum needs {quorum}. \
-                     Bring members back first",
-                    target.name,
-                    remaining.len(),
-                    alive.len(),
-                    alive
-                ))
-                .into());
-            }
-            ChangeMembers::RemoveVoters(BTreeSet::from([req.id]))
-        } else {
-            ChangeMembers::RemoveNodes(BTreeSet::from([req.id]))
-        };
-        tracing::info!(member = %target.name, "removing member");
-        self.node
-            .raft
-            .change_membership(change, false)
-            .await
-            .map_err(|e| self.membership_error(e))?;
+        self.node.remove_member(req.id, req.any_order).await?;
         let revision = self.node.state_machine.revision();
         Ok(Response::new(RemoveResponse {
             header: Some(self.node.header(revision)),
@@ -549,18 +363,18 @@ impl ClusterService {
         let m = self.node.metrics();
         if m.state != ServerState::Leader {
             return Err(match self.node.leader() {
-                Some((_, leader)) => ApiError::NotLeader {
+                Some((_, leader)) => NodeError::NotLeader {
                     member: self.node.name(),
                     leader,
                 },
-                None => ApiError::NoLeader {
+                None => NodeError::NoLeader {
                     member: self.node.name(),
                 },
             }
             .into());
         }
         let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-        let stopped = |e: openraft::error::Fatal<NodeId>| ApiError::RaftStopped {
+        let stopped = |e: openraft::error::Fatal<NodeId>| NodeError::RaftStopped {
             member: self.node.name(),
             reason: e.to_string(),
         };
@@ -573,22 +387,22 @@ impl ClusterService {
                 "backup snapshot",
             )
             .await
-            .map_err(|e| ApiError::Timeout(format!("building the snapshot for the backup: {e}")))?;
+            .map_err(|e| NodeError::Timeout(format!("building the snapshot for the backup: {e}")))?;
         let snapshot = self
             .node
             .raft
             .get_snapshot()
             .await
-            .map_err(|e| ApiError::RaftStopped {
+            .map_err(|e| NodeError::RaftStopped {
                 member: self.node.name(),
                 reason: e.to_string(),
             })?
             .ok_or_else(|| {
-                ApiError::FailedPrecondition("no snapshot is available yet; retry".into())
+                NodeError::FailedPrecondition("no snapshot is available yet; retry".into())
             })?;
         let last = snapshot.meta.last_log_id.unwrap_or_default();
         let data = snapshot.snapshot.into_inner();
-        let summary = crate::store::describe_snapshot(&data).map_err(|e| ApiError::Storage {
+        let summary = crate::store::describe_snapshot(&data).map_err(|e| NodeError::Storage {
             member: self.node.name(),
             source: e,
         })?;

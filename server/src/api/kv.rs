@@ -22,12 +22,10 @@ use kvset_proto::v1::{
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::error::ApiError;
-use crate::node::{Node, WriteOutcome};
+use crate::node::NodeError;
+use crate::node::{Node, WriteOutcome, FORWARDED_KEY};
 use crate::raft::MemberNode;
 
-/// Metadata key marking a request forwarded by a member to the leader.
-pub(crate) const FORWARDED_KEY: &str = "kvset-forwarded";
 /// How long a linearizable read may wait for the barrier.
 const READ_BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -48,7 +46,7 @@ impl KvService {
         if !source.is_deterministic() {
             self.node.fail_stop(format!("reading the store: {source}"));
         }
-        ApiError::Storage {
+        NodeError::Storage {
             member: self.node.name(),
             source,
         }
@@ -75,7 +73,7 @@ impl KvService {
             Ok(WriteOutcome::Applied(result)) => Ok(result),
             Ok(WriteOutcome::NotLeader(leader)) => {
                 if !self.node.config.forward_writes || forwarded {
-                    return Err(Err(ApiError::NotLeader {
+                    return Err(Err(NodeError::NotLeader {
                         member: self.node.name(),
                         leader,
                     }
@@ -126,19 +124,19 @@ impl KvService {
     /// that is certain: the connection to the leader could not be made (nothing was sent), or
     /// the leader itself refused and named another leader. A lost answer (the leader's
     /// `UNAVAILABLE` without a hint, `UNKNOWN`, a connection that broke mid-call) may follow an
-    /// applied write: it becomes [`ApiError::OutcomeUnknown`]. Every other status (limits,
+    /// applied write: it becomes [`NodeError::OutcomeUnknown`]. Every other status (limits,
     /// deadlines, which already say "may still be applied") passes through unchanged.
     fn forward_failed(&self, leader: MemberNode, status: Status) -> Status {
         use kvset_proto::{LEADER_METADATA_KEY, OUTCOME_METADATA_KEY};
         let member = self.node.name();
         if never_sent(&status) {
-            return ApiError::NotLeader { member, leader }.into();
+            return NodeError::NotLeader { member, leader }.into();
         }
         let outcome_unknown = status.metadata().contains_key(OUTCOME_METADATA_KEY);
         let leader_refused = status.metadata().contains_key(LEADER_METADATA_KEY);
         match status.code() {
             tonic::Code::Unavailable if outcome_unknown || leader_refused => status,
-            tonic::Code::Unavailable | tonic::Code::Unknown => ApiError::OutcomeUnknown {
+            tonic::Code::Unavailable | tonic::Code::Unknown => NodeError::OutcomeUnknown {
                 member,
                 leader,
                 reason: status.message().to_string(),
@@ -203,8 +201,7 @@ impl KvService {
         self.node
             .config
             .limits
-            .validate_put(req)
-            .map_err(ApiError::from)?;
+            .validate_put(req)?;
         let command = LogCommand {
             request_id: req.request_id,
             command: Some(log_command::Command::Put(req.clone())),
@@ -233,8 +230,7 @@ impl KvService {
         self.node
             .config
             .limits
-            .validate_get(&req)
-            .map_err(ApiError::from)?;
+            .validate_get(&req)?;
         self.read_barrier(req.consistency).await?;
         let (kv, revision) = self
             .node
@@ -256,8 +252,7 @@ impl KvService {
         self.node
             .config
             .limits
-            .validate_delete(req)
-            .map_err(ApiError::from)?;
+            .validate_delete(req)?;
         let command = LogCommand {
             request_id: req.request_id,
             command: Some(log_command::Command::Delete(req.clone())),
@@ -290,8 +285,7 @@ impl KvService {
         self.node
             .config
             .limits
-            .validate_range(&req)
-            .map_err(ApiError::from)?;
+            .validate_range(&req)?;
         self.read_barrier(req.consistency).await?;
         let max = self.node.config.limits.max_range_limit;
         let (mut resp, revision) = self
@@ -318,8 +312,7 @@ impl KvService {
         self.node
             .config
             .limits
-            .validate_txn(req)
-            .map_err(ApiError::from)?;
+            .validate_txn(req)?;
         let command = LogCommand {
             request_id: req.request_id,
             command: Some(log_command::Command::Txn(req.clone())),

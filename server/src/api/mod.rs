@@ -1,7 +1,13 @@
-//! The public gRPC surface of a member: `kvset.v1.KV`, `kvset.v1.Cluster`, and the standard
-//! `grpc.health.v1.Health` service that Kubernetes probes call.
+//! The gRPC surface of a member: the public `kvset.v1.KV` and `kvset.v1.Cluster`, the standard
+//! `grpc.health.v1.Health` service that Kubernetes probes call, and the internal
+//! `kvset.raft.v1.Raft` service ([`peer`]) that the other members call.
+//!
+//! This layer only translates: it validates requests, calls the node (`crate::node`), and maps
+//! the node's errors to gRPC statuses ([`error`]). Decisions about the cluster live below it.
 
 pub mod cluster;
 pub mod error;
 pub mod health;
 pub mod kv;
+pub mod metrics;
+pub mod peer;

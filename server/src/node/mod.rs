@@ -49,10 +49,13 @@
 //!   attempt pauses the leader's writes.
 
 pub mod bootstrap;
+pub mod error;
 pub mod failstop;
 pub mod group_commit;
 pub mod join;
 pub mod leadership;
+pub mod membership;
+pub mod observe;
 pub mod quota;
 pub mod read_index;
 pub mod rejoin;
@@ -69,7 +72,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::ServerState;
 use tonic::transport::Channel;
 
-use crate::api::error::ApiError;
+pub use error::NodeError;
 use crate::config::ServerConfig;
 use crate::raft::network::{ClusterIdCell, PeerNetwork, PeerRpc};
 use crate::raft::{LogId, MemberNode, NodeId, Raft, RaftMetrics};
@@ -81,6 +84,10 @@ use read_index::ReadIndexCoalescer;
 use rejoin::{RejoinMarker, RejoinState};
 use write_pause::WriteGate;
 pub use write_pause::WritePause;
+
+/// Metadata key marking a request forwarded by a member to the leader: a forwarded request is
+/// never forwarded again (no loops while leadership moves).
+pub const FORWARDED_KEY: &str = "kvset-forwarded";
 
 /// What a write turned into.
 pub enum WriteOutcome {
@@ -105,7 +112,7 @@ pub struct Node {
     shutting_down: AtomicBool,
     /// Set once this process has seen any leader; see [`Node::is_ready`].
     seen_leader: AtomicBool,
-    /// Set while a join is in progress; see [`crate::raft::service`] (no votes while joining).
+    /// Set while a join is in progress; see `api::peer` (no votes while joining).
     joining: AtomicBool,
     /// Holds new writes while a leadership transfer is in progress on this leader.
     write_gate: WriteGate,
@@ -223,13 +230,13 @@ impl Node {
 
     /// Refuses new requests once storage failed or shutdown began, and while kv-0 waits to be
     /// re-admitted.
-    pub fn check_serving(&self) -> Result<(), ApiError> {
+    pub fn check_serving(&self) -> Result<(), NodeError> {
         self.check_not_failed()?;
         if self.shutting_down.load(Ordering::SeqCst) {
-            return Err(ApiError::ShuttingDown(self.name()));
+            return Err(NodeError::ShuttingDown(self.name()));
         }
         if let Some(cluster) = self.awaiting_readmission() {
-            return Err(ApiError::AwaitingReadmission {
+            return Err(NodeError::AwaitingReadmission {
                 member: self.name(),
                 cluster,
             });
@@ -239,9 +246,9 @@ impl Node {
 
     /// `UNAVAILABLE` with the cause once storage failed ([`failstop`]); answers that are still
     /// given while shutting down (`Status`) check only this.
-    pub fn check_not_failed(&self) -> Result<(), ApiError> {
+    pub fn check_not_failed(&self) -> Result<(), NodeError> {
         match self.fail_stop.cause() {
-            Some(cause) => Err(ApiError::StorageFailed {
+            Some(cause) => Err(NodeError::StorageFailed {
                 member: self.name(),
                 cause: cause.to_string(),
             }),
@@ -433,7 +440,7 @@ impl Node {
     }
 
     /// Proposes a command. On a follower, returns the leader to forward to.
-    pub async fn write(&self, command: LogCommand) -> Result<WriteOutcome, ApiError> {
+    pub async fn write(&self, command: LogCommand) -> Result<WriteOutcome, NodeError> {
         self.check_serving()?;
         if quota::grows_data(&command) {
             self.check_space("write")?;
@@ -445,29 +452,29 @@ impl Node {
             Ok(result) => return Ok(WriteOutcome::Applied(result)),
             Err(GroupCommitError::Raft(e)) => *e,
             Err(e @ GroupCommitError::Stopped) => {
-                return Err(ApiError::RaftStopped {
+                return Err(NodeError::RaftStopped {
                     member: self.name(),
                     reason: e.to_string(),
                 })
             }
             Err(e @ GroupCommitError::MalformedBatchResult { .. }) => {
-                return Err(ApiError::Internal(format!("{}: {e}", self.name())))
+                return Err(NodeError::Internal(format!("{}: {e}", self.name())))
             }
             Err(e @ GroupCommitError::Deadline { .. }) => {
-                return Err(ApiError::Timeout(format!("{}: {e}", self.name())))
+                return Err(NodeError::Timeout(format!("{}: {e}", self.name())))
             }
         };
         match error {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match f.leader_node {
                 Some(node) if f.leader_id != Some(self.id()) => Ok(WriteOutcome::NotLeader(node)),
-                _ => Err(ApiError::NoLeader {
+                _ => Err(NodeError::NoLeader {
                     member: self.name(),
                 }),
             },
             RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                Err(ApiError::FailedPrecondition(e.to_string()))
+                Err(NodeError::FailedPrecondition(e.to_string()))
             }
-            RaftError::Fatal(e) => Err(ApiError::RaftStopped {
+            RaftError::Fatal(e) => Err(NodeError::RaftStopped {
                 member: self.name(),
                 reason: e.to_string(),
             }),
@@ -476,7 +483,7 @@ impl Node {
 
     /// Refuses `what` (a request that grows the data) while a `NOSPACE` alarm is active, with
     /// RESOURCE_EXHAUSTED; see [`quota`].
-    pub fn check_space(&self, what: &str) -> Result<(), ApiError> {
+    pub fn check_space(&self, what: &str) -> Result<(), NodeError> {
         quota::check_writable(&self.state_machine.alarms(), what)
     }
 
@@ -487,7 +494,7 @@ impl Node {
         &self,
         request: AlarmRequest,
         forwarded: bool,
-    ) -> Result<AlarmResponse, ApiError> {
+    ) -> Result<AlarmResponse, NodeError> {
         let command = LogCommand {
             request_id: None,
             command: Some(log_command::Command::Alarm(request.clone())),
@@ -498,12 +505,12 @@ impl Node {
                     answer.header = Some(self.header(result.revision));
                     Ok(answer)
                 }
-                _ => Err(ApiError::Internal(format!(
+                _ => Err(NodeError::Internal(format!(
                     "{}: an alarm command returned no alarm table",
                     self.name()
                 ))),
             },
-            WriteOutcome::NotLeader(leader) if forwarded => Err(ApiError::NotLeader {
+            WriteOutcome::NotLeader(leader) if forwarded => Err(NodeError::NotLeader {
                 member: self.name(),
                 leader,
             }),
@@ -511,7 +518,7 @@ impl Node {
                 let channel = self.client_channel(&leader.client_addr)?;
                 let mut call = tonic::Request::new(request);
                 call.metadata_mut().insert(
-                    crate::api::kv::FORWARDED_KEY,
+                    FORWARDED_KEY,
                     tonic::metadata::MetadataValue::from_static("1"),
                 );
                 call.set_timeout(Duration::from_secs(30));
@@ -519,7 +526,7 @@ impl Node {
                     .alarm(call)
                     .await
                     .map(tonic::Response::into_inner)
-                    .map_err(ApiError::Forwarded)
+                    .map_err(NodeError::Forwarded)
             }
         }
     }
@@ -532,7 +539,7 @@ impl Node {
 
     /// Waits until a read on this member is linearizable: the leader confirms its leadership
     /// with a quorum (ReadIndex), and this member has applied at least up to that index.
-    pub async fn linearizable_barrier(&self, timeout: Duration) -> Result<(), ApiError> {
+    pub async fn linearizable_barrier(&self, timeout: Duration) -> Result<(), NodeError> {
         self.check_serving()?;
         if self.faults.stale_linearizable_reads() {
             return Ok(());
@@ -543,7 +550,7 @@ impl Node {
                 let (leader_id, leader) = match (f.leader_id, f.leader_node) {
                     (Some(id), Some(node)) if id != self.id() => (id, node),
                     _ => {
-                        return Err(ApiError::NoLeader {
+                        return Err(NodeError::NoLeader {
                             member: self.name(),
                         })
                     }
@@ -555,22 +562,22 @@ impl Node {
                 > = peer
                     .call(PeerRpc::ReadIndex, &(), timeout)
                     .await
-                    .map_err(|_| ApiError::NotLeader {
+                    .map_err(|_| NodeError::NotLeader {
                         member: self.name(),
                         leader: leader.clone(),
                     })?;
-                reply.map_err(|_| ApiError::NotLeader {
+                reply.map_err(|_| NodeError::NotLeader {
                     member: self.name(),
                     leader,
                 })?
             }
             Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
-                return Err(ApiError::NoLeader {
+                return Err(NodeError::NoLeader {
                     member: format!("{} ({e})", self.name()),
                 })
             }
             Err(RaftError::Fatal(e)) => {
-                return Err(ApiError::RaftStopped {
+                return Err(NodeError::RaftStopped {
                     member: self.name(),
                     reason: e.to_string(),
                 })
@@ -582,7 +589,7 @@ impl Node {
                 .applied_index_at_least(Some(log_id.index), "linearizable read")
                 .await
                 .map_err(|e| {
-                    ApiError::Timeout(format!(
+                    NodeError::Timeout(format!(
                         "{} did not catch up for a linearizable read: {e}",
                         self.name()
                     ))
@@ -592,12 +599,12 @@ impl Node {
     }
 
     /// A channel to another member's client port (forwarding, probes).
-    pub fn client_channel(&self, addr: &str) -> Result<Channel, ApiError> {
+    pub fn client_channel(&self, addr: &str) -> Result<Channel, NodeError> {
         self.network
             .dialer()
             .channel(Port::Client, addr)
             .map_err(|e| {
-                ApiError::FailedPrecondition(format!("cannot reach member at {addr:?}: {e}"))
+                NodeError::FailedPrecondition(format!("cannot reach member at {addr:?}: {e}"))
             })
     }
 }

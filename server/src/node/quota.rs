@@ -97,7 +97,7 @@ use kvset_proto::v1::alarm_request::AlarmAction;
 use kvset_proto::v1::{request_op, AlarmMember, AlarmRequest, AlarmType};
 
 use super::Node;
-use crate::api::error::ApiError;
+use super::error::NodeError;
 use crate::store::QuotaUsage;
 
 /// The default quota as a percentage of the data directory's filesystem size.
@@ -196,9 +196,9 @@ pub fn grows_data(command: &LogCommand) -> bool {
 }
 
 /// Refuses a request that grows the data while a `NOSPACE` alarm is active in `alarms`.
-pub fn check_writable(alarms: &[AlarmMember], what: &str) -> Result<(), ApiError> {
+pub fn check_writable(alarms: &[AlarmMember], what: &str) -> Result<(), NodeError> {
     match alarms.iter().find(|a| a.alarm == AlarmType::Nospace as i32) {
-        Some(a) => Err(ApiError::NoSpace(nospace_message(a, what))),
+        Some(a) => Err(NodeError::NoSpace(nospace_message(a, what))),
         None => Ok(()),
     }
 }
@@ -248,12 +248,12 @@ pub async fn run(node: Arc<Node>, interval: Duration) {
 }
 
 /// Measures the store usage now and records its total for metrics and Status.
-pub async fn measure(node: &Node) -> Result<QuotaUsage, ApiError> {
+pub async fn measure(node: &Node) -> Result<QuotaUsage, NodeError> {
     let store = node.store.clone();
     let usage = tokio::task::spawn_blocking(move || store.quota_usage())
         .await
-        .map_err(|e| ApiError::Internal(format!("measuring the store: {e}")))?
-        .map_err(|source| ApiError::Storage {
+        .map_err(|e| NodeError::Internal(format!("measuring the store: {e}")))?
+        .map_err(|source| NodeError::Storage {
             member: node.name(),
             source,
         })?;
@@ -262,7 +262,7 @@ pub async fn measure(node: &Node) -> Result<QuotaUsage, ApiError> {
 }
 
 /// One check; see [`run`].
-async fn check_once(node: &Arc<Node>) -> Result<(), ApiError> {
+async fn check_once(node: &Arc<Node>) -> Result<(), NodeError> {
     let quota = node.quota.bytes();
     let usage = measure(node).await?;
     let own_alarm = node
@@ -309,7 +309,7 @@ async fn check_once(node: &Arc<Node>) -> Result<(), ApiError> {
 }
 
 /// Raises this member's NOSPACE alarm through the leader.
-async fn raise(node: &Node, measured: QuotaUsage) -> Result<(), ApiError> {
+async fn raise(node: &Node, measured: QuotaUsage) -> Result<(), NodeError> {
     let usage = measured.total();
     tracing::warn!(
         usage = %human_bytes(usage),
@@ -336,8 +336,8 @@ async fn raise(node: &Node, measured: QuotaUsage) -> Result<(), ApiError> {
 
 /// Builds a snapshot of everything applied (if anything is newer than the last one) and purges
 /// the whole log behind it.
-async fn compact(node: &Node) -> Result<(), ApiError> {
-    let stopped = |e: openraft::error::Fatal<crate::raft::NodeId>| ApiError::RaftStopped {
+async fn compact(node: &Node) -> Result<(), NodeError> {
+    let stopped = |e: openraft::error::Fatal<crate::raft::NodeId>| NodeError::RaftStopped {
         member: node.name(),
         reason: e.to_string(),
     };
@@ -353,7 +353,7 @@ async fn compact(node: &Node) -> Result<(), ApiError> {
                 "quota compaction snapshot",
             )
             .await
-            .map_err(|e| ApiError::Timeout(format!("compacting for the space quota: {e}")))?;
+            .map_err(|e| NodeError::Timeout(format!("compacting for the space quota: {e}")))?;
     }
     let upto = node.metrics().snapshot.map(|l| l.index).unwrap_or(0);
     let purged = |m: &crate::raft::RaftMetrics| m.purged.map(|l| l.index).unwrap_or(0);

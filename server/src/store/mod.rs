@@ -112,6 +112,7 @@ mod error;
 pub(crate) mod io_trace;
 mod kv;
 mod log;
+mod meta;
 mod restore;
 mod snapfile;
 mod snapshot;

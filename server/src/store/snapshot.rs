@@ -21,7 +21,7 @@ use super::alarm::{self, Alarm, ALARMS_KEY};
 use super::codec::{self, KvRecord};
 use super::dedup::{self, ClientRecord};
 use super::error::StoreError;
-use super::state_machine::SmMeta;
+use super::meta::SmMeta;
 use super::view::Scan;
 use super::view::View;
 use crate::raft::types::{LogId, StoredMembership};

@@ -45,7 +45,6 @@ use kvset_proto::v1::{AlarmMember, AlarmResponse, KeyValue, RangeRequest, RangeR
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend};
 use prost::Message;
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::alarm::{self, Alarm, ALARMS_KEY};
@@ -57,6 +56,7 @@ use super::digest::{Accumulator, Delta};
 use super::durable::Durability;
 use super::error::StoreError;
 use super::kv::{self, KeyRange};
+use super::meta::SmMeta;
 use super::snapfile::SnapshotFile;
 use super::snapshot::{self, SnapshotPayload};
 use super::view::{Overlay, Scan, View};
@@ -67,21 +67,6 @@ use crate::raft::types::{
 
 /// Failpoint (see `faults.rs`) in `install_snapshot` just before the snapshot file is saved.
 pub const FAILPOINT_BEFORE_SNAPSHOT_SAVE: &str = "install-snapshot-before-save";
-
-/// The state machine's metadata record (`m/state` in its tree).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct SmMeta {
-    /// The last log entry applied.
-    pub last_applied: Option<LogId>,
-    /// The last membership applied.
-    pub membership: StoredMembership,
-    /// The global revision.
-    pub revision: i64,
-    /// Number of keys.
-    pub key_count: u64,
-    /// Number of clients in the dedup table.
-    pub client_count: u64,
-}
 
 /// A content hash of the key-value state, with the position it was taken at.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -26,8 +26,8 @@ use kvset_proto::raft::{election_request::Action, ElectionRequest, ElectionRespo
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use tonic::{Request, Response, Status};
 
-use super::network::{decode, encode, ClusterIdCell};
-use super::{NodeId, Raft, TypeConfig};
+use crate::raft::network::{decode, encode, ClusterIdCell};
+use crate::raft::{NodeId, Raft, TypeConfig};
 use crate::node::leadership::ElectionSteering;
 use crate::node::Node;
 
