@@ -23,8 +23,8 @@ use kvset_proto::v1::{
 use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
-use crate::node::NodeError;
 use crate::node::Node;
+use crate::node::NodeError;
 use crate::raft::{NodeId, RaftMetrics};
 
 /// Serves `kvset.v1.Cluster` on one member.
@@ -70,7 +70,6 @@ impl ClusterService {
     fn answer_members(&self) -> Vec<Member> {
         Self::members_of(&self.node.metrics())
     }
-
 }
 
 fn role_name(role: Role) -> &'static str {
@@ -387,7 +386,9 @@ impl ClusterService {
                 "backup snapshot",
             )
             .await
-            .map_err(|e| NodeError::Timeout(format!("building the snapshot for the backup: {e}")))?;
+            .map_err(|e| {
+                NodeError::Timeout(format!("building the snapshot for the backup: {e}"))
+            })?;
         let snapshot = self
             .node
             .raft

@@ -17,7 +17,7 @@ use kvset_proto::v1::kv_client::KvClient;
 use kvset_proto::v1::kv_server::Kv;
 use kvset_proto::v1::{
     Consistency, DeleteRequest, DeleteResponse, GetRequest, GetResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -28,6 +28,30 @@ use crate::raft::MemberNode;
 
 /// How long a linearizable read may wait for the barrier.
 const READ_BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a write came to on this member.
+enum WriteAnswer<Resp> {
+    /// Applied here (this member leads): the state machine's result, to be answered.
+    Applied(CommandResult),
+    /// Forwarded to the leader: the leader's answer (or why forwarding failed), passed on.
+    Forwarded(Result<Response<Resp>, Status>),
+}
+
+/// A write's response: its header is filled in by [`KvService::serve_write`].
+trait WriteResponse {
+    fn set_header(&mut self, header: ResponseHeader);
+}
+
+macro_rules! write_response {
+    ($($t:ty),*) => {$(
+        impl WriteResponse for $t {
+            fn set_header(&mut self, header: ResponseHeader) {
+                self.header = Some(header);
+            }
+        }
+    )*};
+}
+write_response!(PutResponse, DeleteResponse, TxnResponse);
 
 /// Serves `kvset.v1.KV` on one member.
 #[derive(Clone)]
@@ -59,30 +83,61 @@ impl KvService {
         request: Request<Req>,
         command: LogCommand,
         forward: F,
-    ) -> Result<CommandResult, Result<Response<Resp>, Status>>
+    ) -> Result<WriteAnswer<Resp>, Status>
     where
         F: FnOnce(KvClient<Channel>, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let forwarded = request.metadata().contains_key(FORWARDED_KEY);
-        match self.node.write(command).await {
-            Ok(WriteOutcome::Applied(_)) if self.node.faults.drop_this_write_response() => {
+        match self.node.write(command).await? {
+            WriteOutcome::Applied(_) if self.node.faults.drop_this_write_response() => {
                 tracing::warn!("injected fault: dropping the response of an applied write");
-                Err(Err(Status::unavailable("injected fault drop-write-responses: the write was applied but its response is dropped")))
+                Err(Status::unavailable("injected fault drop-write-responses: the write was applied but its response is dropped"))
             }
-            Ok(WriteOutcome::Applied(result)) => Ok(result),
-            Ok(WriteOutcome::NotLeader(leader)) => {
+            WriteOutcome::Applied(result) => Ok(WriteAnswer::Applied(result)),
+            WriteOutcome::NotLeader(leader) => {
                 if !self.node.config.forward_writes || forwarded {
-                    return Err(Err(NodeError::NotLeader {
+                    return Err(NodeError::NotLeader {
                         member: self.node.name(),
                         leader,
                     }
-                    .into()));
+                    .into());
                 }
-                Err(self.forward(leader, request, forward).await)
+                Ok(WriteAnswer::Forwarded(
+                    self.forward(leader, request, forward).await,
+                ))
             }
-            Err(e) => Err(Err(e.into())),
         }
+    }
+
+    /// The template of every write: validate first (a rejected request writes nothing), wrap it
+    /// into a log command with its exactly-once token, write or forward, then answer with the
+    /// result the state machine produced (`pick` takes the expected variant out of it) under a
+    /// header at the write's revision.
+    async fn serve_write<Req, Resp, F, Fut>(
+        &self,
+        request: Request<Req>,
+        request_id: Option<kvset_proto::v1::RequestId>,
+        command: log_command::Command,
+        forward: F,
+        pick: impl FnOnce(command_result::Result) -> Option<Resp>,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Resp: WriteResponse,
+        F: FnOnce(KvClient<Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let command = LogCommand {
+            request_id,
+            command: Some(command),
+        };
+        let result = match self.write(request, command, forward).await? {
+            WriteAnswer::Applied(result) => result,
+            WriteAnswer::Forwarded(answer) => return answer,
+        };
+        let (revision, mut resp) = expect_result(result, pick)?;
+        resp.set_header(self.node.header(revision));
+        Ok(Response::new(resp))
     }
 
     async fn forward<Req, Resp, F, Fut>(
@@ -198,27 +253,19 @@ impl KvService {
         request: Request<PutRequest>,
     ) -> Result<Response<PutResponse>, Status> {
         let req = request.get_ref();
-        self.node
-            .config
-            .limits
-            .validate_put(req)?;
-        let command = LogCommand {
-            request_id: req.request_id,
-            command: Some(log_command::Command::Put(req.clone())),
-        };
-        let result = match self
-            .write(request, command, |mut c, r| async move { c.put(r).await })
-            .await
-        {
-            Ok(result) => result,
-            Err(forwarded) => return forwarded,
-        };
-        let (revision, mut resp) = expect_result(result, |r| match r {
-            command_result::Result::Put(p) => Some(p),
-            _ => None,
-        })?;
-        resp.header = Some(self.node.header(revision));
-        Ok(Response::new(resp))
+        self.node.config.limits.validate_put(req)?;
+        let (request_id, command) = (req.request_id, log_command::Command::Put(req.clone()));
+        self.serve_write(
+            request,
+            request_id,
+            command,
+            |mut c, r| async move { c.put(r).await },
+            |r| match r {
+                command_result::Result::Put(answer) => Some(answer),
+                _ => None,
+            },
+        )
+        .await
     }
 
     #[tracing::instrument(name = "kv.get", skip_all, fields(consistency = request.get_ref().consistency))]
@@ -227,10 +274,7 @@ impl KvService {
         request: Request<GetRequest>,
     ) -> Result<Response<GetResponse>, Status> {
         let req = request.into_inner();
-        self.node
-            .config
-            .limits
-            .validate_get(&req)?;
+        self.node.config.limits.validate_get(&req)?;
         self.read_barrier(req.consistency).await?;
         let (kv, revision) = self
             .node
@@ -249,31 +293,19 @@ impl KvService {
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let req = request.get_ref();
-        self.node
-            .config
-            .limits
-            .validate_delete(req)?;
-        let command = LogCommand {
-            request_id: req.request_id,
-            command: Some(log_command::Command::Delete(req.clone())),
-        };
-        let result = match self
-            .write(
-                request,
-                command,
-                |mut c, r| async move { c.delete(r).await },
-            )
-            .await
-        {
-            Ok(result) => result,
-            Err(forwarded) => return forwarded,
-        };
-        let (revision, mut resp) = expect_result(result, |r| match r {
-            command_result::Result::Delete(d) => Some(d),
-            _ => None,
-        })?;
-        resp.header = Some(self.node.header(revision));
-        Ok(Response::new(resp))
+        self.node.config.limits.validate_delete(req)?;
+        let (request_id, command) = (req.request_id, log_command::Command::Delete(req.clone()));
+        self.serve_write(
+            request,
+            request_id,
+            command,
+            |mut c, r| async move { c.delete(r).await },
+            |r| match r {
+                command_result::Result::Delete(answer) => Some(answer),
+                _ => None,
+            },
+        )
+        .await
     }
 
     #[tracing::instrument(name = "kv.range", skip_all, fields(consistency = request.get_ref().consistency))]
@@ -282,10 +314,7 @@ impl KvService {
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
         let req = request.into_inner();
-        self.node
-            .config
-            .limits
-            .validate_range(&req)?;
+        self.node.config.limits.validate_range(&req)?;
         self.read_barrier(req.consistency).await?;
         let max = self.node.config.limits.max_range_limit;
         let (mut resp, revision) = self
@@ -309,27 +338,19 @@ impl KvService {
         request: Request<TxnRequest>,
     ) -> Result<Response<TxnResponse>, Status> {
         let req = request.get_ref();
-        self.node
-            .config
-            .limits
-            .validate_txn(req)?;
-        let command = LogCommand {
-            request_id: req.request_id,
-            command: Some(log_command::Command::Txn(req.clone())),
-        };
-        let result = match self
-            .write(request, command, |mut c, r| async move { c.txn(r).await })
-            .await
-        {
-            Ok(result) => result,
-            Err(forwarded) => return forwarded,
-        };
-        let (revision, mut resp) = expect_result(result, |r| match r {
-            command_result::Result::Txn(t) => Some(t),
-            _ => None,
-        })?;
-        resp.header = Some(self.node.header(revision));
-        Ok(Response::new(resp))
+        self.node.config.limits.validate_txn(req)?;
+        let (request_id, command) = (req.request_id, log_command::Command::Txn(req.clone()));
+        self.serve_write(
+            request,
+            request_id,
+            command,
+            |mut c, r| async move { c.txn(r).await },
+            |r| match r {
+                command_result::Result::Txn(answer) => Some(answer),
+                _ => None,
+            },
+        )
+        .await
     }
 }
 

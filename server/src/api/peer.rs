@@ -26,10 +26,10 @@ use kvset_proto::raft::{election_request::Action, ElectionRequest, ElectionRespo
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use tonic::{Request, Response, Status};
 
-use crate::raft::network::{decode, encode, ClusterIdCell};
-use crate::raft::{NodeId, Raft, TypeConfig};
 use crate::node::leadership::ElectionSteering;
 use crate::node::Node;
+use crate::raft::network::{decode, encode, ClusterIdCell};
+use crate::raft::{NodeId, Raft, TypeConfig};
 
 /// Serves the internal Raft RPCs of one member.
 #[derive(Clone)]

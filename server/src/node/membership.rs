@@ -212,7 +212,10 @@ impl Node {
     }
 
     /// A failed membership change as the node's error.
-    fn membership_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, MemberNode>>) -> NodeError {
+    fn membership_error(
+        &self,
+        e: RaftError<NodeId, ClientWriteError<NodeId, MemberNode>>,
+    ) -> NodeError {
         match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => NodeError::NoLeader {
                 member: self.name(),

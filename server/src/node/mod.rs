@@ -72,12 +72,12 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::ServerState;
 use tonic::transport::Channel;
 
-pub use error::NodeError;
 use crate::config::ServerConfig;
 use crate::raft::network::{ClusterIdCell, PeerNetwork, PeerRpc};
 use crate::raft::{LogId, MemberNode, NodeId, Raft, RaftMetrics};
 use crate::store::{StateMachineStore, Store};
 use crate::tls::Port;
+pub use error::NodeError;
 use group_commit::{GroupCommit, GroupCommitError};
 use leadership::ElectionSteering;
 use read_index::ReadIndexCoalescer;

@@ -96,8 +96,8 @@ use kvset_proto::raft::LogCommand;
 use kvset_proto::v1::alarm_request::AlarmAction;
 use kvset_proto::v1::{request_op, AlarmMember, AlarmRequest, AlarmType};
 
-use super::Node;
 use super::error::NodeError;
+use super::Node;
 use crate::store::QuotaUsage;
 
 /// The default quota as a percentage of the data directory's filesystem size.

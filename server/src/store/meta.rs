@@ -23,4 +23,3 @@ pub(crate) struct SmMeta {
     /// Number of clients in the dedup table.
     pub client_count: u64,
 }
-
