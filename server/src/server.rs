@@ -39,7 +39,7 @@ use crate::node::join::{check_still_member, join, probe_cluster_id, JoinError};
 use crate::node::leadership::{hand_off, reclaim_preferred_leadership};
 use crate::node::rejoin::RejoinMarker;
 use crate::node::Node;
-use crate::raft::network::{PeerNetwork, MAX_PEER_MESSAGE_BYTES};
+use crate::raft::network::{ClusterIdCell, PeerNetwork, MAX_PEER_MESSAGE_BYTES};
 use crate::raft::{NodeId, Raft};
 use crate::store::Store;
 use crate::tls::ServerTls;
@@ -102,10 +102,61 @@ fn nodelay(listener: TcpListener) -> TcpIncoming {
 }
 
 /// Starts a member and returns once it serves (joining continues in the background).
+///
+/// Three steps, in this order (see the module docs for why): open the member (volume, store,
+/// Raft, node; Raft traffic stays closed), bind the listeners and start the services on them,
+/// then decide and carry out the start plan, which opens Raft traffic.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
-    let me = config.identity.clone();
-    let my_node = config.peers.member(&me)?;
-    let volume = Volume::claim(&config.data_dir, &me, config.expected_cluster_id.as_deref())?;
+    let member = open_member(&config).await?;
+    // Bind before anything can reach Raft.
+    let listeners = Listeners::bind(&config).await?;
+    let (client_addr, peer_addr, metrics_addr) = (
+        listeners.client_addr,
+        listeners.peer_addr,
+        listeners.metrics_addr,
+    );
+    let mut services = start_services(&config, &member, listeners)?;
+    carry_out_start_plan(&config, &member, &mut services.background).await?;
+    tracing::info!(
+        member = %config.identity,
+        client = %client_addr,
+        peer = %peer_addr,
+        metrics = %crate::api::metrics::describe(metrics_addr),
+        "serving"
+    );
+    Ok(RunningServer {
+        node: member.node,
+        store: member.store,
+        client_addr,
+        peer_addr,
+        stop_servers: services.stop_servers,
+        servers: services.servers,
+        background: services.background,
+    })
+}
+
+/// A member whose store and Raft core are open, not yet reachable.
+struct OpenMember {
+    my_node: crate::raft::MemberNode,
+    volume: Arc<Mutex<Volume>>,
+    store: Store,
+    record: ClusterRecord,
+    /// The re-join state found on the volume, if the member was re-joining when it stopped.
+    rejoin_pending: Option<crate::node::rejoin::RejoinState>,
+    cluster_id: ClusterIdCell,
+    raft: Raft,
+    node: Arc<Node>,
+    dialer: Arc<crate::tls::Dialer>,
+    client_tls: Option<Arc<ServerTls>>,
+    peer_tls: Option<Arc<ServerTls>>,
+}
+
+/// Claims the volume (a foreign one is left untouched), opens the store, starts the Raft core
+/// and builds the node. Raft traffic stays closed until the start plan is carried out.
+async fn open_member(config: &ServerConfig) -> Result<OpenMember, ServerError> {
+    let me = &config.identity;
+    let my_node = config.peers.member(me)?;
+    let volume = Volume::claim(&config.data_dir, me, config.expected_cluster_id.as_deref())?;
     let store = Store::open_with_cache(&volume.store_dir(), config.cache_bytes)?;
     let record = ClusterRecord::open(&config.cluster_record)?;
     if record.is_none() {
@@ -116,7 +167,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     }
     let rejoin_pending = RejoinMarker::new(&config.data_dir).load()?;
 
-    let cluster_id = Arc::new(std::sync::OnceLock::new());
+    let cluster_id: ClusterIdCell = Arc::new(std::sync::OnceLock::new());
     if let Some(id) = volume.cluster_id() {
         let _ = cluster_id.set(id.to_string());
     }
@@ -150,70 +201,83 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         // is, whatever its stored membership says.
         node.resume_rejoin(state);
     }
+    Ok(OpenMember {
+        my_node,
+        volume: Arc::new(Mutex::new(volume)),
+        store,
+        record,
+        rejoin_pending,
+        cluster_id,
+        raft,
+        node,
+        dialer,
+        client_tls,
+        peer_tls,
+    })
+}
 
-    // Bind before anything can reach Raft.
-    let client_listener = TcpListener::bind(config.client_listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.client_listen,
-            what: "client",
-            source,
-        })?;
-    let peer_listener = TcpListener::bind(config.peer_listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.peer_listen,
-            what: "peer",
-            source,
-        })?;
-    let client_addr = client_listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            addr: config.client_listen,
-            what: "client",
-            source,
-        })?;
-    let peer_addr = peer_listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            addr: config.peer_listen,
-            what: "peer",
-            source,
-        })?;
+/// The member's bound sockets: bound before anything can reach Raft, so a port clash fails
+/// fast, before the member is in any membership.
+struct Listeners {
+    client: TcpListener,
+    peer: TcpListener,
+    metrics: TcpListener,
+    /// The plain-text health port, when configured.
+    health: Option<TcpListener>,
+    client_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+}
 
-    let metrics_listener = TcpListener::bind(config.metrics_listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.metrics_listen,
-            what: "metrics",
-            source,
-        })?;
-    let metrics_addr = metrics_listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            addr: config.metrics_listen,
-            what: "metrics",
-            source,
-        })?;
+impl Listeners {
+    async fn bind(config: &ServerConfig) -> Result<Self, ServerError> {
+        let (client, client_addr) = bind(config.client_listen, "client").await?;
+        let (peer, peer_addr) = bind(config.peer_listen, "peer").await?;
+        let (metrics, metrics_addr) = bind(config.metrics_listen, "metrics").await?;
+        let health = match config.health_listen {
+            Some(addr) => Some(bind(addr, "health").await?.0),
+            None => None,
+        };
+        Ok(Self {
+            client,
+            peer,
+            metrics,
+            health,
+            client_addr,
+            peer_addr,
+            metrics_addr,
+        })
+    }
+}
 
+/// Binds `addr` for `what`; returns the listener and the address it got (port 0 picks one).
+async fn bind(
+    addr: SocketAddr,
+    what: &'static str,
+) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let error = |source| ServerError::Bind { addr, what, source };
+    let listener = TcpListener::bind(addr).await.map_err(error)?;
+    let local = listener.local_addr().map_err(error)?;
+    Ok((listener, local))
+}
+
+/// The servers and background tasks of a started member.
+struct Services {
+    stop_servers: tokio::sync::watch::Sender<bool>,
+    servers: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Serves the peer, client, health and metrics ports, and starts the member's background tasks
+/// (storage-failure watch, health reports, event counters, certificate reloads).
+fn start_services(
+    config: &ServerConfig,
+    member: &OpenMember,
+    listeners: Listeners,
+) -> Result<Services, ServerError> {
+    let node = &member.node;
     let (stop_servers, stop_rx) = tokio::sync::watch::channel(false);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let plain_health = match config.health_listen {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr,
-                    what: "health",
-                    source,
-                })?;
-            let service = tonic_health::pb::health_server::HealthServer::new(
-                tonic_health::server::HealthService::from_health_reporter(health_reporter.clone()),
-            );
-            Some((listener, service))
-        }
-        None => None,
-    };
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -223,14 +287,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
     );
-    let peer_server = match &peer_tls {
+    let peer_server = match &member.peer_tls {
         Some(tls) => tokio::spawn(peer_router.serve_with_incoming_shutdown(
-            tls.clone().incoming(peer_listener),
+            tls.clone().incoming(listeners.peer),
             stopped(stop_rx.clone()),
         )),
         None => tokio::spawn(
             peer_router
-                .serve_with_incoming_shutdown(nodelay(peer_listener), stopped(stop_rx.clone())),
+                .serve_with_incoming_shutdown(nodelay(listeners.peer), stopped(stop_rx.clone())),
         ),
     };
     // The worst case of the limits is huge (two branches of maximal puts); cap what one request
@@ -242,18 +306,21 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             KvServer::new(KvService::new(node.clone())).max_decoding_message_size(max_request),
         )
         .add_service(ClusterServer::new(ClusterService::new(node.clone())));
-    let client_server = match &client_tls {
+    let client_server = match &member.client_tls {
         Some(tls) => tokio::spawn(client_router.serve_with_incoming_shutdown(
-            tls.clone().incoming(client_listener),
+            tls.clone().incoming(listeners.client),
             stopped(stop_rx.clone()),
         )),
         None => tokio::spawn(
             client_router
-                .serve_with_incoming_shutdown(nodelay(client_listener), stopped(stop_rx.clone())),
+                .serve_with_incoming_shutdown(nodelay(listeners.client), stopped(stop_rx.clone())),
         ),
     };
     let mut servers = vec![peer_server, client_server];
-    if let Some((listener, service)) = plain_health {
+    if let Some(listener) = listeners.health {
+        let service = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(health_reporter.clone()),
+        );
         let router = tonic::transport::Server::builder().add_service(service);
         servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
             nodelay(listener),
@@ -268,46 +335,72 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         tokio::spawn(report_health(node.clone(), health_reporter)),
         tokio::spawn(node.clone().count_raft_events()),
         tokio::spawn(crate::tls::watch(
-            client_tls.into_iter().chain(peer_tls).collect(),
-            dialer,
+            member
+                .client_tls
+                .clone()
+                .into_iter()
+                .chain(member.peer_tls.clone())
+                .collect(),
+            member.dialer.clone(),
         )),
     ];
     {
         let (node, stop) = (node.clone(), stopped(stop_rx.clone()));
+        let listener = listeners.metrics;
         background.push(tokio::spawn(async move {
-            if let Err(e) = crate::api::metrics::serve_metrics(node, metrics_listener, stop).await {
+            if let Err(e) = crate::api::metrics::serve_metrics(node, listener, stop).await {
                 tracing::error!(error = %e, "metrics server failed");
             }
         }));
     }
+    Ok(Services {
+        stop_servers,
+        servers,
+        background,
+    })
+}
 
-    // Carry out the start plan.
+/// Decides how this start goes (initialize, join, re-join, wait for re-admission; see
+/// `node::bootstrap`) from the volume, the Raft state and the cluster record, carries it out,
+/// and opens Raft traffic. Joining and the member's long-running duties (kv-0 reclaiming
+/// leadership, the quota check) continue in `background`.
+async fn carry_out_start_plan(
+    config: &ServerConfig,
+    member: &OpenMember,
+    background: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<(), ServerError> {
+    let me = &config.identity;
+    let (node, raft, record) = (&member.node, &member.raft, &member.record);
     let has_raft_state = raft
         .is_initialized()
         .await
         .map_err(|e| ServerError::RaftStart(e.to_string()))?;
-    let candidates = config
-        .peers
-        .join_candidates(&me, config.join_probe_ordinals);
-    let empty_kv0 = me.ordinal == 0
-        && !has_raft_state
-        && !(volume.cluster_id().is_some() && volume.cluster_id_minted());
+    let candidates = config.peers.join_candidates(me, config.join_probe_ordinals);
+    let (volume_cluster_id, minted_here) = {
+        let volume = member.volume.lock().expect("volume lock");
+        (
+            volume.cluster_id().map(str::to_string),
+            volume.cluster_id_minted(),
+        )
+    };
+    let empty_kv0 =
+        me.ordinal == 0 && !has_raft_state && !(volume_cluster_id.is_some() && minted_here);
     let recorded_cluster = if empty_kv0 {
         record.read().await?
     } else {
         None
     };
     let existing_cluster = if empty_kv0 && recorded_cluster.is_none() {
-        probe_cluster_id(node.network.dialer(), &candidates, Duration::from_secs(1))
+        probe_cluster_id(node.dialer(), &candidates, Duration::from_secs(1))
             .await
             .map(|(id, _)| id)
     } else {
         None
     };
     let volume_state = VolumeState {
-        cluster_id: volume.cluster_id().map(str::to_string),
+        cluster_id: volume_cluster_id,
         has_raft_state,
-        minted_here: volume.cluster_id_minted(),
+        minted_here,
         existing_cluster,
         recorded_cluster,
     };
@@ -316,7 +409,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     for fault in &config.faults {
         tracing::warn!(%fault, "DELIBERATE FAULT ENABLED: this member misbehaves on purpose (testing only)");
     }
-    let volume = Arc::new(Mutex::new(volume));
+    let volume = member.volume.clone();
+    let rejoin_pending = member.rejoin_pending.is_some();
     let voter_locally = || {
         node.metrics()
             .membership_config
@@ -333,10 +427,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             // The record first: once Raft is initialized the cluster exists, and a kv-0 that then
             // loses its volume must find the record.
             record.write(id).await?;
-            let _ = cluster_id.set(id.clone());
+            let _ = member.cluster_id.set(id.clone());
             node.open_raft_traffic();
             match raft
-                .initialize(BTreeMap::from([(me.ordinal, my_node.clone())]))
+                .initialize(BTreeMap::from([(me.ordinal, member.my_node.clone())]))
                 .await
             {
                 Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
@@ -349,7 +443,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 .lock()
                 .expect("volume lock")
                 .set_cluster_id(id, false)?;
-            let _ = cluster_id.set(id.clone());
+            let _ = member.cluster_id.set(id.clone());
             node.set_awaiting_readmission(id);
             tracing::warn!(
                 cluster_id = %id,
@@ -363,8 +457,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         }
         StartPlan::Join => true,
         StartPlan::Rejoin => {
-            check_still_member(&node, &candidates).await?;
-            if let Some(id) = node.cluster_id.get().cloned() {
+            check_still_member(node, &candidates).await?;
+            if let Some(id) = node.cluster_id() {
                 // Clusters created before the record existed get one now (best effort: the
                 // record only matters if kv-0 later loses its volume).
                 let record = record.clone();
@@ -374,11 +468,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                     }
                 }));
             }
-            must_join(&start_plan, rejoin_pending.is_some(), voter_locally())
+            must_join(&start_plan, rejoin_pending, voter_locally())
         }
     };
     if needs_join {
-        if rejoin_pending.is_some() {
+        if rejoin_pending {
             tracing::warn!("this member was re-joining when it stopped: it asks to be re-admitted again and casts no vote until then");
         }
         // Durable before any Raft traffic is let in (see node::rejoin).
@@ -388,7 +482,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if needs_join {
         node.set_joining(true);
         let join_node = node.clone();
-        let volume = volume.clone();
         background.push(tokio::spawn(async move {
             let record = |id: &str| {
                 volume
@@ -409,29 +502,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         node.clone(),
         config.quota_check_interval,
     )));
-    tracing::info!(
-        member = %me,
-        client = %client_addr,
-        peer = %peer_addr,
-        metrics = %crate::api::metrics::describe(metrics_addr),
-        "serving"
-    );
-    Ok(RunningServer {
-        node,
-        store,
-        client_addr,
-        peer_addr,
-        stop_servers,
-        servers,
-        background,
-    })
+    Ok(())
 }
 
 impl RunningServer {
     /// Leaves gracefully: refuse new requests, hand leadership off if leading, stop serving,
     /// stop Raft (which flushes the store). Bounded by the configured grace period.
     pub async fn shutdown(self) {
-        let grace = self.node.config.shutdown_grace;
+        let grace = self.node.config().shutdown_grace;
         let node = self.node.clone();
         let leave = async {
             node.begin_shutdown();
@@ -439,7 +517,7 @@ impl RunningServer {
             if node.failure().is_none() && node.metrics().state == ServerState::Leader {
                 // Writes are refused from here on, but the last ones may still be on their way
                 // to the followers: give them up to an election timeout to arrive.
-                let wait = node.config.timing.election_timeout_max;
+                let wait = node.config().timing.election_timeout_max;
                 if let Some(target) = wait_for_hand_off_target(&node, wait).await {
                     tracing::info!(target, "leaving as leader: handing leadership off");
                     match hand_off(&node, target, true).await {
@@ -460,7 +538,7 @@ impl RunningServer {
         }
         let remaining = grace / 2;
         let stop = async {
-            let _ = node.raft.shutdown().await;
+            node.shutdown_raft().await;
             for server in self.servers {
                 let _ = server.await;
             }
@@ -486,7 +564,7 @@ impl RunningServer {
         for task in &self.background {
             task.abort();
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.node.raft.shutdown()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.node.shutdown_raft()).await;
         for server in &self.servers {
             server.abort();
         }
@@ -550,7 +628,7 @@ pub async fn run(
         _ = node.failed() => {
             // Let the probes and connected clients see UNAVAILABLE with the cause, then go: the
             // supervisor restarts the member from what is on disk (see `node::failstop`).
-            tokio::time::sleep(FAIL_STOP_DRAIN.min(node.config.shutdown_grace)).await;
+            tokio::time::sleep(FAIL_STOP_DRAIN.min(node.config().shutdown_grace)).await;
             server.abandon().await;
             Err(ServerError::StorageFailed(
                 node.failure().unwrap_or("unknown").to_string(),

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kvset_proto::v1::alarm_request::AlarmAction;
 use kvset_proto::v1::cluster_client::ClusterClient;
@@ -23,8 +22,8 @@ use kvset_proto::v1::{
 use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
-use crate::node::Node;
 use crate::node::NodeError;
+use crate::node::{BackupSnapshot, Node};
 use crate::raft::{NodeId, RaftMetrics};
 
 /// Serves `kvset.v1.Cluster` on one member.
@@ -93,16 +92,9 @@ impl ClusterService {
         // indexes that no longer move.
         self.node.check_not_failed()?;
         let m = self.node.metrics();
-        let committed = self
-            .node
-            .raft
-            .with_raft_state(|s| s.committed)
-            .await
-            .ok()
-            .flatten();
-        let commit_index = committed.map(|l| l.index).unwrap_or(0);
-        let revision = self.node.state_machine.revision();
-        let state_hash = self.node.state_machine.state_hash().map_err(|e| {
+        let commit_index = self.node.committed_index().await;
+        let revision = self.node.state_machine().revision();
+        let state_hash = self.node.state_machine().state_hash().map_err(|e| {
             Status::from(NodeError::Storage {
                 member: self.node.name(),
                 source: e,
@@ -133,7 +125,7 @@ impl ClusterService {
                     (Some(_), _) if id == self.node.id() => (last, 0, true),
                     (Some(_), Some(matched)) => {
                         let lag = last.saturating_sub(matched);
-                        (matched, lag, lag <= self.node.config.ready_max_lag)
+                        (matched, lag, lag <= self.node.config().ready_max_lag)
                     }
                     (Some(_), None) => (0, last, false),
                     (None, _) => (0, 0, id == self.node.id()),
@@ -166,14 +158,14 @@ impl ClusterService {
             version: env!("CARGO_PKG_VERSION").to_string(),
             faults: self
                 .node
-                .faults
+                .faults()
                 .enabled()
                 .iter()
                 .map(|f| f.to_string())
                 .collect(),
-            alarms: self.node.state_machine.alarms(),
-            store_usage_bytes: self.node.quota.usage(),
-            quota_bytes: self.node.quota.bytes(),
+            alarms: self.node.state_machine().alarms(),
+            store_usage_bytes: self.node.quota().usage(),
+            quota_bytes: self.node.quota().bytes(),
         }))
     }
 
@@ -186,10 +178,10 @@ impl ClusterService {
         match AlarmAction::try_from(req.action) {
             Ok(AlarmAction::Get) => {
                 self.node.check_serving()?;
-                let revision = self.node.state_machine.revision();
+                let revision = self.node.state_machine().revision();
                 Ok(Response::new(AlarmResponse {
                     header: Some(self.node.header(revision)),
-                    alarms: self.node.state_machine.alarms(),
+                    alarms: self.node.state_machine().alarms(),
                 }))
             }
             Ok(AlarmAction::Activate)
@@ -214,7 +206,7 @@ impl ClusterService {
         &self,
         _request: Request<MembersRequest>,
     ) -> Result<Response<MembersResponse>, Status> {
-        let revision = self.node.state_machine.revision();
+        let revision = self.node.state_machine().revision();
         Ok(Response::new(MembersResponse {
             header: Some(self.node.header(revision)),
             members: self.answer_members(),
@@ -237,7 +229,7 @@ impl ClusterService {
         self.node
             .add_learner(member.id, node, req.wait_caught_up)
             .await?;
-        let revision = self.node.state_machine.revision();
+        let revision = self.node.state_machine().revision();
         Ok(Response::new(AddLearnerResponse {
             header: Some(self.node.header(revision)),
             members: self.answer_members(),
@@ -253,7 +245,7 @@ impl ClusterService {
             return leader.promote(request.into_inner()).await;
         }
         self.node.promote(request.into_inner().id).await?;
-        let revision = self.node.state_machine.revision();
+        let revision = self.node.state_machine().revision();
         Ok(Response::new(PromoteResponse {
             header: Some(self.node.header(revision)),
             members: self.answer_members(),
@@ -270,7 +262,7 @@ impl ClusterService {
         }
         let req = request.into_inner();
         self.node.remove_member(req.id, req.any_order).await?;
-        let revision = self.node.state_machine.revision();
+        let revision = self.node.state_machine().revision();
         Ok(Response::new(RemoveResponse {
             header: Some(self.node.header(revision)),
             members: self.answer_members(),
@@ -285,7 +277,7 @@ macro_rules! instrumented {
         let result = $call
             .instrument(super::kv::request_span($method, None))
             .await;
-        $self.node.telemetry.observe($method, started, &result);
+        $self.node.telemetry().observe($method, started, &result);
         result
     }};
 }
@@ -359,58 +351,16 @@ impl ClusterService {
         _request: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
         self.node.check_serving()?;
-        let m = self.node.metrics();
-        if m.state != ServerState::Leader {
-            return Err(match self.node.leader() {
-                Some((_, leader)) => NodeError::NotLeader {
-                    member: self.node.name(),
-                    leader,
-                },
-                None => NodeError::NoLeader {
-                    member: self.node.name(),
-                },
-            }
-            .into());
-        }
-        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-        let stopped = |e: openraft::error::Fatal<NodeId>| NodeError::RaftStopped {
-            member: self.node.name(),
-            reason: e.to_string(),
-        };
-        self.node.raft.trigger().snapshot().await.map_err(stopped)?;
-        self.node
-            .raft
-            .wait(Some(Duration::from_secs(120)))
-            .metrics(
-                |m| m.snapshot.map(|s| s.index).unwrap_or(0) >= applied,
-                "backup snapshot",
-            )
-            .await
-            .map_err(|e| {
-                NodeError::Timeout(format!("building the snapshot for the backup: {e}"))
-            })?;
-        let snapshot = self
-            .node
-            .raft
-            .get_snapshot()
-            .await
-            .map_err(|e| NodeError::RaftStopped {
-                member: self.node.name(),
-                reason: e.to_string(),
-            })?
-            .ok_or_else(|| {
-                NodeError::FailedPrecondition("no snapshot is available yet; retry".into())
-            })?;
-        let last = snapshot.meta.last_log_id.unwrap_or_default();
-        let data = snapshot.snapshot.into_inner();
-        let summary = crate::store::describe_snapshot(&data).map_err(|e| NodeError::Storage {
-            member: self.node.name(),
-            source: e,
-        })?;
+        let BackupSnapshot {
+            last_log_index,
+            last_log_term,
+            data,
+            summary,
+        } = self.node.backup_snapshot().await?;
         let info = SnapshotInfo {
             header: Some(self.node.header(summary.revision)),
-            last_log_index: last.index,
-            last_log_term: last.leader_id.term,
+            last_log_index,
+            last_log_term,
             revision: summary.revision,
             size_bytes: data.len() as u64,
             format: summary.format,
@@ -418,7 +368,7 @@ impl ClusterService {
             keys: summary.keys,
         };
         tracing::info!(
-            index = last.index,
+            index = last_log_index,
             bytes = data.len(),
             "streaming a backup snapshot"
         );

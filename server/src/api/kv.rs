@@ -90,13 +90,13 @@ impl KvService {
     {
         let forwarded = request.metadata().contains_key(FORWARDED_KEY);
         match self.node.write(command).await? {
-            WriteOutcome::Applied(_) if self.node.faults.drop_this_write_response() => {
+            WriteOutcome::Applied(_) if self.node.faults().drop_this_write_response() => {
                 tracing::warn!("injected fault: dropping the response of an applied write");
                 Err(Status::unavailable("injected fault drop-write-responses: the write was applied but its response is dropped"))
             }
             WriteOutcome::Applied(result) => Ok(WriteAnswer::Applied(result)),
             WriteOutcome::NotLeader(leader) => {
-                if !self.node.config.forward_writes || forwarded {
+                if !self.node.config().forward_writes || forwarded {
                     return Err(NodeError::NotLeader {
                         member: self.node.name(),
                         leader,
@@ -163,7 +163,7 @@ impl KvService {
             .next()
             .unwrap_or("Write");
         self.node
-            .telemetry
+            .telemetry()
             .forwarded(method.trim_end_matches("Request"));
         call(
             KvClient::new(channel).max_decoding_message_size(usize::MAX),
@@ -253,7 +253,7 @@ impl KvService {
         request: Request<PutRequest>,
     ) -> Result<Response<PutResponse>, Status> {
         let req = request.get_ref();
-        self.node.config.limits.validate_put(req)?;
+        self.node.config().limits.validate_put(req)?;
         let (request_id, command) = (req.request_id, log_command::Command::Put(req.clone()));
         self.serve_write(
             request,
@@ -274,11 +274,11 @@ impl KvService {
         request: Request<GetRequest>,
     ) -> Result<Response<GetResponse>, Status> {
         let req = request.into_inner();
-        self.node.config.limits.validate_get(&req)?;
+        self.node.config().limits.validate_get(&req)?;
         self.read_barrier(req.consistency).await?;
         let (kv, revision) = self
             .node
-            .state_machine
+            .state_machine()
             .get_with_revision(&req.key)
             .map_err(|e| self.storage_error(e))?;
         Ok(Response::new(GetResponse {
@@ -293,7 +293,7 @@ impl KvService {
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let req = request.get_ref();
-        self.node.config.limits.validate_delete(req)?;
+        self.node.config().limits.validate_delete(req)?;
         let (request_id, command) = (req.request_id, log_command::Command::Delete(req.clone()));
         self.serve_write(
             request,
@@ -314,12 +314,12 @@ impl KvService {
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
         let req = request.into_inner();
-        self.node.config.limits.validate_range(&req)?;
+        self.node.config().limits.validate_range(&req)?;
         self.read_barrier(req.consistency).await?;
-        let max = self.node.config.limits.max_range_limit;
+        let max = self.node.config().limits.max_range_limit;
         let (mut resp, revision) = self
             .node
-            .state_machine
+            .state_machine()
             .range_with_revision(&req, max)
             .map_err(|e| {
                 if e.is_deterministic() {
@@ -338,7 +338,7 @@ impl KvService {
         request: Request<TxnRequest>,
     ) -> Result<Response<TxnResponse>, Status> {
         let req = request.get_ref();
-        self.node.config.limits.validate_txn(req)?;
+        self.node.config().limits.validate_txn(req)?;
         let (request_id, command) = (req.request_id, log_command::Command::Txn(req.clone()));
         self.serve_write(
             request,
@@ -375,7 +375,7 @@ macro_rules! instrumented {
         let started = std::time::Instant::now();
         let span = request_span($method, $token);
         let result = $call.instrument(span).await;
-        $self.node.telemetry.observe($method, started, &result);
+        $self.node.telemetry().observe($method, started, &result);
         result
     }};
 }

@@ -24,7 +24,7 @@ pub async fn serve_metrics(
             let node = node.clone();
             async move {
                 let reading = node.state_reading().await;
-                let body = node.telemetry.render(&reading);
+                let body = node.telemetry().render(&reading);
                 (
                     [(
                         CONTENT_TYPE,

@@ -27,7 +27,7 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use tonic::{Request, Response, Status};
 
 use crate::node::leadership::ElectionSteering;
-use crate::node::Node;
+use crate::node::{Node, RaftInbox};
 use crate::raft::network::{decode, encode, ClusterIdCell};
 use crate::raft::{NodeId, Raft, TypeConfig};
 
@@ -42,10 +42,15 @@ pub struct PeerService {
 
 impl PeerService {
     pub fn new(node: Arc<Node>) -> Self {
+        let RaftInbox {
+            raft,
+            cluster_id,
+            steering,
+        } = node.raft_inbox();
         Self {
-            raft: node.raft.clone(),
-            cluster_id: node.cluster_id.clone(),
-            steering: node.steering.clone(),
+            raft,
+            cluster_id,
+            steering,
             node,
         }
     }

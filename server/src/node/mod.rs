@@ -29,6 +29,12 @@
 //! - [`write_pause`] holds new writes while leadership is handed over.
 //! - [`quota`] measures this member's store against its space quota and raises the replicated
 //!   `NOSPACE` alarm; [`Node::write`] refuses writes that grow the data while one is active.
+//! - [`membership`] holds the StatefulSet-shaped membership rules the leader applies (ids are
+//!   ordinals, a re-joining voter is demoted first, highest ordinal removed first, never below a
+//!   live quorum); the API's Cluster handlers only forward and answer.
+//! - [`error`]: the node's own errors ([`NodeError`]); the API layer maps them to gRPC codes.
+//! - [`handles`] is what the layers above may see of the node's parts (its fields are private),
+//!   and [`observe`] the reading of its state that the metrics show.
 //! - [`Node`] (here) is what the API services share: how to write through Raft, how to make a read
 //!   linearizable on any member (leader: `ensure_linearizable`; follower: ReadIndex from the leader,
 //!   then wait until applied), how to fill response headers.
@@ -52,6 +58,7 @@ pub mod bootstrap;
 pub mod error;
 pub mod failstop;
 pub mod group_commit;
+pub mod handles;
 pub mod join;
 pub mod leadership;
 pub mod membership;
@@ -79,6 +86,7 @@ use crate::store::{StateMachineStore, Store};
 use crate::tls::Port;
 pub use error::NodeError;
 use group_commit::{GroupCommit, GroupCommitError};
+pub use handles::{BackupSnapshot, RaftInbox};
 use leadership::ElectionSteering;
 use read_index::ReadIndexCoalescer;
 use rejoin::{RejoinMarker, RejoinState};
@@ -99,16 +107,16 @@ pub enum WriteOutcome {
 
 /// Shared state of a running member.
 pub struct Node {
-    pub config: ServerConfig,
-    pub raft: Raft,
-    pub state_machine: StateMachineStore,
+    config: ServerConfig,
+    raft: Raft,
+    state_machine: StateMachineStore,
     /// The whole store (log and state machine), for what concerns both, such as disk usage.
-    pub store: Store,
-    pub cluster_id: ClusterIdCell,
-    pub network: PeerNetwork,
-    pub steering: Arc<ElectionSteering>,
-    pub faults: crate::faults::Faults,
-    pub telemetry: crate::telemetry::Telemetry,
+    store: Store,
+    cluster_id: ClusterIdCell,
+    network: PeerNetwork,
+    steering: Arc<ElectionSteering>,
+    faults: crate::faults::Faults,
+    telemetry: crate::telemetry::Telemetry,
     shutting_down: AtomicBool,
     /// Set once this process has seen any leader; see [`Node::is_ready`].
     seen_leader: AtomicBool,
@@ -130,7 +138,7 @@ pub struct Node {
     /// Set for good once storage failed; see [`failstop`].
     fail_stop: failstop::FailStop,
     /// The space quota and the last measured usage; see [`quota`].
-    pub quota: quota::Quota,
+    quota: quota::Quota,
 }
 
 impl Node {
