@@ -84,6 +84,9 @@ pub struct ServerConfig {
     pub quota_bytes: Option<u64>,
     /// How often this member measures its store against the quota.
     pub quota_check_interval: Duration,
+    /// Serve and dial through this in-memory network instead of sockets (in-process test
+    /// clusters; see [`crate::memnet`]). Plain text only. None: real sockets.
+    pub memory_network: Option<crate::memnet::MemoryNetwork>,
 }
 
 impl ServerConfig {
@@ -116,6 +119,7 @@ impl ServerConfig {
             faults: Vec::new(),
             quota_bytes: None,
             quota_check_interval: crate::node::quota::DEFAULT_CHECK_INTERVAL,
+            memory_network: None,
         }
     }
 
@@ -123,6 +127,9 @@ impl ServerConfig {
     /// on; TLS to client ports when client TLS is on (presenting the peer certificate, so that a
     /// client port that requires client certificates accepts other members).
     pub fn dialer(&self) -> std::sync::Arc<crate::tls::Dialer> {
+        if let Some(net) = &self.memory_network {
+            return crate::tls::Dialer::in_memory(net.clone(), self.client_listen.ip());
+        }
         let client = self.client_tls.as_ref().map(|_| crate::tls::TlsFiles {
             cert: self
                 .peer_tls

@@ -18,7 +18,8 @@
 //!   the cluster exists, kept outside kv-0's volume so a kv-0 that lost it never mints a second
 //!   cluster; [`faults`]: deliberate bugs for
 //!   proving the tests bite (off by default); [`telemetry`]: Prometheus metrics; [`tls`]: TLS
-//!   and mutual TLS from reloadable PEM files.
+//!   and mutual TLS from reloadable PEM files; [`memnet`]: an in-memory network for in-process
+//!   test clusters in simulated time.
 
 pub mod api;
 pub mod cluster_record;
@@ -27,6 +28,7 @@ pub mod faults;
 pub mod identity;
 pub mod launcher;
 pub mod limits;
+pub mod memnet;
 pub mod node;
 pub mod raft;
 pub mod server;

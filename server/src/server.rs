@@ -219,8 +219,8 @@ async fn open_member(config: &ServerConfig) -> Result<OpenMember, ServerError> {
 /// The member's bound sockets: bound before anything can reach Raft, so a port clash fails
 /// fast, before the member is in any membership.
 struct Listeners {
-    client: TcpListener,
-    peer: TcpListener,
+    client: Accept,
+    peer: Accept,
     metrics: TcpListener,
     /// The plain-text health port, when configured.
     health: Option<TcpListener>,
@@ -229,10 +229,40 @@ struct Listeners {
     metrics_addr: SocketAddr,
 }
 
+/// Where a gRPC server takes its connections from.
+enum Accept {
+    Tcp(TcpListener),
+    /// An in-memory network's listener (in-process test clusters; see [`crate::memnet`]).
+    Memory(
+        std::pin::Pin<
+            Box<
+                dyn tokio_stream::Stream<Item = std::io::Result<crate::memnet::MemoryStream>>
+                    + Send,
+            >,
+        >,
+    ),
+}
+
 impl Listeners {
     async fn bind(config: &ServerConfig) -> Result<Self, ServerError> {
-        let (client, client_addr) = bind(config.client_listen, "client").await?;
-        let (peer, peer_addr) = bind(config.peer_listen, "peer").await?;
+        let (client, client_addr, peer, peer_addr) = match &config.memory_network {
+            Some(net) => (
+                Accept::Memory(Box::pin(net.listen(config.client_listen))),
+                config.client_listen,
+                Accept::Memory(Box::pin(net.listen(config.peer_listen))),
+                config.peer_listen,
+            ),
+            None => {
+                let (client, client_addr) = bind(config.client_listen, "client").await?;
+                let (peer, peer_addr) = bind(config.peer_listen, "peer").await?;
+                (
+                    Accept::Tcp(client),
+                    client_addr,
+                    Accept::Tcp(peer),
+                    peer_addr,
+                )
+            }
+        };
         let (metrics, metrics_addr) = bind(config.metrics_listen, "metrics").await?;
         let health = match config.health_listen {
             Some(addr) => Some(bind(addr, "health").await?.0),
@@ -261,6 +291,26 @@ async fn bind(
     Ok((listener, local))
 }
 
+/// Serves `router` on `accept` (through TLS when `tls` is set) until `stop` resolves.
+fn serve(
+    router: tonic::transport::server::Router,
+    accept: Accept,
+    tls: Option<&Arc<ServerTls>>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+    match (accept, tls) {
+        (Accept::Tcp(listener), Some(tls)) => {
+            tokio::spawn(router.serve_with_incoming_shutdown(tls.clone().incoming(listener), stop))
+        }
+        (Accept::Tcp(listener), None) => {
+            tokio::spawn(router.serve_with_incoming_shutdown(nodelay(listener), stop))
+        }
+        (Accept::Memory(incoming), _) => {
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop))
+        }
+    }
+}
+
 /// The servers and background tasks of a started member.
 struct Services {
     stop_servers: tokio::sync::watch::Sender<bool>,
@@ -287,16 +337,12 @@ fn start_services(
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
     );
-    let peer_server = match &member.peer_tls {
-        Some(tls) => tokio::spawn(peer_router.serve_with_incoming_shutdown(
-            tls.clone().incoming(listeners.peer),
-            stopped(stop_rx.clone()),
-        )),
-        None => tokio::spawn(
-            peer_router
-                .serve_with_incoming_shutdown(nodelay(listeners.peer), stopped(stop_rx.clone())),
-        ),
-    };
+    let peer_server = serve(
+        peer_router,
+        listeners.peer,
+        member.peer_tls.as_ref(),
+        stopped(stop_rx.clone()),
+    );
     // The worst case of the limits is huge (two branches of maximal puts); cap what one request
     // may make the server buffer.
     let max_request = config.limits.max_request_bytes().min(64 * 1024 * 1024);
@@ -306,16 +352,12 @@ fn start_services(
             KvServer::new(KvService::new(node.clone())).max_decoding_message_size(max_request),
         )
         .add_service(ClusterServer::new(ClusterService::new(node.clone())));
-    let client_server = match &member.client_tls {
-        Some(tls) => tokio::spawn(client_router.serve_with_incoming_shutdown(
-            tls.clone().incoming(listeners.client),
-            stopped(stop_rx.clone()),
-        )),
-        None => tokio::spawn(
-            client_router
-                .serve_with_incoming_shutdown(nodelay(listeners.client), stopped(stop_rx.clone())),
-        ),
-    };
+    let client_server = serve(
+        client_router,
+        listeners.client,
+        member.client_tls.as_ref(),
+        stopped(stop_rx.clone()),
+    );
     let mut servers = vec![peer_server, client_server];
     if let Some(listener) = listeners.health {
         let service = tonic_health::pb::health_server::HealthServer::new(

@@ -222,6 +222,8 @@ pub struct Dialer {
     stamp: Mutex<Option<SystemTime>>,
     generation: AtomicU64,
     channels: Mutex<HashMap<(Port, String), Channel>>,
+    /// Dial through an in-memory network from this host instead of sockets (plain text).
+    memory: Option<(crate::memnet::MemoryNetwork, std::net::IpAddr)>,
 }
 
 impl Dialer {
@@ -234,6 +236,19 @@ impl Dialer {
             stamp: Mutex::new(None),
             generation: AtomicU64::new(0),
             channels: Mutex::default(),
+            memory: None,
+        })
+    }
+
+    /// A plain-text dialer that connects through `net` from host `from` (in-process clusters).
+    pub fn in_memory(net: crate::memnet::MemoryNetwork, from: std::net::IpAddr) -> Arc<Self> {
+        Arc::new(Self {
+            client_tls: None,
+            peer_tls: None,
+            stamp: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            channels: Mutex::default(),
+            memory: Some((net, from)),
         })
     }
 
@@ -298,6 +313,9 @@ impl Dialer {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
+        if let Some((net, from)) = &self.memory {
+            return Ok(endpoint.connect_with_connector_lazy(net.connector(*from)));
+        }
         if let Some(files) = files {
             endpoint = endpoint
                 .tls_config(client_tls_config(files)?)

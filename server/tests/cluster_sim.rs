@@ -1,0 +1,140 @@
+//! Node behaviours in an in-process cluster, in simulated time (see `sim/mod.rs` for the script
+//! commands): each test is a short script of what happens and what must follow.
+
+mod sim;
+
+use sim::run_script;
+
+#[test]
+fn kv0_bootstraps_and_the_others_join_in_ordinal_order() {
+    run_script(
+        "
+        start kv-0
+        await leader kv-0
+        await voters kv-0
+        start kv-1
+        await voters kv-0 kv-1
+        start kv-2
+        await voters kv-0 kv-1 kv-2
+        await learners
+        put a 1 via kv-2              # a follower forwards the write to the leader
+        get a via kv-1 -> 1           # linearizable on a follower (ReadIndex from the leader)
+        get a via kv-0 -> 1
+        get missing via kv-2 -> none
+        ",
+    );
+}
+
+#[test]
+fn a_leader_that_stops_hands_off_to_the_lowest_caught_up_voter_without_an_election_timeout() {
+    run_script(
+        "
+        start kv-0 kv-1 kv-2
+        await voters kv-0 kv-1 kv-2
+        await leader kv-0
+        put a 1 via kv-0
+        note term
+        stop kv-0                       # SIGTERM: hand off, then leave
+        await leader kv-1 within 300ms  # an election would wait 400-600 ms for its timeout
+        expect term +1
+        get a via kv-2 -> 1
+        put a 2 via kv-2
+        get a via kv-1 -> 2
+        ",
+    );
+}
+
+#[test]
+fn the_preferred_primary_takes_leadership_back_once_it_has_caught_up() {
+    run_script(
+        "
+        start kv-0 kv-1 kv-2
+        await voters kv-0 kv-1 kv-2
+        await leader kv-0
+        isolate kv-0
+        await leader-not kv-0
+        put b 2 via kv-1
+        put c 3 via kv-2
+        heal
+        await leader kv-0               # kv-0 catches up, then takes leadership back
+        get b via kv-0 -> 2
+        get c via kv-0 -> 3
+        ",
+    );
+}
+
+#[test]
+fn the_membership_rules_refuse_unsafe_removals_with_a_reason() {
+    run_script(
+        "
+        start kv-0 kv-1 kv-2
+        await voters kv-0 kv-1 kv-2
+        await leader kv-0
+        remove kv-1 -> error FAILED_PRECONDITION remove the highest ordinal first (kv-2)
+        remove kv-4 -> error NOT_FOUND member 4 is not in the cluster
+        isolate kv-1
+        remove kv-2 -> error FAILED_PRECONDITION a quorum needs 2
+        heal
+        remove kv-2 -> ok
+        await voters kv-0 kv-1
+        remove kv-1 -> ok
+        await voters kv-0
+        remove kv-0 -> error FAILED_PRECONDITION is the last voter
+        put still 1 via kv-0            # a cluster of one still takes writes
+        get still via kv-0 -> 1
+        ",
+    );
+}
+
+#[test]
+fn an_isolated_old_leader_answers_no_linearizable_read() {
+    run_script(
+        "
+        start kv-0 kv-1 kv-2
+        await voters kv-0 kv-1 kv-2
+        await leader kv-0
+        put a 1 via kv-0
+        isolate kv-0
+        await leader-not kv-0
+        put a 2 via kv-1
+        get a via kv-0 -> error         # it cannot confirm its leadership: never the stale 1
+        get a via kv-0 stale -> 1       # a stale read may answer from its own state
+        heal
+        await leader kv-0
+        get a via kv-0 -> 2
+        ",
+    );
+}
+
+#[test]
+fn concurrent_writes_share_log_entries() {
+    run_script(
+        "
+        start kv-0 kv-1 kv-2
+        await voters kv-0 kv-1 kv-2
+        await leader kv-0
+        burst 64 via kv-0 -> entries at most 16
+        burst 64 via kv-2 -> entries at most 16   # forwarded writes batch on the leader too
+        ",
+    );
+}
+
+#[test]
+fn a_member_that_lost_its_volume_is_readmitted_and_catches_up() {
+    run_script(
+        "
+        start kv-0 kv-1 kv-2
+        await voters kv-0 kv-1 kv-2
+        await leader kv-0
+        put a 1 via kv-0
+        stop kv-2
+        wipe kv-2
+        put b 2 via kv-0                # the two others still form a quorum
+        start kv-2                      # empty volume: it must ask to be re-admitted
+        await voters kv-0 kv-1 kv-2
+        await leader kv-0               # kv-2 knows the leader again
+        get a via kv-2 -> 1
+        get b via kv-2 -> 2
+        ",
+    );
+}
