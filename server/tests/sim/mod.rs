@@ -226,7 +226,8 @@ impl Sim {
     /// - `await leader kv-N [within DURATION]`: every running member that answers sees kv-N as
     ///   the leader (and it leads); with `within`, it must take at most DURATION.
     /// - `await leader-not kv-N`: some other running member leads.
-    /// - `await voters kv-A kv-B …` / `await learners …`: the leader's membership.
+    /// - `await voters kv-A kv-B …` / `await learners …`: the leader's membership; for voters,
+    ///   each running one also reports ready (it has finished joining).
     /// - `wipe kv-N`: delete a stopped member's volume (it starts empty next time).
     /// - `burst N via kv-N -> entries at most M`: N concurrent puts must all succeed and take at
     ///   most M log entries on the leader (group commit).
@@ -343,7 +344,19 @@ impl Sim {
                             .map(|m| m.id)
                             .collect();
                         got.sort();
-                        return got == want;
+                        if got != want {
+                            return false;
+                        }
+                        // And every running voter has finished joining (ready), as a
+                        // StatefulSet's OrderedReady waits for.
+                        if kind == "voters" {
+                            for member in want.iter().filter(|m| self.running.contains_key(m)) {
+                                if !self.status(*member).await.is_some_and(|s| s.ready) {
+                                    return false;
+                                }
+                            }
+                        }
+                        return true;
                     }
                     false
                 })
@@ -506,7 +519,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Runs `script` on a fresh simulated cluster.
+///
+/// `KVSET_SIM_LOG=info` (any tracing filter) prints the members' logs.
 pub fn run_script(script: &str) {
+    if let Ok(filter) = std::env::var("KVSET_SIM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
