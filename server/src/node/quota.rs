@@ -28,8 +28,9 @@
 //! # The quota
 //!
 //! `--quota-bytes` (`KVSET_QUOTA_BYTES`); by default [`DEFAULT_QUOTA_PERCENT`] % of the size of
-//! the filesystem that holds the data directory (statvfs), so it follows the PVC's size when the
-//! volume is grown; `0` turns the quota off. The rest is for what is not counted, and it is not
+//! the filesystem that holds the data directory (statvfs), re-read at every check, so it follows
+//! the PVC's size when the volume is grown, online or not, without a restart; `0` turns the
+//! quota off. The rest is for what is not counted, and it is not
 //! small: sled is log-structured and its files hold several times the live data under a stream
 //! of puts of large values, hardly shrink after deletes (freed segments are reused, the file is
 //! cut only at its tail), and keep growing a little while deletes and compactions are written; a
@@ -86,7 +87,7 @@
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,7 +111,11 @@ pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Debug, Default)]
 pub struct Quota {
     /// The quota in bytes; 0: off.
-    bytes: u64,
+    bytes: AtomicU64,
+    /// Where the default quota comes from: the filesystem holding this directory, re-read at
+    /// every check so that a volume grown online raises the quota without a restart. None: the
+    /// quota was set explicitly (`--quota-bytes`) and never changes.
+    follows: Option<PathBuf>,
     /// The usage of the last check, bytes (0 before the first).
     usage: AtomicU64,
     /// The logical state size at the last compaction (or when the alarm was raised): under
@@ -124,10 +129,10 @@ impl Quota {
     /// The quota for `configured` (`--quota-bytes`; `None`: the default share of the filesystem
     /// holding `data_dir`). A filesystem whose size cannot be read gives no quota, with a warning.
     pub fn resolve(configured: Option<u64>, data_dir: &Path) -> Self {
-        let bytes = match configured {
-            Some(bytes) => bytes,
+        let (bytes, follows) = match configured {
+            Some(bytes) => (bytes, None),
             None => match filesystem_bytes(data_dir) {
-                Ok(total) => total / 100 * DEFAULT_QUOTA_PERCENT,
+                Ok(total) => (default_quota(total), Some(data_dir.to_path_buf())),
                 Err(e) => {
                     tracing::warn!(
                         error = %e,
@@ -135,21 +140,49 @@ impl Quota {
                         "cannot read the data directory's filesystem size; the space quota is off \
                          (set --quota-bytes)"
                     );
-                    0
+                    (0, None)
                 }
             },
         };
         Self {
-            bytes,
+            bytes: AtomicU64::new(bytes),
+            follows,
             usage: AtomicU64::new(0),
             compacted_state: AtomicU64::new(u64::MAX),
             compacting: AtomicBool::new(false),
         }
     }
 
+    /// Re-reads the filesystem size for a default quota, so that a volume grown (or shrunk)
+    /// while the member runs moves the quota with it. Returns the quota now.
+    pub fn follow_filesystem(&self) -> u64 {
+        let Some(dir) = &self.follows else {
+            return self.bytes();
+        };
+        match filesystem_bytes(dir) {
+            Ok(total) => {
+                let new = default_quota(total);
+                let old = self.bytes.swap(new, Ordering::Relaxed);
+                if old != new {
+                    tracing::info!(
+                        old = %human_bytes(old),
+                        new = %human_bytes(new),
+                        filesystem = %human_bytes(total),
+                        "the data volume changed size; the space quota follows it"
+                    );
+                }
+                new
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the data volume's size; the quota stays");
+                self.bytes()
+            }
+        }
+    }
+
     /// The quota in bytes; 0 when off.
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// The usage measured by the last check, in bytes.
@@ -158,8 +191,14 @@ impl Quota {
     }
 
     fn exceeded_by(&self, usage: u64) -> bool {
-        self.bytes > 0 && usage > self.bytes
+        let bytes = self.bytes();
+        bytes > 0 && usage > bytes
     }
+}
+
+/// The default quota for a filesystem of `total` bytes.
+fn default_quota(total: u64) -> u64 {
+    total / 100 * DEFAULT_QUOTA_PERCENT
 }
 
 /// Total size of the filesystem that holds `dir`, in bytes.
@@ -263,7 +302,7 @@ pub async fn measure(node: &Node) -> Result<QuotaUsage, NodeError> {
 
 /// One check; see [`run`].
 async fn check_once(node: &Arc<Node>) -> Result<(), NodeError> {
-    let quota = node.quota.bytes();
+    let quota = node.quota.follow_filesystem();
     let usage = measure(node).await?;
     let own_alarm = node
         .state_machine
@@ -402,6 +441,57 @@ mod tests {
             command: Some(Command::Delete(Default::default())),
         };
         assert!(!grows_data(&delete));
+    }
+
+    /// Mounts a tmpfs of `size` at `dir`; None where mounting is not allowed (not root).
+    fn mount_tmpfs(dir: &Path, size: &str) -> Option<()> {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .ok()?;
+        status.success().then_some(())
+    }
+
+    #[test]
+    fn a_default_quota_follows_a_volume_grown_online_and_an_explicit_one_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        if mount_tmpfs(dir.path(), "10m").is_none() {
+            assert!(
+                std::env::var("CI").is_err(),
+                "this test mounts a tmpfs and needs root under CI"
+            );
+            eprintln!("SKIPPED: mounting a tmpfs needs root");
+            return;
+        }
+        let unmount = scopeguard(dir.path());
+        let quota = Quota::resolve(None, dir.path());
+        let before = quota.bytes();
+        assert_eq!(before, default_quota(10 * 1024 * 1024));
+        let explicit = Quota::resolve(Some(12345), dir.path());
+
+        // Grow the filesystem under the running member, as an online PVC expansion does.
+        let grown = std::process::Command::new("mount")
+            .args(["-o", "remount,size=20m"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(grown.success());
+        assert_eq!(quota.follow_filesystem(), default_quota(20 * 1024 * 1024));
+        assert_eq!(quota.bytes(), default_quota(20 * 1024 * 1024));
+        assert_eq!(explicit.follow_filesystem(), 12345);
+        drop(unmount);
+    }
+
+    /// Unmounts `dir` when dropped.
+    fn scopeguard(dir: &Path) -> impl Drop + '_ {
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(self.0).status();
+            }
+        }
+        Unmount(dir)
     }
 
     #[test]
