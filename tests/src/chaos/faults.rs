@@ -61,6 +61,7 @@ use tokio::sync::watch;
 use super::backend::{Backend, BackendError};
 use super::monitor::{ClusterView, Monitor};
 use super::overlap::{self, Op, Span};
+use super::progress::LiveStatus;
 use super::schedule::{PlannedFault, Schedule};
 use super::workload::Workload;
 use super::RunClock;
@@ -328,6 +329,7 @@ pub struct Nemesis {
     workload: Arc<Workload>,
     clock: RunClock,
     heal_timeout: Duration,
+    live: Arc<LiveStatus>,
 }
 
 impl Nemesis {
@@ -345,7 +347,20 @@ impl Nemesis {
             workload,
             clock,
             heal_timeout,
+            live: Arc::new(LiveStatus::default()),
         }
+    }
+
+    /// Reports the fault in force to `live` (for the progress line) as it goes.
+    pub fn with_live_status(mut self, live: Arc<LiveStatus>) -> Nemesis {
+        self.live = live;
+        self
+    }
+
+    /// Says which fault is in force now, and on whom.
+    fn announce(&self, kind: FaultKind, targets: &[String]) {
+        self.live
+            .set_fault(Some(format!("{kind} {}", targets.join(", "))));
     }
 
     /// Runs the schedule until `stop` turns true. A fault in progress is healed before this
@@ -371,6 +386,7 @@ impl Nemesis {
                 }
             };
             let mut record = self.inject(&planned, &view, &mut stop).await;
+            self.live.set_fault(None);
             record.cut_short = *stop.borrow();
             tracing::info!(
                 fault = %planned.kind,
@@ -457,6 +473,7 @@ impl Nemesis {
             return record;
         }
         tracing::info!(fault = %planned.kind, targets = ?record.targets, "injecting");
+        self.announce(planned.kind, &record.targets);
         let started = Instant::now();
         record.at_ms = self.clock.ms(started);
         let revives = self.backend.revives_on_its_own();
@@ -725,6 +742,7 @@ impl Nemesis {
         record.targets = targets.iter().map(|&m| members[m].name.clone()).collect();
         record.leader_lost = leader.is_some_and(|l| targets.contains(&l));
         tracing::info!(fault = %planned.kind, targets = ?record.targets, script = ?plan.events, "injecting");
+        self.announce(planned.kind, &record.targets);
         let started = Instant::now();
         record.at_ms = self.clock.ms(started);
         let revives = self.backend.revives_on_its_own();
