@@ -34,8 +34,11 @@
 #   --only kvset|etcd   run one system only
 #   --keep              keep the data directories and logs (path printed at the end)
 #
-# Exit status: 0 if every run succeeded (kvset-bench exits 1 when more than 1% of a run's
-# requests failed), 1 otherwise, 2 on a usage or start-up error.
+# Progress on stderr: "row n of N" and an estimate of the time left before each row. A row that
+# fails is retried once (its partial output removed from the JSON lines first).
+#
+# Exit status: 0 if every row succeeded, at once or on its retry (kvset-bench exits 1 when more
+# than 1% of a run's requests failed), 1 otherwise, 2 on a usage or start-up error.
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -219,18 +222,39 @@ jsonl="${out%.md}.jsonl"
 failed=0
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
-run_one() { # system workload concurrency
+# Seconds in a duration as kvset-bench takes it (500ms, 2s, 1.5s, 1m); empty when unknown.
+seconds_of() {
+  awk -v d="$1" 'BEGIN {
+    if (d ~ /^[0-9.]+ms$/) { sub(/ms$/, "", d); print d / 1000; exit }
+    if (d ~ /^[0-9.]+s?$/) { sub(/s$/, "", d); print d + 0; exit }
+    if (d ~ /^[0-9.]+m$/) { sub(/m$/, "", d); print d * 60; exit }
+  }'
+}
+
+bench_once() { # system workload concurrency: one kvset-bench run, its JSON line appended
   local system=$1 workload=$2 c=$3 endpoints pids
   if [[ $system == kvset ]]; then endpoints=$kvset_endpoints; pids=$(kvset_pids)
   else endpoints=$etcd_endpoints; pids=$(IFS=,; echo "${etcd_pids[*]}"); fi
+  "$bin/kvset-bench" --target "$system" --endpoints "$endpoints" --workload "$workload" \
+    --concurrency "$c" --duration "$duration" --warmup "$warmup" --keys "$keys" \
+    --kvset-client "$kvset_client" --server-pids "$pids" --ready-timeout 60s \
+    --max-error-rate "$max_error_rate" \
+    --output json -q >>"$jsonl"
+}
+
+# A failed row is retried once (a freshly installed etcd sometimes answers nothing on its first
+# row): its partial output is cut from the JSON lines first, so the file keeps one line per row.
+run_one() { # system workload concurrency
+  local system=$1 workload=$2 c=$3 size
   say "$system $workload C=$c"
-  if ! "$bin/kvset-bench" --target "$system" --endpoints "$endpoints" --workload "$workload" \
-      --concurrency "$c" --duration "$duration" --warmup "$warmup" --keys "$keys" \
-      --kvset-client "$kvset_client" --server-pids "$pids" --ready-timeout 60s \
-      --max-error-rate "$max_error_rate" \
-      --output json -q >>"$jsonl"; then
-    say "FAILED: $system $workload C=$c"
-    failed=1
+  size=$(stat -c %s "$jsonl")
+  if ! bench_once "$system" "$workload" "$c"; then
+    truncate -s "$size" "$jsonl"
+    say "$system $workload C=$c failed: retrying once"
+    if ! bench_once "$system" "$workload" "$c"; then
+      say "FAILED: $system $workload C=$c (twice)"
+      failed=1
+    fi
   fi
   tail -n 1 "$jsonl" | sed -n 's/.*"ops_per_sec":\([0-9.]*\).*"p99_ms":\([0-9.]*\).*/    ops\/s \1, p99 \2 ms/p' >&2
 }
@@ -238,9 +262,25 @@ run_one() { # system workload concurrency
 systems=()
 [[ "$only" != etcd ]] && systems+=(kvset)
 [[ "$only" != kvset ]] && systems+=(etcd)
-for workload in $workloads; do
-  for c in $concurrency; do
-    for system in "${systems[@]}"; do run_one "$system" "$workload" "$c"; done
+read -r -a workload_list <<<"$workloads"
+read -r -a concurrency_list <<<"$concurrency"
+rows=$(( ${#workload_list[@]} * ${#concurrency_list[@]} * ${#systems[@]} ))
+# Until a row has run, a row is estimated at its warm-up plus its measured time.
+nominal=$(awk -v w="$(seconds_of "$warmup")" -v d="$(seconds_of "$duration")" \
+  'BEGIN { if (w != "" && d != "") printf "%d", w + d + 0.5 }')
+row=0
+rows_start=$(date +%s)
+for workload in "${workload_list[@]}"; do
+  for c in "${concurrency_list[@]}"; do
+    for system in "${systems[@]}"; do
+      spent=$(( $(date +%s) - rows_start ))
+      if [[ $row -gt 0 ]]; then left=$(( spent * (rows - row) / row ))
+      elif [[ -n "$nominal" ]]; then left=$(( nominal * rows ))
+      else left=""; fi
+      row=$((row + 1))
+      say "row $row of $rows${left:+, about $((left / 60))m$((left % 60))s left}"
+      run_one "$system" "$workload" "$c"
+    done
   done
 done
 

@@ -103,6 +103,7 @@ fn the_kubectl_backend_issues_the_documented_commands() {
         base_port: pick_base_port(ip, 3, 42).expect("free ports"),
         server_args: vec![],
         small_disks_mb: None,
+        power_disks: false,
     });
     cluster.start(&|_| Ok(())).expect("start the local cluster");
     let endpoints: Vec<String> = cluster.members().into_iter().map(|m| m.endpoint).collect();

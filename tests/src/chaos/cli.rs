@@ -75,7 +75,8 @@ pub struct RunArgs {
     /// Fault kinds: all, none, or a list of kill-follower, kill-leader, restart, kill-all,
     /// pause, partition, wipe, and the compound pause-wipe-kill-leader, kill-during-snapshot,
     /// kill-all-wipe-one, kill-all-wipe-kv0 (`all` means every single kind; --overlap adds the
-    /// four compound ones). Kinds the backend cannot do are reported and skipped.
+    /// four compound ones), and the opt-in disk-full, power-loss, power-loss-all (only when
+    /// named). Kinds the backend cannot do are reported and skipped.
     #[arg(long, default_value = "all")]
     pub faults: String,
     /// Add compound faults, several in force at once: pause-wipe-kill-leader,
@@ -277,6 +278,14 @@ impl RunArgs {
         } else {
             self.server_args.clone()
         };
+        let power_disks = faults.iter().any(|k| k.is_power_loss());
+        if power_disks && faults.contains(&FaultKind::DiskFull) {
+            return Err(ChaosError::Config(
+                "disk-full and power-loss put the members' data dirs on different filesystems \
+                 (a small tmpfs, kvset-powerfs); run them separately"
+                    .into(),
+            ));
+        }
         if self.replicas < 3 && self.backend != BackendKind::Process {
             return Err(ChaosError::Config(
                 "--replicas must be at least 3 (a quorum must survive one fault)".into(),
@@ -324,6 +333,7 @@ impl RunArgs {
                     small_disks_mb: faults
                         .contains(&FaultKind::DiskFull)
                         .then_some(DISK_FULL_TMPFS_MB),
+                    power_disks,
                 })
             }
             BackendKind::Docker => {
@@ -539,6 +549,30 @@ mod tests {
         let kv0 = config_of(&["--faults", "kill-all-wipe-kv0"]);
         assert_eq!(kv0.faults, vec![FaultKind::KillAllWipeKv0]);
         assert!(server_args(&kv0).is_empty());
+    }
+
+    #[test]
+    fn power_loss_puts_members_on_powerfs_and_excludes_disk_full() {
+        let power = |c: &RunConfig| match &c.backend {
+            BackendConfig::Process(p) => (p.power_disks, p.small_disks_mb),
+            other => panic!("not the process backend: {other:?}"),
+        };
+        assert_eq!(power(&config_of(&["--faults", "pause"])), (false, None));
+        for faults in ["power-loss", "power-loss-all", "pause,power-loss-all"] {
+            assert_eq!(power(&config_of(&["--faults", faults])), (true, None));
+        }
+        assert_eq!(
+            power(&config_of(&["--faults", "disk-full"])),
+            (false, Some(DISK_FULL_TMPFS_MB))
+        );
+        let mut argv = vec!["kvset-chaos", "--server-bin", "/x", "--base-port", "20000"];
+        argv.extend(["--faults", "disk-full,power-loss"]);
+        let err = Wrap::try_parse_from(argv)
+            .unwrap()
+            .run
+            .config()
+            .unwrap_err();
+        assert!(err.to_string().contains("run them separately"), "{err}");
     }
 
     #[test]

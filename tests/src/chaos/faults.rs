@@ -12,6 +12,9 @@
 //! | `pause` | any member | SIGSTOP / cgroup freeze for the hold time | SIGCONT / thaw |
 //! | `partition` | any member | cut off from the other members for the hold time | reconnecting it |
 //! | `wipe` | any member | killed and its volume destroyed; down for the hold time | starting it empty: it must rejoin |
+//! | `disk-full` (opt-in) | any member | its small filesystem filled; it stops on the storage failure | freeing the space at the end of the hold |
+//! | `power-loss` (opt-in) | any member | kill -9, then its volume drops every write not yet durable; down for the hold time | starting it on what was durable |
+//! | `power-loss-all` (opt-in) | every member | one member's power cut first (down for the hold time, its volume falls behind), then the others' | starting all on what was durable |
 //!
 //! Compound kinds (`--overlap`: `pause-wipe-kill-leader`, `kill-during-snapshot`,
 //! `kill-all-wipe-one`, and `kill-all-wipe-kv0` on request) are scripts of the faults above
@@ -58,6 +61,7 @@ use tokio::sync::watch;
 use super::backend::{Backend, BackendError};
 use super::monitor::{ClusterView, Monitor};
 use super::overlap::{self, Op, Span};
+use super::progress::LiveStatus;
 use super::schedule::{PlannedFault, Schedule};
 use super::workload::Workload;
 use super::RunClock;
@@ -94,6 +98,13 @@ pub enum FaultKind {
     /// member must stop cleanly on the storage failure and come back once space returns.
     /// Opt-in: named in `--faults` (it needs a filesystem per member).
     DiskFull,
+    /// Power cut of one member: kill -9, then every write its volume has not made durable is
+    /// dropped; it stays down for the hold time. Opt-in (each volume on kvset-powerfs).
+    PowerLoss,
+    /// Power cut of the whole cluster with one volume behind: one member loses power first and
+    /// stays down for the hold time while the others go on, then the others lose power too, and
+    /// all come back together. Opt-in, like `PowerLoss`.
+    PowerLossAll,
 }
 
 impl FaultKind {
@@ -123,7 +134,16 @@ impl FaultKind {
 
     /// Single kinds that run only when named in `--faults` (not part of `all`): they need
     /// something of the machine that a plain run does not set up.
-    pub const OPT_IN: [FaultKind; 1] = [FaultKind::DiskFull];
+    pub const OPT_IN: [FaultKind; 3] = [
+        FaultKind::DiskFull,
+        FaultKind::PowerLoss,
+        FaultKind::PowerLossAll,
+    ];
+
+    /// True for a power-loss kind (the members' volumes must be on kvset-powerfs).
+    pub fn is_power_loss(self) -> bool {
+        matches!(self, FaultKind::PowerLoss | FaultKind::PowerLossAll)
+    }
 
     /// True for a compound kind (several faults in force at once).
     pub fn is_compound(self) -> bool {
@@ -159,6 +179,8 @@ impl FaultKind {
             FaultKind::KillAllWipeOne => "kill-all-wipe-one",
             FaultKind::KillAllWipeKv0 => "kill-all-wipe-kv0",
             FaultKind::DiskFull => "disk-full",
+            FaultKind::PowerLoss => "power-loss",
+            FaultKind::PowerLossAll => "power-loss-all",
         }
     }
 
@@ -307,6 +329,7 @@ pub struct Nemesis {
     workload: Arc<Workload>,
     clock: RunClock,
     heal_timeout: Duration,
+    live: Arc<LiveStatus>,
 }
 
 impl Nemesis {
@@ -324,7 +347,20 @@ impl Nemesis {
             workload,
             clock,
             heal_timeout,
+            live: Arc::new(LiveStatus::default()),
         }
+    }
+
+    /// Reports the fault in force to `live` (for the progress line) as it goes.
+    pub fn with_live_status(mut self, live: Arc<LiveStatus>) -> Nemesis {
+        self.live = live;
+        self
+    }
+
+    /// Says which fault is in force now, and on whom.
+    fn announce(&self, kind: FaultKind, targets: &[String]) {
+        self.live
+            .set_fault(Some(format!("{kind} {}", targets.join(", "))));
     }
 
     /// Runs the schedule until `stop` turns true. A fault in progress is healed before this
@@ -350,6 +386,7 @@ impl Nemesis {
                 }
             };
             let mut record = self.inject(&planned, &view, &mut stop).await;
+            self.live.set_fault(None);
             record.cut_short = *stop.borrow();
             tracing::info!(
                 fault = %planned.kind,
@@ -398,7 +435,15 @@ impl Nemesis {
             | FaultKind::Pause
             | FaultKind::Partition
             | FaultKind::Wipe
-            | FaultKind::DiskFull => planned.choose(&all).into_iter().collect(),
+            | FaultKind::DiskFull
+            | FaultKind::PowerLoss => planned.choose(&all).into_iter().collect(),
+            // The member whose volume falls behind first, then the others.
+            FaultKind::PowerLossAll => match planned.choose(&all) {
+                Some(behind) => std::iter::once(behind)
+                    .chain(all.iter().copied().filter(|&m| m != behind))
+                    .collect(),
+                None => Vec::new(),
+            },
             // Scripted by `inject_compound`.
             FaultKind::PauseWipeKillLeader
             | FaultKind::KillDuringSnapshot
@@ -428,6 +473,7 @@ impl Nemesis {
             return record;
         }
         tracing::info!(fault = %planned.kind, targets = ?record.targets, "injecting");
+        self.announce(planned.kind, &record.targets);
         let started = Instant::now();
         record.at_ms = self.clock.ms(started);
         let revives = self.backend.revives_on_its_own();
@@ -499,12 +545,19 @@ impl Nemesis {
                     };
                     (result, effective, healed_at)
                 }
+                FaultKind::PowerLoss | FaultKind::PowerLossAll => {
+                    let (result, effective, healed_at, steps) =
+                        self.power_cut(planned, &targets, leader, stop).await;
+                    record.steps = steps;
+                    (result, effective, healed_at)
+                }
                 FaultKind::PauseWipeKillLeader
                 | FaultKind::KillDuringSnapshot
                 | FaultKind::KillAllWipeOne
                 | FaultKind::KillAllWipeKv0 => (Err("a compound fault".into()), started, started),
             };
         record.healed_ms = Some(self.clock.ms(healed_at));
+        record.overlaps = self.overlaps_of(&record.steps, record.healed_ms);
         if let Err(e) = result {
             record.error = Some(e);
             return record;
@@ -536,6 +589,105 @@ impl Nemesis {
         )
         .await;
         record
+    }
+
+    /// A power cut (see `Backend::power_cut`). `power-loss`: `targets[0]` loses power and
+    /// stays down for the hold. `power-loss-all`: `targets[0]` loses power first and stays down
+    /// for the hold while the others take writes (its volume falls behind theirs), then the
+    /// others lose power too; all come back together. Returns the result, when the leader was
+    /// lost (for the recovery time; the last cut when the leader was none of them), when the
+    /// members could come back, and the steps.
+    async fn power_cut(
+        &self,
+        planned: &PlannedFault,
+        targets: &[usize],
+        leader: Option<usize>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> (Result<(), String>, Instant, Instant, Vec<StepRecord>) {
+        let names = |ms: &[usize]| {
+            ms.iter()
+                .map(|&m| format!("kv-{m}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (first, rest) = match planned.kind {
+            FaultKind::PowerLossAll => (vec![targets[0]], targets[1..].to_vec()),
+            _ => (targets.to_vec(), Vec::new()),
+        };
+        let mut steps = Vec::new();
+        let mut effective = None;
+        let mut result = Ok(());
+        for (i, group) in [first, rest].into_iter().enumerate() {
+            if group.is_empty() || (i > 0 && (result.is_err() || *stop.borrow())) {
+                continue;
+            }
+            let g = group.clone();
+            let cut = self.blocking(move |b| b.power_cut(&g)).await;
+            let now = Instant::now();
+            if effective.is_none() && leader.is_some_and(|l| group.contains(&l)) {
+                effective = Some(now);
+            }
+            let label = if i == 0 && planned.kind == FaultKind::PowerLossAll {
+                format!("power cut {} (its volume falls behind)", names(&group))
+            } else {
+                format!("power cut {}", names(&group))
+            };
+            steps.push(StepRecord {
+                step: label,
+                from_ms: self.clock.ms(now),
+                to_ms: None,
+                note: None,
+                error: cut.as_ref().err().cloned(),
+            });
+            if let Err(e) = cut {
+                result = Err(e);
+                continue;
+            }
+            if i == 0 {
+                sleep_or_stop(planned.hold, stop).await;
+            }
+        }
+        // Power back for everyone the fault touched, even after a failure half-way.
+        let all = targets.to_vec();
+        let on = self.blocking(move |b| b.power_on(&all)).await;
+        let healed_at = Instant::now();
+        for step in &mut steps {
+            step.to_ms = Some(self.clock.ms(healed_at));
+        }
+        let result = match (result, on) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(e)) => Err(format!("restoring power failed: {e}")),
+            (Ok(()), Ok(())) => Ok(()),
+        };
+        // No leader among the cut members: no leader recovery is timed from it.
+        let effective = effective.unwrap_or(healed_at);
+        // A single-step power loss reads as a plain fault in the reports.
+        if planned.kind == FaultKind::PowerLoss {
+            steps.clear();
+        }
+        (result, effective, healed_at, steps)
+    }
+
+    /// The pairs of successful steps in force together (steps never undone count until
+    /// `healed_ms`).
+    fn overlaps_of(&self, steps: &[StepRecord], healed_ms: Option<f64>) -> Vec<OverlapRecord> {
+        let spans: Vec<Span> = steps
+            .iter()
+            .filter(|s| s.error.is_none())
+            .map(|s| Span {
+                label: s.step.clone(),
+                from: s.from_ms,
+                to: s.to_ms.unwrap_or(healed_ms.unwrap_or(s.from_ms)),
+            })
+            .collect();
+        overlap::overlapping(&spans)
+            .into_iter()
+            .map(|(i, j, from, to)| OverlapRecord {
+                steps: [spans[i].label.clone(), spans[j].label.clone()],
+                from_ms: from,
+                to_ms: to,
+            })
+            .collect()
     }
 
     /// Runs a compound fault's script (see `overlap`): each operation after its delay, the
@@ -590,6 +742,7 @@ impl Nemesis {
         record.targets = targets.iter().map(|&m| members[m].name.clone()).collect();
         record.leader_lost = leader.is_some_and(|l| targets.contains(&l));
         tracing::info!(fault = %planned.kind, targets = ?record.targets, script = ?plan.events, "injecting");
+        self.announce(planned.kind, &record.targets);
         let started = Instant::now();
         record.at_ms = self.clock.ms(started);
         let revives = self.backend.revives_on_its_own();
@@ -698,23 +851,7 @@ impl Nemesis {
         }
         let healed_at = Instant::now();
         record.healed_ms = Some(self.clock.ms(healed_at));
-        let spans: Vec<Span> = steps
-            .iter()
-            .filter(|s| s.error.is_none())
-            .map(|s| Span {
-                label: s.step.clone(),
-                from: s.from_ms,
-                to: s.to_ms.unwrap_or(record.healed_ms.unwrap_or(s.from_ms)),
-            })
-            .collect();
-        record.overlaps = overlap::overlapping(&spans)
-            .into_iter()
-            .map(|(i, j, from, to)| OverlapRecord {
-                steps: [spans[i].label.clone(), spans[j].label.clone()],
-                from_ms: from,
-                to_ms: to,
-            })
-            .collect();
+        record.overlaps = self.overlaps_of(&steps, record.healed_ms);
         record.steps = steps;
         if let Some(e) = error {
             record.error = Some(e);
@@ -917,5 +1054,15 @@ mod tests {
             assert_eq!(FaultKind::parse_list(k.as_str()).unwrap(), vec![k]);
         }
         assert_eq!(FaultKind::DiskFull.as_str(), "disk-full");
+        assert_eq!(
+            FaultKind::parse_list("power-loss,power-loss-all").unwrap(),
+            vec![FaultKind::PowerLoss, FaultKind::PowerLossAll]
+        );
+        let power: Vec<FaultKind> = FaultKind::OPT_IN
+            .into_iter()
+            .filter(|k| k.is_power_loss())
+            .collect();
+        assert_eq!(power, [FaultKind::PowerLoss, FaultKind::PowerLossAll]);
+        assert!(!FaultKind::ALL.iter().any(|k| k.is_power_loss()));
     }
 }

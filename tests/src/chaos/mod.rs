@@ -9,7 +9,8 @@
 //!    contended keys, and write a stream of write-once keys, through the SDK with short
 //!    deadlines, recording each operation's invoke and completion in the history
 //!    ([`crate::history`]): `ok`, `fail` when it certainly had no effect, `info` when it might
-//!    have.
+//!    have. Meanwhile a status line on stderr ([`progress`]) shows how far the run is, the
+//!    operations completed, the fault in force and the leader.
 //! 3. **Faults.** Meanwhile the nemesis ([`faults`]) follows a seeded [`schedule`]: kill -9 a
 //!    follower or the leader, restart one gracefully, kill every member at once, freeze one,
 //!    partition one, wipe one's volume. One fault at a time, each only into a healthy cluster,
@@ -53,6 +54,7 @@ pub mod faults;
 pub mod html;
 pub mod monitor;
 pub mod overlap;
+pub mod progress;
 pub mod report;
 pub mod samples;
 pub mod schedule;
@@ -387,10 +389,12 @@ impl Run {
         ));
         let (stop_tx, stop_rx) = watch::channel(false);
         let samples = Arc::new(ClusterSamples::new());
+        let live = Arc::new(progress::LiveStatus::default());
         let poller = spawn_leader_poller(
             Arc::clone(&self.monitor),
             routing,
             Arc::clone(&samples),
+            Arc::clone(&live),
             clock,
             stop_rx.clone(),
         );
@@ -408,7 +412,8 @@ impl Run {
             Arc::clone(&workload),
             clock,
             config.heal_timeout,
-        );
+        )
+        .with_live_status(Arc::clone(&live));
         let schedule = Schedule::new(
             config.seed,
             ScheduleConfig {
@@ -421,6 +426,7 @@ impl Run {
             "kvset-chaos: running {} clients for {:?} (seed {})",
             config.workload.clients, config.duration, config.seed
         );
+        let ticker = progress::spawn(recorder.clone(), live, config.duration, stop_rx.clone());
 
         let mut errors = Vec::new();
         tokio::select! {
@@ -431,6 +437,8 @@ impl Run {
             }
         }
         let _ = stop_tx.send(true);
+        // The status line goes before anything else is printed (it clears itself).
+        let _ = ticker.await;
         let nemesis = match tokio::time::timeout(
             config.heal_timeout * 2 + Duration::from_secs(30),
             nemesis_task,
@@ -622,6 +630,7 @@ fn spawn_leader_poller(
     monitor: Arc<Monitor>,
     routing: Arc<Routing>,
     samples: Arc<ClusterSamples>,
+    live: Arc<progress::LiveStatus>,
     clock: RunClock,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -632,6 +641,7 @@ fn spawn_leader_poller(
             let at = clock.ms(Instant::now());
             let view = monitor.poll().await;
             samples.record(at, &view);
+            live.set_leader(view.leader().map(|l| monitor.members()[l].name.clone()));
             if view.leader().is_some() {
                 routing.set_leader(view.leader());
             }

@@ -62,4 +62,4 @@ pub use event::{
 };
 pub use operations::{FailedOperation, Operation, Operations, Outcome};
 pub use reader::History;
-pub use writer::{HistoryRecorder, OpHandle};
+pub use writer::{Completions, HistoryRecorder, OpHandle};

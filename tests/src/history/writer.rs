@@ -40,6 +40,18 @@ struct RecorderState {
     next_op: u64,
     last_ts: u64,
     error: Option<io::Error>,
+    counts: Completions,
+}
+
+/// How many operations completed so far, by outcome (a cheap tally for progress displays).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Completions {
+    /// Completed and took effect.
+    pub ok: u64,
+    /// Certainly had no effect.
+    pub fail: u64,
+    /// Outcome unknown.
+    pub info: u64,
 }
 
 impl HistoryRecorder {
@@ -69,6 +81,7 @@ impl HistoryRecorder {
                     next_op: 0,
                     last_ts: 0,
                     error: None,
+                    counts: Completions::default(),
                 }),
             }),
         }
@@ -147,6 +160,11 @@ impl HistoryRecorder {
         self.shared.lock().events.clone()
     }
 
+    /// How many operations completed so far, by outcome, without copying the events.
+    pub fn completions(&self) -> Completions {
+        self.shared.lock().counts
+    }
+
     /// The events recorded so far as a validated [`History`].
     pub fn history(&self) -> Result<History, HistoryError> {
         History::from_events(self.events())
@@ -186,6 +204,12 @@ impl Shared {
                     state.error = Some(err);
                 }
             }
+        }
+        match event.kind {
+            EventKind::Invoke(_) => {}
+            EventKind::Ok(_) => state.counts.ok += 1,
+            EventKind::Fail(_) => state.counts.fail += 1,
+            EventKind::Info(_) => state.counts.info += 1,
         }
         state.events.push(event);
         result

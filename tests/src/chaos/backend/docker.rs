@@ -365,6 +365,11 @@ impl Backend for DockerBackend {
                  survive the restart that a disk-full fault needs); use --backend process"
                     .into(),
             ),
+            FaultKind::PowerLoss | FaultKind::PowerLossAll => Some(
+                "a power cut needs each member's volume on kvset-powerfs, a FUSE filesystem the \
+                 harness serves; a container's volume is mounted by Docker; use --backend process"
+                    .into(),
+            ),
             _ => None,
         }
     }

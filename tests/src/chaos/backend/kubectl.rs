@@ -236,6 +236,11 @@ impl Backend for KubectlBackend {
                  distroless (no shell); use --backend process"
                     .into(),
             ),
+            FaultKind::PowerLoss | FaultKind::PowerLossAll => Some(
+                "a power cut needs each member's volume on kvset-powerfs, a FUSE filesystem the \
+                 harness serves; a pod's volume is mounted by the kubelet; use --backend process"
+                    .into(),
+            ),
             _ => None,
         }
     }

@@ -14,6 +14,7 @@
 //! | pause / resume | `SIGSTOP` / `SIGCONT` | `docker pause` / `unpause` | unsupported (distroless: no `kill` to exec) |
 //! | partition / heal | unsupported (one loopback interface) | `docker network disconnect` / `connect` | unsupported (needs an enforcing NetworkPolicy CNI) |
 //! | wipe (lose the volume, rejoin) | `kv-N.hold`, kill, `rm -rf kv-N/`, remove the hold | kill, `docker rm`, `docker volume rm`, recreate | `kubectl delete pvc` + `delete pod` |
+//! | power cut (lose what was not fsynced) | `kv-N.hold`, kill, `cut_power()` on the member's kvset-powerfs mount, remove the hold | unsupported | unsupported |
 //!
 //! Backend operations are synchronous (they run commands or send signals and return once the
 //! intent is carried out); the harness calls them on tokio's blocking pool. That keeps the trait
@@ -79,6 +80,14 @@ pub enum BackendError {
         /// The member.
         member: String,
         /// What was found instead.
+        detail: String,
+    },
+    /// A member's power-loss filesystem (kvset-powerfs) failed to mount or to cut the power.
+    #[error("kvset-powerfs of {member}: {detail}")]
+    PowerFs {
+        /// The member.
+        member: String,
+        /// What failed.
         detail: String,
     },
     /// The backend could not be set up (missing binary, image, port, ...).
@@ -169,6 +178,29 @@ pub trait Backend: Send + Sync {
     /// Gives back the space [`Backend::fill_disk`] took.
     fn free_disk(&self, _member: usize) -> Result<(), BackendError> {
         Err(self.disk_full_unsupported())
+    }
+
+    /// Power cut: kill -9 these members at once, then drop every write their volumes have not
+    /// made durable (`fsync`); they stay down until [`Backend::power_on`]. Returns once the
+    /// volumes show only their durable state.
+    fn power_cut(&self, _members: &[usize]) -> Result<(), BackendError> {
+        Err(self.power_loss_unsupported())
+    }
+
+    /// Lets members stopped by [`Backend::power_cut`] start again, on their durable state.
+    fn power_on(&self, _members: &[usize]) -> Result<(), BackendError> {
+        Err(self.power_loss_unsupported())
+    }
+
+    /// The error of the default [`Backend::power_cut`] / [`Backend::power_on`].
+    fn power_loss_unsupported(&self) -> BackendError {
+        BackendError::Unsupported {
+            backend: self.name(),
+            kind: FaultKind::PowerLoss,
+            reason: self
+                .unsupported(FaultKind::PowerLoss)
+                .unwrap_or_else(|| "not implemented".to_string()),
+        }
     }
 
     /// The error of the default [`Backend::fill_disk`] / [`Backend::free_disk`].

@@ -19,6 +19,16 @@
 //! fails its next write, stops on the storage failure and is restarted by the launcher, failing
 //! again until the filler is removed at the end of the hold, when it comes back and catches up.
 //!
+//! With `power_disks` set (the `power-loss` faults ask for it), each `kv-N/` is a kvset-powerfs
+//! mount of its own (`tests/powerfs`: a FUSE filesystem served by this process that keeps every
+//! write not yet fsynced in memory), its durable state in `kv-N.powerfs/` beside it; mounted
+//! before the launcher starts, unmounted at teardown after the replicas are gone (root and
+//! `/dev/fuse` needed). A power cut is the wipe's sequence with `cut_power()` in place of the
+//! `rm -rf`: hold, kill -9, wait until the process is gone (so nothing it wrote can land after
+//! the cut), drop what was not durable, and, once the fault says so, remove the hold: the member
+//! starts on exactly what it had made durable. The two kinds of small filesystems exclude each
+//! other (a filler file on kvset-powerfs would fill the disk under its backing directory).
+//!
 //! A network partition cannot be made here: every member listens on the same loopback address
 //! and nothing sits between them. The backend says so, and the schedule leaves partitions out.
 //!
@@ -35,6 +45,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use kvset_powerfs::PowerFs;
 
 use super::{unsupported, Backend, BackendError, MemberInfo, WaitReady};
 use crate::chaos::faults::FaultKind;
@@ -68,6 +80,9 @@ pub struct ProcessConfig {
     pub server_args: Vec<String>,
     /// Put each replica's data dir on a tmpfs of this many MiB (for `disk-full`; needs root).
     pub small_disks_mb: Option<u64>,
+    /// Put each replica's data dir on a kvset-powerfs mount of its own (for `power-loss`;
+    /// needs root and `/dev/fuse`). Not together with `small_disks_mb`.
+    pub power_disks: bool,
 }
 
 /// The file a disk-full fault fills a member's filesystem with.
@@ -79,6 +94,8 @@ pub struct ProcessBackend {
     launcher: Mutex<Option<Child>>,
     /// Pids frozen by `pause`, by ordinal, so `resume` thaws the process it froze.
     paused: Mutex<HashMap<usize, i32>>,
+    /// The members' kvset-powerfs mounts, by ordinal (with `power_disks`).
+    power: Mutex<HashMap<usize, PowerFs>>,
 }
 
 impl ProcessBackend {
@@ -88,6 +105,7 @@ impl ProcessBackend {
             config,
             launcher: Mutex::new(None),
             paused: Mutex::new(HashMap::new()),
+            power: Mutex::new(HashMap::new()),
         }
     }
 
@@ -164,6 +182,8 @@ impl ProcessBackend {
     fn shutdown(&self) {
         self.stop_launcher();
         self.unmount_small_disks();
+        // After the replicas are gone (they hold files there); dropping a mount unmounts it.
+        self.power.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     fn stop_launcher(&self) {
@@ -306,6 +326,11 @@ impl Backend for ProcessBackend {
             FaultKind::DiskFull if !is_root() => {
                 Some("a small filesystem per member is a tmpfs mount, which needs root".into())
             }
+            FaultKind::PowerLoss | FaultKind::PowerLossAll if !self.config.power_disks => {
+                Some("the members' data dirs are not on kvset-powerfs".into())
+            }
+            FaultKind::PowerLoss | FaultKind::PowerLossAll => kvset_powerfs::unavailable_reason()
+                .map(|why| format!("kvset-powerfs cannot be mounted here: {why}")),
             _ => None,
         }
     }
@@ -329,6 +354,11 @@ impl Backend for ProcessBackend {
         if let Some(mb) = self.config.small_disks_mb.filter(|_| is_root()) {
             for m in 0..self.config.replicas {
                 self.mount_small_disk(m, mb)?;
+            }
+        }
+        if self.config.power_disks && kvset_powerfs::unavailable_reason().is_none() {
+            for m in 0..self.config.replicas {
+                self.mount_power_disk(m)?;
             }
         }
         if let Some(parent) = self.config.launcher_log.parent() {
@@ -454,32 +484,14 @@ impl Backend for ProcessBackend {
     }
 
     fn wipe_begin(&self, member: usize) -> Result<(), BackendError> {
-        let hold = self.hold_file(member);
-        fs::write(&hold, b"wipe\n")
-            .map_err(|e| BackendError::io(format!("create {}", hold.display()), e))?;
-        if let Ok(pid) = self.pid_of(member) {
-            let _ = send_signal(pid, libc::SIGCONT);
-            let _ = send_signal(pid, libc::SIGKILL);
-            if matches!(proc_state(pid), ProcState::Unknown) {
-                // No /proc to watch the exit: give the launcher time to reap it.
-                std::thread::sleep(Duration::from_secs(1));
-            }
-            let launcher = self.launcher_pid().unwrap_or(-1);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while matches!(proc_state(pid), ProcState::Running { ppid } if ppid == launcher) {
-                if Instant::now() >= deadline {
-                    return Err(BackendError::NoProcess {
-                        member: self.name_of(member),
-                        detail: format!("pid {pid} did not exit within 10 s of kill -9"),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        self.hold_and_kill(&[member], "wipe")?;
         let dir = self.member_dir(member);
-        if self.config.small_disks_mb.is_some() && is_mount_point(&dir) {
-            // The mount point stays; its contents go.
+        if (self.config.small_disks_mb.is_some() || self.config.power_disks) && is_mount_point(&dir)
+        {
+            // The mount point stays; its contents go. On kvset-powerfs the removal is made
+            // durable (a later power cut must not bring the wiped files back).
             return remove_contents(&dir)
+                .and_then(|()| fs::File::open(&dir)?.sync_all())
                 .map_err(|e| BackendError::io(format!("empty {}", dir.display()), e));
         }
         match fs::remove_dir_all(&dir) {
@@ -510,13 +522,29 @@ impl Backend for ProcessBackend {
         }
     }
 
-    fn wipe_end(&self, member: usize) -> Result<(), BackendError> {
-        let hold = self.hold_file(member);
-        match fs::remove_file(&hold) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(BackendError::io(format!("remove {}", hold.display()), e)),
+    fn power_cut(&self, members: &[usize]) -> Result<(), BackendError> {
+        self.hold_and_kill(members, "power cut")?;
+        let power = self.power.lock().unwrap_or_else(|p| p.into_inner());
+        for &m in members {
+            let fs = power.get(&m).ok_or_else(|| BackendError::PowerFs {
+                member: self.name_of(m),
+                detail: format!("{} is not on kvset-powerfs", self.member_dir(m).display()),
+            })?;
+            let report = fs.cut_power().map_err(|e| BackendError::PowerFs {
+                member: self.name_of(m),
+                detail: format!("cut power: {e}"),
+            })?;
+            tracing::info!(member = m, ?report, "power cut");
         }
+        Ok(())
+    }
+
+    fn power_on(&self, members: &[usize]) -> Result<(), BackendError> {
+        members.iter().try_for_each(|&m| self.release_hold(m))
+    }
+
+    fn wipe_end(&self, member: usize) -> Result<(), BackendError> {
+        self.release_hold(member)
     }
 
     fn heal_all(&self) -> Result<(), BackendError> {
@@ -570,6 +598,83 @@ impl Backend for ProcessBackend {
 }
 
 impl ProcessBackend {
+    /// Holds these members (the launcher does not restart them), kills them with -9 at once,
+    /// and returns once every one of their processes is gone: nothing they wrote can reach
+    /// their volumes afterwards.
+    fn hold_and_kill(&self, members: &[usize], why: &str) -> Result<(), BackendError> {
+        for &m in members {
+            let hold = self.hold_file(m);
+            fs::write(&hold, format!("{why}\n"))
+                .map_err(|e| BackendError::io(format!("create {}", hold.display()), e))?;
+        }
+        // Twice: a replica the launcher was starting as the hold appeared shows up in its pid
+        // file within one supervisor loop (100 ms), and goes too.
+        for round in 0..2 {
+            let pids: Vec<(usize, i32)> = members
+                .iter()
+                .filter_map(|&m| self.pid_of(m).ok().map(|pid| (m, pid)))
+                .collect();
+            for &(_, pid) in &pids {
+                let _ = send_signal(pid, libc::SIGCONT);
+                let _ = send_signal(pid, libc::SIGKILL);
+            }
+            if pids
+                .iter()
+                .any(|&(_, pid)| matches!(proc_state(pid), ProcState::Unknown))
+            {
+                // No /proc to watch the exit: give the launcher time to reap it.
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            let launcher = self.launcher_pid().unwrap_or(-1);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            for (m, pid) in pids {
+                while matches!(proc_state(pid), ProcState::Running { ppid } if ppid == launcher) {
+                    if Instant::now() >= deadline {
+                        return Err(BackendError::NoProcess {
+                            member: self.name_of(m),
+                            detail: format!("pid {pid} did not exit within 10 s of kill -9"),
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            if round == 0 {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a member's hold file: the launcher starts it again.
+    fn release_hold(&self, member: usize) -> Result<(), BackendError> {
+        let hold = self.hold_file(member);
+        match fs::remove_file(&hold) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BackendError::io(format!("remove {}", hold.display()), e)),
+        }
+    }
+
+    /// Mounts kvset-powerfs on kv-`member`'s data dir, its durable state in `kv-N.powerfs/`.
+    fn mount_power_disk(&self, member: usize) -> Result<(), BackendError> {
+        let dir = self.member_dir(member);
+        fs::create_dir_all(&dir)
+            .map_err(|e| BackendError::io(format!("create {}", dir.display()), e))?;
+        let backing = self
+            .config
+            .data_dir
+            .join(format!("{}.powerfs", self.name_of(member)));
+        let fs = PowerFs::mount(&dir, &backing).map_err(|e| BackendError::PowerFs {
+            member: self.name_of(member),
+            detail: e.to_string(),
+        })?;
+        self.power
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(member, fs);
+        Ok(())
+    }
+
     /// Mounts a tmpfs of `mb` MiB on kv-`member`'s data dir (kept if one is mounted already).
     fn mount_small_disk(&self, member: usize, mb: u64) -> Result<(), BackendError> {
         let dir = self.member_dir(member);
