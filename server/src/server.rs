@@ -37,6 +37,7 @@ use crate::config::ServerConfig;
 use crate::node::bootstrap::{mint_cluster_id, must_join, plan, StartPlan, VolumeState};
 use crate::node::join::{check_still_member, join, probe_cluster_id, JoinError};
 use crate::node::leadership::{hand_off, reclaim_preferred_leadership};
+use crate::node::read_index::RestartFloor;
 use crate::node::rejoin::RejoinMarker;
 use crate::node::Node;
 use crate::raft::network::{ClusterIdCell, PeerNetwork, MAX_PEER_MESSAGE_BYTES};
@@ -179,6 +180,7 @@ async fn open_member(config: &ServerConfig) -> Result<OpenMember, ServerError> {
     let peer_tls = config.peer_tls.clone().map(ServerTls::load).transpose()?;
     let dialer = config.dialer();
     dialer.refresh();
+    let restart_floor = restart_floor(&store).await?;
     let network = PeerNetwork::new(me.ordinal, cluster_id.clone(), dialer.clone());
     let raft = Raft::new(
         me.ordinal,
@@ -195,6 +197,7 @@ async fn open_member(config: &ServerConfig) -> Result<OpenMember, ServerError> {
         &store,
         cluster_id.clone(),
         network,
+        restart_floor,
     );
     if let Some(state) = rejoin_pending.clone() {
         // Before the election timer can fire: a member that was re-joining when it stopped still
@@ -213,6 +216,24 @@ async fn open_member(config: &ServerConfig) -> Result<OpenMember, ServerError> {
         dialer,
         client_tls,
         peer_tls,
+    })
+}
+
+/// The term and last log entry on the volume, before Raft starts: linearizable reads in that
+/// term wait for that entry (see `node::read_index`, "After a restart").
+async fn restart_floor(store: &Store) -> Result<Option<RestartFloor>, ServerError> {
+    use openraft::storage::RaftLogStorage;
+    let mut log = store.log_store();
+    let failed = |e: crate::raft::StorageError| ServerError::RaftStart(e.to_string());
+    let last_log = log.get_log_state().await.map_err(failed)?.last_log_id;
+    let term = log
+        .read_vote()
+        .await
+        .map_err(failed)?
+        .map(|v| v.leader_id().term);
+    Ok(match (term, last_log) {
+        (Some(term), Some(last_log)) => Some(RestartFloor { term, last_log }),
+        _ => None,
     })
 }
 

@@ -139,6 +139,9 @@ pub struct Node {
     fail_stop: failstop::FailStop,
     /// The space quota and the last measured usage; see [`quota`].
     quota: quota::Quota,
+    /// The term and last log entry at start-up: reads in that term wait for it (see
+    /// [`read_index`], "After a restart").
+    restart_floor: Option<read_index::RestartFloor>,
 }
 
 impl Node {
@@ -148,6 +151,7 @@ impl Node {
         store: &Store,
         cluster_id: ClusterIdCell,
         network: PeerNetwork,
+        restart_floor: Option<read_index::RestartFloor>,
     ) -> Arc<Self> {
         let steering = Arc::new(ElectionSteering::new(raft.clone()));
         let faults = crate::faults::Faults::new(config.faults.clone());
@@ -161,6 +165,7 @@ impl Node {
         let rejoin_marker = RejoinMarker::new(&config.data_dir);
         let quota = quota::Quota::resolve(config.quota_bytes, &config.data_dir);
         Arc::new(Self {
+            restart_floor,
             quota,
             faults,
             telemetry,
@@ -542,7 +547,13 @@ impl Node {
     /// The read index for a linearizable read that begins now, if this member leads: a quorum
     /// round shared with the other reads waiting for one (see [`read_index`]).
     pub async fn read_index(&self) -> read_index::ReadIndexResult {
-        self.read_index.read_log_id().await
+        let read = self.read_index.read_log_id().await?;
+        let term = self.raft.metrics().borrow().current_term;
+        Ok(read_index::RestartFloor::apply(
+            self.restart_floor.as_ref(),
+            term,
+            read,
+        ))
     }
 
     /// Waits until a read on this member is linearizable: the leader confirms its leadership
