@@ -138,3 +138,48 @@ fn a_member_that_lost_its_volume_is_readmitted_and_catches_up() {
         ",
     );
 }
+
+#[test]
+fn kv0_on_an_empty_volume_waits_to_be_readmitted_instead_of_starting_a_second_cluster() {
+    run_script(
+        "
+        start kv-0 kv-1 kv-2
+        await voters kv-0 kv-1 kv-2
+        await leader kv-0
+        put a 1 via kv-0
+        stop kv-0
+        wipe kv-0                       # kv-0 loses its volume; the cluster record remains
+        await leader-not kv-0
+        put b 2 via kv-1
+        start kv-0                      # must not bootstrap a new cluster of its own
+        await voters kv-0 kv-1 kv-2
+        await leader kv-0               # re-admitted, caught up, preferred primary again
+        get a via kv-0 -> 1
+        get b via kv-0 -> 2
+        ",
+    );
+}
+
+#[test]
+fn a_voter_that_asks_to_join_again_is_demoted_before_it_counts() {
+    run_script(
+        "
+        start kv-0 kv-1 kv-2
+        await voters kv-0 kv-1 kv-2
+        await leader kv-0
+        put a 1 via kv-0
+        stop kv-1
+        wipe kv-1
+        stop kv-2                       # now only kv-0 runs: no quorum
+        put b 2 via kv-0 -> error       # a wiped kv-1 must not make a quorum with kv-0 ...
+        start kv-1                      # ... not even once it is back, empty
+        put b 2 via kv-0 -> error
+        start kv-2                      # kv-2 has the data: quorum again, kv-1 re-admitted
+        await voters kv-0 kv-1 kv-2
+        await leader kv-0
+        put b 2 via kv-0
+        get a via kv-1 -> 1
+        get b via kv-1 -> 2
+        ",
+    );
+}
