@@ -10,6 +10,9 @@
 //! The harness removes its containers, network and volumes; a guard here removes anything left
 //! with the run's label, and the image, also when the test fails.
 //!
+//! A second run does `disk-full` on the same kind of containers (each volume a small ext4
+//! filesystem on a loop device; root needed).
+//!
 //! Needs a Docker Engine. Without one the test is skipped with a message, except under `CI=true`,
 //! where it fails. `KVSET_E2E_IMAGE=<image>` uses an existing image instead of building one.
 
@@ -42,6 +45,10 @@ impl Drop for Cleanup {
             }
         }
         let _ = docker(&["network", "rm", &format!("{}-net", self.prefix)]);
+        // Small disks (disk-full) the harness could not detach: loop devices over its images.
+        for device in small_disk_devices(&self.prefix) {
+            let _ = Command::new("losetup").args(["--detach", &device]).status();
+        }
         if let Some(image) = &self.image {
             let _ = docker(&["image", "rm", "-f", image]);
         }
@@ -55,8 +62,9 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-#[test]
-fn a_docker_run_with_partitions_passes() {
+/// A Docker Engine to run on, a prefix of the test's own, and the image (built from the
+/// binaries under test unless `KVSET_E2E_IMAGE` names one); None (skipped) without an engine.
+fn setup() -> Option<(String, String, Cleanup)> {
     match docker(&["version", "--format", "{{.Server.Version}}"]) {
         Ok(v) => eprintln!("Docker Engine {v}"),
         Err(e) => {
@@ -65,7 +73,7 @@ fn a_docker_run_with_partitions_passes() {
                 "the docker chaos test needs a Docker Engine in CI: {e}"
             );
             eprintln!("SKIPPED: no Docker Engine ({e}); under CI=true this fails");
-            return;
+            return None;
         }
     }
     let nanos = std::time::SystemTime::now()
@@ -96,6 +104,14 @@ fn a_docker_run_with_partitions_passes() {
             );
             tag
         }
+    };
+    Some((prefix, image, cleanup))
+}
+
+#[test]
+fn a_docker_run_with_partitions_passes() {
+    let Some((prefix, image, _cleanup)) = setup() else {
+        return;
     };
 
     let dir = tempfile::Builder::new()
@@ -175,4 +191,100 @@ fn a_docker_run_with_partitions_passes() {
     ])
     .unwrap_or_default();
     assert!(left.is_empty(), "containers left behind: {left}");
+}
+
+/// Loop devices attached to a run's small-disk images (`<temp>/<prefix>-disks/kv-N.ext4`).
+fn small_disk_devices(prefix: &str) -> Vec<String> {
+    let Ok(out) = Command::new("losetup")
+        .arg("--list")
+        .arg("--noheadings")
+        .arg("--output")
+        .arg("NAME,BACK-FILE")
+        .output()
+    else {
+        return Vec::new();
+    };
+    let marker = format!("{prefix}-disks/");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&marker))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// `disk-full` on plain containers: each member's volume an ext4 image on a loop device, filled
+/// from the host; the member must stop on the storage failure (exit 74) and come back once the
+/// space returns, with the run passing. Needs root (loop devices): skipped without, failing under
+/// `CI=true`.
+#[test]
+fn a_docker_run_with_full_disks_passes() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            !in_ci(),
+            "the docker disk-full run needs root (loop devices), which CI has"
+        );
+        eprintln!("SKIPPED: the docker disk-full run needs root (loop devices)");
+        return;
+    }
+    let Some((prefix, image, _cleanup)) = setup() else {
+        return;
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("kvset-chaos-docker-disk-full-")
+        .tempdir()
+        .expect("temp dir");
+    let out = dir.path().join("run");
+    let args: Vec<String> = [
+        "--backend",
+        "docker",
+        "--docker-prefix",
+        &prefix,
+        "--image",
+        &image,
+        "--duration",
+        "30s",
+        "--seed",
+        "3",
+        "--faults",
+        "disk-full",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let finished = run_harness(
+        Path::new(env!("CARGO_BIN_EXE_kvset-chaos")),
+        &args,
+        &out,
+        &[],
+        Duration::from_secs(200),
+    );
+    let kinds = finished.injected_kinds();
+    let logs: String = (0..3)
+        .map(|m| std::fs::read_to_string(out.join(format!("logs/kv-{m}.log"))).unwrap_or_default())
+        .collect();
+    let passed = finished.code == Some(0)
+        && finished.report()["verdict"] == "pass"
+        && kinds.len() >= 2
+        && kinds.iter().all(|k| k == "disk-full")
+        // Every member hit stopped on the full disk, and said why.
+        && logs.matches("stopped on a storage failure").count() >= kinds.len()
+        && logs.contains("No space left on device");
+    if !passed {
+        let kept = dir.keep();
+        panic!(
+            "the docker disk-full run did not pass with members stopping on full disks (files \
+             kept in {}; injected: {kinds:?}):\n{}",
+            kept.display(),
+            finished.output()
+        );
+    }
+    // The harness removed its containers, volumes and loop devices.
+    let label = format!("label=kvset.chaos={prefix}");
+    let left = docker(&["ps", "-aq", "--filter", &label]).unwrap_or_default();
+    assert!(left.is_empty(), "containers left behind: {left}");
+    let volumes = docker(&["volume", "ls", "-q", "--filter", &label]).unwrap_or_default();
+    assert!(volumes.is_empty(), "volumes left behind: {volumes}");
+    let devices = small_disk_devices(&prefix);
+    assert!(devices.is_empty(), "loop devices left behind: {devices:?}");
 }

@@ -17,8 +17,9 @@ use super::schedule::ScheduleConfig;
 use super::workload::{ReadFrom, WorkloadConfig};
 use super::{BackendConfig, ChaosError, RunConfig};
 
-/// Size of each member's tmpfs when the run includes `disk-full` (process backend): room for a
-/// run's data many times over, small enough to fill in a moment.
+/// Size of each member's small filesystem when the run includes `disk-full` (a tmpfs on the
+/// process backend, an ext4 volume on docker): room for a run's data many times over, small
+/// enough to fill in a moment.
 const DISK_FULL_TMPFS_MB: u64 = 256;
 
 /// Which deployment.
@@ -401,6 +402,9 @@ impl RunArgs {
                     server_args,
                     rust_log: std::env::var("RUST_LOG")
                         .unwrap_or_else(|_| "info,openraft=warn".into()),
+                    small_disks_mb: faults
+                        .contains(&FaultKind::DiskFull)
+                        .then_some(DISK_FULL_TMPFS_MB),
                 })
             }
             BackendKind::Kubectl => BackendConfig::Kubectl(KubectlConfig {

@@ -64,7 +64,8 @@ impl Finished {
 }
 
 /// Runs `binary run ARGS --out OUT` with extra environment, waiting at most `bound`: past it
-/// the run is interrupted (SIGINT: it heals, checks and tears down), and 60 s later killed.
+/// the run is interrupted (SIGINT: it heals, checks and tears down), and 60 s later killed,
+/// with its local cluster and the mounts under its data directory.
 pub fn run_harness(
     binary: &Path,
     args: &[String],
@@ -109,6 +110,11 @@ pub fn run_harness(
             {
                 let _ = super::backend::process::kill_launcher_group(pgid);
             }
+            // And its members' small filesystems (tmpfs, kvset-powerfs), which it would have
+            // unmounted at teardown: a killed FUSE server leaves a dead mount behind.
+            for mount in mounts_under(&out.join("data")) {
+                let _ = Command::new("umount").arg("-l").arg(&mount).status();
+            }
             break None;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -129,4 +135,43 @@ pub fn run_harness(
         ));
     }
     finished
+}
+
+/// The mount points at or below `dir`, deepest first (from `/proc/self/mountinfo`; empty where
+/// there is none).
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        // mountinfo escapes space, tab, newline and backslash as octal.
+        .map(|p| {
+            PathBuf::from(
+                p.replace("\\040", " ")
+                    .replace("\\011", "\t")
+                    .replace("\\012", "\n")
+                    .replace("\\134", "\\"),
+            )
+        })
+        .filter(|p| p.starts_with(&dir))
+        .collect();
+    mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    mounts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_under_finds_a_mount_below_a_dir_and_nothing_elsewhere() {
+        // /proc is a mount point on Linux; a directory holding no mount has none.
+        if !Path::new("/proc/self/mountinfo").exists() {
+            return;
+        }
+        assert!(mounts_under(Path::new("/proc")).contains(&PathBuf::from("/proc")));
+        let empty = tempfile::tempdir().expect("temp dir");
+        assert!(mounts_under(empty.path()).is_empty());
+    }
 }

@@ -27,13 +27,41 @@
 //! healed by `docker network connect` with the alias restored; a wipe removes the container and
 //! its volume and recreates both. Logs of a container about to be removed are saved first, so
 //! `logs/kv-N.log` covers the member's whole life.
+//!
+//! # Full disks (`disk-full`, plain layout only)
+//!
+//! A disk-full fault needs each member's volume to be a small filesystem of its own that keeps
+//! its contents while the member is down: the member stops on the storage failure, and must
+//! find its data (and the filler) again when it starts. Docker's local driver mounts whatever
+//! `mount(2)` can, so the obvious size-limited volume is `type=tmpfs,o=size=…`; but the driver
+//! unmounts a volume with mount options when its last container stops, and a tmpfs loses
+//! everything then: a member stopping on the full disk would come back wiped, and the disk no
+//! longer full. So with `small_disks_mb` set, each member's volume is an ext4 filesystem in an
+//! image file of that size (sparse, in a directory of the run's own under the temp dir) on a
+//! loop device the harness attaches (`losetup`), made with its root owned by the image's user
+//! (65532), and handed to Docker as `--driver local --opt type=ext4 --opt device=/dev/loopN`.
+//! It is formatted again when the volume is created again (a wipe), and the loop devices and
+//! images go at teardown. Root, `losetup` and `mkfs.ext4` are needed.
+//!
+//! The fault fills the filesystem from the host, through the volume's mount point
+//! (`docker volume inspect`'s `Mountpoint`, mounted while the member runs), with a filler file:
+//! the image has no shell to do it from inside. The member fails its next write and stops
+//! (exit 74); the fault waits (bounded) until the container has stopped, and nothing restarts it
+//! during the hold (a crash-looping pod would not get far either). At the end of the hold the
+//! filler is removed by mounting the loop device on a private directory for the moment it takes
+//! (the container is stopped, so the filesystem is mounted once only; through the volume's
+//! mount point instead if the member never stopped), and the stopped member is started again.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use super::{argv, run_command, Backend, BackendError, MemberInfo, WaitReady};
+use super::{
+    argv, fill_until_full, is_mount_point, is_root, run_command, Backend, BackendError, MemberInfo,
+    WaitReady,
+};
 use crate::chaos::faults::FaultKind;
 
 /// How the containers are laid out.
@@ -68,6 +96,26 @@ pub struct DockerConfig {
     pub server_args: Vec<String>,
     /// `RUST_LOG` for the members.
     pub rust_log: String,
+    /// Give each member's volume a filesystem of this many MiB (for `disk-full`; plain layout,
+    /// root, `losetup` and `mkfs.ext4` needed).
+    pub small_disks_mb: Option<u64>,
+}
+
+/// The user the image runs as (owner of a small disk's root).
+const IMAGE_USER: &str = "65532:65532";
+
+/// The file a disk-full fault fills a member's volume with.
+const DISK_FILLER: &str = "chaos-disk-filler";
+
+/// How long a member on a full disk gets to stop (its next write fails at once under load; its
+/// shutdown grace is at most 30 s, `--stop-timeout`).
+const STOP_ON_FULL_DISK: Duration = Duration::from_secs(30);
+
+/// A member's small disk: an ext4 image file on a loop device.
+#[derive(Debug, Clone)]
+struct SmallDisk {
+    image: PathBuf,
+    device: String,
 }
 
 /// Where a compose file for the default layout is: `docker/compose.yaml` under the current
@@ -92,6 +140,8 @@ pub struct DockerBackend {
     wiped: Mutex<HashSet<usize>>,
     /// Logs of containers removed by a wipe, by ordinal.
     saved_logs: Mutex<HashMap<usize, String>>,
+    /// Small disks by ordinal (with `small_disks_mb`).
+    disks: Mutex<HashMap<usize, SmallDisk>>,
 }
 
 impl DockerBackend {
@@ -105,6 +155,7 @@ impl DockerBackend {
             paused: Mutex::new(HashSet::new()),
             wiped: Mutex::new(HashSet::new()),
             saved_logs: Mutex::new(HashMap::new()),
+            disks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -204,7 +255,12 @@ impl DockerBackend {
             DockerTopology::Plain { prefix } => {
                 let label = format!("kvset.chaos={prefix}");
                 let volume = self.volume(m);
-                self.docker(&["volume", "create", "--label", &label, &volume])?;
+                match self.config.small_disks_mb {
+                    Some(mb) => self.create_small_volume(m, mb, &label)?,
+                    None => {
+                        self.docker(&["volume", "create", "--label", &label, &volume])?;
+                    }
+                }
                 let record = self.record_volume();
                 self.docker(&["volume", "create", "--label", &label, &record])?;
                 let record_mount = format!("{record}:/record");
@@ -268,6 +324,139 @@ impl DockerBackend {
         }
     }
 
+    /// Creates member `m`'s volume on a freshly formatted small disk (attaching the loop
+    /// device the first time); an existing volume is kept as it is.
+    fn create_small_volume(&self, m: usize, mb: u64, label: &str) -> Result<(), BackendError> {
+        let volume = self.volume(m);
+        if self
+            .docker(&["volume", "inspect", "--format", "{{.Name}}", &volume])
+            .is_ok()
+        {
+            return Ok(());
+        }
+        let disk = self.small_disk(m, mb)?;
+        run_command(
+            &argv(&[
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-E",
+                &format!("root_owner={IMAGE_USER}"),
+                &disk.device,
+            ]),
+            &[],
+        )?;
+        self.docker(&[
+            "volume",
+            "create",
+            "--label",
+            label,
+            "--driver",
+            "local",
+            "--opt",
+            "type=ext4",
+            "--opt",
+            &format!("device={}", disk.device),
+            &volume,
+        ])
+        .map(|_| ())
+    }
+
+    /// Member `m`'s small disk, its image made and its loop device attached on first use.
+    fn small_disk(&self, m: usize, mb: u64) -> Result<SmallDisk, BackendError> {
+        let mut disks = self.disks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = disks.get(&m) {
+            return Ok(d.clone());
+        }
+        let dir = self.disk_dir();
+        fs::create_dir_all(&dir)
+            .map_err(|e| BackendError::io(format!("create {}", dir.display()), e))?;
+        let image = dir.join(format!("kv-{m}.ext4"));
+        fs::File::create(&image)
+            .and_then(|f| f.set_len(mb << 20))
+            .map_err(|e| BackendError::io(format!("create {}", image.display()), e))?;
+        let out = run_command(
+            &argv(&["losetup", "--find", "--show", &image.display().to_string()]),
+            &[],
+        )?;
+        let device = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let disk = SmallDisk { image, device };
+        disks.insert(m, disk.clone());
+        Ok(disk)
+    }
+
+    /// Where the small disks' images are: a directory of this run's own.
+    fn disk_dir(&self) -> PathBuf {
+        let prefix = match &self.config.topology {
+            DockerTopology::Plain { prefix } => prefix.as_str(),
+            DockerTopology::Compose { project, .. } => project.as_str(),
+        };
+        std::env::temp_dir().join(format!("{prefix}-disks"))
+    }
+
+    /// Detaches the loop devices and deletes the images (after the volumes are gone).
+    fn remove_small_disks(&self) {
+        let disks: Vec<SmallDisk> = self
+            .disks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, d)| d)
+            .collect();
+        for d in &disks {
+            let _ = run_command(&argv(&["losetup", "--detach", &d.device]), &[]);
+            let _ = fs::remove_file(&d.image);
+        }
+        if !disks.is_empty() {
+            let _ = fs::remove_dir(self.disk_dir());
+        }
+    }
+
+    /// Where Docker mounts member `m`'s volume on this host while a container uses it.
+    fn volume_mountpoint(&self, m: usize) -> Result<PathBuf, BackendError> {
+        self.docker(&[
+            "volume",
+            "inspect",
+            "--format",
+            "{{.Mountpoint}}",
+            &self.volume(m),
+        ])
+        .map(PathBuf::from)
+    }
+
+    fn running(&self, m: usize) -> bool {
+        self.docker(&[
+            "container",
+            "inspect",
+            "--format",
+            "{{.State.Running}}",
+            &self.container(m),
+        ])
+        .is_ok_and(|s| s == "true")
+    }
+
+    /// Removes the filler from member `m`'s stopped small disk, mounting it on a private
+    /// directory for the moment.
+    fn free_stopped_disk(&self, m: usize) -> Result<(), BackendError> {
+        let device = self
+            .disks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&m)
+            .map(|d| d.device.clone())
+            .ok_or_else(|| BackendError::Setup(format!("kv-{m} has no small disk")))?;
+        let dir = self.disk_dir().join(format!("kv-{m}.mnt"));
+        fs::create_dir_all(&dir)
+            .map_err(|e| BackendError::io(format!("create {}", dir.display()), e))?;
+        let mnt = dir.display().to_string();
+        run_command(&argv(&["mount", "-t", "ext4", &device, &mnt]), &[])?;
+        let removed = remove_if_present(&dir.join(DISK_FILLER));
+        let unmounted = run_command(&argv(&["umount", &mnt]), &[]);
+        let _ = fs::remove_dir(&dir);
+        removed?;
+        unmounted.map(|_| ())
+    }
+
     fn exists(&self, container: &str) -> bool {
         self.docker(&["container", "inspect", "--format", "{{.Id}}", container])
             .is_ok()
@@ -309,6 +498,7 @@ impl DockerBackend {
                 let _ = self.docker(&["network", "rm", &self.network()]);
             }
         }
+        self.remove_small_disks();
         if errors.is_empty() {
             Ok(())
         } else {
@@ -359,12 +549,27 @@ impl Backend for DockerBackend {
 
     fn unsupported(&self, kind: FaultKind) -> Option<String> {
         match kind {
-            FaultKind::DiskFull => Some(
-                "the members' volumes are named Docker volumes that must outlive a container; a \
-                 size-limited one needs a volume driver with quotas (local tmpfs volumes do not \
-                 survive the restart that a disk-full fault needs); use --backend process"
-                    .into(),
-            ),
+            FaultKind::DiskFull => match &self.config.topology {
+                DockerTopology::Compose { .. } => Some(
+                    "docker/compose.yaml's volumes have no size limit; pass --docker-prefix \
+                     (plain containers get a small filesystem per volume)"
+                        .into(),
+                ),
+                DockerTopology::Plain { .. } if self.config.small_disks_mb.is_none() => {
+                    Some("the members' volumes are not small filesystems".into())
+                }
+                DockerTopology::Plain { .. } if !is_root() => Some(
+                    "a small filesystem per volume is an ext4 image on a loop device, which \
+                     needs root"
+                        .into(),
+                ),
+                DockerTopology::Plain { .. } => [("losetup", "--version"), ("mkfs.ext4", "-V")]
+                    .into_iter()
+                    .find(|(tool, flag)| run_command(&argv(&[*tool, *flag]), &[]).is_err())
+                    .map(|(tool, _)| {
+                        format!("{tool} is not installed (small volumes are ext4 on loop devices)")
+                    }),
+            },
             FaultKind::PowerLoss | FaultKind::PowerLossAll => Some(
                 "a power cut needs each member's volume on kvset-powerfs, a FUSE filesystem the \
                  harness serves; a container's volume is mounted by Docker; use --backend process"
@@ -486,6 +691,46 @@ impl Backend for DockerBackend {
         Ok(())
     }
 
+    fn fill_disk(&self, member: usize) -> Result<(), BackendError> {
+        if self.config.small_disks_mb.is_none() {
+            return Err(self.disk_full_unsupported());
+        }
+        let dir = self.volume_mountpoint(member)?;
+        if !is_mount_point(&dir) {
+            return Err(BackendError::Setup(format!(
+                "{} is not mounted (is {} running?); refusing to fill the disk it is on",
+                dir.display(),
+                self.container(member)
+            )));
+        }
+        let path = dir.join(DISK_FILLER);
+        fill_until_full(&path)
+            .map_err(|e| BackendError::io(format!("fill {}", path.display()), e))?;
+        // The member fails its next write and stops within its shutdown grace; wait for that
+        // (bounded), so that freeing finds it stopped and starts it again.
+        let deadline = Instant::now() + STOP_ON_FULL_DISK;
+        while self.running(member) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    fn free_disk(&self, member: usize) -> Result<(), BackendError> {
+        if self.config.small_disks_mb.is_none() {
+            return Err(self.disk_full_unsupported());
+        }
+        let dir = self.volume_mountpoint(member)?;
+        if self.running(member) && is_mount_point(&dir) {
+            remove_if_present(&dir.join(DISK_FILLER))?;
+        }
+        // Stopped on the full disk (or it stopped meanwhile): free it and start it again.
+        if !self.running(member) {
+            self.free_stopped_disk(member)?;
+            self.docker(&["start", &self.container(member)])?;
+        }
+        Ok(())
+    }
+
     fn wipe_begin(&self, member: usize) -> Result<(), BackendError> {
         let c = self.container(member);
         self.wiped
@@ -581,6 +826,15 @@ impl Backend for DockerBackend {
             let _ = self.docker(&["unpause", &self.container(m)]);
         }
         self.remove_all()
+    }
+}
+
+/// Removes `path`; one that is not there is fine.
+fn remove_if_present(path: &Path) -> Result<(), BackendError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(BackendError::io(format!("remove {}", path.display()), e)),
     }
 }
 

@@ -14,6 +14,7 @@
 //! | pause / resume | `SIGSTOP` / `SIGCONT` | `docker pause` / `unpause` | unsupported (distroless: no `kill` to exec) |
 //! | partition / heal | unsupported (one loopback interface) | `docker network disconnect` / `connect` | unsupported (needs an enforcing NetworkPolicy CNI) |
 //! | wipe (lose the volume, rejoin) | `kv-N.hold`, kill, `rm -rf kv-N/`, remove the hold | kill, `docker rm`, `docker volume rm`, recreate | `kubectl delete pvc` + `delete pod` |
+//! | disk full (fill the member's small filesystem, free it) | a tmpfs per `kv-N/`, a filler file written into it | an ext4 image on a loop device per volume (`--docker-prefix` only), the filler written through the volume's mount point on the host | unsupported |
 //! | power cut (lose what was not fsynced) | `kv-N.hold`, kill, `cut_power()` on the member's kvset-powerfs mount, remove the hold | unsupported | unsupported |
 //!
 //! Backend operations are synchronous (they run commands or send signals and return once the
@@ -28,6 +29,7 @@ pub mod kubectl;
 pub mod process;
 
 use std::fmt;
+use std::fs;
 use std::io;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -293,4 +295,38 @@ pub fn free_local_ports(n: usize) -> Result<Vec<u16>, BackendError> {
                 .map_err(|e| BackendError::io("find a free port on 127.0.0.1", e))
         })
         .collect()
+}
+
+/// True when this process runs as root.
+pub(crate) fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// True when `dir` is a mount point (its device differs from its parent's).
+pub(crate) fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let (Ok(here), Some(Ok(parent))) = (fs::metadata(dir), dir.parent().map(fs::metadata)) else {
+        return false;
+    };
+    here.dev() != parent.dev()
+}
+
+/// Writes zeros to `path` until the filesystem has no room left (`ENOSPC`). Bounded by the
+/// filesystem's size, which the caller made small.
+pub(crate) fn fill_until_full(path: &Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let chunk = vec![0u8; 1 << 20];
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
 }

@@ -48,7 +48,10 @@ use std::time::{Duration, Instant};
 
 use kvset_powerfs::PowerFs;
 
-use super::{unsupported, Backend, BackendError, MemberInfo, WaitReady};
+use super::{
+    fill_until_full, is_mount_point, is_root, unsupported, Backend, BackendError, MemberInfo,
+    WaitReady,
+};
 use crate::chaos::faults::FaultKind;
 
 /// Flags every replica gets unless the user overrides them (a later flag wins): Raft timing
@@ -841,20 +844,6 @@ pub fn find_server_binary() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// True when `dir` is a mount point (its device differs from its parent's).
-fn is_mount_point(dir: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    let (Ok(here), Some(Ok(parent))) = (fs::metadata(dir), dir.parent().map(fs::metadata)) else {
-        return false;
-    };
-    here.dev() != parent.dev()
-}
-
 /// Removes everything inside `dir`, keeping `dir`.
 fn remove_contents(dir: &Path) -> std::io::Result<()> {
     for entry in fs::read_dir(dir)? {
@@ -866,23 +855,4 @@ fn remove_contents(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Writes zeros to `path` until the filesystem has no room left (`ENOSPC`). Bounded by the
-/// filesystem's size, which the caller made small.
-fn fill_until_full(path: &Path) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut file = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    let chunk = vec![0u8; 1 << 20];
-    loop {
-        match file.write(&chunk) {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
 }
