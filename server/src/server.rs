@@ -158,6 +158,7 @@ async fn open_member(config: &ServerConfig) -> Result<OpenMember, ServerError> {
     let me = &config.identity;
     let my_node = config.peers.member(me)?;
     let volume = Volume::claim(&config.data_dir, me, config.expected_cluster_id.as_deref())?;
+    ensure_room_to_open(&config.data_dir)?;
     let store = Store::open_with_cache(&volume.store_dir(), config.cache_bytes)?;
     let record = ClusterRecord::open(&config.cluster_record)?;
     if record.is_none() {
@@ -217,6 +218,40 @@ async fn open_member(config: &ServerConfig) -> Result<OpenMember, ServerError> {
         client_tls,
         peer_tls,
     })
+}
+
+/// Free space a member needs on its data volume to open its store.
+///
+/// Opening writes (sled's recovery, the log's next segment). On a volume that is full, or
+/// nearly, those writes fail half done, and sled was seen to leave its files unreadable
+/// ("Read corrupted data") on every start after: a member restarted too early after its disk
+/// filled would never come back. So a member that finds less room than this does not open its
+/// store at all: it stops as on any storage failure (exit 74) and is restarted, by the launcher,
+/// Docker or the kubelet, until space returns.
+pub const MIN_FREE_BYTES_TO_OPEN: u64 = 4 * 1024 * 1024;
+
+/// Refuses to open the store on a volume without [`MIN_FREE_BYTES_TO_OPEN`] free.
+fn ensure_room_to_open(data_dir: &std::path::Path) -> Result<(), ServerError> {
+    let space = match crate::volume::filesystem_space(data_dir) {
+        Ok(space) => space,
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %data_dir.display(), "cannot read the free space of the data volume");
+            return Ok(());
+        }
+    };
+    if space.available >= MIN_FREE_BYTES_TO_OPEN {
+        return Ok(());
+    }
+    let human = crate::node::quota::human_bytes;
+    Err(ServerError::StorageFailed(format!(
+        "the data volume {} has {} free of {}; opening the store needs at least {} (writes made \
+         on a full disk can leave it unreadable). Free space on the volume or grow it; this \
+         member starts once there is room",
+        data_dir.display(),
+        human(space.available),
+        human(space.total),
+        human(MIN_FREE_BYTES_TO_OPEN)
+    )))
 }
 
 /// The term and last log entry on the volume, before Raft starts: linearizable reads in that

@@ -13,8 +13,10 @@
 //! data). A data directory the first start creates is fsynced into its parent. The cluster id is filled in once it is known (kv-0 mints it when
 //! it initializes the cluster; a joining member learns it from the cluster before it joins).
 
+use std::ffi::CString;
 use std::fs;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -76,6 +78,32 @@ pub struct Volume {
     dir: PathBuf,
     owner: VolumeOwner,
     fresh: bool,
+}
+
+/// The size of the filesystem that holds a directory and the room left on it, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Space {
+    pub total: u64,
+    /// What an unprivileged writer can still use.
+    pub available: u64,
+}
+
+/// The filesystem space of the filesystem holding `dir` (statvfs).
+pub fn filesystem_space(dir: &Path) -> std::io::Result<Space> {
+    let path = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `path` is a valid NUL-terminated string and `stat` a writable statvfs.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+    let block = stat.f_frsize as u64;
+    #[allow(clippy::unnecessary_cast)]
+    Ok(Space {
+        total: stat.f_blocks as u64 * block,
+        available: stat.f_bavail as u64 * block,
+    })
 }
 
 impl Volume {

@@ -581,3 +581,88 @@ fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
+
+/// Writes zeros into `path` until the filesystem is full (ENOSPC); bounded by `max_mb`.
+fn fill_up(path: &Path, max_mb: usize) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).expect("filler");
+    let chunk = vec![0u8; 1024 * 1024];
+    for _ in 0..max_mb {
+        if file.write_all(&chunk).is_err() {
+            return;
+        }
+    }
+    panic!("the filesystem did not fill within {max_mb} MiB");
+}
+
+#[tokio::test]
+async fn a_member_does_not_open_its_store_on_a_full_volume_and_starts_once_there_is_room() {
+    use kvset_server::config::ServerConfig;
+    use kvset_server::identity::{PeerDirectory, PodIdentity};
+    use kvset_server::server::{start, ServerError};
+    if !can_mount() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("kv-0");
+    let _disk = SmallDisk::mount(&data, 16);
+    let config = {
+        let peers = PeerDirectory::parse_static("kv-0=127.0.0.1:1/127.0.0.1:2", "kv").unwrap();
+        let mut c = ServerConfig::new(PodIdentity::parse("kv-0").unwrap(), peers, data.clone());
+        c.client_listen = "127.0.0.1:0".parse().unwrap();
+        c.peer_listen = "127.0.0.1:0".parse().unwrap();
+        c.metrics_listen = "127.0.0.1:0".parse().unwrap();
+        c.cluster_record = "none".parse().unwrap();
+        c.quota_bytes = Some(0);
+        c
+    };
+
+    // A member with data whose volume then filled up (the filler stands for whatever filled it).
+    start(config.clone())
+        .await
+        .expect("first start")
+        .shutdown()
+        .await;
+    let filler = data.join("filler");
+    fill_up(&filler, 64);
+    let store = data.join("store");
+    let before = store_files(&store);
+
+    match start(config.clone()).await {
+        Err(ServerError::StorageFailed(why)) => assert!(
+            why.contains("free of") && why.contains("Free space on the volume"),
+            "the refusal must say what is wrong and what to do: {why}"
+        ),
+        Err(other) => panic!("expected a storage failure (exit 74), got {other}"),
+        Ok(_) => panic!("the member opened its store on a full volume"),
+    }
+    assert_eq!(
+        store_files(&store),
+        before,
+        "a refused start must not touch the store"
+    );
+
+    // Space returns: the member starts with its data.
+    std::fs::remove_file(&filler).expect("free space");
+    let server = start(config).await.expect("start once there is room");
+    server.shutdown().await;
+}
+
+/// Names and sizes of the files under `dir`, sorted.
+fn store_files(dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read store dir") {
+            let entry = entry.expect("entry");
+            let meta = entry.metadata().expect("metadata");
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.push((entry.path(), meta.len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -85,8 +85,6 @@
 //! - The quota is fixed at start-up: after a volume is grown, the default quota follows at the
 //!   member's next restart.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -203,15 +201,7 @@ fn default_quota(total: u64) -> u64 {
 
 /// Total size of the filesystem that holds `dir`, in bytes.
 pub fn filesystem_bytes(dir: &Path) -> std::io::Result<u64> {
-    let path = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: `path` is a valid NUL-terminated string and `stat` a writable statvfs.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
-    Ok(stat.f_blocks as u64 * stat.f_frsize as u64)
+    crate::volume::filesystem_space(dir).map(|s| s.total)
 }
 
 /// `61.2 MiB` (IEC units, one decimal; `512 B` below a KiB).
