@@ -29,9 +29,7 @@ fn kv0_bootstraps_and_the_others_join_in_ordinal_order() {
 fn a_leader_that_stops_hands_off_to_the_lowest_caught_up_voter_without_an_election_timeout() {
     run_script(
         "
-        start kv-0 kv-1 kv-2
-        await voters kv-0 kv-1 kv-2
-        await leader kv-0
+        bootstrap 3
         put a 1 via kv-0
         note term
         stop kv-0                       # SIGTERM: hand off, then leave
@@ -48,9 +46,7 @@ fn a_leader_that_stops_hands_off_to_the_lowest_caught_up_voter_without_an_electi
 fn the_preferred_primary_takes_leadership_back_once_it_has_caught_up() {
     run_script(
         "
-        start kv-0 kv-1 kv-2
-        await voters kv-0 kv-1 kv-2
-        await leader kv-0
+        bootstrap 3
         isolate kv-0
         await leader-not kv-0
         put b 2 via kv-1
@@ -67,9 +63,7 @@ fn the_preferred_primary_takes_leadership_back_once_it_has_caught_up() {
 fn the_membership_rules_refuse_unsafe_removals_with_a_reason() {
     run_script(
         "
-        start kv-0 kv-1 kv-2
-        await voters kv-0 kv-1 kv-2
-        await leader kv-0
+        bootstrap 3
         remove kv-1 -> error FAILED_PRECONDITION remove the highest ordinal first (kv-2)
         remove kv-4 -> error NOT_FOUND member 4 is not in the cluster
         isolate kv-1
@@ -90,9 +84,7 @@ fn the_membership_rules_refuse_unsafe_removals_with_a_reason() {
 fn an_isolated_old_leader_answers_no_linearizable_read() {
     run_script(
         "
-        start kv-0 kv-1 kv-2
-        await voters kv-0 kv-1 kv-2
-        await leader kv-0
+        bootstrap 3
         put a 1 via kv-0
         isolate kv-0
         await leader-not kv-0
@@ -110,9 +102,7 @@ fn an_isolated_old_leader_answers_no_linearizable_read() {
 fn concurrent_writes_share_log_entries() {
     run_script(
         "
-        start kv-0 kv-1 kv-2
-        await voters kv-0 kv-1 kv-2
-        await leader kv-0
+        bootstrap 3
         burst 64 via kv-0 -> entries at most 16
         burst 64 via kv-2 -> entries at most 16   # forwarded writes batch on the leader too
         ",
@@ -123,9 +113,7 @@ fn concurrent_writes_share_log_entries() {
 fn a_member_that_lost_its_volume_is_readmitted_and_catches_up() {
     run_script(
         "
-        start kv-0 kv-1 kv-2
-        await voters kv-0 kv-1 kv-2
-        await leader kv-0
+        bootstrap 3
         put a 1 via kv-0
         stop kv-2
         wipe kv-2
@@ -143,9 +131,7 @@ fn a_member_that_lost_its_volume_is_readmitted_and_catches_up() {
 fn kv0_on_an_empty_volume_waits_to_be_readmitted_instead_of_starting_a_second_cluster() {
     run_script(
         "
-        start kv-0 kv-1 kv-2
-        await voters kv-0 kv-1 kv-2
-        await leader kv-0
+        bootstrap 3
         put a 1 via kv-0
         stop kv-0
         wipe kv-0                       # kv-0 loses its volume; the cluster record remains
@@ -164,9 +150,7 @@ fn kv0_on_an_empty_volume_waits_to_be_readmitted_instead_of_starting_a_second_cl
 fn a_voter_that_asks_to_join_again_is_demoted_before_it_counts() {
     run_script(
         "
-        start kv-0 kv-1 kv-2
-        await voters kv-0 kv-1 kv-2
-        await leader kv-0
+        bootstrap 3
         put a 1 via kv-0
         stop kv-1
         wipe kv-1

@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use kvset_tests::chaos::testing::run_harness;
+use kvset_tests::chaos::testing::{run_dir, run_harness};
 use kvset_tests::testkit::server_binary;
 use kvset_tests::tooling::in_ci;
 
@@ -28,11 +28,7 @@ fn a_seeded_process_run_with_full_disks_passes_and_members_stop_cleanly() {
         eprintln!("SKIPPED: the disk-full chaos run mounts tmpfs and needs root");
         return;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("kvset-chaos-disk-full-")
-        .tempdir()
-        .expect("temp dir");
-    let out = dir.path().join("run");
+    let (dir, out) = run_dir("kvset-chaos-disk-full-");
     let args: Vec<String> = [
         "--backend",
         "process",

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kvset_tests::chaos::testing::run_harness;
+use kvset_tests::chaos::testing::{run_dir, run_harness};
 use kvset_tests::testkit::server_binary;
 use kvset_tests::tooling::{docker, in_ci};
 
@@ -114,11 +114,7 @@ fn a_docker_run_with_partitions_passes() {
         return;
     };
 
-    let dir = tempfile::Builder::new()
-        .prefix("kvset-chaos-docker-")
-        .tempdir()
-        .expect("temp dir");
-    let out = dir.path().join("run");
+    let (dir, out) = run_dir("kvset-chaos-docker-");
     let args: Vec<String> = [
         "--backend",
         "docker",
@@ -230,11 +226,7 @@ fn a_docker_run_with_full_disks_passes() {
     let Some((prefix, image, _cleanup)) = setup() else {
         return;
     };
-    let dir = tempfile::Builder::new()
-        .prefix("kvset-chaos-docker-disk-full-")
-        .tempdir()
-        .expect("temp dir");
-    let out = dir.path().join("run");
+    let (dir, out) = run_dir("kvset-chaos-docker-disk-full-");
     let args: Vec<String> = [
         "--backend",
         "docker",

@@ -12,18 +12,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use kvset_tests::chaos::testing::run_harness;
+use kvset_tests::chaos::testing::{run_dir, run_harness};
 use kvset_tests::testkit::server_binary;
 
 const SEED: &str = "7";
 
 #[test]
 fn a_seeded_process_run_with_overlapping_faults_passes() {
-    let dir = tempfile::Builder::new()
-        .prefix("kvset-chaos-overlap-")
-        .tempdir()
-        .expect("temp dir");
-    let out = dir.path().join("run");
+    let (dir, out) = run_dir("kvset-chaos-overlap-");
     let args: Vec<String> = [
         "--backend",
         "process",

@@ -28,7 +28,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use kvset_tests::chaos::testing::{run_harness, Finished};
+use kvset_tests::chaos::testing::{run_dir, run_harness, Finished};
 use kvset_tests::testkit::server_binary;
 use kvset_tests::tooling::in_ci;
 
@@ -48,11 +48,7 @@ fn power_run(
         eprintln!("SKIPPED: {why}; under CI=true this fails");
         return None;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("kvset-chaos-power-loss-")
-        .tempdir()
-        .expect("temp dir");
-    let out = dir.path().join("run");
+    let (dir, out) = run_dir("kvset-chaos-power-loss-");
     let args: Vec<String> = [
         "--backend",
         "process",

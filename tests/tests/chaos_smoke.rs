@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use kvset_tests::chaos::testing::run_harness;
+use kvset_tests::chaos::testing::{run_dir, run_harness};
 use kvset_tests::testkit::server_binary;
 
 const SEED: &str = "20261126";
@@ -19,11 +19,7 @@ const DURATION_S: f64 = 45.0;
 
 #[test]
 fn a_seeded_process_run_with_every_fault_passes() {
-    let dir = tempfile::Builder::new()
-        .prefix("kvset-chaos-smoke-")
-        .tempdir()
-        .expect("temp dir");
-    let out = dir.path().join("run");
+    let (dir, out) = run_dir("kvset-chaos-smoke-");
     let args: Vec<String> = [
         "--backend",
         "process",

@@ -51,6 +51,13 @@ fn peer_addr(ordinal: u64) -> SocketAddr {
     SocketAddr::new(host(ordinal), 7479)
 }
 
+/// What `bootstrap 3` stands for.
+const BOOTSTRAP_3: [&str; 3] = [
+    "start kv-0 kv-1 kv-2",
+    "await voters kv-0 kv-1 kv-2",
+    "await leader kv-0",
+];
+
 /// The cluster under test.
 pub struct Sim {
     net: MemoryNetwork,
@@ -110,28 +117,23 @@ impl Sim {
         panic!("line {}: `{}`: {why}", self.line, self.text)
     }
 
-    fn kv(&self, ordinal: u64) -> KvClient<tonic::transport::Channel> {
-        let channel = self
-            .client
+    /// The client's channel to a member's client port.
+    fn channel(&self, ordinal: u64) -> tonic::transport::Channel {
+        self.client
             .connect_lazy(
                 Port::Client,
                 &client_addr(ordinal).to_string(),
                 REQUEST_LIMIT,
             )
-            .expect("channel");
-        KvClient::new(channel)
+            .expect("channel")
+    }
+
+    fn kv(&self, ordinal: u64) -> KvClient<tonic::transport::Channel> {
+        KvClient::new(self.channel(ordinal))
     }
 
     fn cluster(&self, ordinal: u64) -> ClusterClient<tonic::transport::Channel> {
-        let channel = self
-            .client
-            .connect_lazy(
-                Port::Client,
-                &client_addr(ordinal).to_string(),
-                REQUEST_LIMIT,
-            )
-            .expect("channel");
-        ClusterClient::new(channel)
+        ClusterClient::new(self.channel(ordinal))
     }
 
     async fn status(&self, ordinal: u64) -> Option<StatusResponse> {
@@ -221,6 +223,8 @@ impl Sim {
 
     /// Runs a script. Commands (`kv-N` names a member; every `await` waits in simulated time):
     ///
+    /// - `bootstrap 3`: `start kv-0 kv-1 kv-2`, `await voters kv-0 kv-1 kv-2`,
+    ///   `await leader kv-0` — the usual beginning.
     /// - `start kv-N …` starts members, in the order given; `stop kv-N` stops one gracefully
     ///   (SIGTERM: it hands leadership off if it leads).
     /// - `await leader kv-N [within DURATION]`: every running member that answers sees kv-N as
@@ -241,6 +245,16 @@ impl Sim {
     /// - `sleep DURATION`.
     pub async fn run(&mut self, script: &str) {
         for (n, raw) in script.lines().enumerate() {
+            if raw.trim() == "bootstrap 3" {
+                // The usual start: three members in ordinal order, all voters, kv-0 leading.
+                self.line = n + 1;
+                for step in BOOTSTRAP_3 {
+                    self.text = format!("bootstrap 3: {step}");
+                    let words: Vec<&str> = step.split_whitespace().collect();
+                    self.step(&words, None).await;
+                }
+                continue;
+            }
             let text = raw.split('#').next().unwrap_or("").trim();
             if text.is_empty() {
                 continue;

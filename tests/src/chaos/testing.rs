@@ -66,6 +66,17 @@ impl Finished {
 /// Runs `binary run ARGS --out OUT` with extra environment, waiting at most `bound`: past it
 /// the run is interrupted (SIGINT: it heals, checks and tears down), and 60 s later killed,
 /// with its local cluster and the mounts under its data directory.
+/// A temporary directory for one harness run and the run's `--out` inside it. The caller keeps
+/// the directory when the run fails, so its files can be read.
+pub fn run_dir(prefix: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("temp dir");
+    let out = dir.path().join("run");
+    (dir, out)
+}
+
 pub fn run_harness(
     binary: &Path,
     args: &[String],
