@@ -108,6 +108,36 @@ fn setup() -> Option<(String, String, Cleanup)> {
     Some((prefix, image, cleanup))
 }
 
+/// Runs the harness on plain containers named with `prefix`, from `image`, with `faults`.
+fn docker_run(
+    prefix: &str,
+    image: &str,
+    out: &Path,
+    timing: &[&str],
+    faults: &str,
+) -> kvset_tests::chaos::testing::Finished {
+    let args: Vec<String> = [
+        "--backend",
+        "docker",
+        "--docker-prefix",
+        prefix,
+        "--image",
+        image,
+    ]
+    .iter()
+    .chain(timing)
+    .chain(&["--faults", faults])
+    .map(|s| s.to_string())
+    .collect();
+    run_harness(
+        Path::new(env!("CARGO_BIN_EXE_kvset-chaos")),
+        &args,
+        out,
+        &[],
+        Duration::from_secs(200),
+    )
+}
+
 #[test]
 fn a_docker_run_with_partitions_passes() {
     let Some((prefix, image, _cleanup)) = setup() else {
@@ -115,30 +145,13 @@ fn a_docker_run_with_partitions_passes() {
     };
 
     let (dir, out) = run_dir("kvset-chaos-docker-");
-    let args: Vec<String> = [
-        "--backend",
-        "docker",
-        "--docker-prefix",
+    // Seed 9 puts partition, then kill-leader, first in this schedule.
+    let finished = docker_run(
         &prefix,
-        "--image",
         &image,
-        "--duration",
-        "45s",
-        "--seed",
-        "9",
-        // Seed 9 puts partition, then kill-leader, first in this schedule.
-        "--faults",
-        "partition,kill-leader,restart,wipe,pause",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let finished = run_harness(
-        Path::new(env!("CARGO_BIN_EXE_kvset-chaos")),
-        &args,
         &out,
-        &[],
-        Duration::from_secs(200),
+        &["--duration", "45s", "--seed", "9"],
+        "partition,kill-leader,restart,wipe,pause",
     );
     if finished.code != Some(0) {
         let kept = dir.keep();
@@ -227,29 +240,12 @@ fn a_docker_run_with_full_disks_passes() {
         return;
     };
     let (dir, out) = run_dir("kvset-chaos-docker-disk-full-");
-    let args: Vec<String> = [
-        "--backend",
-        "docker",
-        "--docker-prefix",
+    let finished = docker_run(
         &prefix,
-        "--image",
         &image,
-        "--duration",
-        "30s",
-        "--seed",
-        "3",
-        "--faults",
-        "disk-full",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let finished = run_harness(
-        Path::new(env!("CARGO_BIN_EXE_kvset-chaos")),
-        &args,
         &out,
-        &[],
-        Duration::from_secs(200),
+        &["--duration", "30s", "--seed", "3"],
+        "disk-full",
     );
     let kinds = finished.injected_kinds();
     let logs: String = (0..3)
