@@ -247,7 +247,7 @@ fn write_file(path: &Path, cluster_id: &str) -> Result<(), RecordError> {
         cluster_id: cluster_id.to_string(),
     })
     .expect("the record always serializes");
-    crate::node::rejoin::write_atomically(path, &json).map_err(io)
+    crate::volume::write_atomically(path, &json).map_err(io)
 }
 
 /// A ConfigMap on a Kubernetes API server.

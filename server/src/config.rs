@@ -89,6 +89,10 @@ pub struct ServerConfig {
     pub memory_network: Option<crate::memnet::MemoryNetwork>,
 }
 
+/// How often a member measures its store against its space quota by default
+/// (`--quota-check-ms`; see `node::quota`).
+pub const DEFAULT_QUOTA_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
 impl ServerConfig {
     /// A configuration with production defaults for `identity`.
     pub fn new(identity: PodIdentity, peers: PeerDirectory, data_dir: PathBuf) -> Self {
@@ -118,7 +122,7 @@ impl ServerConfig {
             peer_tls: None,
             faults: Vec::new(),
             quota_bytes: None,
-            quota_check_interval: crate::node::quota::DEFAULT_CHECK_INTERVAL,
+            quota_check_interval: DEFAULT_QUOTA_CHECK_INTERVAL,
             memory_network: None,
         }
     }

@@ -106,6 +106,31 @@ pub fn filesystem_space(dir: &Path) -> std::io::Result<Space> {
     })
 }
 
+/// Makes a change to the directory holding `path` (a new, renamed or removed entry) durable.
+pub fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old content or the new one: write a
+/// temp file beside it, fsync it, rename it over `path`, fsync the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    sync_dir(path)
+}
+
 impl Volume {
     /// Checks (or, on an empty dir, claims) `dir` for `me`. `expected_cluster`, when given, must
     /// match the recorded cluster id. Touches nothing when the check fails.

@@ -102,9 +102,6 @@ use crate::store::QuotaUsage;
 /// The default quota as a percentage of the data directory's filesystem size.
 pub const DEFAULT_QUOTA_PERCENT: u64 = 30;
 
-/// How often a member measures its usage by default.
-pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
-
 /// A member's quota and its last measured usage.
 #[derive(Debug, Default)]
 pub struct Quota {

@@ -24,7 +24,6 @@
 //! this module keeps its own small file rather than widening that record.)
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -103,7 +102,7 @@ impl RejoinMarker {
     pub fn store(&self, fence_term: u64) -> Result<(), RejoinError> {
         let state = RejoinState::new(fence_term);
         let json = serde_json::to_vec(&state).expect("the marker always serializes");
-        write_atomically(&self.path, &json).map_err(self.io())
+        crate::volume::write_atomically(&self.path, &json).map_err(self.io())
     }
 
     /// Durably removes the marker: the member was re-admitted.
@@ -113,32 +112,8 @@ impl RejoinMarker {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(self.io()(e)),
         }
-        sync_dir(&self.path).map_err(self.io())
+        crate::volume::sync_dir(&self.path).map_err(self.io())
     }
-}
-
-fn sync_dir(path: &Path) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::File::open(dir)?.sync_all()
-}
-
-/// Replaces `path` with `bytes` so that a crash leaves the old content or the new one: write a
-/// temp file beside it, fsync it, rename it over `path`, fsync the directory.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, path)?;
-    sync_dir(path)
 }
 
 /// Whether Raft traffic from a leader of `term` may reach a member in `state`.
