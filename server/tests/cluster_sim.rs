@@ -99,6 +99,24 @@ fn an_isolated_old_leader_answers_no_linearizable_read() {
 }
 
 #[test]
+fn an_isolated_old_leader_acknowledges_no_write_and_its_entry_is_dropped() {
+    run_script(
+        "
+        bootstrap 3
+        put a 1 via kv-0
+        isolate kv-0
+        await leader-not kv-0
+        put a 2 via kv-1
+        put a 3 via kv-0 -> error       # no quorum behind it: never acknowledged
+        heal
+        await leader kv-0               # back in charge after catching up
+        get a via kv-0 -> 2             # the old leader's entry was replaced, not applied
+        get a via kv-2 -> 2
+        ",
+    );
+}
+
+#[test]
 fn concurrent_writes_share_log_entries() {
     run_script(
         "
