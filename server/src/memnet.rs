@@ -1,5 +1,5 @@
 //! An in-memory network for in-process clusters: members reach each other through byte pipes
-//! instead of sockets, and a test can cut any link, in one direction or both, at any moment.
+//! instead of sockets, and a test can cut any link between two hosts at any moment.
 //!
 //! Why: the node's behaviours that matter most (join, hand-off, the preferred primary's return,
 //! the membership rules, ReadIndex on a deposed leader) depend on timing and on who can reach
@@ -89,11 +89,6 @@ impl MemoryNetwork {
     /// True when `from` can send to `to`.
     pub fn link_open(&self, from: IpAddr, to: IpAddr) -> bool {
         !self.lock().cuts.contains(&(from, to))
-    }
-
-    /// Cuts the link from `from` to `to` (one way).
-    pub fn cut_one_way(&self, from: IpAddr, to: IpAddr) {
-        self.lock().cuts.insert((from, to));
     }
 
     /// Cuts both directions between `a` and `b`.
