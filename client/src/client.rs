@@ -630,50 +630,47 @@ impl Client {
     /// The alarms active in the cluster (a `NOSPACE` alarm refuses writes that grow the data),
     /// as the leader applied them.
     pub async fn alarms(&self) -> Result<Vec<Alarm>> {
-        let spec = self.spec(
-            "alarm list",
-            Safety::Read,
-            Route::Leader,
-            self.inner.config.retry_deadline,
-        );
-        let (resp, _) = retry::run(
-            &self.inner.registry,
-            &self.inner.config,
-            spec,
-            |ch, t| async move {
-                ClusterClient::new(ch)
-                    .alarm(request(pb::AlarmRequest::default(), t))
-                    .await
-            },
-        )
-        .await?;
-        Ok(resp.alarms.into_iter().map(Alarm::from_pb).collect())
+        self.alarm_call("alarm list", pb::AlarmRequest::default())
+            .await
     }
 
     /// Clears every alarm of every member (through the Raft log), as `kvsetctl alarm disarm`
     /// does. Safe to repeat. A member still over its quota raises its alarm again at its next
     /// check. Returns the alarms left active (none, right after).
     pub async fn disarm_alarms(&self) -> Result<Vec<Alarm>> {
+        let req = pb::AlarmRequest {
+            action: pb::alarm_request::AlarmAction::Deactivate as i32,
+            all_members: true,
+            ..Default::default()
+        };
+        self.alarm_call("alarm disarm", req).await
+    }
+
+    /// Clears the alarms raised by member `member_id` only (`kvsetctl alarm disarm --member`),
+    /// for when one member's volume was fixed while others are still over their quota. Safe to
+    /// repeat. Returns the alarms left active.
+    pub async fn disarm_member_alarms(&self, member_id: u64) -> Result<Vec<Alarm>> {
+        let req = pb::AlarmRequest {
+            action: pb::alarm_request::AlarmAction::Deactivate as i32,
+            member_id,
+            ..Default::default()
+        };
+        self.alarm_call("alarm disarm", req).await
+    }
+
+    /// One `Cluster.Alarm` call on the leader. Listing reads, and clearing is idempotent (a
+    /// repeat changes nothing), so both may be retried like reads.
+    async fn alarm_call(&self, what: &'static str, req: pb::AlarmRequest) -> Result<Vec<Alarm>> {
         let spec = self.spec(
-            "alarm disarm",
-            // Clearing is idempotent: a repeat changes nothing.
+            what,
             Safety::Read,
             Route::Leader,
             self.inner.config.retry_deadline,
         );
-        let (resp, _) = retry::run(
-            &self.inner.registry,
-            &self.inner.config,
-            spec,
-            |ch, t| async move {
-                let req = pb::AlarmRequest {
-                    action: pb::alarm_request::AlarmAction::Deactivate as i32,
-                    all_members: true,
-                    ..Default::default()
-                };
-                ClusterClient::new(ch).alarm(request(req, t)).await
-            },
-        )
+        let (resp, _) = retry::run(&self.inner.registry, &self.inner.config, spec, |ch, t| {
+            let req = req.clone();
+            async move { ClusterClient::new(ch).alarm(request(req, t)).await }
+        })
         .await?;
         Ok(resp.alarms.into_iter().map(Alarm::from_pb).collect())
     }

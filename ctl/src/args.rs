@@ -234,7 +234,11 @@ pub enum AlarmCommand {
     /// Free space first (delete keys, or grow the member's volume): a member still over its
     /// space quota raises NOSPACE again at its next check. See docs/OPERATIONS.md, "Space quota
     /// and the NOSPACE alarm".
-    Disarm,
+    Disarm {
+        /// Clear only the alarms raised by this member (kv-N, or its ordinal); the others stay
+        #[arg(long, value_name = "MEMBER")]
+        member: Option<String>,
+    },
 }
 
 /// `kvsetctl snapshot ...`.

@@ -368,15 +368,34 @@ async fn run(cli: &Cli, client: &Client, stdin: &mut dyn Read) -> Result<Outcome
         },
         Command::Alarm { command } => match command {
             AlarmCommand::List => Outcome::ok(output::render_alarms(&client.alarms().await?, fmt)),
-            AlarmCommand::Disarm => {
+            AlarmCommand::Disarm { member } => {
+                let member = match member {
+                    None => None,
+                    Some(m) => match m.parse::<u64>().ok().or_else(|| args::ordinal_of(m)) {
+                        Some(id) => Some(id),
+                        None => {
+                            return Ok(Outcome::invalid(format!(
+                                "--member {m:?}: name a member as kv-N or by its ordinal"
+                            )))
+                        }
+                    },
+                };
                 let before = client.alarms().await?;
-                let after = client.disarm_alarms().await?;
+                let after = match member {
+                    None => client.disarm_alarms().await?,
+                    Some(id) => client.disarm_member_alarms(id).await?,
+                };
                 let mut text = output::render_alarms(&after, fmt);
                 if fmt == OutputFormat::Table {
+                    let cleared = before.len().saturating_sub(after.len());
+                    let left = if after.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {} still active", after.len())
+                    };
                     text = format!(
-                        "disarmed {} alarm(s); a member still over its quota raises NOSPACE again \
-                         at its next check (see `kvsetctl alarm list`)\n",
-                        before.len()
+                        "disarmed {cleared} alarm(s){left}; a member still over its quota raises \
+                         NOSPACE again at its next check (see `kvsetctl alarm list`)\n"
                     );
                 }
                 Outcome::ok(text)

@@ -679,3 +679,64 @@ fn store_files(dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
     out.sort();
     out
 }
+
+/// `kvsetctl alarm disarm --member kv-N` clears that member's alarm only: the alarms of the
+/// members still over their quota stay, and so does the refusal of growth. (The alarms are
+/// raised here through `Cluster.Alarm`, as a member over its quota raises its own.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disarming_one_member_leaves_the_other_alarms_in_force() {
+    use kvset_proto::v1::alarm_request::AlarmAction;
+    use kvset_proto::v1::{AlarmRequest, AlarmType};
+    let mut c = ProcessCluster::new(3, &no_quota());
+    c.start_all_ordered().await;
+    for member in [1u64, 2] {
+        c.cluster(0)
+            .alarm(AlarmRequest {
+                action: AlarmAction::Activate as i32,
+                member_id: member,
+                alarm: AlarmType::Nospace as i32,
+                member_name: format!("kv-{member}"),
+                usage_bytes: 2_000,
+                quota_bytes: 1_000,
+                ..Default::default()
+            })
+            .await
+            .expect("raise an alarm");
+    }
+    let endpoints = c.endpoints().join(",");
+    let limit = Duration::from_secs(30);
+    let kvsetctl = |args: &'static [&'static str]| run_kvsetctl(&endpoints, args, limit);
+
+    let (code, out, err) = kvsetctl(&["alarm", "disarm", "--member", "kv-1"]).await;
+    assert_eq!(code, 0, "alarm disarm --member kv-1: {out}{err}");
+    assert!(
+        out.starts_with("disarmed 1 alarm(s); 1 still active"),
+        "{out}"
+    );
+    let (code, out, _) = kvsetctl(&["alarm", "list"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("raised by kv-2"),
+        "kv-2's alarm must stay: {out}"
+    );
+    assert!(
+        !out.contains("raised by kv-1"),
+        "kv-1's alarm must be gone: {out}"
+    );
+    let (code, _, err) = kvsetctl(&["put", "k", "v"]).await;
+    assert_eq!(
+        code, 4,
+        "growth is still refused while kv-2's alarm stands: {err}"
+    );
+
+    let (code, _, err) = kvsetctl(&["alarm", "disarm", "--member", "kv-x"]).await;
+    assert_eq!(code, 2, "a member that is not kv-N is a usage error: {err}");
+    assert!(err.contains("kv-N"), "{err}");
+
+    let (code, out, err) = kvsetctl(&["alarm", "disarm", "--member", "2"]).await;
+    assert_eq!(code, 0, "alarm disarm --member 2: {out}{err}");
+    let (code, out, _) = kvsetctl(&["alarm", "list"]).await;
+    assert_eq!((code, out.as_str()), (0, "no alarms\n"));
+    let (code, _, err) = kvsetctl(&["put", "k", "v"]).await;
+    assert_eq!(code, 0, "writes are taken again: {err}");
+}
