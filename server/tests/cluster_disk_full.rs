@@ -24,7 +24,6 @@ use kvset_proto::v1::{
     request_op, Consistency, DeleteRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use kvset_tests::testkit::run_kvsetctl;
-use kvset_tests::tooling::in_ci;
 
 /// The fast timing, with the space quota off (the tests of a really full disk).
 fn no_quota() -> Vec<&'static str> {
@@ -71,16 +70,7 @@ impl Drop for SmallDisk {
 
 /// True when this process may mount filesystems; else skips (or fails under CI).
 fn can_mount() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        assert!(
-            !in_ci(),
-            "the disk-full tests mount tmpfs and need root, which CI has"
-        );
-        eprintln!("SKIPPED: the disk-full tests mount tmpfs and need root");
-    }
-    root
+    kvset_tests::tooling::root_or_skip("the disk-full tests (tmpfs mounts)")
 }
 
 const VALUE_BYTES: usize = 64 * 1024;

@@ -19,6 +19,18 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
+/// True when this process runs as root. Otherwise a test that needs root for `what` (mounts,
+/// loop devices) is skipped loudly, and fails under `CI=true`, which runs as root.
+pub fn root_or_skip(what: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        assert!(!in_ci(), "{what} needs root, which CI has");
+        eprintln!("SKIPPED: {what} needs root");
+    }
+    root
+}
+
 /// True when `program args…` runs and succeeds.
 pub fn runs(program: &str, args: &[&str]) -> bool {
     Command::new(program)

@@ -13,19 +13,13 @@ use std::time::Duration;
 
 use kvset_tests::chaos::testing::{run_dir, run_harness};
 use kvset_tests::testkit::server_binary;
-use kvset_tests::tooling::in_ci;
+use kvset_tests::tooling::root_or_skip;
 
 const SEED: &str = "3";
 
 #[test]
 fn a_seeded_process_run_with_full_disks_passes_and_members_stop_cleanly() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            !in_ci(),
-            "the disk-full chaos run mounts tmpfs and needs root, which CI has"
-        );
-        eprintln!("SKIPPED: the disk-full chaos run mounts tmpfs and needs root");
+    if !root_or_skip("the disk-full chaos run (tmpfs mounts)") {
         return;
     }
     let (dir, out) = run_dir("kvset-chaos-disk-full-");

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use kvset_tests::chaos::testing::{run_dir, run_harness};
 use kvset_tests::testkit::server_binary;
-use kvset_tests::tooling::{docker, in_ci};
+use kvset_tests::tooling::{docker, in_ci, root_or_skip};
 
 /// Removes what a run may have left: containers, volumes and network with its label, and the
 /// image when the test built it.
@@ -227,13 +227,7 @@ fn small_disk_devices(prefix: &str) -> Vec<String> {
 /// `CI=true`.
 #[test]
 fn a_docker_run_with_full_disks_passes() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            !in_ci(),
-            "the docker disk-full run needs root (loop devices), which CI has"
-        );
-        eprintln!("SKIPPED: the docker disk-full run needs root (loop devices)");
+    if !root_or_skip("the docker disk-full run (loop devices)") {
         return;
     }
     let Some((prefix, image, _cleanup)) = setup() else {

@@ -14,12 +14,7 @@ impl Node {
     /// The member's state now, for the metrics' gauges.
     pub async fn state_reading(&self) -> StateReading {
         let m = self.metrics();
-        let committed = self
-            .raft
-            .with_raft_state(|s| s.committed)
-            .await
-            .ok()
-            .flatten();
+        let commit_index = self.committed_index().await;
         let last = m.last_log_index.unwrap_or(0);
         let purged = m.purged.map(|l| l.index + 1).unwrap_or(0);
         let membership = m.membership_config.membership();
@@ -33,7 +28,7 @@ impl Node {
             is_leader: m.state == openraft::ServerState::Leader,
             leader_id: m.current_leader,
             last_log_index: last,
-            commit_index: committed.map(|l| l.index).unwrap_or(0),
+            commit_index,
             applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
             log_entries: last.saturating_add(1).saturating_sub(purged.max(1)),
