@@ -243,6 +243,7 @@ impl Client {
             value: value.as_ref().to_vec(),
             prev_kv: opts.prev_kv,
             request_id: Some(lease.next_request_id()),
+            lease: 0,
         };
         let spec = self.spec("put", Safety::Write, Route::Leader, remaining(deadline));
         let (resp, _) = self
@@ -283,6 +284,7 @@ impl Client {
         let message = pb::GetRequest {
             key: key.as_ref().to_vec(),
             consistency: opts.consistency.to_pb(),
+            revision: 0,
         };
         let spec = self.spec("get", Safety::Read, route, remaining(deadline));
         let (resp, _) = self

@@ -287,6 +287,7 @@ impl TxnOp {
                 value: value.clone(),
                 prev_kv: *prev_kv,
                 request_id: None,
+                lease: 0,
             }),
             TxnOp::Delete { range, prev_kv } => Request::Delete(pb::DeleteRequest {
                 prev_kv: *prev_kv,

@@ -136,6 +136,7 @@ async fn concurrent_linearizable_reads_share_rounds_and_see_every_acknowledged_w
                     .get(GetRequest {
                         key: b"counter".to_vec(),
                         consistency: Consistency::Linearizable as i32,
+                        revision: 0,
                     })
                     .await;
                 let got = match answer {

@@ -59,6 +59,7 @@ async fn ordered_bootstrap_makes_kv0_primary_and_replicates_to_all() {
         .get(GetRequest {
             key: "greeting".into(),
             consistency: Consistency::Stale as i32,
+            revision: 0,
         })
         .await
         .unwrap()
@@ -262,6 +263,7 @@ async fn malformed_requests_get_invalid_argument_and_write_nothing() {
             kv.get(GetRequest {
                 key: b"x".to_vec(),
                 consistency: 9,
+                revision: 0,
             })
             .await
             .unwrap_err(),

@@ -101,6 +101,7 @@ async fn clients_use_tls_members_use_mutual_tls_and_strangers_are_refused() {
             .get(GetRequest {
                 key: b"secret".to_vec(),
                 consistency: Consistency::Linearizable as i32,
+                revision: 0,
             })
             .await;
         if matches!(r, Ok(ref r) if r.get_ref().kv.is_some()) {

@@ -34,6 +34,7 @@ pub async fn get(
         .get(GetRequest {
             key: key.into(),
             consistency: consistency as i32,
+            revision: 0,
         })
         .await?;
     Ok(resp

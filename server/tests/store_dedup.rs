@@ -13,6 +13,7 @@ fn put_prev(key: &[u8], value: &[u8]) -> Command {
         value: value.to_vec(),
         prev_kv: true,
         request_id: None,
+        lease: 0,
     })
 }
 

@@ -40,6 +40,7 @@ async fn revisions_and_versions_across_put_delete_reput() {
             value: b"2".to_vec(),
             prev_kv: true,
             request_id: None,
+            lease: 0,
         })
         .await;
     assert_eq!(rev, 2);

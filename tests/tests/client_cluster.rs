@@ -393,6 +393,7 @@ async fn lost_write_answers_are_retried_with_the_same_request_id_and_applied_onc
                 client_id,
                 sequence,
             }),
+            lease: 0,
         };
         let mut kv = kv.clone();
         async move { kv.put(request).await }

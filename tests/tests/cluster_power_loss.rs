@@ -270,6 +270,7 @@ async fn check_acked(pc: &PowerCluster, acked: &[(String, String)]) -> Findings 
             let get = client.get(GetRequest {
                 key: key.clone().into(),
                 consistency: Consistency::Linearizable as i32,
+                revision: 0,
             });
             match tokio::time::timeout(Duration::from_secs(3), get).await {
                 Ok(Ok(resp)) => {

@@ -313,6 +313,7 @@ async fn get(addr: &str, key: &str) -> Option<String> {
     let req = GetRequest {
         key: key.into(),
         consistency: Consistency::Linearizable as i32,
+        revision: 0,
     };
     let resp = kv
         .get(req)

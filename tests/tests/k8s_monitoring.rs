@@ -269,6 +269,7 @@ async fn rules_and_dashboard_query_only_metrics_a_live_member_exports() {
             .get(GetRequest {
                 key: b"metrics-0".to_vec(),
                 consistency: Consistency::Linearizable as i32,
+                revision: 0,
             })
             .await
             .expect("get");

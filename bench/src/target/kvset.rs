@@ -126,6 +126,7 @@ impl KvsetRaw {
         let request = GetRequest {
             key,
             consistency: consistency as i32,
+            revision: 0,
         };
         match self.kv[endpoint].clone().get(request).await {
             Ok(r) => Ok(r.into_inner().kv.map(|kv| kv.value)),
@@ -173,6 +174,7 @@ impl Target for KvsetRaw {
             value,
             prev_kv: false,
             request_id: lease.as_ref().map(Lease::id),
+            lease: 0,
         };
         let i = self.leader();
         match self.kv[i].clone().put(request).await {

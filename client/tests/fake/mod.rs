@@ -301,6 +301,7 @@ impl FakeCluster {
                     create_revision: rev,
                     mod_revision: rev,
                     version: 1,
+                    lease: 0,
                 },
             );
         }
@@ -341,6 +342,7 @@ impl Store {
             create_revision: old.as_ref().map_or(rev, |o| o.create_revision),
             mod_revision: rev,
             version: old.as_ref().map_or(1, |o| o.version + 1),
+            lease: 0,
         };
         self.kvs.insert(key.to_vec(), kv);
         pb::PutResponse {
@@ -673,6 +675,13 @@ impl Kv for FakeMember {
             }
             _ => Err(Status::internal("id reused across kinds")),
         }
+    }
+
+    async fn compact(
+        &self,
+        _req: Request<pb::CompactRequest>,
+    ) -> Result<Response<pb::CompactResponse>, Status> {
+        Err(Status::unimplemented("the fake cluster keeps no history"))
     }
 }
 

@@ -410,4 +410,13 @@ impl Kv for KvService {
         let token = request.get_ref().request_id;
         instrumented!(self, "Txn", token.as_ref(), self.serve_txn(request))
     }
+
+    async fn compact(
+        &self,
+        _request: Request<kvset_proto::v1::CompactRequest>,
+    ) -> Result<Response<kvset_proto::v1::CompactResponse>, Status> {
+        Err(Status::unimplemented(
+            "compaction arrives with the revision history",
+        ))
+    }
 }

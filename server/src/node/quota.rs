@@ -207,7 +207,7 @@ pub fn human_bytes(bytes: u64) -> String {
 }
 
 /// True when `command` would add data: a put, a transaction with a put in either branch, or a
-/// batch holding one. Deletes and alarm commands never do.
+/// batch holding one, or a lease grant. Deletes, compactions, revokes and alarm commands never do.
 pub fn grows_data(command: &LogCommand) -> bool {
     match &command.command {
         Some(Command::Put(_)) => true,
@@ -217,7 +217,12 @@ pub fn grows_data(command: &LogCommand) -> bool {
             .chain(&txn.failure)
             .any(|op| matches!(op.request, Some(request_op::Request::Put(_)))),
         Some(Command::Batch(batch)) => batch.commands.iter().any(grows_data),
-        Some(Command::Delete(_)) | Some(Command::Alarm(_)) | None => false,
+        Some(Command::LeaseGrant(_)) => true,
+        Some(Command::Delete(_))
+        | Some(Command::Alarm(_))
+        | Some(Command::Compact(_))
+        | Some(Command::LeaseRevoke(_))
+        | None => false,
     }
 }
 

@@ -133,6 +133,7 @@ mod tests {
                 value: vec![0, 255, 7],
                 prev_kv: true,
                 request_id: None,
+                lease: 0,
             })),
         });
         let bin = postcard::to_allocvec(&cmd).unwrap();

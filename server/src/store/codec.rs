@@ -160,6 +160,7 @@ impl KvRecord {
             create_revision: self.create_revision,
             mod_revision: self.mod_revision,
             version: self.version,
+            lease: 0,
         }
     }
 }
@@ -212,6 +213,7 @@ pub(crate) fn key_value(key: &[u8], bytes: &[u8], keys_only: bool) -> Result<Key
         create_revision: h.create_revision,
         mod_revision: h.mod_revision,
         version: h.version,
+        lease: 0,
     })
 }
 

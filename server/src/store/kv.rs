@@ -269,10 +269,14 @@ pub(crate) fn execute(
                 detail: "a command batch reached the key-value executor".into(),
             })
         }
-        Command::Alarm(_) => {
+        Command::Alarm(_)
+        | Command::Compact(_)
+        | Command::LeaseGrant(_)
+        | Command::LeaseRevoke(_) => {
             return Err(StoreError::Corrupt {
                 what: "log command",
-                detail: "an alarm command reached the key-value executor".into(),
+                detail: "a command the state machine handles itself reached the key-value executor"
+                    .into(),
             })
         }
     };

@@ -196,6 +196,7 @@ impl Sim {
         let call = client.get(GetRequest {
             key: key.as_bytes().to_vec(),
             consistency: consistency as i32,
+            revision: 0,
         });
         match tokio::time::timeout(REQUEST_LIMIT, call).await {
             Ok(r) => r.map(|r| {
