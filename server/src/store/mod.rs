@@ -109,8 +109,10 @@ mod dedup;
 mod digest;
 mod durable;
 mod error;
+mod history;
 pub(crate) mod io_trace;
 mod kv;
+mod lease;
 mod log;
 mod meta;
 mod restore;
@@ -125,12 +127,12 @@ use std::sync::Arc;
 
 pub use dedup::MAX_CLIENTS as MAX_DEDUP_CLIENTS;
 pub use error::StoreError;
-pub use kv::TXN_RANGE_DEFAULT_LIMIT;
+pub use kv::{KeyRange, TXN_RANGE_DEFAULT_LIMIT};
 pub use log::LogStore;
 pub use restore::{describe_snapshot, SnapshotSummary};
 pub use snapshot::SNAPSHOT_FORMAT;
 pub use state_machine::{
-    SnapshotBuilder, StateDigest, StateMachineStore, FAILPOINT_BEFORE_SNAPSHOT_SAVE,
+    Changes, SnapshotBuilder, StateDigest, StateMachineStore, FAILPOINT_BEFORE_SNAPSHOT_SAVE,
 };
 
 use durable::Durability;
@@ -141,10 +143,12 @@ use durable::Durability;
 /// - 2: the dedup eviction order moved out of the tree into memory (`dedup.rs`), and log entries
 ///   may hold command batches (group commit). A format-1 directory is upgraded when it opens;
 ///   a build that only knows format 1 refuses a format-2 directory instead of misreading it.
-pub const STORE_FORMAT: u32 = 2;
+/// - 3: the revision history, leases, and the compact revision and lease counter in the
+///   metadata record (`meta.rs`). A format-2 directory opens as if compacted at its revision.
+pub const STORE_FORMAT: u32 = 3;
 
 /// Older layouts this build upgrades in place when it opens them.
-const UPGRADABLE_FORMATS: [u32; 1] = [1];
+const UPGRADABLE_FORMATS: [u32; 2] = [1, 2];
 
 const FORMAT_KEY: &[u8] = b"format";
 /// Key in the `store` tree naming the live state-machine generation.
