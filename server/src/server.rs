@@ -39,6 +39,7 @@ use crate::node::join::{check_still_member, join, probe_cluster_id, JoinError};
 use crate::node::leadership::{hand_off, reclaim_preferred_leadership};
 use crate::node::read_index::RestartFloor;
 use crate::node::rejoin::RejoinMarker;
+use crate::node::scale::{leave_cluster, scaled_away, DepartedMarker};
 use crate::node::Node;
 use crate::raft::network::{ClusterIdCell, PeerNetwork, MAX_PEER_MESSAGE_BYTES};
 use crate::raft::{NodeId, Raft};
@@ -81,6 +82,8 @@ pub enum ServerError {
     ClusterRecord(#[from] crate::cluster_record::RecordError),
     #[error("re-join marker: {0}")]
     Rejoin(#[from] crate::node::rejoin::RejoinError),
+    #[error("{0}")]
+    Departed(#[from] crate::node::scale::DepartedError),
 }
 
 /// A started member. Dropping it does not stop it; call [`RunningServer::shutdown`].
@@ -159,6 +162,14 @@ async fn open_member(config: &ServerConfig) -> Result<OpenMember, ServerError> {
     let my_node = config.peers.member(me)?;
     let volume = Volume::claim(&config.data_dir, me, config.expected_cluster_id.as_deref())?;
     ensure_room_to_open(&config.data_dir)?;
+    let departed = DepartedMarker::new(&config.data_dir);
+    if departed.exists() {
+        tracing::warn!(
+            "{me} left the cluster on a scale-down (its volume says so): its old data is \
+             discarded and it joins as a new member"
+        );
+        departed.clear_departed_volume(&volume.store_dir())?;
+    }
     let store = Store::open_with_cache(&volume.store_dir(), config.cache_bytes)?;
     let record = ClusterRecord::open(&config.cluster_record)?;
     if record.is_none() {
@@ -600,6 +611,12 @@ async fn carry_out_start_plan(
         node.clone(),
         config.quota_check_interval,
     )));
+    background.push(tokio::spawn(
+        node.desired_replicas()
+            .clone()
+            .follow(crate::replicas::POLL_INTERVAL),
+    ));
+    background.push(tokio::spawn(crate::node::scale::reconcile(node.clone())));
     Ok(())
 }
 
@@ -609,6 +626,20 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let grace = self.node.config().shutdown_grace;
         let node = self.node.clone();
+        // Scaled away (ordinal ≥ the set's size, read fresh now) or restarting? See node::scale.
+        let desired = tokio::time::timeout(grace / 8, node.desired_replicas().refresh())
+            .await
+            .ok()
+            .flatten();
+        let leaving = node.failure().is_none() && scaled_away(node.id(), desired);
+        if leaving {
+            tracing::info!(
+                desired = desired.unwrap_or(0),
+                "this member's ordinal is at or above the set's size: it leaves the cluster"
+            );
+        }
+        let leave_budget = if leaving { grace * 3 / 4 } else { grace / 2 };
+        let leave_deadline = tokio::time::Instant::now() + leave_budget;
         let leave = async {
             node.begin_shutdown();
             // A member whose storage failed has no working Raft core to hand anything off with.
@@ -626,15 +657,21 @@ impl RunningServer {
                     }
                 }
             }
+            if leaving && leave_cluster(&node, leave_deadline).await {
+                let cluster = node.cluster_id().unwrap_or_default();
+                if let Err(e) = DepartedMarker::new(&node.config().data_dir).store(&cluster, &node.name()) {
+                    tracing::error!(error = %e, "could not mark the volume as departed");
+                }
+            }
         };
-        if tokio::time::timeout(grace / 2, leave).await.is_err() {
+        if tokio::time::timeout(leave_budget, leave).await.is_err() {
             tracing::warn!("hand-off took too long; stopping anyway");
         }
         let _ = self.stop_servers.send(true);
         for task in &self.background {
             task.abort();
         }
-        let remaining = grace / 2;
+        let remaining = grace.saturating_sub(leave_budget).max(grace / 4);
         let stop = async {
             node.shutdown_raft().await;
             for server in self.servers {

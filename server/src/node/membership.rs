@@ -179,6 +179,11 @@ impl Node {
         Ok(())
     }
 
+    /// Whether member `id` answers now, as a member of our cluster.
+    pub async fn answers(&self, id: NodeId) -> bool {
+        self.responsive(&BTreeSet::from([id])).await.contains(&id)
+    }
+
     /// Asks `ids` for their status; returns those that answered as members of our cluster.
     async fn responsive(&self, ids: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
         let m = self.metrics();
