@@ -166,6 +166,8 @@ impl ClusterService {
             alarms: self.node.state_machine().alarms(),
             store_usage_bytes: self.node.quota().usage(),
             quota_bytes: self.node.quota().bytes(),
+            membership_mode: self.node.desired_replicas().mode().to_string(),
+            desired_replicas: self.node.desired_replicas().current().unwrap_or(0),
         }))
     }
 

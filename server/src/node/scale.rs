@@ -42,6 +42,8 @@ pub const DEPARTED_FILE: &str = "kvset-departed.json";
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
 /// How many rounds in a row a member above the size must be silent before the leader removes it.
 const SILENT_ROUNDS: u32 = 2;
+/// How long the leader waits for one removal to commit before it looks again.
+const REMOVAL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why a departed volume could not be handled.
 #[derive(Debug, thiserror::Error)]
@@ -186,11 +188,15 @@ pub async fn reconcile(node: Arc<Node>) {
             desired = desired.unwrap_or(0),
             "removing a member above the set's size that is gone"
         );
-        match node.remove_member(highest, true).await {
-            Ok(()) => {
+        match tokio::time::timeout(REMOVAL_TIMEOUT, node.remove_member(highest, true)).await {
+            Ok(Ok(())) => {
                 silent.remove(&highest);
             }
-            Err(e) => tracing::info!(member = highest, error = %e, "cannot remove it yet"),
+            Ok(Err(e)) => tracing::info!(member = highest, error = %e, "cannot remove it yet"),
+            Err(_) => tracing::warn!(
+                member = highest,
+                "the removal did not commit within {REMOVAL_TIMEOUT:?}; looking again"
+            ),
         }
     }
 }
