@@ -411,4 +411,102 @@ mod tests {
         assert_eq!(desired.mode(), "manual");
         assert_eq!(DesiredReplicas::manual().refresh().await, None);
     }
+
+    /// A fake Kubernetes API server: the StatefulSet `kv` in namespace `ns`, readable with the
+    /// token `good` only (any other token is refused as a pod without RBAC is), with the
+    /// replica count in `replicas` (None: the field is absent).
+    async fn fake_api(
+        replicas: Arc<Mutex<Option<u64>>>,
+    ) -> (String, tokio::task::JoinHandle<()>) {
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::routing::get;
+        let app = axum::Router::new().route(
+            "/apis/apps/v1/namespaces/ns/statefulsets/kv",
+            get(move |headers: HeaderMap| {
+                let replicas = replicas.clone();
+                async move {
+                    let token = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    if token != "Bearer good" {
+                        let body = serde_json::json!({"kind": "Status", "status": "Failure",
+                            "message": "statefulsets.apps \"kv\" is forbidden: User \"system:serviceaccount:ns:default\" cannot get resource \"statefulsets\"",
+                            "reason": "Forbidden", "code": 403});
+                        return (StatusCode::FORBIDDEN, body.to_string());
+                    }
+                    let mut spec = serde_json::json!({"serviceName": "kv"});
+                    if let Some(n) = *replicas.lock().unwrap() {
+                        spec["replicas"] = n.into();
+                    }
+                    let body = serde_json::json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                        "metadata": {"name": "kv", "namespace": "ns", "resourceVersion": "7"},
+                        "spec": spec, "status": {"replicas": 3}});
+                    (StatusCode::OK, body.to_string())
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        (format!("http://{addr}"), server)
+    }
+
+    #[tokio::test]
+    async fn the_statefulset_size_is_read_through_the_api_and_followed() {
+        let replicas = Arc::new(Mutex::new(Some(3)));
+        let (api, server) = fake_api(replicas.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "good\n").unwrap();
+        let sts = StatefulSetApi::new(&api, "ns", "kv").with_token_file(token.clone());
+        let desired = DesiredReplicas::new(ReplicasSource::StatefulSet(sts));
+        assert_eq!(desired.refresh().await, Some(3));
+        assert_eq!(desired.mode(), "statefulset");
+        // `kubectl scale statefulset kv --replicas=1`
+        *replicas.lock().unwrap() = Some(1);
+        assert_eq!(desired.refresh().await, Some(1));
+        // Kubernetes' default when the field is absent.
+        *replicas.lock().unwrap() = None;
+        assert_eq!(desired.refresh().await, Some(1));
+        *replicas.lock().unwrap() = Some(5);
+        // follow() keeps it fresh.
+        let follower = tokio::spawn(desired.clone().follow(Duration::from_millis(20)));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(desired.current(), Some(5));
+        follower.abort();
+
+        // The token rotates to one without RBAC: manual, and the error says what is missing.
+        std::fs::write(&token, "other\n").unwrap();
+        assert_eq!(desired.refresh().await, None);
+        assert_eq!(desired.mode(), "manual");
+        let sts = StatefulSetApi::new(&api, "ns", "kv").with_token_file(token.clone());
+        let err = sts.replicas().await.unwrap_err();
+        assert!(
+            matches!(&err, ReplicasError::Api { status: 403, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("needs `get` on this StatefulSet"), "{err}");
+
+        // Another StatefulSet (not found) and an API that is down: manual too, never a guess.
+        let other = StatefulSetApi::new(&api, "ns", "other").with_token_file(token);
+        assert!(other.replicas().await.is_err());
+        server.abort();
+        let _ = server.await;
+        assert_eq!(desired.refresh().await, None);
+        assert_eq!(desired.mode(), "manual");
+    }
+
+    #[test]
+    fn a_statefulset_source_outside_a_pod_is_manual_with_the_reason() {
+        let source = ReplicasSource::open(&ReplicasFrom::StatefulSet("kv".into()));
+        if std::path::Path::new(SERVICE_ACCOUNT_DIR).exists() {
+            return; // running in a pod: the in-cluster API may well be readable
+        }
+        assert_eq!(source.kind(), "manual");
+        assert!(matches!(source, ReplicasSource::Manual(Some(_))));
+    }
 }
