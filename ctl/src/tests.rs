@@ -136,7 +136,7 @@ fn subcommands_parse() {
     ));
     assert!(matches!(
         parse(&["status"]).unwrap().command,
-        Command::Status
+        Command::Status { watch: false, .. }
     ));
     // Usage errors exit with 2, like invalid input.
     assert_eq!(parse(&["frobnicate"]).unwrap_err().exit_code(), 2);

@@ -259,7 +259,10 @@ pub async fn run(
             let desired = match crate::replicas::read_file(&replicas_file) {
                 Ok(n) if (1..=MAX_REPLICAS).contains(&n) => n,
                 Ok(n) => {
-                    eprintln!("  {}: {n} replicas is out of range (1..={MAX_REPLICAS}); ignored", replicas_file.display());
+                    eprintln!(
+                        "  {}: {n} replicas is out of range (1..={MAX_REPLICAS}); ignored",
+                        replicas_file.display()
+                    );
                     started.len() as u64
                 }
                 Err(_) => started.len() as u64,
@@ -293,7 +296,10 @@ pub async fn run(
                 let _ = write_state(&spec, &state);
             } else if desired < running {
                 let last = started.pop().expect("running > desired >= 1");
-                println!("  scaling down: stopping {} (it leaves the cluster)", last.spec.name);
+                println!(
+                    "  scaling down: stopping {} (it leaves the cluster)",
+                    last.spec.name
+                );
                 last.stopping.store(true, Ordering::SeqCst);
                 last.terminate().await;
                 last.wait_exit(Instant::now() + STOP_TIMEOUT).await;
@@ -375,7 +381,11 @@ pub fn running_launcher(data_dir: &Path) -> Result<LauncherState, LauncherError>
 /// `kvset-server local scale N`: sets the desired count of the launcher running on `data_dir`
 /// and waits, up to `timeout`, until it runs N replicas and the cluster's membership is exactly
 /// kv-0 … kv-(N-1), all voters. Returns a summary line.
-pub async fn scale(data_dir: &Path, replicas: u64, timeout: Duration) -> Result<String, LauncherError> {
+pub async fn scale(
+    data_dir: &Path,
+    replicas: u64,
+    timeout: Duration,
+) -> Result<String, LauncherError> {
     check_replicas(replicas)?;
     let state = running_launcher(data_dir)?;
     if u64::from(state.base_port) + 200 + replicas > u64::from(u16::MAX) {

@@ -155,13 +155,12 @@ impl StatefulSetApi {
     /// The StatefulSet `name` in the pod's namespace, through the in-cluster API endpoint with
     /// the service account mounted at `sa_dir`.
     pub fn in_cluster(name: &str, sa_dir: &Path) -> Result<Self, ReplicasError> {
-        let api =
-            InClusterApi::from_service_account(sa_dir).map_err(|reason| {
-                ReplicasError::Unreadable {
-                    place: format!("statefulset:{name}"),
-                    reason,
-                }
-            })?;
+        let api = InClusterApi::from_service_account(sa_dir).map_err(|reason| {
+            ReplicasError::Unreadable {
+                place: format!("statefulset:{name}"),
+                reason,
+            }
+        })?;
         let mut me = Self::new(&api.api, &api.namespace, name);
         me.token_file = Some(api.token_file);
         me.tls = Some(api.tls);
@@ -314,7 +313,12 @@ impl DesiredReplicas {
 
     /// The size from the last read, None while it could not be read (membership is manual then).
     pub fn current(&self) -> Option<u64> {
-        self.last.lock().expect("replicas lock").as_ref().ok().copied()
+        self.last
+            .lock()
+            .expect("replicas lock")
+            .as_ref()
+            .ok()
+            .copied()
     }
 
     /// `statefulset` or `file` while the source reads, otherwise `manual`.
@@ -330,10 +334,7 @@ impl DesiredReplicas {
     /// to manual membership or leaves it.
     pub async fn refresh(&self) -> Option<u64> {
         let now = self.source.read().await;
-        let before = std::mem::replace(
-            &mut *self.last.lock().expect("replicas lock"),
-            now.clone(),
-        );
+        let before = std::mem::replace(&mut *self.last.lock().expect("replicas lock"), now.clone());
         match (&before, &now) {
             (Err(_), Ok(n)) => tracing::info!(
                 replicas = n,
@@ -415,9 +416,7 @@ mod tests {
     /// A fake Kubernetes API server: the StatefulSet `kv` in namespace `ns`, readable with the
     /// token `good` only (any other token is refused as a pod without RBAC is), with the
     /// replica count in `replicas` (None: the field is absent).
-    async fn fake_api(
-        replicas: Arc<Mutex<Option<u64>>>,
-    ) -> (String, tokio::task::JoinHandle<()>) {
+    async fn fake_api(replicas: Arc<Mutex<Option<u64>>>) -> (String, tokio::task::JoinHandle<()>) {
         use axum::http::{HeaderMap, StatusCode};
         use axum::routing::get;
         let app = axum::Router::new().route(
@@ -489,7 +488,10 @@ mod tests {
             matches!(&err, ReplicasError::Api { status: 403, .. }),
             "{err:?}"
         );
-        assert!(err.to_string().contains("needs `get` on this StatefulSet"), "{err}");
+        assert!(
+            err.to_string().contains("needs `get` on this StatefulSet"),
+            "{err}"
+        );
 
         // Another StatefulSet (not found) and an API that is down: manual too, never a guess.
         let other = StatefulSetApi::new(&api, "ns", "other").with_token_file(token);

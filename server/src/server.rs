@@ -659,7 +659,9 @@ impl RunningServer {
             }
             if leaving && leave_cluster(&node, leave_deadline).await {
                 let cluster = node.cluster_id().unwrap_or_default();
-                if let Err(e) = DepartedMarker::new(&node.config().data_dir).store(&cluster, &node.name()) {
+                if let Err(e) =
+                    DepartedMarker::new(&node.config().data_dir).store(&cluster, &node.name())
+                {
                     tracing::error!(error = %e, "could not mark the volume as departed");
                 }
             }

@@ -105,15 +105,25 @@ async fn scaled_away_members_leave_on_sigterm_even_when_leading_and_come_back_ne
     std::fs::write(&file, "1\n").unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     for i in [2usize, 1] {
-        let was_leader = c.status(i).await.is_some_and(|s| s.leader_id == Some(i as u64));
+        let was_leader = c
+            .status(i)
+            .await
+            .is_some_and(|s| s.leader_id == Some(i as u64));
         let took = c.terminate(i, Duration::from_secs(30));
-        assert!(took < Duration::from_secs(25), "kv-{i} took {took:?} to leave");
+        assert!(
+            took < Duration::from_secs(25),
+            "kv-{i} took {took:?} to leave"
+        );
         let log = c.log(i);
         assert!(
             log.contains("left the cluster (scale-down): removal committed"),
             "kv-{i} (leader: {was_leader}) did not leave:\n{log}"
         );
-        assert!(c.members[i].spec.data_dir.join("kvset-departed.json").exists());
+        assert!(c.members[i]
+            .spec
+            .data_dir
+            .join("kvset-departed.json")
+            .exists());
     }
     assert_eq!(wait_ids(&c, 0, &[0], Duration::from_secs(10)).await, [0]);
 
@@ -122,7 +132,11 @@ async fn scaled_away_members_leave_on_sigterm_even_when_leading_and_come_back_ne
     for i in [1usize, 2] {
         c.start_with(i, &[&flag(&file)]);
         c.wait_ready(i, Duration::from_secs(60)).await;
-        assert!(!c.members[i].spec.data_dir.join("kvset-departed.json").exists());
+        assert!(!c.members[i]
+            .spec
+            .data_dir
+            .join("kvset-departed.json")
+            .exists());
     }
     assert_eq!(
         wait_ids(&c, 0, &[0, 1, 2], Duration::from_secs(30)).await,

@@ -212,7 +212,9 @@ fn the_pods_may_use_their_cluster_record_and_read_their_statefulset_and_nothing_
             rules.extend(role["rules"].as_array().unwrap().iter().cloned());
         }
         assert!(
-            !docs.iter().any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"),
+            !docs
+                .iter()
+                .any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"),
             "k8s/{kustomization}: no cluster-wide permissions"
         );
         let mut expected = vec![

@@ -105,13 +105,14 @@ impl Launcher {
     }
 
     async fn cluster(&self, n: u16) -> Option<ClusterClient<tonic::transport::Channel>> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.endpoint(n)))
-            .ok()?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(3))
-            .connect()
-            .await
-            .ok()?;
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", self.endpoint(n)))
+                .ok()?
+                .connect_timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(3))
+                .connect()
+                .await
+                .ok()?;
         Some(ClusterClient::new(channel))
     }
 
@@ -200,7 +201,12 @@ async fn scaling_a_writing_cluster_loses_no_acknowledged_write() {
         }));
     }
 
-    let steps: [(u64, &[u64]); 4] = [(1, &[0]), (3, &[0, 1, 2]), (5, &[0, 1, 2, 3, 4]), (3, &[0, 1, 2])];
+    let steps: [(u64, &[u64]); 4] = [
+        (1, &[0]),
+        (3, &[0, 1, 2]),
+        (5, &[0, 1, 2, 3, 4]),
+        (3, &[0, 1, 2]),
+    ];
     for (n, want) in steps {
         let before = acked.lock().unwrap().len();
         let scale = {
@@ -251,7 +257,11 @@ async fn scaling_a_writing_cluster_loses_no_acknowledged_write() {
         w.await.expect("writer");
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 200, "only {} writes acknowledged", acked.len());
+    assert!(
+        acked.len() > 200,
+        "only {} writes acknowledged",
+        acked.len()
+    );
 
     // Every acknowledged write is there (linearizable reads).
     let client = kvset_client::Client::connect(endpoints.clone())
@@ -264,7 +274,12 @@ async fn scaling_a_writing_cluster_loses_no_acknowledged_write() {
             lost.push(key.clone());
         }
     }
-    assert!(lost.is_empty(), "{} acknowledged writes lost: {:?}", lost.len(), &lost[..lost.len().min(10)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
 
     // Converged: the three members report the same state at the same applied index.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -281,7 +296,10 @@ async fn scaling_a_writing_cluster_loses_no_acknowledged_write() {
         if seen.len() == 3 && seen.iter().all(|s| *s == seen[0]) {
             break;
         }
-        assert!(Instant::now() < deadline, "replicas did not converge: {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "replicas did not converge: {seen:?}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }

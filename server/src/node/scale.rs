@@ -268,7 +268,10 @@ mod tests {
         assert!(!scaled_away(2, Some(3)), "below the size: a restart");
         assert!(scaled_away(2, Some(2)));
         assert!(scaled_away(4, Some(3)));
-        assert!(!scaled_away(1, Some(0)), "scaled to zero: a full stop, nobody leaves");
+        assert!(
+            !scaled_away(1, Some(0)),
+            "scaled to zero: a full stop, nobody leaves"
+        );
 
         let members = [0, 1, 2, 3, 4];
         assert_eq!(removal_candidates(&members, 0, Some(2)), vec![4, 3, 2]);
