@@ -48,7 +48,7 @@ pub fn clock_text(t: SystemTime) -> String {
 /// `1s`, `2s`, `500ms`: the interval as it was most likely written.
 pub fn format_interval(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

@@ -73,7 +73,7 @@ pub struct LocalClusterSpec {
 /// Why the launcher failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LauncherError {
-    #[error("--replicas must be between 1 and 99, got {0}")]
+    #[error("the number of replicas (--replicas, or N of `local scale N`) must be between 1 and 99, got {0}")]
     Replicas(u64),
     #[error("--base-port {0} leaves no room for {1} replicas (needs ports up to base+200+N)")]
     Ports(u16, u64),

@@ -90,7 +90,7 @@ pub async fn leave_cluster(node: &Node, deadline: Instant) -> bool {
                 tracing::info!(member = %node.name(), "left the cluster (scale-down): removal committed");
                 return true;
             }
-            Err(e) if attempt == 1 || attempt % 10 == 0 => {
+            Err(e) if attempt == 1 || attempt.is_multiple_of(10) => {
                 tracing::info!(error = %e, member = me, "leaving the cluster: removal not done yet; retrying");
             }
             Err(_) => {}
