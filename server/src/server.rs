@@ -11,8 +11,9 @@
 //! volume (see [`crate::node::rejoin`]).
 //!
 //! Graceful shutdown (SIGTERM, Kubernetes' pod deletion): stop taking requests and turn readiness
-//! off, hand leadership to a caught-up voter if this member leads, then stop the servers and Raft
-//! and let the store flush, all within `shutdown_grace`.
+//! off, hand leadership to a caught-up voter if this member leads, leave the cluster for good if
+//! the set's size says this member is scaled away (see [`crate::node::scale`]), then stop the
+//! servers and Raft and let the store flush, all within `shutdown_grace`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -621,11 +622,14 @@ async fn carry_out_start_plan(
 }
 
 impl RunningServer {
-    /// Leaves gracefully: refuse new requests, hand leadership off if leading, stop serving,
-    /// stop Raft (which flushes the store). Bounded by the configured grace period.
+    /// Leaves gracefully: refuse new requests, hand leadership off if leading, leave the cluster
+    /// if scaled away (ordinal ≥ the set's size, see `node::scale`), stop serving, stop Raft
+    /// (which flushes the store). Bounded by the configured grace period.
     pub async fn shutdown(self) {
         let grace = self.node.config().shutdown_grace;
         let node = self.node.clone();
+        // Stop taking requests at once (readiness off), whatever comes next.
+        node.begin_shutdown();
         // Scaled away (ordinal ≥ the set's size, read fresh now) or restarting? See node::scale.
         let desired = tokio::time::timeout(grace / 8, node.desired_replicas().refresh())
             .await
@@ -641,7 +645,6 @@ impl RunningServer {
         let leave_budget = if leaving { grace * 3 / 4 } else { grace / 2 };
         let leave_deadline = tokio::time::Instant::now() + leave_budget;
         let leave = async {
-            node.begin_shutdown();
             // A member whose storage failed has no working Raft core to hand anything off with.
             if node.failure().is_none() && node.metrics().state == ServerState::Leader {
                 // Writes are refused from here on, but the last ones may still be on their way
