@@ -255,6 +255,11 @@ pub struct Status {
     pub store_usage_bytes: u64,
     /// This member's space quota, bytes; 0 when off.
     pub quota_bytes: u64,
+    /// Where the set's desired size comes from: `statefulset`, `file`, or `manual` (members
+    /// that stop never leave by themselves); empty from servers that predate it.
+    pub membership_mode: String,
+    /// The set's desired size as the member last read it; 0 when manual.
+    pub desired_replicas: u64,
 }
 
 /// The kind of an alarm.
@@ -340,6 +345,8 @@ impl Status {
             alarms: s.alarms.into_iter().map(Alarm::from_pb).collect(),
             store_usage_bytes: s.store_usage_bytes,
             quota_bytes: s.quota_bytes,
+            membership_mode: s.membership_mode,
+            desired_replicas: s.desired_replicas,
         }
     }
 }
