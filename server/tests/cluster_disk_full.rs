@@ -449,27 +449,44 @@ async fn the_space_quota_stops_growth_before_the_disk_fills_and_recovery_restore
     assert_eq!(code, 4, "kvsetctl put under NOSPACE exits 4: {err}");
     assert!(err.contains("NOSPACE alarm"), "{err}");
 
-    // Recovery: delete all but the last ten acknowledged keys; every member gets under its
-    // quota (the alarmed ones compact themselves), then disarm.
-    let keep = &acked[acked.len().saturating_sub(10)..];
-    let deleted = c
-        .kv(0)
-        .delete(DeleteRequest {
-            key: "disk-".into(),
-            range_end: format!("disk-{:05}", keep[0]).into(),
-            ..Default::default()
-        })
-        .await
-        .expect("deletes work under NOSPACE")
-        .into_inner();
-    // The history still holds the deleted values: compact it to the delete's revision.
-    c.kv(1)
-        .compact(kvset_proto::v1::CompactRequest {
-            revision: deleted.header.expect("header").revision,
-        })
+    // Recovery, first: compact the history to the current revision. A delete records the
+    // deleted values in the history, so it needs room; compacting first makes it.
+    let now = c.status(0).await.expect("status").revision;
+    c.kv(2)
+        .compact(kvset_proto::v1::CompactRequest { revision: now })
         .await
         .expect("compaction works under NOSPACE");
-    let deleted = deleted.deleted;
+
+    // Recovery: delete all but the last ten acknowledged keys, a few at a time, compacting the
+    // history after each batch (a delete records the values it deletes in the history until it
+    // is compacted, so one big delete could need more room than a nearly full disk has); every
+    // member gets under its quota (the alarmed ones compact themselves), then disarm.
+    let keep = &acked[acked.len().saturating_sub(10)..];
+    let mut deleted = 0i64;
+    let mut from = 0usize;
+    while from < keep[0] {
+        let to = (from + 8).min(keep[0]);
+        let answer = c
+            .kv(0)
+            .delete(DeleteRequest {
+                key: format!("disk-{from:05}").into(),
+                range_end: format!("disk-{to:05}").into(),
+                ..Default::default()
+            })
+            .await
+            .expect("deletes work under NOSPACE")
+            .into_inner();
+        deleted += answer.deleted;
+        if answer.deleted > 0 {
+            c.kv(1)
+                .compact(kvset_proto::v1::CompactRequest {
+                    revision: answer.header.expect("header").revision,
+                })
+                .await
+                .expect("compaction works under NOSPACE");
+        }
+        from = to;
+    }
     // Every acknowledged key below the kept ones, plus any put that timed out but was applied.
     let deleted = deleted as usize;
     assert!(

@@ -23,8 +23,11 @@
 //! - **Compaction to C** deletes the changes at and below C ([`compact`]). The state at C stays
 //!   readable, because rewinding to any R ≥ C only needs changes after R. Storing the previous
 //!   record inside each change (rather than pointing at an older change) is what lets
-//!   compaction drop a prefix without looking at keys: the price is that an overwrite stores
-//!   the old value a second time until it is compacted.
+//!   compaction drop a prefix without looking at keys: the price is space until compaction — a
+//!   put stores its value twice (live and in its change) and the value it replaced once more, a
+//!   delete stores the deleted value. etcd stores each version once; doing the same here needs
+//!   a per-key version index (to find a change's neighbours), which is the next step if the
+//!   space matters more than the simplicity.
 //!
 //! Everything here is deterministic and runs inside apply (writes) or under the state
 //! machine's read lock (reads), so a reader never sees half a revision.

@@ -81,6 +81,9 @@ pub fn key_value(kv: v1::KeyValue) -> kvset_proto::etcd::mvccpb::KeyValue {
     }
 }
 
+/// Trailing metadata key holding kvset's own explanation of an error answered with etcd's text.
+pub const DETAIL_METADATA_KEY: &str = "kvset-detail";
+
 /// etcd's error texts (what client libraries match on).
 pub mod errors {
     /// A read or watch below the compact revision.
@@ -109,8 +112,9 @@ pub mod errors {
     pub const TIMEOUT: &str = "etcdserver: request timed out";
 }
 
-/// Rewrites a kvset status into the one etcd would answer, where clients depend on it; kvset's
-/// own message follows etcd's after " — " so nothing of it is lost.
+/// Rewrites a kvset status into the one etcd would answer, where clients depend on it: exactly
+/// etcd's code and message (Go's clientv3 maps errors by their exact text), with kvset's own
+/// explanation kept in the trailing metadata key [`DETAIL_METADATA_KEY`].
 pub fn etcd_status(s: Status) -> Status {
     let message = s.message();
     let lower = message.to_ascii_lowercase();
@@ -150,7 +154,13 @@ pub fn etcd_status(s: Status) -> Status {
         _ => None,
     };
     match etcd {
-        Some((code, text)) => Status::new(code, format!("{text} — {message}")),
+        Some((code, text)) => {
+            let mut status = Status::new(code, text);
+            if let Ok(detail) = message.parse() {
+                status.metadata_mut().insert(DETAIL_METADATA_KEY, detail);
+            }
+            status
+        }
         None => s,
     }
 }
@@ -172,10 +182,11 @@ mod tests {
         let compacted = etcd_status(Status::out_of_range(
             "revision 3 is compacted; the compact revision is 5",
         ));
-        assert!(compacted.message().starts_with(errors::COMPACTED));
-        assert!(compacted.message().contains("compact revision is 5"));
+        assert_eq!(compacted.message(), errors::COMPACTED);
+        let detail = compacted.metadata().get(DETAIL_METADATA_KEY).unwrap();
+        assert!(detail.to_str().unwrap().contains("compact revision is 5"));
         let lease = etcd_status(Status::not_found("lease 7 does not exist"));
-        assert!(lease.message().starts_with(errors::LEASE_NOT_FOUND));
+        assert_eq!(lease.message(), errors::LEASE_NOT_FOUND);
         let other = etcd_status(Status::internal("disk on fire"));
         assert_eq!(other.message(), "disk on fire");
     }

@@ -73,7 +73,7 @@ fn response_of(r: v1::WatchResponse) -> pb::WatchResponse {
         canceled: r.canceled,
         compact_revision: r.compact_revision,
         cancel_reason: if compacted {
-            format!("{} — {}", errors::COMPACTED, r.cancel_reason)
+            errors::COMPACTED.to_string()
         } else {
             r.cancel_reason
         },
