@@ -175,7 +175,7 @@ impl KvService {
                 "compact: revision is {revision}; it must be positive (at most the current revision)"
             )));
         }
-        let command = log_command::Command::Compact(request.get_ref().clone());
+        let command = log_command::Command::Compact(*request.get_ref());
         self.writer
             .serve_write(
                 request,

@@ -159,7 +159,7 @@ impl Lease for LeaseService {
                 "lease revoke: id {id} is not a lease id (ids are positive)"
             )));
         }
-        let command = log_command::Command::LeaseRevoke(request.get_ref().clone());
+        let command = log_command::Command::LeaseRevoke(*request.get_ref());
         self.writer
             .serve_write(
                 request,
@@ -250,7 +250,7 @@ impl Lease for LeaseService {
             let keys = sm
                 .lease(id)
                 .map_err(|e| self.writer.storage_error(e))?
-                .map_or(0, |(_, keys)| keys.len() as i64);
+                .map_or(0, |info| info.keys.len() as i64);
             leases.push(LeaseStatus {
                 id,
                 granted_ttl: ttl,

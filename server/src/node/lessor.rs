@@ -93,7 +93,7 @@ impl Node {
         let Some(term) = self.leading_term() else {
             return Err(self.not_leader());
         };
-        let Some((ttl, _)) = self.lease_record(id)? else {
+        let Some(crate::store::LeaseInfo { ttl, .. }) = self.lease_record(id)? else {
             return Ok(0);
         };
         let mut state = self.lessor.lock();
@@ -113,7 +113,7 @@ impl Node {
         let Some(term) = self.leading_term() else {
             return Err(self.not_leader());
         };
-        let Some((granted, keys)) = self.lease_record(id)? else {
+        let Some(crate::store::LeaseInfo { ttl: granted, keys }) = self.lease_record(id)? else {
             return Ok(None);
         };
         let state = self.lessor.lock();
@@ -132,7 +132,7 @@ impl Node {
         }))
     }
 
-    fn lease_record(&self, id: i64) -> Result<Option<(i64, Vec<Vec<u8>>)>, NodeError> {
+    fn lease_record(&self, id: i64) -> Result<Option<crate::store::LeaseInfo>, NodeError> {
         self.state_machine()
             .lease(id)
             .map_err(|source| NodeError::Storage {

@@ -134,8 +134,11 @@ pub(crate) fn entries(view: &dyn View) -> Result<Vec<LeaseEntry>, StoreError> {
         .collect()
 }
 
+/// A sled key and its value.
+pub(crate) type SledPair = (Vec<u8>, Vec<u8>);
+
 /// The sled pairs that hold `entry` (its record and attachments), for loading a snapshot.
-pub(crate) fn stored(entry: &LeaseEntry) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+pub(crate) fn stored(entry: &LeaseEntry) -> Result<Vec<SledPair>, StoreError> {
     let mut out = vec![(
         lease_key(entry.id),
         codec::encode("lease record", &LeaseRecord { ttl: entry.ttl })?,

@@ -141,7 +141,8 @@ pub use log::LogStore;
 pub use restore::{describe_snapshot, SnapshotSummary};
 pub use snapshot::SNAPSHOT_FORMAT;
 pub use state_machine::{
-    Changes, SnapshotBuilder, StateDigest, StateMachineStore, FAILPOINT_BEFORE_SNAPSHOT_SAVE,
+    Changes, LeaseInfo, SnapshotBuilder, StateDigest, StateMachineStore,
+    FAILPOINT_BEFORE_SNAPSHOT_SAVE,
 };
 
 use durable::Durability;

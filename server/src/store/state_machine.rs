@@ -116,6 +116,15 @@ pub struct Changes {
     pub through: i64,
 }
 
+/// A lease as the applied state holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseInfo {
+    /// The TTL it was granted with, in seconds.
+    pub ttl: i64,
+    /// The attached keys, ascending.
+    pub keys: Vec<Vec<u8>>,
+}
+
 /// A cloneable handle on the state machine; see the module docs.
 #[derive(Clone)]
 pub struct StateMachineStore {
@@ -444,10 +453,13 @@ impl StateMachineStore {
     }
 
     /// Lease `id`'s granted TTL and attached keys, if it exists.
-    pub fn lease(&self, id: i64) -> Result<Option<(i64, Vec<Vec<u8>>)>, StoreError> {
+    pub fn lease(&self, id: i64) -> Result<Option<LeaseInfo>, StoreError> {
         let live = self.inner.read();
         match lease::get(&live.tree, id)? {
-            Some(r) => Ok(Some((r.ttl, lease::keys(&live.tree, id)?))),
+            Some(r) => Ok(Some(LeaseInfo {
+                ttl: r.ttl,
+                keys: lease::keys(&live.tree, id)?,
+            })),
             None => Ok(None),
         }
     }

@@ -280,13 +280,13 @@ fn response_of(
     let response = match (got.response, &asked.request) {
         (Some(response_op::Response::Put(p)), _) => {
             Some(ers::Response::ResponsePut(pb::PutResponse {
-                header: txn_header.clone(),
+                header: *txn_header,
                 prev_kv: p.prev_kv.map(key_value),
             }))
         }
         (Some(response_op::Response::Delete(d)), _) => Some(ers::Response::ResponseDeleteRange(
             pb::DeleteRangeResponse {
-                header: txn_header.clone(),
+                header: *txn_header,
                 deleted: d.deleted,
                 prev_kvs: d.prev_kvs.into_iter().map(key_value).collect(),
             },
@@ -300,7 +300,7 @@ fn response_of(
                 shape(req, &mut kvs) || r.more
             };
             Some(ers::Response::ResponseRange(pb::RangeResponse {
-                header: txn_header.clone(),
+                header: *txn_header,
                 kvs: kvs.into_iter().map(key_value).collect(),
                 more,
                 count: r.count,
