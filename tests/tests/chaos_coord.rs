@@ -32,7 +32,12 @@ fn check(binary: &Path, dir: &Path) -> (Option<i32>, String) {
 /// `file`'s lines rewritten by `plant`.
 fn tampered(out: &Path, into: &Path, file: &str, plant: impl Fn(&mut Vec<String>)) -> PathBuf {
     std::fs::create_dir_all(into).unwrap();
-    for f in ["history.jsonl", "watch.jsonl", "locks.jsonl", "leases.jsonl"] {
+    for f in [
+        "history.jsonl",
+        "watch.jsonl",
+        "locks.jsonl",
+        "leases.jsonl",
+    ] {
         std::fs::copy(out.join(f), into.join(f)).unwrap();
     }
     let text = std::fs::read_to_string(out.join(file)).unwrap();
@@ -107,7 +112,10 @@ fn watchers_and_lock_clients_pass_under_faults_and_planted_bugs_are_caught() {
 
     // The watchers resumed across the faults, and saw real traffic.
     let watch = std::fs::read_to_string(out.join("watch.jsonl")).unwrap();
-    let opens = watch.lines().filter(|l| l.contains(r#""type":"open""#)).count();
+    let opens = watch
+        .lines()
+        .filter(|l| l.contains(r#""type":"open""#))
+        .count();
     assert!(opens > 2, "the watchers never resumed ({opens} opens)");
     let events: Vec<&str> = watch
         .lines()

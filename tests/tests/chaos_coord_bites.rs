@@ -227,7 +227,11 @@ fn the_lock_counter_must_match_the_acknowledged_increments() {
     }
     let lost = check_locks(&locks(2, false));
     assert_eq!(lost.result().status, CheckStatus::Fail);
-    assert!(lost.violations[0].contains("1 lost"), "{:?}", lost.violations);
+    assert!(
+        lost.violations[0].contains("1 lost"),
+        "{:?}",
+        lost.violations
+    );
     let extra = check_locks(&locks(5, false));
     assert_eq!(extra.result().status, CheckStatus::Fail);
     let update = check_locks(&locks(4, true));

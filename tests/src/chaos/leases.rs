@@ -310,7 +310,7 @@ impl Keeper {
             if due && !*self.stop.borrow() {
                 last_short = Some(Instant::now());
                 if let Some(s) = self.grant("short", SHORT_TTL_S).await {
-                    if short.len() % 2 == 0 {
+                    if short.len().is_multiple_of(2) {
                         self.revoke(&s).await;
                     }
                     short.push(s);
