@@ -11,6 +11,10 @@
 //!    ([`crate::history`]): `ok`, `fail` when it certainly had no effect, `info` when it might
 //!    have. Meanwhile a status line on stderr ([`progress`]) shows how far the run is, the
 //!    operations completed, the fault in force and the leader.
+//!    Beside them ([`coord`]): `--watchers` watch streams on the contended keys that resume
+//!    across every fault ([`watchers`]), and `--lock-clients` that increment a counter under a
+//!    lease-based lock ([`locks`]), each with a lease keeper ([`leases`]), all recording their
+//!    own evidence files.
 //! 3. **Faults.** Meanwhile the nemesis ([`faults`]) follows a seeded [`schedule`]: kill -9 a
 //!    follower or the leader, restart one gracefully, kill every member at once, freeze one,
 //!    partition one, wipe one's volume. One fault at a time, each only into a healthy cluster,
@@ -24,7 +28,8 @@
 //!    history too.
 //! 5. **Judge** ([`checks`]): linearizability of every key's history (the existing checker),
 //!    no acknowledged write lost, the replicas converged to one revision and one state hash, the
-//!    cluster healed every time. The verdict and exit code follow `kvset-chaos check`: 0 pass,
+//!    cluster healed every time; and the coordination checks ([`watch_check`], [`lock_check`],
+//!    [`lease_check`]). The verdict and exit code follow `kvset-chaos check`: 0 pass,
 //!    1 violation, 2 inconclusive or harness error — never a pass by default.
 //! 6. **Report** ([`report`]): `report.md` and `report.json` (operations, faults with times,
 //!    recovery p50/max, checks, the violation window), `report.html` ([`html`]: the same run

@@ -21,7 +21,7 @@ pub const EXIT_INCONCLUSIVE_OR_ERROR: u8 = 2;
 /// Arguments of `kvset-chaos check`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckArgs {
-    /// The history to check (JSON Lines, see docs/CHAOS.md).
+    /// The history to check (JSON Lines, see docs/CHAOS.md), or a run directory holding it.
     pub history: PathBuf,
     /// Wall-clock budget for the whole check, in milliseconds. When it runs out the verdict
     /// is inconclusive (exit code 2). Default: no limit.
