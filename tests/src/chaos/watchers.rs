@@ -11,6 +11,9 @@
 //! the stream — an error, the member killed, a stream that stays silent (a frozen member), a
 //! cancel — a new stream on the *next* member, created from the revision after the last one
 //! delivered. The server's answers are recorded as they come; judging them is the check's job.
+//! A watcher also moves on by itself every [`ROTATE_EVERY`] (a stream closed cleanly, a resume
+//! on the next member), so that resumes happen on every member — one that has just come back
+//! from a fault and is catching up included — not only on those a fault hit.
 //!
 //! # Knowing how far a watcher got
 //!
@@ -49,6 +52,8 @@ pub const WATCH_PREFIX: &str = "k";
 const SILENCE: Duration = Duration::from_secs(3);
 /// How often a watcher asks for progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How long a watcher stays on one member before it moves on by itself.
+const ROTATE_EVERY: Duration = Duration::from_secs(5);
 
 /// A lazily connecting channel to `member`.
 pub fn channel(member: &MemberInfo) -> Result<Channel, String> {
@@ -231,6 +236,7 @@ impl Watcher {
             start_revision: *through + 1,
             ms: self.log.ms(),
         });
+        let opened = Instant::now();
         let mut heard = Instant::now();
         let mut asked: Option<Instant> = None;
         let mut tick = tokio::time::interval(PROGRESS_EVERY);
@@ -263,6 +269,9 @@ impl Watcher {
                     }
                 }
                 _ = tick.tick() => {
+                    if self.target.borrow().is_none() && opened.elapsed() >= ROTATE_EVERY {
+                        return StreamEnd::Resume("moving on to the next member".into());
+                    }
                     if asked.is_some_and(|a| a.elapsed() >= SILENCE)
                         || (asked.is_none() && heard.elapsed() >= SILENCE * 2)
                     {
