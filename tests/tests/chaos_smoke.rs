@@ -57,7 +57,15 @@ fn a_seeded_process_run_with_every_fault_passes() {
     let names: Vec<&str> = checks.iter().filter_map(|c| c["name"].as_str()).collect();
     assert_eq!(
         names,
-        ["linearizability", "lost_writes", "convergence", "liveness"]
+        [
+            "linearizability",
+            "lost_writes",
+            "convergence",
+            "liveness",
+            "watch",
+            "lock",
+            "lease"
+        ]
     );
     assert!(checks.iter().all(|c| c["status"] == "pass"), "{checks:?}");
     assert!(report["reproduce"]

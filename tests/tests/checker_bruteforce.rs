@@ -131,6 +131,7 @@ fn generate(rng: &mut Rng) -> Vec<Event> {
             key: "k".into(),
             kind,
             ts_ns,
+            revision: None,
         };
         events.push((*call, event(EventKind::Invoke(input.clone()), *call)));
         let end = match kinds[i] {

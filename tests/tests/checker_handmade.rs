@@ -39,6 +39,7 @@ impl Builder {
             key: key.to_string(),
             kind,
             ts_ns,
+            revision: None,
         };
         self.events
             .push((call, event(EventKind::Invoke(input), call)));

@@ -229,6 +229,7 @@ fn writer_uses_the_contract_shape() {
         key: "k1".into(),
         kind: EventKind::Invoke(Input::Put { value: "v5".into() }),
         ts_ns: 123,
+        revision: None,
     };
     assert_eq!(
         event_to_line(&invoke),
@@ -255,12 +256,24 @@ fn writer_uses_the_contract_shape() {
     );
     let cas_ok = Event {
         kind: EventKind::Ok(Output::Cas { succeeded: true }),
-        ..invoke
+        ..invoke.clone()
     };
     assert_eq!(
         event_to_line(&cas_ok),
         r#"{"client": 3, "op": 17, "type": "ok", "f": "cas", "key": "k1", "succeeded": true, "ts_ns": 123}"#
     );
+    // A write's completion may carry the revision it produced; it reads back.
+    let put_ok = Event {
+        kind: EventKind::Ok(Output::Put),
+        revision: Some(42),
+        ..invoke
+    };
+    let line = event_to_line(&put_ok);
+    assert_eq!(
+        line,
+        r#"{"client": 3, "op": 17, "type": "ok", "f": "put", "key": "k1", "ts_ns": 123, "revision": 42}"#
+    );
+    assert_eq!(kvset_tests::history::parse_event(&line, 1).unwrap(), put_ok);
 }
 
 /// A `Write` that appends to a shared buffer, to look at what the recorder wrote.

@@ -23,7 +23,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Check a recorded history (JSON Lines) for linearizability, key by key.
+    /// Check a recorded history (JSON Lines) for linearizability, key by key; given a run
+    /// directory (or a history inside one), also its watch, lock and lease evidence.
     ///
     /// Exit code 0: linearizable; 1: violation; 2: inconclusive (budget ran out) or error.
     Check(CheckArgs),

@@ -108,6 +108,9 @@ pub struct RunArgs {
     /// Keep the members' data directories (process backend) even when the run passes.
     #[arg(long)]
     pub keep_data: bool,
+    /// Watchers and lock clients.
+    #[command(flatten)]
+    pub coordination: super::coord::CoordArgs,
 
     /// process: the kvset-server binary (default: KVSET_SERVER_BIN, else next to kvset-chaos).
     #[arg(long, help_heading = "process backend")]
@@ -229,6 +232,7 @@ impl RunArgs {
             ),
             format!("--op-timeout {}", fmt_duration(self.op_timeout)),
         ]);
+        parts.extend(self.coordination.reproduce());
         parts.extend(self.server_args.iter().map(|a| format!("--server-arg={a}")));
         match self.backend {
             BackendKind::Process => {}
@@ -442,6 +446,7 @@ impl RunArgs {
             out_dir: out,
             keep_data: self.keep_data,
             reproduce: self.reproduce(seed),
+            coordination: self.coordination.config(),
         })
     }
 }

@@ -11,6 +11,10 @@
 //!    ([`crate::history`]): `ok`, `fail` when it certainly had no effect, `info` when it might
 //!    have. Meanwhile a status line on stderr ([`progress`]) shows how far the run is, the
 //!    operations completed, the fault in force and the leader.
+//!    Beside them ([`coord`]): `--watchers` watch streams on the contended keys that resume
+//!    across every fault ([`watchers`]), and `--lock-clients` that increment a counter under a
+//!    lease-based lock ([`locks`]), each with a lease keeper ([`leases`]), all recording their
+//!    own evidence files.
 //! 3. **Faults.** Meanwhile the nemesis ([`faults`]) follows a seeded [`schedule`]: kill -9 a
 //!    follower or the leader, restart one gracefully, kill every member at once, freeze one,
 //!    partition one, wipe one's volume. One fault at a time, each only into a healthy cluster,
@@ -24,7 +28,8 @@
 //!    history too.
 //! 5. **Judge** ([`checks`]): linearizability of every key's history (the existing checker),
 //!    no acknowledged write lost, the replicas converged to one revision and one state hash, the
-//!    cluster healed every time. The verdict and exit code follow `kvset-chaos check`: 0 pass,
+//!    cluster healed every time; and the coordination checks ([`watch_check`], [`lock_check`],
+//!    [`lease_check`]). The verdict and exit code follow `kvset-chaos check`: 0 pass,
 //!    1 violation, 2 inconclusive or harness error — never a pass by default.
 //! 6. **Report** ([`report`]): `report.md` and `report.json` (operations, faults with times,
 //!    recovery p50/max, checks, the violation window), `report.html` ([`html`]: the same run
@@ -50,8 +55,14 @@
 pub mod backend;
 pub mod checks;
 pub mod cli;
+pub mod coord;
 pub mod faults;
 pub mod html;
+pub mod jsonl;
+pub mod lease_check;
+pub mod leases;
+pub mod lock_check;
+pub mod locks;
 pub mod monitor;
 pub mod overlap;
 pub mod progress;
@@ -59,6 +70,8 @@ pub mod report;
 pub mod samples;
 pub mod schedule;
 pub mod testing;
+pub mod watch_check;
+pub mod watchers;
 pub mod workload;
 
 use std::future::Future;
@@ -187,6 +200,8 @@ pub struct RunConfig {
     pub keep_data: bool,
     /// The command line that reproduces the run (for the report).
     pub reproduce: String,
+    /// Watchers and lock clients ([`coord`]).
+    pub coordination: coord::CoordConfig,
 }
 
 /// A finished run.
@@ -279,6 +294,8 @@ struct Load {
     errors: Vec<String>,
     /// The cluster's status over the load phase (for report.html).
     samples: Vec<ClusterSample>,
+    /// Watchers, lock clients and lease keepers; finished after the heal.
+    coord: coord::Coordination,
 }
 
 /// What the end of the run observed.
@@ -398,6 +415,24 @@ impl Run {
             clock,
             stop_rx.clone(),
         );
+        // Before any write: the watchers start from the cluster's revision now.
+        let lifetime = config.duration + config.heal_timeout * 4 + Duration::from_secs(60);
+        let coord = match coord::Coordination::start(
+            config.coordination,
+            &self.backend.members(),
+            &config.out_dir,
+            stop_rx.clone(),
+            lifetime,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = stop_tx.send(true);
+                let _ = blocking(&self.backend, |b| b.teardown()).await;
+                return Err(ChaosError::Config(format!("coordination clients: {e}")));
+            }
+        };
         let workers = match workload.spawn(stop_rx.clone()) {
             Ok(w) => w,
             Err(e) => {
@@ -484,6 +519,7 @@ impl Run {
             nemesis,
             errors,
             samples: samples.snapshot(),
+            coord,
         })
     }
 
@@ -508,6 +544,7 @@ impl Run {
             }
         };
         let finals = load.workload.final_reads(self.config.heal_timeout).await;
+        errors.extend(load.coord.finish(self.config.heal_timeout).await);
         let convergence = self.monitor.wait_converged(self.config.heal_timeout).await;
         End {
             errors,
@@ -535,6 +572,7 @@ impl Run {
             nemesis,
             mut errors,
             samples,
+            coord: _,
         } = load;
         errors.extend(end.errors);
 
@@ -562,6 +600,7 @@ impl Run {
         checks.push(lost.result());
         checks.push(checks::convergence(&end.convergence));
         checks.push(checks::liveness(&end.liveness_problems, end.final_heal_ms));
+        checks.extend(coord::judge_dir(out, &recorder.events()));
 
         // Keep the evidence, stop the cluster.
         let dir = self.logs_dir.clone();
@@ -696,6 +735,11 @@ fn list_files(out: &Path) -> Vec<String> {
         "report.json".to_string(),
         "report.html".to_string(),
     ];
+    for file in [coord::WATCH_FILE, coord::LOCKS_FILE, coord::LEASES_FILE] {
+        if out.join(file).exists() {
+            files.push(file.to_string());
+        }
+    }
     if let Ok(entries) = std::fs::read_dir(out.join("logs")) {
         let mut logs: Vec<String> = entries
             .flatten()

@@ -510,7 +510,8 @@ impl RunReport {
         }
         let _ = writeln!(
             s,
-            "\nRecheck the history alone with `kvset-chaos check {}/history.jsonl`.",
+            "\nRecheck the run with `kvset-chaos check {}` (the history, and the watch, lock \
+             and lease evidence beside it).",
             self.out_dir
         );
         s

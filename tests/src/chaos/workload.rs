@@ -581,7 +581,7 @@ async fn put_outcome(
     let invoked = Instant::now();
     match client.put_with(key, value, &WriteOptions::new()).await {
         Ok(resp) => {
-            op.ok_put();
+            op.ok_put_at(resp.header.revision);
             observations.ack(invoked, resp.header.term);
             WriteOutcome::Ok
         }
@@ -608,7 +608,7 @@ async fn cas(
     let invoked = Instant::now();
     match client.txn(txn).await {
         Ok(resp) => {
-            op.ok_cas(resp.succeeded);
+            op.ok_cas_at(resp.succeeded, resp.header.revision);
             observations.ack(invoked, resp.header.term);
             Some(resp.succeeded)
         }

@@ -21,7 +21,7 @@ pub const EXIT_INCONCLUSIVE_OR_ERROR: u8 = 2;
 /// Arguments of `kvset-chaos check`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckArgs {
-    /// The history to check (JSON Lines, see docs/CHAOS.md).
+    /// The history to check (JSON Lines, see docs/CHAOS.md), or a run directory holding it.
     pub history: PathBuf,
     /// Wall-clock budget for the whole check, in milliseconds. When it runs out the verdict
     /// is inconclusive (exit code 2). Default: no limit.
@@ -58,14 +58,89 @@ impl CheckArgs {
 /// Runs `check`: reads and checks the history, prints the report to `out`, and returns the
 /// exit code. An error (unreadable or invalid history, failed write to `out`) is returned for
 /// the caller to print; its exit code is [`EXIT_INCONCLUSIVE_OR_ERROR`].
+///
+/// `history` may also be a run directory (its `history.jsonl` is checked). The coordination
+/// checks (watch, lock, lease: [`crate::chaos::coord`]) run too, for the evidence files found
+/// next to the history, and count in the exit code.
 pub fn run_check(args: &CheckArgs, out: &mut dyn Write) -> Result<u8, HistoryError> {
+    let mut args = args.clone();
+    if args.history.is_dir() {
+        args.history = args.history.join("history.jsonl");
+    }
+    let args = &args;
     let history = History::from_file(&args.history)?;
     let report = check_history(&history, &args.options());
     if let Some(path) = &args.html {
         write_html(path, &args.history, &history, &report)?;
     }
-    print_report(args, &report, out)?;
-    Ok(report.verdict.exit_code())
+    let dir = args
+        .history
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let events: Vec<crate::history::Event> = history.events().cloned().collect();
+    let extra = crate::chaos::coord::judge_dir(dir, &events);
+    if extra.is_empty() {
+        print_report(args, &report, out)?;
+        return Ok(report.verdict.exit_code());
+    }
+    print_with_checks(args, &report, &extra, out)?;
+    let statuses = extra.iter().map(|c| c.status);
+    Ok(combined_exit_code(report.verdict.exit_code(), statuses))
+}
+
+/// The exit code of a linearizability verdict together with further checks: 1 if anything
+/// failed, else 2 if anything is undecided, else 0.
+pub fn combined_exit_code(
+    linearizability: u8,
+    checks: impl IntoIterator<Item = crate::chaos::checks::CheckStatus>,
+) -> u8 {
+    use crate::chaos::checks::CheckStatus;
+    let mut code = linearizability;
+    for status in checks {
+        code = match (code, status) {
+            (EXIT_VIOLATION, _) | (_, CheckStatus::Fail) => EXIT_VIOLATION,
+            (_, CheckStatus::Inconclusive) => EXIT_INCONCLUSIVE_OR_ERROR,
+            (c, CheckStatus::Pass) => c,
+        };
+    }
+    code
+}
+
+/// [`print_report`], followed by the coordination checks (as a `"checks"` array with
+/// `--json`).
+fn print_with_checks(
+    args: &CheckArgs,
+    report: &CheckReport,
+    checks: &[crate::chaos::checks::CheckResult],
+    out: &mut dyn Write,
+) -> Result<(), HistoryError> {
+    if args.json {
+        let mut value = serde_json::to_value(report).map_err(std::io::Error::other)?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert(
+                "checks".into(),
+                serde_json::to_value(checks).map_err(std::io::Error::other)?,
+            );
+        }
+        serde_json::to_writer(&mut *out, &value).map_err(std::io::Error::other)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "history: {}", args.history.display())?;
+        write!(out, "{report}")?;
+        writeln!(out, "coordination checks:")?;
+        for c in checks {
+            writeln!(
+                out,
+                "  {:<6} {:<12} {}",
+                c.name,
+                c.status.label(),
+                c.summary
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// Draws `history` and its check into `path` (see [`crate::chaos::html`]).

@@ -159,6 +159,11 @@ pub struct Event {
     pub kind: EventKind,
     /// When, in nanoseconds on the run's monotonic clock. Meaningless on `info`.
     pub ts_ns: u64,
+    /// On the `ok` of a `put` or of a `cas` that swapped: the store revision the write
+    /// produced (the response header's revision), when the recorder knew it. Optional on the
+    /// wire (`"revision"`), so histories written before it existed still read; the watch check
+    /// uses it to relate writes to watch events.
+    pub revision: Option<i64>,
 }
 
 impl Event {
@@ -193,6 +198,8 @@ struct WireEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     succeeded: Option<bool>,
     ts_ns: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revision: Option<i64>,
 }
 
 /// Deserializes a field that is present (possibly `null`) as `Some(..)`; a missing field falls
@@ -261,6 +268,7 @@ impl WireEvent {
             key: self.key,
             kind,
             ts_ns: self.ts_ns,
+            revision: self.revision,
         })
     }
 
@@ -286,6 +294,7 @@ impl WireEvent {
             value,
             succeeded,
             ts_ns: event.ts_ns,
+            revision: event.revision,
         }
     }
 }

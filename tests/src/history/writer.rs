@@ -103,6 +103,7 @@ impl HistoryRecorder {
                     key: key.clone(),
                     kind: EventKind::Invoke(input),
                     ts_ns: 0,
+                    revision: None,
                 },
             )
         });
@@ -262,7 +263,7 @@ impl OpHandle {
             self.f,
             kind.function()
         );
-        self.write(kind);
+        self.write(kind, None);
     }
 
     /// `ok` for a `get` that read `value` (`None`: the key was absent).
@@ -289,6 +290,26 @@ impl OpHandle {
         self.complete(EventKind::Ok(Output::Cas { succeeded }));
     }
 
+    /// [`OpHandle::ok_put`] recording the revision the put produced (its header's revision).
+    ///
+    /// # Panics
+    /// If the operation is not a `put`.
+    pub fn ok_put_at(mut self, revision: i64) {
+        assert_eq!(self.f, Function::Put, "ok_put_at on a {}", self.f);
+        self.write(EventKind::Ok(Output::Put), Some(revision));
+    }
+
+    /// [`OpHandle::ok_cas`] recording the revision of the answer: the revision the write
+    /// produced when it swapped (recorded only then).
+    ///
+    /// # Panics
+    /// If the operation is not a `cas`.
+    pub fn ok_cas_at(mut self, succeeded: bool, revision: i64) {
+        assert_eq!(self.f, Function::Cas, "ok_cas_at on a {}", self.f);
+        let revision = succeeded.then_some(revision);
+        self.write(EventKind::Ok(Output::Cas { succeeded }), revision);
+    }
+
     /// `fail`: the operation certainly had no effect (e.g. refused before reaching the log).
     pub fn fail(self) {
         let f = self.f;
@@ -301,7 +322,7 @@ impl OpHandle {
         self.complete(EventKind::Info(f));
     }
 
-    fn write(&mut self, kind: EventKind) {
+    fn write(&mut self, kind: EventKind, revision: Option<i64>) {
         self.done = true;
         let (client, op, key) = (self.client, self.op, self.key.clone());
         self.shared.record(|_| {
@@ -313,6 +334,7 @@ impl OpHandle {
                     key,
                     kind,
                     ts_ns: 0,
+                    revision,
                 },
             )
         });
@@ -323,7 +345,7 @@ impl Drop for OpHandle {
     fn drop(&mut self) {
         if !self.done {
             let f = self.f;
-            self.write(EventKind::Info(f));
+            self.write(EventKind::Info(f), None);
         }
     }
 }

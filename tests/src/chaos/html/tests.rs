@@ -48,6 +48,7 @@ fn events() -> Vec<Event> {
             key: key.to_string(),
             kind,
             ts_ns: ms * MS,
+            revision: None,
         };
         let f = if write.is_some() {
             Function::Put
