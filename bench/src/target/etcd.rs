@@ -1,4 +1,4 @@
-//! etcd through its own gRPC API (`proto/etcd/`, compiled in build.rs): linearizable get = a
+//! etcd through its own gRPC API (`kvset_proto::etcd`, etcd's message and field numbers): linearizable get = a
 //! default `Range`, stale get = `Range` with `serializable`, cas = `Txn` comparing the value.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -9,16 +9,9 @@ use tonic::transport::Channel;
 
 use super::{channel, round_robin, stable, until_ready, ConnectOptions, OpResult, Target};
 
-/// The generated etcd API subset.
-#[allow(clippy::all, dead_code)]
-pub mod pb {
-    pub mod mvccpb {
-        tonic::include_proto!("mvccpb");
-    }
-    pub mod etcdserverpb {
-        tonic::include_proto!("etcdserverpb");
-    }
-}
+/// etcd's API as `kvset-proto` compiles it (kvset serves the same API, so one definition
+/// serves both the server and this client).
+use kvset_proto::etcd as pb;
 
 use pb::etcdserverpb::kv_client::KvClient;
 use pb::etcdserverpb::maintenance_client::MaintenanceClient;
