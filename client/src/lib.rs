@@ -54,11 +54,13 @@
 
 mod client;
 mod cluster;
+pub mod concurrency;
 mod config;
 pub mod duration;
 mod endpoint;
 mod error;
 mod health;
+pub mod lease;
 mod range;
 pub mod retry;
 pub mod session;
@@ -66,15 +68,18 @@ pub mod snapshot;
 pub mod tls;
 mod txn;
 mod types;
+pub mod watch;
 
 pub use client::Client;
 pub use cluster::{ClusterStatus, MemberHealth, Probe};
+pub use concurrency::{Election, Leadership, Lock, LockGuard};
 pub use config::{ClientBuilder, Config, Consistency, ReadOptions, WriteOptions};
 pub use endpoint::{
     parse_endpoint_list, EndpointAddr, LeaderHint, LeaderInfo, DEFAULT_ENDPOINTS, DEFAULT_PORT,
 };
 pub use error::{Cause, CauseKind, Error, Result};
 pub use health::{EndpointHealth, HealthStatus, LIVENESS, READINESS};
+pub use lease::{KeepAlive, KeepAliveStatus, LeaseGrant, LeaseStatus, LeaseTimeToLive};
 pub use range::{KeyRange, KvStream, PageStream, RangeOptions, RangePage, DEFAULT_PAGE_SIZE};
 pub use snapshot::{Snapshot, SnapshotInfo};
 pub use tls::{Pem, TlsIdentity, TlsOptions};
@@ -86,6 +91,7 @@ pub use types::{
     Alarm, AlarmKind, DeleteResponse, GetResponse, Header, KeyValue, Member, MemberStatus,
     PutResponse, Role, Status,
 };
+pub use watch::{EventType, WatchBatch, WatchEvent, WatchOptions, WatchStream};
 
 /// The generated protobuf and gRPC types, for what the SDK does not wrap.
 pub use kvset_proto as proto;

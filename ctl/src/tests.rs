@@ -47,7 +47,7 @@ fn global_flags_and_defaults() {
     assert_eq!(cli.member.as_deref(), Some("kv-1"));
     assert_eq!(cli.timeout, Duration::from_millis(500));
     assert_eq!(cli.endpoints, "a:1,b:2");
-    assert!(matches!(cli.command, Command::Get { ref key } if key == "a"));
+    assert!(matches!(cli.command, Command::Get { ref key, rev: None } if key == "a"));
 }
 
 #[test]
@@ -74,7 +74,9 @@ fn subcommands_parse() {
             prefix,
             limit,
             keys_only,
+            rev,
         } => {
+            assert_eq!(rev, None);
             assert_eq!(start.as_deref(), Some("a"));
             assert_eq!(end.as_deref(), Some("c"));
             assert_eq!((prefix, limit, keys_only), (None, Some(5), true));
@@ -269,6 +271,7 @@ fn renders_kv_results() {
         create_revision: 3,
         mod_revision: 5,
         version: 2,
+        lease: 0,
     };
     let put = PutResponse {
         header: header(),
@@ -289,7 +292,7 @@ fn renders_kv_results() {
         json,
         serde_json::json!({
             "header": {"cluster_id": "c1", "member": "kv-0", "ordinal": 0, "role": "leader", "term": 2, "revision": 17},
-            "kv": {"key": "a", "value": "x", "create_revision": 3, "mod_revision": 5, "version": 2}
+            "kv": {"key": "a", "value": "x", "create_revision": 3, "mod_revision": 5, "version": 2, "lease": 0}
         })
     );
     let missing = GetResponse {
