@@ -316,9 +316,10 @@ impl Client {
     /// Creates a watcher and returns the stream of its events; see the
     /// [`watch` module](crate::watch) for how it resumes across failovers. Returns once a
     /// member has created the watcher, so every change after this returns is delivered.
-    /// Fails with [`Error::Compacted`] when `start_revision` is already compacted, and like
-    /// any call when no member can create the watcher within the retry deadline (or
-    /// [`WatchOptions::reconnect_timeout`]).
+    /// Fails like any call when no member can create the watcher within the retry deadline
+    /// (or [`WatchOptions::reconnect_timeout`]). A `start_revision` that is already compacted
+    /// is reported by the stream: its only item is [`Error::Compacted`] (members create the
+    /// watcher, then cancel it).
     pub async fn watch(&self, opts: WatchOptions) -> Result<WatchStream> {
         let create = opts.create_request(opts.start_revision)?;
         // The first creation fails like any call when no member answers within the deadline.
