@@ -87,6 +87,13 @@ pub struct ServerConfig {
     /// Serve and dial through this in-memory network instead of sockets (in-process test
     /// clusters; see [`crate::memnet`]). Plain text only. None: real sockets.
     pub memory_network: Option<crate::memnet::MemoryNetwork>,
+    /// Automatic compaction of the revision history.
+    pub auto_compaction: AutoCompaction,
+    /// Limits and timing of watches.
+    pub watch: WatchSettings,
+    /// The TTLs a lease may be granted with, in seconds: below `min` is raised to it, above
+    /// `max` is refused.
+    pub lease_ttl: LeaseTtl,
 }
 
 /// How often a member measures its store against its space quota by default
@@ -124,6 +131,9 @@ impl ServerConfig {
             quota_bytes: None,
             quota_check_interval: DEFAULT_QUOTA_CHECK_INTERVAL,
             memory_network: None,
+            auto_compaction: AutoCompaction::default(),
+            watch: WatchSettings::default(),
+            lease_ttl: LeaseTtl::default(),
         }
     }
 
@@ -164,5 +174,137 @@ impl ServerConfig {
             snapshot_max_chunk_size: 4 * 1024 * 1024,
             ..Default::default()
         }
+    }
+}
+
+/// How the leader compacts the revision history by itself (`--auto-compaction-mode`,
+/// `--auto-compaction-retention`). The compaction is a log command, so every member compacts
+/// at the same revision; only the leader decides when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoCompaction {
+    /// Never: history grows until `kvsetctl compact` (or the quota) stops it.
+    Off,
+    /// Keep the last N revisions.
+    Revisions(i64),
+    /// Keep the revisions written within this period.
+    Period(Duration),
+}
+
+impl Default for AutoCompaction {
+    /// Keep the last 10,000 revisions: enough for watchers to resume across failovers and
+    /// reconnects, bounded under any write load.
+    fn default() -> Self {
+        Self::Revisions(10_000)
+    }
+}
+
+impl AutoCompaction {
+    /// Parses the two flags: mode `revision` takes a count of revisions, mode `periodic` a
+    /// period (`90s`, `30m`, `1h`, or a bare number of hours, as etcd reads it); retention `0`
+    /// in either mode turns automatic compaction off.
+    pub fn parse(mode: &str, retention: &str) -> Result<Self, String> {
+        let retention = retention.trim();
+        match mode {
+            "revision" => match retention.parse::<i64>() {
+                Ok(0) => Ok(Self::Off),
+                Ok(n) if n > 0 => Ok(Self::Revisions(n)),
+                _ => Err(format!(
+                    "--auto-compaction-retention {retention:?}: with mode revision, give a \
+                     number of revisions (0 turns it off)"
+                )),
+            },
+            "periodic" => {
+                let (number, unit) = match retention.find(|c: char| c.is_ascii_alphabetic()) {
+                    Some(at) => retention.split_at(at),
+                    None => (retention, "h"),
+                };
+                let scale = match unit {
+                    "s" => 1,
+                    "m" | "min" => 60,
+                    "h" => 3600,
+                    _ => 0,
+                };
+                match number.trim().parse::<u64>() {
+                    Ok(0) if scale > 0 => Ok(Self::Off),
+                    Ok(n) if scale > 0 => Ok(Self::Period(Duration::from_secs(n * scale))),
+                    _ => Err(format!(
+                        "--auto-compaction-retention {retention:?}: with mode periodic, give a \
+                         period such as 90s, 30m or 1h (0 turns it off)"
+                    )),
+                }
+            }
+            other => Err(format!(
+                "--auto-compaction-mode {other:?}: use revision or periodic"
+            )),
+        }
+    }
+}
+
+/// Watch limits and timing (`--max-watchers-per-stream`, `--max-watchers`,
+/// `--watch-progress-interval-ms`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchSettings {
+    /// Watchers one Watch stream may hold at once.
+    pub max_per_stream: usize,
+    /// Watchers this member serves at once, over all streams.
+    pub max_per_member: usize,
+    /// How often an idle watcher that asked for progress notifications gets one.
+    pub progress_interval: Duration,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        Self {
+            max_per_stream: 1_000,
+            max_per_member: 10_000,
+            progress_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The TTLs a lease may have, in seconds (`--min-lease-ttl`, `--max-lease-ttl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseTtl {
+    /// Shorter TTLs are raised to this: a lease must outlive an election, or a failover could
+    /// expire it before its owner's next keep-alive reaches the new leader.
+    pub min: i64,
+    /// Longer TTLs are refused.
+    pub max: i64,
+}
+
+impl Default for LeaseTtl {
+    fn default() -> Self {
+        Self {
+            min: 2,
+            max: 9_000_000_000,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_compaction_flags() {
+        assert_eq!(
+            AutoCompaction::parse("revision", "500"),
+            Ok(AutoCompaction::Revisions(500))
+        );
+        assert_eq!(
+            AutoCompaction::parse("revision", "0"),
+            Ok(AutoCompaction::Off)
+        );
+        assert!(AutoCompaction::parse("revision", "1h").is_err());
+        assert_eq!(
+            AutoCompaction::parse("periodic", "30m"),
+            Ok(AutoCompaction::Period(Duration::from_secs(1800)))
+        );
+        assert_eq!(
+            AutoCompaction::parse("periodic", "2"),
+            Ok(AutoCompaction::Period(Duration::from_secs(7200)))
+        );
+        assert!(AutoCompaction::parse("periodic", "5d").is_err());
+        assert!(AutoCompaction::parse("sometimes", "5").is_err());
     }
 }

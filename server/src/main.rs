@@ -209,6 +209,36 @@ struct ServeArgs {
     /// How often the member measures its store against --quota-bytes, ms.
     #[arg(long, env = "KVSET_QUOTA_CHECK_MS", default_value_t = 5_000)]
     quota_check_ms: u64,
+    /// How the leader compacts the revision history by itself: `revision` keeps the last
+    /// --auto-compaction-retention revisions, `periodic` the revisions of the last
+    /// --auto-compaction-retention period. Compaction is replicated: every member compacts at
+    /// the same revision.
+    #[arg(long, env = "KVSET_AUTO_COMPACTION_MODE", default_value = "revision")]
+    auto_compaction_mode: String,
+    /// What automatic compaction keeps: a number of revisions (mode revision), or a period such
+    /// as 30m or 1h (mode periodic; a bare number is hours). 0 turns automatic compaction off.
+    #[arg(long, env = "KVSET_AUTO_COMPACTION_RETENTION", default_value = "10000")]
+    auto_compaction_retention: String,
+    /// Watchers one Watch stream may hold at once; a create beyond it is cancelled with a
+    /// reason naming this flag.
+    #[arg(long, env = "KVSET_MAX_WATCHERS_PER_STREAM", default_value_t = 1_000)]
+    max_watchers_per_stream: usize,
+    /// Watchers this member serves at once over all streams.
+    #[arg(long, env = "KVSET_MAX_WATCHERS", default_value_t = 10_000)]
+    max_watchers: usize,
+    /// How often an idle watcher created with progress_notify gets a progress response, ms.
+    #[arg(
+        long,
+        env = "KVSET_WATCH_PROGRESS_INTERVAL_MS",
+        default_value_t = 60_000
+    )]
+    watch_progress_interval_ms: u64,
+    /// Shortest lease TTL, seconds: shorter grants are raised to it.
+    #[arg(long, env = "KVSET_MIN_LEASE_TTL", default_value_t = 2)]
+    min_lease_ttl: i64,
+    /// Longest lease TTL, seconds: longer grants are refused (INVALID_ARGUMENT).
+    #[arg(long, env = "KVSET_MAX_LEASE_TTL", default_value_t = 9_000_000_000)]
+    max_lease_ttl: i64,
 }
 
 #[derive(Args, Debug)]
@@ -310,6 +340,27 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     config.faults = args.faults;
     config.quota_bytes = args.quota_bytes;
     config.quota_check_interval = Duration::from_millis(args.quota_check_ms.max(100));
+    config.auto_compaction = kvset_server::config::AutoCompaction::parse(
+        &args.auto_compaction_mode,
+        &args.auto_compaction_retention,
+    )
+    .map_err(anyhow::Error::msg)?;
+    config.watch = kvset_server::config::WatchSettings {
+        max_per_stream: args.max_watchers_per_stream.max(1),
+        max_per_member: args.max_watchers.max(1),
+        progress_interval: Duration::from_millis(args.watch_progress_interval_ms.max(10)),
+    };
+    if args.min_lease_ttl < 1 || args.max_lease_ttl < args.min_lease_ttl {
+        anyhow::bail!(
+            "--min-lease-ttl {} / --max-lease-ttl {}: both positive, min at most max",
+            args.min_lease_ttl,
+            args.max_lease_ttl
+        );
+    }
+    config.lease_ttl = kvset_server::config::LeaseTtl {
+        min: args.min_lease_ttl,
+        max: args.max_lease_ttl,
+    };
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.client_tls = Some(TlsFiles {
             cert,

@@ -407,7 +407,13 @@ fn start_services(
         .add_service(
             KvServer::new(KvService::new(node.clone())).max_decoding_message_size(max_request),
         )
-        .add_service(ClusterServer::new(ClusterService::new(node.clone())));
+        .add_service(ClusterServer::new(ClusterService::new(node.clone())))
+        .add_service(kvset_proto::v1::watch_server::WatchServer::new(
+            crate::api::watch::WatchService::new(node.clone()),
+        ))
+        .add_service(kvset_proto::v1::lease_server::LeaseServer::new(
+            crate::api::lease::LeaseService::new(node.clone()),
+        ));
     let client_server = serve(
         client_router,
         listeners.client,
@@ -432,6 +438,8 @@ fn start_services(
         }),
         tokio::spawn(report_health(node.clone(), health_reporter)),
         tokio::spawn(node.clone().count_raft_events()),
+        tokio::spawn(node.clone().run_lessor()),
+        tokio::spawn(node.clone().run_auto_compaction()),
         tokio::spawn(crate::tls::watch(
             member
                 .client_tls

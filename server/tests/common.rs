@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use kvset_proto::v1::{Consistency, GetRequest, PutRequest};
+#[allow(unused_imports)]
 pub use kvset_tests::testkit::{ProcessCluster, FAST_TIMING};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;

@@ -380,6 +380,21 @@ impl ProcessCluster {
         KvClient::new(self.channel(i))
     }
 
+    /// A raw Watch client to member `i`, on a channel without a request timeout (a watch
+    /// stream lives as long as the test wants it).
+    pub fn watch(&self, i: usize) -> kvset_proto::v1::watch_client::WatchClient<Channel> {
+        let channel = Endpoint::from_shared(format!("http://{}", self.members[i].spec.client))
+            .expect("valid endpoint")
+            .connect_timeout(Duration::from_millis(500))
+            .connect_lazy();
+        kvset_proto::v1::watch_client::WatchClient::new(channel)
+    }
+
+    /// A raw Lease client to member `i`.
+    pub fn lease(&self, i: usize) -> kvset_proto::v1::lease_client::LeaseClient<Channel> {
+        kvset_proto::v1::lease_client::LeaseClient::new(self.channel(i))
+    }
+
     /// A raw Cluster client to member `i`.
     pub fn cluster(&self, i: usize) -> ClusterClient<Channel> {
         ClusterClient::new(self.channel(i))

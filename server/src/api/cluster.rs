@@ -166,7 +166,7 @@ impl ClusterService {
             alarms: self.node.state_machine().alarms(),
             store_usage_bytes: self.node.quota().usage(),
             quota_bytes: self.node.quota().bytes(),
-            compact_revision: 0,
+            compact_revision: self.node.state_machine().compact_revision(),
         }))
     }
 

@@ -1,4 +1,5 @@
-//! The gRPC surface of a member: the public `kvset.v1.KV` and `kvset.v1.Cluster`, the standard
+//! The gRPC surface of a member: the public `kvset.v1.KV`, `Watch`, `Lease` and `Cluster`
+//! services (the writing ones share the write path in [`write`]), the standard
 //! `grpc.health.v1.Health` service that Kubernetes probes call, and the internal
 //! `kvset.raft.v1.Raft` service ([`peer`]) that the other members call.
 //!
@@ -9,5 +10,8 @@ pub mod cluster;
 pub mod error;
 pub mod health;
 pub mod kv;
+pub mod lease;
 pub mod metrics;
 pub mod peer;
+pub mod watch;
+pub mod write;

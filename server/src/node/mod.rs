@@ -55,12 +55,14 @@
 //!   attempt pauses the leader's writes.
 
 pub mod bootstrap;
+pub mod compactor;
 pub mod error;
 pub mod failstop;
 pub mod group_commit;
 pub mod handles;
 pub mod join;
 pub mod leadership;
+pub mod lessor;
 pub mod membership;
 pub mod observe;
 pub mod quota;
@@ -142,6 +144,8 @@ pub struct Node {
     /// The term and last log entry at start-up: reads in that term wait for it (see
     /// [`read_index`], "After a restart").
     restart_floor: Option<read_index::RestartFloor>,
+    /// The leader's lease deadlines; see [`lessor`].
+    lessor: lessor::Lessor,
 }
 
 impl Node {
@@ -187,6 +191,7 @@ impl Node {
             rejoin_marker,
             rejoin: Mutex::new(None),
             awaiting_readmission: Mutex::new(None),
+            lessor: lessor::Lessor::default(),
         })
     }
 

@@ -62,7 +62,8 @@
 //! transactions with a put in either branch, and adding a member (`AddLearner`) — with
 //! `RESOURCE_EXHAUSTED` and a message naming the member, its usage and quota, and the way out.
 //! Reads, deletes, transactions without a put, snapshots and backups, status, and alarm commands
-//! keep working. (Leases would be refused too; kvset has none yet.)
+//! keep working. Lease grants are refused too (a lease is data); revokes, keep-alives and
+//! compactions keep working (compacting is one way out).
 //!
 //! # The way out
 //!

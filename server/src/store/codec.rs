@@ -5,10 +5,15 @@
 //!
 //! - The Raft log's entries live in segment files, not in sled (`wal.rs`).
 //! - State-machine keys: one namespace byte, then the rest. `k` + user key for key-values,
-//!   `d` + client id (8 bytes BE) for the dedup table, and `m` + name for state-machine
-//!   metadata. (`e` held the dedup eviction order in store format 1; see `dedup.rs`.)
+//!   `d` + client id (8 bytes BE) for the dedup table, `h` + revision (8 bytes BE) + sub
+//!   (4 bytes BE) for the revision history (`history.rs`), `l` + lease id (8 bytes BE) for
+//!   leases and `a` + lease id + user key for the keys attached to a lease (`lease.rs`), and
+//!   `m` + name for state-machine metadata. (`e` held the dedup eviction order in store
+//!   format 1; see `dedup.rs`.)
 //! - A key-value record: format byte `1`, `create_revision`, `mod_revision`, `version` as
-//!   8-byte big-endian signed integers, then the value bytes (no copy of the key).
+//!   8-byte big-endian signed integers, then the value bytes (no copy of the key). A key
+//!   attached to a lease uses format byte `2`, with the lease id as a fourth integer before the
+//!   value; a key without a lease keeps format 1, byte for byte what earlier builds wrote.
 //! - Structured records (log entries, vote, metadata, dedup records): postcard.
 
 use serde::de::DeserializeOwned;
@@ -69,8 +74,22 @@ pub(crate) const LEGACY_NS_EVICT: u8 = b'e';
 /// The state-machine metadata record.
 pub(crate) const META_KEY: &[u8] = b"m/state";
 
-// d < e < k < (end of k) <= m: every namespace is a contiguous range of its own.
-const _: () = assert!(NS_CLIENT < LEGACY_NS_EVICT && LEGACY_NS_EVICT < NS_KV && NS_KV < b'm');
+/// Namespace of the revision history: (revision, sub) -> one event (`history.rs`).
+pub(crate) const NS_HISTORY: u8 = b'h';
+/// Namespace of the lease table: lease id -> its record (`lease.rs`).
+pub(crate) const NS_LEASE: u8 = b'l';
+/// Namespace of lease attachments: lease id + user key -> empty (`lease.rs`).
+pub(crate) const NS_ATTACHED: u8 = b'a';
+
+// a < d < e < h < k < (end of k) <= l < m: every namespace is a contiguous range of its own.
+const _: () = assert!(
+    NS_ATTACHED < NS_CLIENT
+        && NS_CLIENT < LEGACY_NS_EVICT
+        && LEGACY_NS_EVICT < NS_HISTORY
+        && NS_HISTORY < NS_KV
+        && NS_KV < NS_LEASE
+        && NS_LEASE < b'm'
+);
 
 /// The sled key of a user key.
 pub(crate) fn kv_key(user_key: &[u8]) -> Vec<u8> {
@@ -109,8 +128,12 @@ pub(crate) fn client_key(client_id: u64) -> [u8; 9] {
 // ---------------------------------------------------------------------------------------------
 // Key-value records
 
+/// Format byte of a record without a lease.
 const KV_FORMAT: u8 = 1;
+/// Format byte of a record attached to a lease.
+const KV_FORMAT_LEASED: u8 = 2;
 const KV_HEADER: usize = 1 + 3 * 8;
+const KV_HEADER_LEASED: usize = 1 + 4 * 8;
 
 /// A stored key's metadata and value.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -121,6 +144,8 @@ pub(crate) struct KvRecord {
     pub mod_revision: i64,
     /// Writes since creation; 1 after the first put.
     pub version: i64,
+    /// The lease the key is attached to (0: none).
+    pub lease: i64,
     /// The value.
     pub value: Vec<u8>,
 }
@@ -128,11 +153,16 @@ pub(crate) struct KvRecord {
 impl KvRecord {
     /// The record's bytes.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(KV_HEADER + self.value.len());
-        b.push(KV_FORMAT);
+        let leased = self.lease != 0;
+        let header = if leased { KV_HEADER_LEASED } else { KV_HEADER };
+        let mut b = Vec::with_capacity(header + self.value.len());
+        b.push(if leased { KV_FORMAT_LEASED } else { KV_FORMAT });
         b.extend_from_slice(&self.create_revision.to_be_bytes());
         b.extend_from_slice(&self.mod_revision.to_be_bytes());
         b.extend_from_slice(&self.version.to_be_bytes());
+        if leased {
+            b.extend_from_slice(&self.lease.to_be_bytes());
+        }
         b.extend_from_slice(&self.value);
         b
     }
@@ -144,7 +174,8 @@ impl KvRecord {
             create_revision: header.create_revision,
             mod_revision: header.mod_revision,
             version: header.version,
-            value: bytes[KV_HEADER..].to_vec(),
+            lease: header.lease,
+            value: KvHeader::value(bytes).to_vec(),
         })
     }
 
@@ -160,7 +191,7 @@ impl KvRecord {
             create_revision: self.create_revision,
             mod_revision: self.mod_revision,
             version: self.version,
-            lease: 0,
+            lease: self.lease,
         }
     }
 }
@@ -171,16 +202,28 @@ pub(crate) struct KvHeader {
     pub create_revision: i64,
     pub mod_revision: i64,
     pub version: i64,
+    pub lease: i64,
 }
 
 impl KvHeader {
+    /// The header length of a record starting with `format`, if the format is known.
+    fn len_of(format: Option<&u8>) -> Option<usize> {
+        match format {
+            Some(&KV_FORMAT) => Some(KV_HEADER),
+            Some(&KV_FORMAT_LEASED) => Some(KV_HEADER_LEASED),
+            _ => None,
+        }
+    }
+
     /// Parses the header of a record's bytes.
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        if bytes.len() < KV_HEADER || bytes[0] != KV_FORMAT {
+        let header = Self::len_of(bytes.first()).filter(|&len| bytes.len() >= len);
+        if header.is_none() {
             return Err(StoreError::Corrupt {
                 what: "key-value record",
                 detail: format!(
-                    "{} bytes starting with {:?}, expected at least {KV_HEADER} starting with {KV_FORMAT}",
+                    "{} bytes starting with {:?}, expected a record of format {KV_FORMAT} or \
+                     {KV_FORMAT_LEASED} with its whole header",
                     bytes.len(),
                     bytes.first()
                 ),
@@ -191,12 +234,18 @@ impl KvHeader {
             create_revision: int(1)?,
             mod_revision: int(9)?,
             version: int(17)?,
+            lease: if bytes[0] == KV_FORMAT_LEASED {
+                int(25)?
+            } else {
+                0
+            },
         })
     }
 
     /// The value part of a record's bytes whose header decoded.
     pub(crate) fn value(bytes: &[u8]) -> &[u8] {
-        bytes.get(KV_HEADER..).unwrap_or_default()
+        let header = Self::len_of(bytes.first()).unwrap_or(bytes.len());
+        bytes.get(header..).unwrap_or_default()
     }
 }
 
@@ -213,7 +262,7 @@ pub(crate) fn key_value(key: &[u8], bytes: &[u8], keys_only: bool) -> Result<Key
         create_revision: h.create_revision,
         mod_revision: h.mod_revision,
         version: h.version,
-        lease: 0,
+        lease: h.lease,
     })
 }
 
@@ -236,9 +285,23 @@ mod tests {
             create_revision: 3,
             mod_revision: 9,
             version: 4,
+            lease: 0,
             value: vec![0, 255, 1],
         };
         let b = r.encode();
+        assert_eq!(b[0], KV_FORMAT, "a record without a lease keeps format 1");
+        let leased = KvRecord {
+            lease: 77,
+            ..r.clone()
+        };
+        let lb = leased.encode();
+        assert_eq!(lb[0], KV_FORMAT_LEASED);
+        assert_eq!(KvRecord::decode(&lb).unwrap(), leased);
+        assert_eq!(key_value(b"key", &lb, false).unwrap().lease, 77);
+        assert_eq!(
+            key_value(b"key", &lb, false).unwrap().value,
+            vec![0, 255, 1]
+        );
         assert_eq!(KvRecord::decode(&b).unwrap(), r);
         let kv = key_value(b"key", &b, true).unwrap();
         assert_eq!(kv.value, Vec::<u8>::new());
@@ -253,6 +316,7 @@ mod tests {
     fn namespaces_do_not_overlap() {
         assert!(kv_key(&[0xff; 8]) < kv_upper(None));
         assert!(kv_upper(None).as_slice() <= META_KEY);
+        assert!(kv_upper(None).as_slice() <= [NS_LEASE].as_slice());
         assert_eq!(user_key(&kv_key(b"abc")), b"abc");
     }
 }

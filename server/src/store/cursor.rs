@@ -1,7 +1,8 @@
 //! Opaque range cursors.
 //!
 //! A cursor says where the next page starts (right after the last key of the previous page)
-//! and remembers the revision of the first page, so every page can report
+//! and remembers the revision of the first page, so every later page is read at that same
+//! revision (one consistent snapshot of the range, from the history) and reports it as
 //! `first_page_revision`. It also carries a 64-bit fingerprint of the range it belongs to
 //! (`start`, `end`, `prefix`), so a cursor passed with a different range is refused instead of
 //! silently skipping keys. Clients must treat the bytes as opaque; the leading format byte

@@ -169,6 +169,7 @@ mod tests {
             mod_revision: modr,
             version,
             value: value.to_vec(),
+            lease: 0,
         }
         .encode()
     }

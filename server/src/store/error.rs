@@ -8,7 +8,8 @@
 //!   are never an `Err` from `apply`, because an error there stops the node and a result that
 //!   differed between replicas would fork them. The only deterministic *errors* are the read
 //!   path's argument errors ([`StoreError::InvalidArgument`], [`StoreError::InvalidCursor`]),
-//!   which the server maps to `INVALID_ARGUMENT`.
+//!   which the server maps to `INVALID_ARGUMENT`, and the revisions a read cannot see
+//!   ([`StoreError::Compacted`], [`StoreError::FutureRevision`]), mapped to `OUT_OF_RANGE`.
 //! - **Non-deterministic** failures (I/O, a corrupt record, a crashed blocking task) say nothing
 //!   about the command. Retrying elsewhere could succeed, so the node must stop rather than
 //!   record a different outcome than its peers: openraft treats every [`StorageError`] as fatal.
@@ -93,6 +94,27 @@ pub enum StoreError {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// A read or watch asked for a revision whose history was compacted.
+    #[error(
+        "revision {requested} is compacted; the compact revision is {compact_revision}: read at \
+         or above it (or at the current revision)"
+    )]
+    Compacted {
+        /// The revision asked for.
+        requested: i64,
+        /// The store's compact revision.
+        compact_revision: i64,
+    },
+
+    /// A read asked for a revision the store has not reached.
+    #[error("revision {requested} is in the future; the current revision is {current}")]
+    FutureRevision {
+        /// The revision asked for.
+        requested: i64,
+        /// The store's current revision.
+        current: i64,
+    },
+
     /// A blocking storage task panicked or was cancelled.
     #[error("storage task failed: {0}")]
     Task(String),
@@ -103,7 +125,19 @@ impl StoreError {
     /// would see the same one. Such errors are the caller's to fix (`INVALID_ARGUMENT`); all
     /// others are failures of this node.
     pub fn is_deterministic(&self) -> bool {
-        matches!(self, Self::InvalidCursor(_) | Self::InvalidArgument(_))
+        matches!(
+            self,
+            Self::InvalidCursor(_)
+                | Self::InvalidArgument(_)
+                | Self::Compacted { .. }
+                | Self::FutureRevision { .. }
+        )
+    }
+
+    /// True for a revision the store does not hold (compacted or not reached yet): the API
+    /// answers OUT_OF_RANGE.
+    pub fn is_out_of_range(&self) -> bool {
+        matches!(self, Self::Compacted { .. } | Self::FutureRevision { .. })
     }
 
     /// Wraps an `io::Error` with the operation and path it came from.

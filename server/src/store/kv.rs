@@ -12,6 +12,12 @@
 //! the first), and a delete forgets the key entirely, so a later put starts over with a new
 //! `create_revision` and version 1.
 //!
+//! History: every change a command makes is also recorded at its revision (`history.rs`), with
+//! the key's record before and after, in the same overlay, so history and state never disagree.
+//! Leases: a put that names a lease attaches the key to it (`lease.rs`); a command that names a
+//! lease that does not exist is refused as a whole before it writes anything (for a Txn, the
+//! leases of both branches are checked, so the refusal does not depend on the compares).
+//!
 //! Commands that the API layer should have refused (empty put key, a compare whose operand
 //! does not match its target, unknown enum values, `prefix` together with `range_end`) still get
 //! a deterministic meaning here instead of an error, because an error while applying would stop
@@ -20,14 +26,18 @@
 
 use std::cmp::Ordering;
 
-use kvset_proto::raft::{log_command::Command, CommandResult};
+use kvset_proto::raft::{command_refusal, log_command::Command, CommandRefusal, CommandResult};
 use kvset_proto::v1::{
-    compare, request_op, response_op, Compare, DeleteRequest, DeleteResponse, KeyValue, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, ResponseOp, TxnRequest, TxnResponse,
+    compare, request_op, response_op, CompactRequest, CompactResponse, Compare, DeleteRequest,
+    DeleteResponse, KeyValue, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseOp, TxnRequest, TxnResponse,
 };
 
 use super::codec::{self, KvRecord};
 use super::error::StoreError;
+use super::history::{self, StoredEvent};
+use super::lease::{self, LeaseRecord};
+use super::meta::SmMeta;
 use super::view::{Overlay, Scan, View};
 
 /// Page size of a Range inside a Txn whose `limit` is 0. A constant, not the server's
@@ -39,14 +49,16 @@ pub const TXN_RANGE_DEFAULT_LIMIT: usize = 10_000;
 
 /// A half-open range of user keys, `[start, end)`; `end == None` means "to the last key".
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct KeyRange {
+pub struct KeyRange {
+    /// The first key (inclusive).
     pub start: Vec<u8>,
+    /// The end (exclusive); `None`: no upper bound.
     pub end: Option<Vec<u8>>,
 }
 
 impl KeyRange {
     /// Exactly one key.
-    pub(crate) fn single(key: &[u8]) -> Self {
+    pub fn single(key: &[u8]) -> Self {
         let mut end = key.to_vec();
         end.push(0);
         Self {
@@ -56,7 +68,7 @@ impl KeyRange {
     }
 
     /// Every key that starts with `prefix` (every key at all for an empty prefix).
-    pub(crate) fn prefix(prefix: &[u8]) -> Self {
+    pub fn prefix(prefix: &[u8]) -> Self {
         Self {
             start: prefix.to_vec(),
             end: prefix_end(prefix),
@@ -64,7 +76,7 @@ impl KeyRange {
     }
 
     /// `[start, end)`, where an empty `end` means no upper bound.
-    pub(crate) fn span(start: &[u8], end: &[u8]) -> Self {
+    pub fn span(start: &[u8], end: &[u8]) -> Self {
         Self {
             start: start.to_vec(),
             end: (!end.is_empty()).then(|| end.to_vec()),
@@ -91,6 +103,11 @@ impl KeyRange {
         } else {
             Some(Self::single(&req.key))
         }
+    }
+
+    /// Whether `key` is in the range.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && self.end.as_deref().is_none_or(|end| key < end)
     }
 
     /// True for the range of all keys.
@@ -241,51 +258,187 @@ pub(crate) fn compare_holds(current: Option<&KvRecord>, c: &Compare) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Writes
 
-/// Applies one command to the overlay. `revision` and `key_count` are the state machine's
-/// counters; they are updated in place. Returns the command's result (headers left empty).
+/// Applies one command to the overlay and updates the counters in `meta` (revision, key
+/// count, compact revision, lease ids). Returns the command's result (headers left empty).
 ///
-/// A [`Command::Batch`] is not a key-value command: the state machine unpacks batches and hands
-/// their commands here one by one, so receiving one is an error.
+/// A [`Command::Batch`] or [`Command::Alarm`] is not a key-value command: the state machine
+/// unpacks batches and applies alarms itself, so receiving one is an error.
 pub(crate) fn execute(
     ov: &mut Overlay<'_>,
-    revision: &mut i64,
-    key_count: &mut u64,
+    meta: &mut SmMeta,
     command: &Command,
 ) -> Result<CommandResult, StoreError> {
     use kvset_proto::raft::command_result::Result as R;
-    let mut exec = Exec {
-        ov,
-        key_count,
-        rev: *revision + 1,
-        wrote: false,
-    };
-    let result = match command {
-        Command::Put(req) => R::Put(exec.put(req)?),
-        Command::Delete(req) => R::Delete(exec.delete(req)?),
-        Command::Txn(req) => R::Txn(exec.txn(req)?),
-        Command::Batch(_) => {
-            return Err(StoreError::Corrupt {
-                what: "log command",
-                detail: "a command batch reached the key-value executor".into(),
-            })
-        }
-        Command::Alarm(_)
-        | Command::Compact(_)
-        | Command::LeaseGrant(_)
-        | Command::LeaseRevoke(_) => {
+    match command {
+        Command::LeaseGrant(req) => return grant(ov, meta, req),
+        Command::Compact(req) => return compact(ov, meta, req),
+        Command::Batch(_) | Command::Alarm(_) => {
             return Err(StoreError::Corrupt {
                 what: "log command",
                 detail: "a command the state machine handles itself reached the key-value executor"
                     .into(),
             })
         }
+        _ => {}
+    }
+    if let Some(id) = missing_lease(ov, command)? {
+        return Ok(refused(
+            meta.revision,
+            command_refusal::Kind::NotFound,
+            format!(
+                "lease {id} does not exist (expired or revoked?): grant a new lease and use its id"
+            ),
+        ));
+    }
+    let mut exec = Exec {
+        ov,
+        key_count: &mut meta.key_count,
+        rev: meta.revision + 1,
+        wrote: false,
+        sub: 0,
+    };
+    let result = match command {
+        Command::Put(req) => R::Put(exec.put(req)?),
+        Command::Delete(req) => R::Delete(exec.delete(req)?),
+        Command::Txn(req) => R::Txn(exec.txn(req)?),
+        Command::LeaseRevoke(req) => {
+            if lease::get(&*exec.ov, req.id)?.is_none() {
+                return Ok(refused(
+                    meta.revision,
+                    command_refusal::Kind::NotFound,
+                    format!(
+                        "lease {} does not exist (expired or already revoked)",
+                        req.id
+                    ),
+                ));
+            }
+            exec.revoke(req.id)?;
+            R::LeaseRevoke(LeaseRevokeResponse { header: None })
+        }
+        Command::LeaseGrant(_) | Command::Compact(_) | Command::Batch(_) | Command::Alarm(_) => {
+            unreachable!("handled above")
+        }
     };
     if exec.wrote {
-        *revision = exec.rev;
+        meta.revision = exec.rev;
     }
     Ok(CommandResult {
-        revision: *revision,
+        revision: meta.revision,
         result: Some(result),
+    })
+}
+
+/// A result saying the command was refused and wrote nothing.
+fn refused(revision: i64, kind: command_refusal::Kind, message: String) -> CommandResult {
+    CommandResult {
+        revision,
+        result: Some(kvset_proto::raft::command_result::Result::Refused(
+            CommandRefusal {
+                kind: kind as i32,
+                message,
+            },
+        )),
+    }
+}
+
+/// The first lease a put of `command` names that does not exist (both branches of a Txn).
+fn missing_lease(view: &dyn View, command: &Command) -> Result<Option<i64>, StoreError> {
+    let mut leases = Vec::new();
+    match command {
+        Command::Put(p) => leases.push(p.lease),
+        Command::Txn(t) => {
+            leases.extend(
+                t.success
+                    .iter()
+                    .chain(&t.failure)
+                    .filter_map(|op| match &op.request {
+                        Some(request_op::Request::Put(p)) => Some(p.lease),
+                        _ => None,
+                    }),
+            )
+        }
+        _ => {}
+    }
+    for id in leases.into_iter().filter(|&id| id != 0) {
+        if lease::get(view, id)?.is_none() {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
+/// Creates a lease. Does not change the revision (no key changes).
+fn grant(
+    ov: &mut Overlay<'_>,
+    meta: &mut SmMeta,
+    req: &LeaseGrantRequest,
+) -> Result<CommandResult, StoreError> {
+    use kvset_proto::raft::command_result::Result as R;
+    let id = match req.id {
+        0 => meta.max_lease_id.saturating_add(1),
+        id if id < 0 => {
+            return Ok(refused(
+                meta.revision,
+                command_refusal::Kind::OutOfRange,
+                format!("lease id {id} is negative; use a positive id or 0 to get a fresh one"),
+            ))
+        }
+        id => id,
+    };
+    if lease::get(&*ov, id)?.is_some() {
+        return Ok(refused(
+            meta.revision,
+            command_refusal::Kind::AlreadyExists,
+            format!("lease {id} already exists; pick another id or 0 to get a fresh one"),
+        ));
+    }
+    lease::put(ov, id, LeaseRecord { ttl: req.ttl })?;
+    meta.max_lease_id = meta.max_lease_id.max(id);
+    Ok(CommandResult {
+        revision: meta.revision,
+        result: Some(R::LeaseGrant(LeaseGrantResponse {
+            header: None,
+            id,
+            ttl: req.ttl,
+        })),
+    })
+}
+
+/// Forgets the history at and below the requested revision. Does not change the revision.
+fn compact(
+    ov: &mut Overlay<'_>,
+    meta: &mut SmMeta,
+    req: &CompactRequest,
+) -> Result<CommandResult, StoreError> {
+    use kvset_proto::raft::command_result::Result as R;
+    if req.revision > meta.revision {
+        return Ok(refused(
+            meta.revision,
+            command_refusal::Kind::OutOfRange,
+            format!(
+                "cannot compact to revision {}: the current revision is {}",
+                req.revision, meta.revision
+            ),
+        ));
+    }
+    if req.revision <= meta.compact_revision {
+        return Ok(refused(
+            meta.revision,
+            command_refusal::Kind::OutOfRange,
+            format!(
+                "revision {} is already compacted; the compact revision is {}",
+                req.revision, meta.compact_revision
+            ),
+        ));
+    }
+    history::compact(ov, meta.compact_revision, req.revision)?;
+    meta.compact_revision = req.revision;
+    Ok(CommandResult {
+        revision: meta.revision,
+        result: Some(R::Compact(CompactResponse {
+            header: None,
+            compact_revision: meta.compact_revision,
+        })),
     })
 }
 
@@ -296,6 +449,8 @@ struct Exec<'a, 't> {
     /// The revision this command's writes carry (current revision + 1).
     rev: i64,
     wrote: bool,
+    /// The number of changes recorded at `rev` so far (each key changed is one).
+    sub: u32,
 }
 
 impl Exec<'_, '_> {
@@ -318,22 +473,62 @@ impl Exec<'_, '_> {
             .transpose()
     }
 
+    /// Records one change at this command's revision (see `history.rs`).
+    fn change(&mut self, event: StoredEvent) -> Result<(), StoreError> {
+        history::record(self.ov, self.rev, self.sub, &event)?;
+        self.sub += 1;
+        self.wrote = true;
+        Ok(())
+    }
+
+    /// Deletes one existing key whose stored record is `before`, with its history and lease
+    /// attachment.
+    fn remove_key(&mut self, key: &[u8], before: Vec<u8>) -> Result<(), StoreError> {
+        let leased = codec::KvHeader::decode(&before)?.lease;
+        if leased != 0 {
+            lease::detach(self.ov, leased, key);
+        }
+        self.ov.remove(codec::kv_key(key));
+        *self.key_count = self.key_count.saturating_sub(1);
+        self.change(StoredEvent {
+            key: key.to_vec(),
+            after: None,
+            before: Some(before),
+        })
+    }
+
     fn put(&mut self, req: &PutRequest) -> Result<PutResponse, StoreError> {
         if req.key.is_empty() {
             return Ok(PutResponse::default());
         }
-        let old = self.record(&req.key)?;
+        let before = self.ov.get(&codec::kv_key(&req.key))?;
+        let old = before.as_deref().map(KvRecord::decode).transpose()?;
         let new = KvRecord {
             create_revision: old.as_ref().map_or(self.rev, |o| o.create_revision),
             mod_revision: self.rev,
             version: old.as_ref().map_or(1, |o| o.version + 1),
+            lease: req.lease,
             value: req.value.clone(),
         };
         if old.is_none() {
             *self.key_count += 1;
         }
-        self.ov.put(codec::kv_key(&req.key), new.encode());
-        self.wrote = true;
+        let old_lease = old.as_ref().map_or(0, |o| o.lease);
+        if old_lease != new.lease {
+            if old_lease != 0 {
+                lease::detach(self.ov, old_lease, &req.key);
+            }
+            if new.lease != 0 {
+                lease::attach(self.ov, new.lease, &req.key);
+            }
+        }
+        let after = new.encode();
+        self.ov.put(codec::kv_key(&req.key), after.clone());
+        self.change(StoredEvent {
+            key: req.key.clone(),
+            after: Some(after),
+            before,
+        })?;
         Ok(PutResponse {
             header: None,
             prev_kv: old
@@ -347,28 +542,37 @@ impl Exec<'_, '_> {
             return Ok(DeleteResponse::default());
         };
         let (lo, hi) = range.sled_bounds();
-        let mut doomed: Vec<Vec<u8>> = Vec::new();
+        let mut doomed: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut prev_kvs = Vec::new();
         self.ov.scan(&lo, &hi, &mut |k, v| {
             if req.prev_kv {
                 prev_kvs.push(codec::key_value(codec::user_key(k), v, false)?);
             }
-            doomed.push(k.to_vec());
+            doomed.push((codec::user_key(k).to_vec(), v.to_vec()));
             Ok(Scan::Continue)
         })?;
         let deleted = doomed.len();
-        for k in doomed {
-            self.ov.remove(k);
-        }
-        if deleted > 0 {
-            *self.key_count = self.key_count.saturating_sub(deleted as u64);
-            self.wrote = true;
+        for (key, before) in doomed {
+            self.remove_key(&key, before)?;
         }
         Ok(DeleteResponse {
             header: None,
             deleted: deleted as i64,
             prev_kvs,
         })
+    }
+
+    /// Deletes every key attached to lease `id` (in this command's one revision) and the lease.
+    fn revoke(&mut self, id: i64) -> Result<(), StoreError> {
+        for key in lease::keys(&*self.ov, id)? {
+            // An attachment always has its key (both change in the same batch); skip defensively
+            // rather than fail the node if one ever does not.
+            if let Some(before) = self.ov.get(&codec::kv_key(&key))? {
+                self.remove_key(&key, before)?;
+            }
+        }
+        lease::remove(self.ov, id);
+        Ok(())
     }
 
     fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
@@ -520,6 +724,7 @@ mod tests {
             create_revision: 1,
             mod_revision: 2,
             version: 3,
+            lease: 0,
             value: b"v".to_vec(),
         };
         let p = Some(&present);

@@ -17,6 +17,11 @@
 //!     tree "raft"         vote | committed | last_purged -> postcard
 //!     tree "sm.<gen>"     the state machine, 16 hex digits of generation; one namespace byte:
 //!       k<user key>         -> 0x01, create_revision, mod_revision, version (i64 BE), value
+//!                              (0x02 and a fourth i64, the lease, for a key with a lease)
+//!       h<rev BE><sub BE>   -> postcard(StoredEvent): one change, its key, record before/after
+//!                              (the revision history since the compact revision, history.rs)
+//!       l<lease id BE>      -> postcard(LeaseRecord): a lease and its TTL (lease.rs)
+//!       a<lease id BE><key> -> empty: the key is attached to the lease
 //!       d<client id BE>     -> postcard(ClientRecord): last sequence, its log index, its result
 //!       m/state             -> postcard(SmMeta): last applied, membership, revision, counters
 //!       m/alarms            -> postcard(list of Alarm): the replicated alarm table (alarm.rs);
@@ -88,9 +93,12 @@
 //!
 //! # Left out, deliberately
 //!
-//! - No MVCC history: only the latest version of each key is kept, so there are no reads at a
-//!   past revision and no watch. Revisions are metadata, as in etcd's responses, not versions.
-//! - No compaction of sled beyond what sled does itself; no per-key TTL or leases.
+//! - History is kept as changes beside the current state, not as versions indexed per key
+//!   (`history.rs` explains why): a read at a past revision costs the changes since then,
+//!   which compaction bounds (by default the last 10,000 revisions are kept).
+//! - No compaction of sled's files beyond what sled does itself.
+//! - Lease deadlines are not state: the leader keeps them in memory (`node/lessor.rs`), so a
+//!   new leader gives every lease a full TTL (no remaining-TTL checkpoints, unlike etcd).
 //! - Snapshots are built and installed in memory (openraft 0.9's `SnapshotData` is a
 //!   `Cursor<Vec<u8>>`), so a replica needs memory for about twice its data to snapshot. Fine
 //!   for the data sizes kvset is for; a streaming format would need openraft's newer API.
@@ -109,8 +117,10 @@ mod dedup;
 mod digest;
 mod durable;
 mod error;
+mod history;
 pub(crate) mod io_trace;
 mod kv;
+mod lease;
 mod log;
 mod meta;
 mod restore;
@@ -125,12 +135,12 @@ use std::sync::Arc;
 
 pub use dedup::MAX_CLIENTS as MAX_DEDUP_CLIENTS;
 pub use error::StoreError;
-pub use kv::TXN_RANGE_DEFAULT_LIMIT;
+pub use kv::{KeyRange, TXN_RANGE_DEFAULT_LIMIT};
 pub use log::LogStore;
 pub use restore::{describe_snapshot, SnapshotSummary};
 pub use snapshot::SNAPSHOT_FORMAT;
 pub use state_machine::{
-    SnapshotBuilder, StateDigest, StateMachineStore, FAILPOINT_BEFORE_SNAPSHOT_SAVE,
+    Changes, SnapshotBuilder, StateDigest, StateMachineStore, FAILPOINT_BEFORE_SNAPSHOT_SAVE,
 };
 
 use durable::Durability;
@@ -141,10 +151,12 @@ use durable::Durability;
 /// - 2: the dedup eviction order moved out of the tree into memory (`dedup.rs`), and log entries
 ///   may hold command batches (group commit). A format-1 directory is upgraded when it opens;
 ///   a build that only knows format 1 refuses a format-2 directory instead of misreading it.
-pub const STORE_FORMAT: u32 = 2;
+/// - 3: the revision history, leases, and the compact revision and lease counter in the
+///   metadata record (`meta.rs`). A format-2 directory opens as if compacted at its revision.
+pub const STORE_FORMAT: u32 = 3;
 
 /// Older layouts this build upgrades in place when it opens them.
-const UPGRADABLE_FORMATS: [u32; 1] = [1];
+const UPGRADABLE_FORMATS: [u32; 2] = [1, 2];
 
 const FORMAT_KEY: &[u8] = b"format";
 /// Key in the `store` tree naming the live state-machine generation.

@@ -7,9 +7,12 @@
 //! internal key layout can change without breaking snapshots sent between versions; a change of
 //! the payload bumps the format.
 //!
-//! Formats: 1 (no alarms) and 2 (with the alarm table). A snapshot whose alarm table is empty is
-//! written as format 1, byte for byte what earlier builds wrote, so backups and snapshots of a
-//! cluster that never raised an alarm stay readable by them; both are read.
+//! Formats: 1 (no alarms), 2 (with the alarm table) and 3 (with the revision history since the
+//! compact revision, the lease table with each lease's keys, the compact revision and the lease
+//! id counter). A snapshot is written in the oldest format that holds it — format 1, byte for
+//! byte what earlier builds wrote, when there is no alarm, history or lease — so backups stay
+//! readable by older builds where they can be; all three are read. A format 1 or 2 snapshot
+//! carries no history: loading it sets the compact revision to its revision.
 //!
 //! [`capture`] reads a state-machine tree into a payload (the state machine calls it where no
 //! apply can run concurrently); [`load`] writes a payload into an empty tree and returns the
@@ -21,15 +24,19 @@ use super::alarm::{self, Alarm, ALARMS_KEY};
 use super::codec::{self, KvRecord};
 use super::dedup::{self, ClientRecord};
 use super::error::StoreError;
+use super::history::{self, StoredEvent};
+use super::lease::{self, LeaseEntry};
 use super::meta::SmMeta;
 use super::view::Scan;
 use super::view::View;
 use crate::raft::types::{LogId, StoredMembership};
 
 /// The newest snapshot format this build writes and reads (it reads every one up to this).
-pub const SNAPSHOT_FORMAT: u32 = 2;
+pub const SNAPSHOT_FORMAT: u32 = 3;
 /// The format of a snapshot without alarms (see the module docs).
 const FORMAT_WITHOUT_ALARMS: u32 = 1;
+/// The format of a snapshot with alarms but without history or leases.
+const FORMAT_WITH_ALARMS: u32 = 2;
 const MAGIC: &[u8; 4] = b"KVSS";
 /// Pairs per sled batch when loading a snapshot.
 const LOAD_BATCH: usize = 4096;
@@ -49,6 +56,35 @@ pub(crate) struct SnapshotPayload {
     pub clients: Vec<(u64, ClientRecord)>,
     /// The alarm table (format 2; empty in format 1).
     pub alarms: Vec<Alarm>,
+    /// History at and below this revision is forgotten (format 3; else the revision).
+    pub compact_revision: i64,
+    /// The highest lease id ever granted (format 3).
+    pub max_lease_id: i64,
+    /// Every change after the compact revision: revision, sub, change (format 3).
+    pub history: Vec<(i64, u32, StoredEvent)>,
+    /// Every lease with its attached keys, by id (format 3).
+    pub leases: Vec<LeaseEntry>,
+}
+
+impl SnapshotPayload {
+    /// True when format 1 or 2 can hold the payload: nothing of format 3 in it.
+    fn fits_format_2(&self) -> bool {
+        self.history.is_empty()
+            && self.leases.is_empty()
+            && self.max_lease_id == 0
+            && self.compact_revision == self.revision
+    }
+}
+
+/// Format 2's payload: [`SnapshotPayload`] up to the alarm table.
+#[derive(Serialize, Deserialize)]
+struct PayloadV2 {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    revision: i64,
+    kvs: Vec<SnapshotKv>,
+    clients: Vec<(u64, ClientRecord)>,
+    alarms: Vec<Alarm>,
 }
 
 /// Format 1's payload: [`SnapshotPayload`] without the alarm table.
@@ -73,10 +109,10 @@ pub(crate) struct SnapshotKv {
 
 /// The snapshot's bytes: format 1 when there is no alarm, else format 2.
 pub(crate) fn encode(payload: &SnapshotPayload) -> Result<Vec<u8>, StoreError> {
-    let format = if payload.alarms.is_empty() {
-        FORMAT_WITHOUT_ALARMS
-    } else {
-        SNAPSHOT_FORMAT
+    let format = match (payload.fits_format_2(), payload.alarms.is_empty()) {
+        (true, true) => FORMAT_WITHOUT_ALARMS,
+        (true, false) => FORMAT_WITH_ALARMS,
+        (false, _) => SNAPSHOT_FORMAT,
     };
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(MAGIC);
@@ -91,6 +127,17 @@ pub(crate) fn encode(payload: &SnapshotPayload) -> Result<Vec<u8>, StoreError> {
             &payload.clients,
         );
         return postcard::to_extend(&v1, out).map_err(StoreError::codec("snapshot"));
+    }
+    if format == FORMAT_WITH_ALARMS {
+        let v2 = (
+            &payload.last_applied,
+            &payload.membership,
+            &payload.revision,
+            &payload.kvs,
+            &payload.clients,
+            &payload.alarms,
+        );
+        return postcard::to_extend(&v2, out).map_err(StoreError::codec("snapshot"));
     }
     postcard::to_extend(payload, out).map_err(StoreError::codec("snapshot"))
 }
@@ -124,6 +171,21 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<SnapshotPayload, StoreError> {
                 kvs: v1.kvs,
                 clients: v1.clients,
                 alarms: Vec::new(),
+                compact_revision: v1.revision,
+                ..Default::default()
+            })
+        }
+        FORMAT_WITH_ALARMS => {
+            let v2: PayloadV2 = codec::decode("snapshot", &bytes[8..])?;
+            Ok(SnapshotPayload {
+                last_applied: v2.last_applied,
+                membership: v2.membership,
+                revision: v2.revision,
+                kvs: v2.kvs,
+                clients: v2.clients,
+                alarms: v2.alarms,
+                compact_revision: v2.revision,
+                ..Default::default()
             })
         }
         SNAPSHOT_FORMAT => codec::decode("snapshot", &bytes[8..]),
@@ -158,6 +220,10 @@ pub(crate) fn capture(tree: &sled::Tree, meta: &SmMeta) -> Result<SnapshotPayloa
         kvs,
         clients: dedup::all(tree)?,
         alarms,
+        compact_revision: meta.compact_revision,
+        max_lease_id: meta.max_lease_id,
+        history: history::all(tree)?,
+        leases: lease::entries(tree)?,
     })
 }
 
@@ -170,7 +236,15 @@ pub(crate) fn load(tree: &sled::Tree, payload: SnapshotPayload) -> Result<SmMeta
         revision: payload.revision,
         key_count: payload.kvs.len() as u64,
         client_count: payload.clients.len() as u64,
+        compact_revision: payload.compact_revision,
+        max_lease_id: payload.max_lease_id,
     };
+    let mut key_lease = std::collections::HashMap::new();
+    for entry in &payload.leases {
+        for key in &entry.keys {
+            key_lease.insert(key.as_slice(), entry.id);
+        }
+    }
     let mut batch = sled::Batch::default();
     let mut pending = 0;
     let flush = |batch: &mut sled::Batch, pending: &mut usize| -> Result<(), StoreError> {
@@ -194,6 +268,7 @@ pub(crate) fn load(tree: &sled::Tree, payload: SnapshotPayload) -> Result<SmMeta
             create_revision: kv.create_revision,
             mod_revision: kv.mod_revision,
             version: kv.version,
+            lease: key_lease.get(kv.key.as_slice()).copied().unwrap_or(0),
             value: kv.value.clone(),
         };
         batch.insert(codec::kv_key(&kv.key), record.encode());
@@ -222,13 +297,28 @@ pub(crate) fn load(tree: &sled::Tree, payload: SnapshotPayload) -> Result<SmMeta
         }
     }
 
+    for (revision, sub, event) in &payload.history {
+        let (k, v) = history::stored(*revision, *sub, event)?;
+        batch.insert(k, v);
+        pending += 1;
+        if pending >= LOAD_BATCH {
+            flush(&mut batch, &mut pending)?;
+        }
+    }
+    for entry in &payload.leases {
+        for (k, v) in lease::stored(entry)? {
+            batch.insert(k, v);
+            pending += 1;
+        }
+        if pending >= LOAD_BATCH {
+            flush(&mut batch, &mut pending)?;
+        }
+    }
+
     if let Some(alarms) = alarm::encode(&payload.alarms)? {
         batch.insert(ALARMS_KEY, alarms);
     }
-    batch.insert(
-        codec::META_KEY,
-        codec::encode("state-machine metadata", &meta)?,
-    );
+    batch.insert(codec::META_KEY, meta.encode()?);
     pending += 1;
     flush(&mut batch, &mut pending)?;
     Ok(meta)
@@ -249,21 +339,72 @@ mod tests {
                 mod_revision: 5,
                 version: 2,
             }],
+            compact_revision: 5,
             ..Default::default()
         };
         let bytes = encode(&payload).unwrap();
         assert_eq!(decode(&bytes).unwrap(), payload);
 
-        assert_eq!(bytes[7], 1, "no alarms: written as format 1");
+        assert_eq!(bytes[7], 1, "no alarms, no history: written as format 1");
 
         let mut newer = bytes.clone();
-        newer[7] = 3;
+        newer[7] = 4;
         assert!(matches!(
             decode(&newer),
-            Err(StoreError::UnsupportedFormat { found: 3, .. })
+            Err(StoreError::UnsupportedFormat { found: 4, .. })
         ));
         assert!(matches!(decode(b"nope"), Err(StoreError::Corrupt { .. })));
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// History, leases and the counters ride in format 3 and come back when loaded: a key keeps
+    /// its lease, the lease its keys, reads at past revisions their answers.
+    #[test]
+    fn history_and_leases_ride_in_format_3() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let event = StoredEvent {
+            key: b"k".to_vec(),
+            after: Some(
+                KvRecord {
+                    create_revision: 7,
+                    mod_revision: 7,
+                    version: 1,
+                    lease: 3,
+                    value: b"v".to_vec(),
+                }
+                .encode(),
+            ),
+            before: None,
+        };
+        let payload = SnapshotPayload {
+            revision: 7,
+            kvs: vec![SnapshotKv {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                create_revision: 7,
+                mod_revision: 7,
+                version: 1,
+            }],
+            compact_revision: 6,
+            max_lease_id: 3,
+            history: vec![(7, 0, event)],
+            leases: vec![LeaseEntry {
+                id: 3,
+                ttl: 10,
+                keys: vec![b"k".to_vec()],
+            }],
+            ..Default::default()
+        };
+        let bytes = encode(&payload).unwrap();
+        assert_eq!(format_of(&bytes), SNAPSHOT_FORMAT);
+        assert_eq!(decode(&bytes).unwrap(), payload);
+        let meta = load(&tree, payload.clone()).unwrap();
+        assert_eq!((meta.compact_revision, meta.max_lease_id), (6, 3));
+        let stored = KvRecord::decode(&tree.get(codec::kv_key(b"k")).unwrap().unwrap()).unwrap();
+        assert_eq!(stored.lease, 3, "the key keeps its lease");
+        let again = capture(&tree, &meta).unwrap();
+        assert_eq!(again, payload, "capture gives back what was loaded");
     }
 
     /// With alarms the snapshot is format 2 and keeps them; without, it is exactly format 1.

@@ -41,7 +41,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use kvset_proto::raft::log_command::Command;
 use kvset_proto::raft::{command_result, CommandResult, LogCommand, ResultBatch};
-use kvset_proto::v1::{AlarmMember, AlarmResponse, KeyValue, RangeRequest, RangeResponse};
+use kvset_proto::v1::{AlarmMember, AlarmResponse, Event, KeyValue, RangeRequest, RangeResponse};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend};
 use prost::Message;
@@ -55,7 +55,9 @@ use super::dedup::{self, Check, ClientRecord, EvictionOrder, OrderTxn, MAX_CLIEN
 use super::digest::{Accumulator, Delta};
 use super::durable::Durability;
 use super::error::StoreError;
+use super::history;
 use super::kv::{self, KeyRange};
+use super::lease;
 use super::meta::SmMeta;
 use super::snapfile::SnapshotFile;
 use super::snapshot::{self, SnapshotPayload};
@@ -105,6 +107,15 @@ fn full_digest(tree: &sled::Tree) -> Result<Accumulator, StoreError> {
     Ok(acc)
 }
 
+/// What [`StateMachineStore::changes`] found: events by revision, and how far it looked.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Changes {
+    /// The revisions with events in the range, ascending, each with all its events there.
+    pub revisions: Vec<(i64, Vec<Event>)>,
+    /// Every revision up to this one was looked at.
+    pub through: i64,
+}
+
 /// A cloneable handle on the state machine; see the module docs.
 #[derive(Clone)]
 pub struct StateMachineStore {
@@ -123,6 +134,8 @@ struct Inner {
     /// The dedup table's eviction order for the live generation (see `dedup.rs`). Only apply and
     /// snapshot installs change it; openraft never runs them at the same time.
     eviction: Mutex<EvictionOrder>,
+    /// The applied revision, published after each batch and install for watchers.
+    applied: tokio::sync::watch::Sender<i64>,
 }
 
 /// The live generation: its tree and its metadata as of the last committed batch.
@@ -138,6 +151,28 @@ struct Live {
     /// The logical size of `tree` once someone asked for it (the space quota does, every few
     /// seconds); `apply` keeps it current like the digest, a snapshot install drops it.
     logical_size: Option<u64>,
+}
+
+impl Live {
+    /// The revision a read at `requested` (0: now) looks at, or why it cannot.
+    fn readable(&self, requested: i64) -> Result<i64, StoreError> {
+        let (current, compact) = (self.meta.revision, self.meta.compact_revision);
+        match requested {
+            0 => Ok(current),
+            r if r > current => Err(StoreError::FutureRevision {
+                requested: r,
+                current,
+            }),
+            r if r < 0 => Err(StoreError::InvalidArgument(format!(
+                "revision {r} is negative; use 0 for the current revision"
+            ))),
+            r if r < compact => Err(StoreError::Compacted {
+                requested: r,
+                compact_revision: compact,
+            }),
+            r => Ok(r),
+        }
+    }
 }
 
 /// The name of a generation's tree.
@@ -173,11 +208,12 @@ impl StateMachineStore {
         drop_legacy_eviction_keys(&tree)?;
         let eviction = Mutex::new(EvictionOrder::load(&tree)?);
         let meta = match tree.get(codec::META_KEY)? {
-            Some(b) => codec::decode("state-machine metadata", &b)?,
+            Some(b) => SmMeta::decode(&b)?,
             None => SmMeta::default(),
         };
         let alarms = alarm::decode(tree.get(ALARMS_KEY)?.as_deref())?;
         let snapshots = SnapshotFile::open(snapshot_dir)?;
+        let (applied, _) = tokio::sync::watch::channel(meta.revision);
         let sm = Self {
             inner: Arc::new(Inner {
                 db,
@@ -194,6 +230,7 @@ impl StateMachineStore {
                     logical_size: None,
                 }),
                 eviction,
+                applied,
             }),
         };
 
@@ -232,10 +269,24 @@ impl StateMachineStore {
         self.get_with_revision(key).map(|(kv, _)| kv)
     }
 
-    /// One key and the revision of the state it was read from.
+    /// One key and the current revision of the state it was read from.
     pub fn get_with_revision(&self, key: &[u8]) -> Result<(Option<KeyValue>, i64), StoreError> {
+        self.get_at(key, 0)
+    }
+
+    /// One key as it was at `revision` (0: now), and the current revision. A revision below the
+    /// compact revision, or above the current one, is an error ([`StoreError::is_out_of_range`]).
+    pub fn get_at(&self, key: &[u8], revision: i64) -> Result<(Option<KeyValue>, i64), StoreError> {
         let live = self.inner.read();
-        Ok((kv::get(&live.tree, key)?, live.meta.revision))
+        let current = live.meta.revision;
+        let at = live.readable(revision)?;
+        let kv = if at == current {
+            kv::get(&live.tree, key)?
+        } else {
+            let past = history::rewind(&live.tree, at, &KeyRange::single(key))?;
+            kv::get(&past, key)?
+        };
+        Ok((kv, current))
     }
 
     /// One page of a range read, as kvset.proto's `Range` defines it (`header` left `None`).
@@ -281,15 +332,32 @@ impl StateMachineStore {
             Some(Cursor::decode_for(req)?)
         };
 
+        let pinned = match (&cursor, req.revision) {
+            (Some(c), 0) => c.first_page_revision,
+            (Some(c), r) if r != c.first_page_revision => {
+                return Err(StoreError::InvalidArgument(format!(
+                    "range: revision {r} differs from the cursor's revision {}; leave revision \
+                     0 when passing a cursor",
+                    c.first_page_revision
+                )))
+            }
+            (_, r) => r,
+        };
         let live = self.inner.read();
         let revision = live.meta.revision;
+        let at = live.readable(pinned)?;
         let range = KeyRange::of_range(req);
-        let known = range.is_everything().then_some(live.meta.key_count);
         let after = cursor.as_ref().map(|c| c.after.as_slice());
-        let page = kv::page(&live.tree, &range, after, limit, req.keys_only, known)?;
+        let page = if at == revision {
+            let known = range.is_everything().then_some(live.meta.key_count);
+            kv::page(&live.tree, &range, after, limit, req.keys_only, known)?
+        } else {
+            let past = history::rewind(&live.tree, at, &range)?;
+            kv::page(&past, &range, after, limit, req.keys_only, None)?
+        };
         drop(live);
 
-        let first_page_revision = cursor.map_or(revision, |c| c.first_page_revision);
+        let first_page_revision = at;
         let next_cursor = match page.kvs.last() {
             Some(last) if page.more => Cursor {
                 after: last.key.clone(),
@@ -313,6 +381,75 @@ impl StateMachineStore {
     /// The global revision of the applied state.
     pub fn revision(&self) -> i64 {
         self.inner.read().meta.revision
+    }
+
+    /// The compact revision: history at and below it is forgotten.
+    pub fn compact_revision(&self) -> i64 {
+        self.inner.read().meta.compact_revision
+    }
+
+    /// The current and compact revisions, read together.
+    pub fn revisions(&self) -> (i64, i64) {
+        let live = self.inner.read();
+        (live.meta.revision, live.meta.compact_revision)
+    }
+
+    /// A receiver that sees the applied revision change (after every applied batch and snapshot
+    /// install): what watchers wait on.
+    pub fn subscribe_revision(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.inner.applied.subscribe()
+    }
+
+    /// The changes to keys in `range` at revisions `from..`, whole revisions at a time, until
+    /// at least `max_events` were found; see `history.rs`. A `from` at or below the compact
+    /// revision is [`StoreError::Compacted`].
+    pub fn changes(
+        &self,
+        from: i64,
+        range: &KeyRange,
+        max_events: usize,
+        prev_kv: bool,
+    ) -> Result<Changes, StoreError> {
+        let live = self.inner.read();
+        if from <= live.meta.compact_revision {
+            return Err(StoreError::Compacted {
+                requested: from,
+                compact_revision: live.meta.compact_revision,
+            });
+        }
+        let read = history::changes(&live.tree, from, live.meta.revision, range, max_events)?;
+        drop(live);
+        let mut revisions = Vec::with_capacity(read.revisions.len());
+        for r in read.revisions {
+            let events = r
+                .events
+                .iter()
+                .map(|e| e.to_proto(r.revision, prev_kv))
+                .collect::<Result<Vec<_>, _>>()?;
+            revisions.push((r.revision, events));
+        }
+        Ok(Changes {
+            revisions,
+            through: read.through,
+        })
+    }
+
+    /// Every lease with its granted TTL, from the applied state.
+    pub fn leases(&self) -> Result<Vec<(i64, i64)>, StoreError> {
+        let live = self.inner.read();
+        Ok(lease::all(&live.tree)?
+            .into_iter()
+            .map(|(id, r)| (id, r.ttl))
+            .collect())
+    }
+
+    /// Lease `id`'s granted TTL and attached keys, if it exists.
+    pub fn lease(&self, id: i64) -> Result<Option<(i64, Vec<Vec<u8>>)>, StoreError> {
+        let live = self.inner.read();
+        match lease::get(&live.tree, id)? {
+            Some(r) => Ok(Some((r.ttl, lease::keys(&live.tree, id)?))),
+            None => Ok(None),
+        }
     }
 
     /// The last log id applied.
@@ -485,10 +622,7 @@ impl Inner {
                 None => ov.remove(ALARMS_KEY.to_vec()),
             }
         }
-        ov.put(
-            codec::META_KEY.to_vec(),
-            codec::encode("state-machine metadata", &meta)?,
-        );
+        ov.put(codec::META_KEY.to_vec(), meta.encode()?);
         // What the batch changes in the content digest, when one is kept (reads the previous
         // version of every written key: sled's cache still holds them from the commands above).
         let mut delta = Delta::default();
@@ -525,7 +659,10 @@ impl Inner {
             (Some(size), true) => *size = size.saturating_add_signed(size_change),
             (size, _) => *size = None,
         }
+        let revision = live.meta.revision;
+        drop(live);
         order.commit();
+        self.applied.send_replace(revision);
         Ok(results)
     }
 
@@ -589,6 +726,7 @@ impl Inner {
         );
         drop(old);
         *self.eviction.lock().unwrap_or_else(PoisonError::into_inner) = eviction;
+        self.applied.send_replace(self.read().meta.revision);
         if let Err(e) = self.db.drop_tree(tree_name(old_generation)) {
             warn!(error = %e, "could not drop the previous state-machine tree; opening will retry");
         }
@@ -711,7 +849,7 @@ fn apply_client_command(
             Check::Stale => return Ok(unchanged(meta)),
         }
     }
-    let result = kv::execute(ov, &mut meta.revision, &mut meta.key_count, body)?;
+    let result = kv::execute(ov, meta, body)?;
     if let Some((client_id, sequence)) = token {
         let record = ClientRecord {
             sequence,
