@@ -38,7 +38,7 @@
 //! or the same once it caught up), not as the end.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -242,12 +242,14 @@ impl WatchBatch {
 pub struct WatchStream {
     inner: Pin<Box<dyn Stream<Item = Result<WatchBatch>> + Send>>,
     next: Arc<AtomicI64>,
+    reconnects: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for WatchStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WatchStream")
             .field("next_revision", &self.next_revision())
+            .field("reconnects", &self.reconnects())
             .finish()
     }
 }
@@ -258,6 +260,11 @@ impl WatchStream {
     /// from here.
     pub fn next_revision(&self) -> i64 {
         self.next.load(Ordering::SeqCst)
+    }
+
+    /// How many times the watcher was re-created after its stream broke.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::SeqCst)
     }
 }
 
@@ -310,6 +317,7 @@ struct State {
     conn: Option<Conn>,
     backoff: Backoff,
     done: bool,
+    reconnects: Arc<AtomicU64>,
 }
 
 impl Client {
@@ -338,7 +346,9 @@ impl Client {
             header_revision.saturating_add(1).max(1)
         };
         let next = Arc::new(AtomicI64::new(next));
+        let reconnects = Arc::new(AtomicU64::new(0));
         let state = State {
+            reconnects: reconnects.clone(),
             backoff: Backoff::new(self.config().backoff_base, self.config().backoff_max),
             client: self.clone(),
             opts,
@@ -353,6 +363,7 @@ impl Client {
         Ok(WatchStream {
             inner: Box::pin(inner),
             next,
+            reconnects,
         })
     }
 }
@@ -599,6 +610,7 @@ impl State {
             }),
             (created, endpoint, _) => {
                 tracing::debug!(endpoint = %endpoint, next, "watch re-created");
+                self.reconnects.fetch_add(1, Ordering::SeqCst);
                 self.conn = Some(conn_of(created, endpoint));
                 Ok(())
             }

@@ -693,6 +693,7 @@ async fn watch_resumes_from_the_next_revision_after_a_break_without_loss_or_repe
         .collect();
     assert_eq!(keys, ["w/0", "w/1", "w/2", "w/3", "w/4", "w/5"]);
     assert_eq!(stream.next_revision(), written[5] + 1);
+    assert_eq!(stream.reconnects(), 1);
     // The first create asked for "from now"; the re-creation elsewhere for the revision after
     // the last one delivered (the second write).
     assert_eq!(cluster.members[0].watch_creates()[0].start_revision, 0);

@@ -126,9 +126,14 @@ async fn watch_follows_a_leader_failover_without_losing_or_repeating_an_event() 
         got, acked,
         "every acknowledged write exactly once, as acknowledged"
     );
+    assert!(
+        events.reconnects() >= 1,
+        "the watch was on the killed leader, so it must have been re-created"
+    );
     println!(
-        "METRIC watch_failover_events={} killed=kv-{leader}",
-        got.len()
+        "METRIC watch_failover_events={} reconnects={} killed=kv-{leader}",
+        got.len(),
+        events.reconnects()
     );
 }
 
