@@ -52,8 +52,8 @@ pub enum Error {
     /// `compact_revision`) and start a new watch from that read's revision + 1. A watch stream
     /// ends with this error when the server cancels its watcher for compaction.
     #[error(
-        "the revision asked for was compacted; the compact revision is {compact_revision}: read \
-         again at a newer revision (or without one) and watch from that read's revision + 1"
+        "the history at and below revision {compact_revision} is compacted (forgotten): read at \
+         a newer revision (or without one), and start watches from that read's revision + 1"
     )]
     Compacted {
         /// The compact revision the server named: history at and below it is gone.

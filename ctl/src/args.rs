@@ -223,7 +223,7 @@ pub enum Command {
         command: Vec<String>,
         /// TTL of the lock's lease in seconds: how long the lock outlives a kvsetctl that
         /// died without releasing it
-        #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(i64).range(1..))]
+        #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = parse_ttl)]
         ttl: i64,
     },
     /// Campaign in the election NAME with VALUE, or, without VALUE, observe it.
@@ -238,7 +238,7 @@ pub enum Command {
         /// The value to proclaim as leader; omit to observe
         value: Option<String>,
         /// TTL of the campaign's lease in seconds
-        #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(i64).range(1..))]
+        #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = parse_ttl)]
         ttl: i64,
     },
     /// Forget the history at and below revision REV (reads and watches below it then fail
@@ -316,7 +316,7 @@ pub enum LeaseCommand {
     /// Grant a lease of TTL_SECONDS and print its id alone (-o json: {"id","ttl"})
     Grant {
         /// Time to live in seconds
-        #[arg(value_name = "TTL_SECONDS", value_parser = clap::value_parser!(i64).range(1..))]
+        #[arg(value_name = "TTL_SECONDS", value_parser = parse_ttl)]
         ttl: i64,
     },
     /// Revoke a lease, deleting every key attached to it (exit 1 if it does not exist)
@@ -429,6 +429,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("the duration must be greater than zero".into());
     }
     Ok(d)
+}
+
+/// Parses a TTL in seconds: a positive integer.
+pub fn parse_ttl(s: &str) -> Result<i64, String> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a TTL: give the time to live in whole seconds, 1 or more"
+        )),
+    }
 }
 
 /// Parses a revision: a positive integer.

@@ -413,9 +413,18 @@ async fn run(cli: &Cli, client: &Client, stdin: &mut dyn Read) -> Result<Outcome
             }
         }
         Command::Members { command } => members(command, client, fmt).await?,
-        Command::Compact { rev } => {
-            Outcome::ok(output::render_compact(client.compact(*rev).await?, fmt))
-        }
+        Command::Compact { rev } => match client.compact(*rev).await {
+            Ok(compacted) => Outcome::ok(output::render_compact(compacted, fmt)),
+            Err(Error::Compacted { compact_revision }) => Outcome::with(
+                String::new(),
+                Exit::Compacted,
+                format!(
+                    "error: revision {rev} is already compacted (the compact revision is \
+                     {compact_revision}); compact at a higher revision, at most the current one\n"
+                ),
+            ),
+            Err(e) => return Err(e),
+        },
         Command::Lease { command } => lease(command, client, fmt).await?,
         // Run by `execute_live`.
         Command::Watch { .. } | Command::Elect { .. } | Command::Lock { .. } => {

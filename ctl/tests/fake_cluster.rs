@@ -297,7 +297,7 @@ async fn kvsetctl_watch_prints_one_json_object_per_event() {
     let out = ctl(&eps, &["watch", "app/a", "--rev", "1", "--count", "1"]).await;
     assert_eq!(out.exit, Exit::Compacted, "{}", out.stderr);
     assert!(
-        out.stderr.contains("compact revision is 2"),
+        out.stderr.contains("below revision 2 is compacted"),
         "{}",
         out.stderr
     );

@@ -356,5 +356,8 @@ async fn kvsetctl_watch_json_lines_and_lease_grant_output() {
     )
     .await;
     assert_eq!(code, 5, "{err}");
-    assert!(err.contains(&format!("compact revision is {now}")), "{err}");
+    assert!(
+        err.contains(&format!("below revision {now} is compacted")),
+        "{err}"
+    );
 }
