@@ -244,6 +244,8 @@ impl Client {
             prev_kv: opts.prev_kv,
             request_id: Some(lease.next_request_id()),
             lease: opts.lease,
+            ignore_lease: Default::default(),
+            ignore_value: Default::default(),
         };
         let spec = self.spec("put", Safety::Write, Route::Leader, remaining(deadline));
         let (resp, _) = self

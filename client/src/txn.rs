@@ -302,6 +302,8 @@ impl TxnOp {
                 prev_kv: *prev_kv,
                 request_id: None,
                 lease: *lease,
+                ignore_lease: Default::default(),
+                ignore_value: Default::default(),
             }),
             TxnOp::Delete { range, prev_kv } => Request::Delete(pb::DeleteRequest {
                 prev_kv: *prev_kv,

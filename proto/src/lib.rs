@@ -22,6 +22,25 @@ pub mod kvset {
     }
 }
 
+/// etcd's v3 API (packages `etcdserverpb` and `mvccpb`), which kvset also serves on its client
+/// port so that etcd's tools and client libraries work against it unchanged.
+#[allow(
+    clippy::large_enum_variant,
+    clippy::doc_lazy_continuation,
+    non_snake_case,
+    clippy::enum_variant_names
+)]
+pub mod etcd {
+    /// Package `mvccpb`: KeyValue and Event.
+    pub mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+    /// Package `etcdserverpb`: the KV, Watch, Lease, Cluster and Maintenance services.
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+}
+
 /// The public API: key-value operations and cluster administration.
 pub mod backup;
 

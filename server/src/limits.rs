@@ -78,6 +78,9 @@ pub enum LimitError {
     /// `range_end` / `end` together with `prefix`.
     #[error("{0} cannot be combined with prefix: use either a prefix or an explicit range end")]
     EndWithPrefix(&'static str),
+    /// Two fields of a request that contradict each other; the message says which.
+    #[error("{0}")]
+    Conflict(&'static str),
     /// A compare without an operand, or with one of another type than its target.
     #[error("compare on target {target} needs the `{expected}` operand, but {found}")]
     CompareOperand {
@@ -134,6 +137,16 @@ impl Limits {
     /// Checks a Put.
     pub fn validate_put(&self, req: &PutRequest) -> Result<(), LimitError> {
         self.key(&req.key, "key", "put key must not be empty")?;
+        if req.ignore_value && !req.value.is_empty() {
+            return Err(LimitError::Conflict(
+                "put: value must be empty when ignore_value is set",
+            ));
+        }
+        if req.ignore_lease && req.lease != 0 {
+            return Err(LimitError::Conflict(
+                "put: lease must be 0 when ignore_lease is set",
+            ));
+        }
         if req.value.len() > self.max_value_bytes {
             return Err(LimitError::ValueTooLarge {
                 size: req.value.len(),
@@ -254,6 +267,7 @@ impl Limits {
             Target::CreateRevision => "create_revision",
             Target::ModRevision => "mod_revision",
             Target::Exists => "exists",
+            Target::Lease => "lease",
         };
         let found = match &c.operand {
             None => None,
@@ -270,6 +284,7 @@ impl Limits {
             Some(Operand::CreateRevision(_)) => Some("create_revision"),
             Some(Operand::ModRevision(_)) => Some("mod_revision"),
             Some(Operand::Exists(_)) => Some("exists"),
+            Some(Operand::Lease(_)) => Some("lease"),
         };
         if found != Some(expected) {
             return Err(LimitError::CompareOperand {

@@ -402,18 +402,39 @@ fn start_services(
     // The worst case of the limits is huge (two branches of maximal puts); cap what one request
     // may make the server buffer.
     let max_request = config.limits.max_request_bytes().min(64 * 1024 * 1024);
+    let kv = KvService::new(node.clone());
+    let cluster = ClusterService::new(node.clone());
+    let watch = crate::api::watch::WatchService::new(node.clone());
+    let lease = crate::api::lease::LeaseService::new(node.clone());
     let client_router = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(
-            KvServer::new(KvService::new(node.clone())).max_decoding_message_size(max_request),
-        )
-        .add_service(ClusterServer::new(ClusterService::new(node.clone())))
+        .add_service(KvServer::new(kv.clone()).max_decoding_message_size(max_request))
+        .add_service(ClusterServer::new(cluster.clone()))
         .add_service(kvset_proto::v1::watch_server::WatchServer::new(
-            crate::api::watch::WatchService::new(node.clone()),
+            watch.clone(),
         ))
         .add_service(kvset_proto::v1::lease_server::LeaseServer::new(
-            crate::api::lease::LeaseService::new(node.clone()),
+            lease.clone(),
         ));
+    // etcd's v3 API on the same port, translated onto the services above (`api/etcd`).
+    let client_router = {
+        use crate::api::etcd;
+        use kvset_proto::etcd::etcdserverpb as pb;
+        let etcd_cluster = etcd::cluster::EtcdCluster::new(cluster, config.client_tls.is_some());
+        client_router
+            .add_service(
+                pb::kv_server::KvServer::new(etcd::kv::EtcdKv::new(kv))
+                    .max_decoding_message_size(max_request),
+            )
+            .add_service(pb::watch_server::WatchServer::new(
+                etcd::watch::EtcdWatch::new(watch),
+            ))
+            .add_service(pb::lease_server::LeaseServer::new(
+                etcd::lease::EtcdLease::new(lease),
+            ))
+            .add_service(pb::cluster_server::ClusterServer::new(etcd_cluster.clone()))
+            .add_service(pb::maintenance_server::MaintenanceServer::new(etcd_cluster))
+    };
     let client_server = serve(
         client_router,
         listeners.client,

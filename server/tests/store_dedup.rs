@@ -14,6 +14,8 @@ fn put_prev(key: &[u8], value: &[u8]) -> Command {
         prev_kv: true,
         request_id: None,
         lease: 0,
+        ignore_lease: Default::default(),
+        ignore_value: Default::default(),
     })
 }
 

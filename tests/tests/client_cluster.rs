@@ -394,6 +394,8 @@ async fn lost_write_answers_are_retried_with_the_same_request_id_and_applied_onc
                 sequence,
             }),
             lease: 0,
+            ignore_lease: Default::default(),
+            ignore_value: Default::default(),
         };
         let mut kv = kv.clone();
         async move { kv.put(request).await }

@@ -175,6 +175,8 @@ impl Target for KvsetRaw {
             prev_kv: false,
             request_id: lease.as_ref().map(Lease::id),
             lease: 0,
+            ignore_lease: Default::default(),
+            ignore_value: Default::default(),
         };
         let i = self.leader();
         match self.kv[i].clone().put(request).await {

@@ -553,6 +553,7 @@ impl Store {
             (Some(Operand::ModRevision(n)), kv) => kv.map_or(0, |k| k.mod_revision).cmp(n),
             (Some(Operand::CreateRevision(n)), kv) => kv.map_or(0, |k| k.create_revision).cmp(n),
             (Some(Operand::Exists(b)), kv) => kv.is_some().cmp(b),
+            (Some(Operand::Lease(n)), kv) => kv.map_or(0, |k| k.lease).cmp(n),
             (None, _) => return false,
         };
         match Op::try_from(c.op).unwrap() {

@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod error;
+pub mod etcd;
 pub mod health;
 pub mod kv;
 pub mod lease;

@@ -85,6 +85,23 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
+        let rx = self.serve_stream(request.into_inner())?;
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+impl WatchService {
+    /// Serves one stream of watch requests: the responses come out of the returned receiver.
+    /// What `Watch` does with a gRPC stream, open to other front ends (etcd's Watch).
+    pub(crate) fn serve_stream<S>(
+        &self,
+        inbound: S,
+    ) -> Result<mpsc::Receiver<Result<WatchResponse, Status>>, Status>
+    where
+        S: tokio_stream::Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
+    {
         self.node.check_serving()?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let stream = StreamTask {
@@ -94,10 +111,8 @@ impl Watch for WatchService {
             watchers: HashMap::new(),
             next_id: 1,
         };
-        tokio::spawn(stream.run(request.into_inner()));
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        tokio::spawn(stream.run(inbound));
+        Ok(rx)
     }
 }
 
@@ -127,17 +142,21 @@ struct StreamTask {
 }
 
 impl StreamTask {
-    async fn run(mut self, mut inbound: Streaming<WatchRequest>) {
+    async fn run<S>(mut self, mut inbound: S)
+    where
+        S: tokio_stream::Stream<Item = Result<WatchRequest, Status>> + Unpin,
+    {
+        use tokio_stream::StreamExt;
         let mut shutdown_poll = tokio::time::interval(SHUTDOWN_POLL);
         loop {
             tokio::select! {
-                message = inbound.message() => match message {
-                    Ok(Some(request)) => {
+                message = inbound.next() => match message {
+                    Some(Ok(request)) => {
                         if !self.handle(request).await {
                             break;
                         }
                     }
-                    Ok(None) | Err(_) => break,
+                    Some(Err(_)) | None => break,
                 },
                 _ = self.tx.closed() => break,
                 _ = shutdown_poll.tick() => {
@@ -314,6 +333,9 @@ fn watched_range(create: &WatchCreateRequest) -> Result<KeyRange, String> {
     }
     if create.range_end.is_empty() {
         Ok(KeyRange::single(&create.key))
+    } else if create.range_end == [0] {
+        // etcd's "every key from `key` on"
+        Ok(KeyRange::span(&create.key, b""))
     } else {
         Ok(KeyRange::span(&create.key, &create.range_end))
     }

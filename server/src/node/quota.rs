@@ -67,8 +67,10 @@
 //!
 //! # The way out
 //!
-//! Delete keys (the alarmed member compacts itself once its state shrank, so the deletes reach
-//! its snapshot and its log is purged), or grow the volume; then
+//! Delete keys and compact the revision history to the current revision (the history keeps
+//! deleted values until it is compacted; the alarmed member then compacts its log itself once
+//! its state shrank, so the deletes reach its snapshot and its log is purged), or grow the
+//! volume; then
 //! `kvsetctl alarm disarm` (a log command too). Disarming never checks the usage itself: if the
 //! member is still over its quota, its next check raises the alarm again — as etcd does — and the
 //! message says so. `docs/OPERATIONS.md` ("Space quota and the NOSPACE alarm") has the procedure.
@@ -244,8 +246,9 @@ pub fn nospace_message(alarm: &AlarmMember, what: &str) -> String {
     };
     format!(
         "{what} refused: NOSPACE alarm raised by {name}: its store used {} of a {} quota. Reads \
-         and deletes still work. Delete keys ({name} compacts its log into a snapshot by itself), \
-         or grow {name}'s volume, then run 'kvsetctl alarm disarm'; the alarm is raised again \
+         and deletes still work. Delete keys and compact the history to the current revision \
+         ('kvsetctl compact REV'; {name} compacts its log into a snapshot by itself), or grow \
+         {name}'s volume, then run 'kvsetctl alarm disarm'; the alarm is raised again \
          at {name}'s next check while it is still over its quota",
         human_bytes(alarm.usage_bytes),
         human_bytes(alarm.quota_bytes)

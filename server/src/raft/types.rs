@@ -134,6 +134,8 @@ mod tests {
                 prev_kv: true,
                 request_id: None,
                 lease: 0,
+                ignore_lease: Default::default(),
+                ignore_value: Default::default(),
             })),
         });
         let bin = postcard::to_allocvec(&cmd).unwrap();

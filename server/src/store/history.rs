@@ -35,7 +35,7 @@ use kvset_proto::v1::{event::EventType, Event, KeyValue};
 
 use super::codec::{self, NS_HISTORY};
 use super::error::StoreError;
-use super::kv::KeyRange;
+use super::keyrange::KeyRange;
 use super::view::{Overlay, Scan, View};
 
 /// Length of a history key: namespace, revision, sub.

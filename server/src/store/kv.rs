@@ -36,6 +36,9 @@ use kvset_proto::v1::{
 use super::codec::{self, KvRecord};
 use super::error::StoreError;
 use super::history::{self, StoredEvent};
+#[cfg(test)]
+use super::keyrange::prefix_end;
+pub use super::keyrange::KeyRange;
 use super::lease::{self, LeaseRecord};
 use super::meta::SmMeta;
 use super::view::{Overlay, Scan, View};
@@ -43,96 +46,6 @@ use super::view::{Overlay, Scan, View};
 /// Page size of a Range inside a Txn whose `limit` is 0. A constant, not the server's
 /// `--max-range-limit`: the result of applying a command must not depend on a node's flags.
 pub const TXN_RANGE_DEFAULT_LIMIT: usize = 10_000;
-
-// ---------------------------------------------------------------------------------------------
-// Key ranges
-
-/// A half-open range of user keys, `[start, end)`; `end == None` means "to the last key".
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyRange {
-    /// The first key (inclusive).
-    pub start: Vec<u8>,
-    /// The end (exclusive); `None`: no upper bound.
-    pub end: Option<Vec<u8>>,
-}
-
-impl KeyRange {
-    /// Exactly one key.
-    pub fn single(key: &[u8]) -> Self {
-        let mut end = key.to_vec();
-        end.push(0);
-        Self {
-            start: key.to_vec(),
-            end: Some(end),
-        }
-    }
-
-    /// Every key that starts with `prefix` (every key at all for an empty prefix).
-    pub fn prefix(prefix: &[u8]) -> Self {
-        Self {
-            start: prefix.to_vec(),
-            end: prefix_end(prefix),
-        }
-    }
-
-    /// `[start, end)`, where an empty `end` means no upper bound.
-    pub fn span(start: &[u8], end: &[u8]) -> Self {
-        Self {
-            start: start.to_vec(),
-            end: (!end.is_empty()).then(|| end.to_vec()),
-        }
-    }
-
-    /// The range a RangeRequest reads (`prefix` wins over `end`).
-    pub(crate) fn of_range(req: &RangeRequest) -> Self {
-        if req.prefix {
-            Self::prefix(&req.start)
-        } else {
-            Self::span(&req.start, &req.end)
-        }
-    }
-
-    /// The range a DeleteRequest removes, `None` when it names no key (empty key, no prefix).
-    pub(crate) fn of_delete(req: &DeleteRequest) -> Option<Self> {
-        if req.prefix {
-            Some(Self::prefix(&req.key))
-        } else if !req.range_end.is_empty() {
-            Some(Self::span(&req.key, &req.range_end))
-        } else if req.key.is_empty() {
-            None
-        } else {
-            Some(Self::single(&req.key))
-        }
-    }
-
-    /// Whether `key` is in the range.
-    pub fn contains(&self, key: &[u8]) -> bool {
-        key >= self.start.as_slice() && self.end.as_deref().is_none_or(|end| key < end)
-    }
-
-    /// True for the range of all keys.
-    pub(crate) fn is_everything(&self) -> bool {
-        self.start.is_empty() && self.end.is_none()
-    }
-
-    /// The range as sled keys `[lo, hi)` in the key-value namespace.
-    pub(crate) fn sled_bounds(&self) -> (Vec<u8>, Vec<u8>) {
-        (
-            codec::kv_key(&self.start),
-            codec::kv_upper(self.end.as_deref()),
-        )
-    }
-}
-
-/// The smallest key greater than every key that starts with `prefix`: drop trailing `0xff`
-/// bytes and increment the last remaining one. `None` when there is none (the prefix is empty
-/// or all `0xff`), meaning "to the last key".
-pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let keep = prefix.iter().rposition(|&b| b != 0xff)?;
-    let mut end = prefix[..=keep].to_vec();
-    end[keep] += 1;
-    Some(end)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Reads
@@ -238,6 +151,7 @@ pub(crate) fn compare_holds(current: Option<&KvRecord>, c: &Compare) -> bool {
         (Target::ModRevision, Some(Operand::ModRevision(want))) => {
             number(|r| r.mod_revision).cmp(want)
         }
+        (Target::Lease, Some(Operand::Lease(want))) => number(|r| r.lease).cmp(want),
         (Target::Exists, Some(Operand::Exists(want))) => {
             return match op {
                 Op::Equal => current.is_some() == *want,
@@ -287,6 +201,17 @@ pub(crate) fn execute(
             command_refusal::Kind::NotFound,
             format!(
                 "lease {id} does not exist (expired or revoked?): grant a new lease and use its id"
+            ),
+        ));
+    }
+    if let Some(key) = missing_kept_key(ov, command)? {
+        return Ok(refused(
+            meta.revision,
+            command_refusal::Kind::NotFound,
+            format!(
+                "key {} does not exist: ignore_value and ignore_lease keep what an existing key \
+                 has, so the key must exist",
+                String::from_utf8_lossy(&key)
             ),
         ));
     }
@@ -343,25 +268,41 @@ fn refused(revision: i64, kind: command_refusal::Kind, message: String) -> Comma
 
 /// The first lease a put of `command` names that does not exist (both branches of a Txn).
 fn missing_lease(view: &dyn View, command: &Command) -> Result<Option<i64>, StoreError> {
-    let mut leases = Vec::new();
-    match command {
-        Command::Put(p) => leases.push(p.lease),
-        Command::Txn(t) => {
-            leases.extend(
-                t.success
-                    .iter()
-                    .chain(&t.failure)
-                    .filter_map(|op| match &op.request {
-                        Some(request_op::Request::Put(p)) => Some(p.lease),
-                        _ => None,
-                    }),
-            )
-        }
-        _ => {}
-    }
-    for id in leases.into_iter().filter(|&id| id != 0) {
+    let leases = puts(command)
+        .into_iter()
+        .filter(|p| !p.ignore_lease)
+        .map(|p| p.lease);
+    for id in leases.filter(|&id| id != 0) {
         if lease::get(view, id)?.is_none() {
             return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
+/// The puts of `command` (both branches of a Txn).
+fn puts(command: &Command) -> Vec<&PutRequest> {
+    match command {
+        Command::Put(p) => vec![p],
+        Command::Txn(t) => t
+            .success
+            .iter()
+            .chain(&t.failure)
+            .filter_map(|op| match &op.request {
+                Some(request_op::Request::Put(p)) => Some(p),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The first key a put of `command` with `ignore_value` or `ignore_lease` names that does not
+/// exist before the command (both branches of a Txn are checked against the state before it).
+fn missing_kept_key(view: &dyn View, command: &Command) -> Result<Option<Vec<u8>>, StoreError> {
+    for p in puts(command) {
+        if (p.ignore_value || p.ignore_lease) && view.get(&codec::kv_key(&p.key))?.is_none() {
+            return Ok(Some(p.key.clone()));
         }
     }
     Ok(None)
@@ -416,7 +357,7 @@ fn compact(
             meta.revision,
             command_refusal::Kind::OutOfRange,
             format!(
-                "cannot compact to revision {}: the current revision is {}",
+                "cannot compact to revision {}: it is a future revision; the current revision is {}",
                 req.revision, meta.revision
             ),
         ));
@@ -507,8 +448,14 @@ impl Exec<'_, '_> {
             create_revision: old.as_ref().map_or(self.rev, |o| o.create_revision),
             mod_revision: self.rev,
             version: old.as_ref().map_or(1, |o| o.version + 1),
-            lease: req.lease,
-            value: req.value.clone(),
+            lease: match (&old, req.ignore_lease) {
+                (Some(o), true) => o.lease,
+                _ => req.lease,
+            },
+            value: match (&old, req.ignore_value) {
+                (Some(o), true) => o.value.clone(),
+                _ => req.value.clone(),
+            },
         };
         if old.is_none() {
             *self.key_count += 1;

@@ -119,6 +119,7 @@ mod durable;
 mod error;
 mod history;
 pub(crate) mod io_trace;
+mod keyrange;
 mod kv;
 mod lease;
 mod log;
