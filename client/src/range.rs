@@ -115,13 +115,8 @@ impl KeyRange {
             Span::Between { start, end } if end.is_empty() && start.is_empty() => {
                 (Vec::new(), Vec::new(), true)
             }
-            Span::Between { end, .. } if end.is_empty() => {
-                return Err(Error::InvalidArgument(
-                    "a watched range needs its end key; to watch everything from a key on, \
-                     watch a prefix or give an end key"
-                        .into(),
-                ))
-            }
+            // "To the last key" is the range end "\0" (etcd's convention).
+            Span::Between { start, end } if end.is_empty() => (start.clone(), vec![0], false),
             Span::Between { start, end } => (start.clone(), end.clone(), false),
             Span::Prefix(p) => (p.clone(), Vec::new(), true),
         })

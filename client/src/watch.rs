@@ -59,8 +59,7 @@ use crate::types::{HasHeader, Header, KeyValue};
 /// [`WatchOptions::range`], then the setters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchOptions {
-    /// The keys: one key, `[start, end)` (an end is required, except that an empty start and
-    /// end mean every key), or a prefix.
+    /// The keys: one key, `[start, end)` (an empty end: to the last key), or a prefix.
     pub keys: KeyRange,
     /// The first revision to deliver; 0 (the default): only changes after the watcher is
     /// created.
@@ -734,9 +733,10 @@ mod tests {
             [pb::watch_create_request::Filter::Nodelete as i32]
         );
         assert!(WatchOptions::key("").create_request(0).is_err());
-        assert!(WatchOptions::range(KeyRange::starting_at("m"))
+        let from_m = WatchOptions::range(KeyRange::starting_at("m"))
             .create_request(0)
-            .is_err());
+            .unwrap();
+        assert_eq!((from_m.key, from_m.range_end), (b"m".to_vec(), vec![0]));
         let all = WatchOptions::range(KeyRange::all())
             .create_request(0)
             .unwrap();

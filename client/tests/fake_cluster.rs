@@ -745,6 +745,17 @@ async fn watch_from_a_past_revision_replays_and_filters() {
         "{events:?}"
     );
     assert_eq!(events[2].kv.value, b"3");
+    // From a key to the last key.
+    let mut from_k = c
+        .watch(kvset_client::WatchOptions::range(KeyRange::starting_at(
+            "k",
+        )))
+        .await
+        .unwrap();
+    c.put("a", "before k").await.unwrap();
+    c.put("z", "after k").await.unwrap();
+    let events = take_events(&mut from_k, 1).await;
+    assert_eq!(events[0].kv.key, b"z");
 }
 
 #[tokio::test]

@@ -199,7 +199,12 @@ async fn lock(client: &Client, name: &str, command: &[String], ttl: i64) -> Resu
     };
     let lock = Lock::new(client, name).ttl(ttl);
     let guard = tokio::select! {
-        _ = tokio::signal::ctrl_c() => return Ok(stopped()),
+        // Interrupted while waiting: CMD never ran (the shell's code for SIGINT).
+        _ = tokio::signal::ctrl_c() => return Ok(Outcome::with(
+            String::new(),
+            Exit::Command(130),
+            format!("interrupted while waiting for the lock {name:?}; {program:?} did not run\n"),
+        )),
         guard = lock.lock() => guard?,
     };
     let spawned = tokio::process::Command::new(program)

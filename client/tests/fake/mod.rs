@@ -487,6 +487,8 @@ impl Store {
                     key.starts_with(&create.key)
                 } else if create.range_end.is_empty() {
                     key == create.key.as_slice()
+                } else if create.range_end == [0] {
+                    key >= create.key.as_slice()
                 } else {
                     key >= create.key.as_slice() && key < create.range_end.as_slice()
                 };
