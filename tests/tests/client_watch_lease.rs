@@ -6,7 +6,7 @@
 //! - a key attached to a lease its owner keeps alive survives, one whose lease is not renewed
 //!   is deleted when the lease expires, and dropping the keep-alive handle lets the lease go;
 //! - [`Lock`] gives mutual exclusion to two clients incrementing one counter with fenced
-//!   writes;
+//!   writes, and [`kvset_client::Election`] hands over in order while an observer follows;
 //! - `kvsetctl watch -o json` prints one object per event in the documented shape, and
 //!   `kvsetctl lease grant` the lease id alone.
 //!
@@ -360,4 +360,62 @@ async fn kvsetctl_watch_json_lines_and_lease_grant_output() {
         err.contains(&format!("below revision {now} is compacted")),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn election_hands_over_and_observers_follow() {
+    use kvset_client::Election;
+    let mut c = ProcessCluster::new(3, FAST_TIMING);
+    c.start_all_ordered().await;
+    let (a, b, watcher) = (
+        client_of(&c, &[0, 1, 2]),
+        client_of(&c, &[1, 2, 0]),
+        client_of(&c, &[2, 0, 1]),
+    );
+    let observed = Election::new(&watcher, "elections/svc");
+    let mut leaders = Box::pin(observed.observe());
+    let first = Election::new(&a, "elections/svc")
+        .ttl(5)
+        .campaign("a")
+        .await
+        .unwrap();
+    let second = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            Election::new(&b, "elections/svc")
+                .ttl(5)
+                .campaign("b")
+                .await
+        })
+    };
+    let mut seen = Vec::new();
+    async fn next(
+        s: &mut (impl futures::Stream<Item = kvset_client::Result<kvset_client::KeyValue>> + Unpin),
+    ) -> String {
+        let kv = tokio::time::timeout(Duration::from_secs(20), s.next())
+            .await
+            .expect("an observation within 20 s")
+            .expect("the observation goes on")
+            .expect("no error");
+        kv.value_str().unwrap().to_string()
+    }
+    seen.push(next(&mut leaders).await);
+    first.proclaim("a2").await.unwrap();
+    seen.push(next(&mut leaders).await);
+    assert!(!second.is_finished(), "b campaigns while a leads");
+    first.resign().await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(20), second)
+        .await
+        .expect("b leads within 20 s")
+        .unwrap()
+        .unwrap();
+    seen.push(next(&mut leaders).await);
+    assert_eq!(seen, ["a", "a2", "b"]);
+    let leader = observed.leader().await.unwrap().unwrap();
+    assert_eq!(
+        (leader.value_str(), leader.lease),
+        (Some("b"), second.lease_id())
+    );
+    second.resign().await.unwrap();
+    assert_eq!(observed.leader().await.unwrap(), None);
 }
