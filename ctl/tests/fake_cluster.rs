@@ -457,27 +457,60 @@ async fn kvsetctl_lock_runs_the_command_and_elect_observes() {
     assert!(c.leases().await.unwrap().is_empty());
 
     // elect NAME VALUE: prints the value once elected and holds the leadership until its
-    // lease ends (here: expired by the cluster), then exits 4.
-    let elect = ctl(&eps, &["elect", "svc", "me"]);
+    // lease ends (here: expired by the cluster once the value was printed), then exits 4.
+    let printed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut live = Recorder {
+        text: Vec::new(),
+        printed: printed.clone(),
+    };
+    let elect = async {
+        use clap::Parser;
+        let endpoints = eps.join(",");
+        let cli = Cli::try_parse_from([
+            "kvsetctl",
+            "--endpoints",
+            &endpoints,
+            "--timeout",
+            "1s",
+            "elect",
+            "svc",
+            "me",
+        ])
+        .unwrap();
+        kvsetctl::execute_live(&cli, &mut "".as_bytes(), &mut live).await
+    };
     let expire = async {
-        let election = kvset_client::Election::new(&c, "svc");
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let leader = loop {
-            if let Some(kv) = election.leader().await.unwrap() {
-                break kv;
-            }
-            assert!(std::time::Instant::now() < deadline, "no leader within 5 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        tokio::time::timeout(Duration::from_secs(5), printed.notified())
+            .await
+            .expect("elected and printed within 5 s");
+        let leader = kvset_client::Election::new(&c, "svc")
+            .leader()
+            .await
+            .unwrap()
+            .expect("a leader");
         assert_eq!(leader.value, b"me");
         cluster.expire(leader.lease);
     };
     let (out, ()) = tokio::join!(elect, expire);
-    assert_eq!(
-        (out.stdout.as_str(), out.exit),
-        ("me\n", Exit::Other),
-        "{}",
-        out.stderr
-    );
+    assert_eq!(out.exit, Exit::Other, "{}", out.stderr);
+    assert_eq!(live.text, b"me\n");
     assert!(out.stderr.contains("lost the leadership"), "{}", out.stderr);
+}
+
+/// A live-output writer that records what kvsetctl printed and says when it printed.
+struct Recorder {
+    text: Vec<u8>,
+    printed: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl std::io::Write for Recorder {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.printed.notify_one();
+        Ok(())
+    }
 }
