@@ -21,7 +21,7 @@
 //!   applied close to the commit index;
 //! - the leader is the member that answered as leader in the highest term, else the leader
 //!   named by the answers of the highest term;
-//! - the alarms are those of the answer the membership came from.
+//! - the alarms, and the membership mode, are those of the answer the membership came from.
 
 use std::collections::HashSet;
 
@@ -86,6 +86,11 @@ pub struct ClusterStatus {
     /// The alarms active in the cluster, as the answer the membership came from (the leader's,
     /// when it answered) reports them. A `NOSPACE` alarm refuses writes that grow the data.
     pub alarms: Vec<Alarm>,
+    /// How the membership follows the set's size, per the answer the membership came from:
+    /// `statefulset`, `file` or `manual`; None when nobody answered (or the server predates it).
+    pub membership_mode: Option<String>,
+    /// The set's desired size in that answer (None when manual or unknown).
+    pub desired_replicas: Option<u64>,
 }
 
 fn same_endpoint(a: &str, b: &str) -> bool {
@@ -227,6 +232,10 @@ impl ClusterStatus {
             leader,
             members: rows,
             alarms: view.map(|v| v.alarms.clone()).unwrap_or_default(),
+            membership_mode: view
+                .map(|v| v.membership_mode.clone())
+                .filter(|m| !m.is_empty()),
+            desired_replicas: view.map(|v| v.desired_replicas).filter(|n| *n > 0),
         }
     }
 }

@@ -260,6 +260,11 @@ pub struct Status {
     pub quota_bytes: u64,
     /// The compact revision: history at and below it is forgotten (0: nothing compacted).
     pub compact_revision: i64,
+    /// Where the set's desired size comes from: `statefulset`, `file`, or `manual` (members
+    /// that stop never leave by themselves); empty from servers that predate it.
+    pub membership_mode: String,
+    /// The set's desired size as the member last read it; 0 when manual.
+    pub desired_replicas: u64,
 }
 
 /// The kind of an alarm.
@@ -346,6 +351,8 @@ impl Status {
             store_usage_bytes: s.store_usage_bytes,
             quota_bytes: s.quota_bytes,
             compact_revision: s.compact_revision,
+            membership_mode: s.membership_mode,
+            desired_replicas: s.desired_replicas,
         }
     }
 }

@@ -274,8 +274,22 @@ pub enum Command {
         /// JSON file; stdin when absent or -
         file: Option<PathBuf>,
     },
-    /// Show every member: name, ordinal, endpoint, role, term, applied index, lag, health
-    Status,
+    /// Show every member: name, ordinal, endpoint, role, term, applied index, lag, health.
+    ///
+    /// With --watch, redraw the table every --interval until interrupted (Ctrl-C) or --count
+    /// frames, to watch leadership move during a pod deletion, a rolling update or a scale;
+    /// with `-o json --watch`, one JSON object per line (JSON lines) instead.
+    Status {
+        /// Redraw every --interval until interrupted
+        #[arg(long)]
+        watch: bool,
+        /// Time between two frames of --watch (500ms, 1s, 2s …)
+        #[arg(long, default_value = "1s", value_parser = parse_duration, requires = "watch")]
+        interval: Duration,
+        /// Stop --watch after this many frames
+        #[arg(long, value_name = "N", requires = "watch")]
+        count: Option<u64>,
+    },
     /// Check each endpoint's gRPC health (grpc.health.v1): readiness, or liveness with --liveness.
     ///
     /// Asks each endpoint once, all at once, within --timeout (at most 5 s each). Exit 0 when

@@ -42,6 +42,7 @@ pub mod output;
 #[cfg(test)]
 mod tests;
 pub mod txn_json;
+pub mod watch_status;
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -360,7 +361,25 @@ async fn run(cli: &Cli, client: &Client, stdin: &mut dyn Read) -> Result<Outcome
                 Outcome::with(text, Exit::NotFound, String::new())
             }
         }
-        Command::Status => {
+        Command::Status { watch: true, .. } => {
+            // Streams its frames: see `main` and [`watch_status`]. Here (in process), the
+            // frames are collected.
+            let mut out = Vec::new();
+            let opts = watch_status::WatchOptions {
+                clear: false,
+                ..watch_options(cli).expect("a --watch command")
+            };
+            let _ = watch_status::watch(
+                client,
+                &opts,
+                &mut out,
+                &std::time::SystemTime::now,
+                std::future::pending(),
+            )
+            .await;
+            Outcome::ok(String::from_utf8_lossy(&out).into_owned())
+        }
+        Command::Status { .. } => {
             let status = client.status_all().await;
             let text = output::render_status(&status, fmt);
             if status.reachable() == 0 {
@@ -575,6 +594,56 @@ async fn member_id(client: &Client, member: &str) -> Result<u64, Error> {
 /// The `kvsetctl` entry point: parses the command line, runs the command on a
 /// single-threaded runtime, prints, and returns the exit code. `RUST_LOG=debug` shows every
 /// attempt and retry on stderr.
+/// The options of `status --watch`, when that is the command.
+fn watch_options(cli: &Cli) -> Option<watch_status::WatchOptions> {
+    match &cli.command {
+        Command::Status {
+            watch: true,
+            interval,
+            count,
+        } => Some(watch_status::WatchOptions {
+            interval: *interval,
+            count: *count,
+            format: cli.output,
+            clear: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        }),
+        _ => None,
+    }
+}
+
+/// `status --watch` in the binary: frames go to stdout as they are made, until Ctrl-C or
+/// --count.
+async fn watch_to_stdout(cli: &Cli, opts: watch_status::WatchOptions) -> Exit {
+    let client = match client_for(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{}", Outcome::error(&e).stderr);
+            return Exit::for_error(&e);
+        }
+    };
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let mut stdout = std::io::stdout();
+    match watch_status::watch(
+        &client,
+        &opts,
+        &mut stdout,
+        &std::time::SystemTime::now,
+        stop,
+    )
+    .await
+    {
+        Ok(_) => Exit::Ok,
+        // A closed pipe (`| head`) ends the watch quietly.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Ok,
+        Err(e) => {
+            eprintln!("error: writing the status: {e}");
+            Exit::Other
+        }
+    }
+}
+
 pub fn main() -> std::process::ExitCode {
     use clap::Parser;
     let cli = match Cli::try_parse() {
@@ -600,6 +669,9 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(Exit::Other.code());
         }
     };
+    if let Some(opts) = watch_options(&cli) {
+        return std::process::ExitCode::from(runtime.block_on(watch_to_stdout(&cli, opts)).code());
+    }
     let outcome = runtime.block_on(execute_live(
         &cli,
         &mut std::io::stdin(),

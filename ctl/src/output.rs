@@ -22,7 +22,8 @@
 //!   `cas`: `{"header","succeeded","current"}`; `txn`: `{"header","succeeded","responses"}`;
 //!   `status`: `{"leader","members":[{"name","ordinal","endpoint","role","term","applied",
 //!   "revision","lag","voter","reachable","ready","healthy","error","state_hash"}],
-//!   "alarms":[{"alarm","member","member_id","usage_bytes","quota_bytes"}]}`;
+//!   "alarms":[{"alarm","member","member_id","usage_bytes","quota_bytes"}],
+//!   "membership":{"mode","desired_replicas"}}`;
 //!   `alarm list` / `alarm disarm`: `{"alarms":[…as in status…]}`;
 //!   `members`: `{"members":[{"id","name","client_addr","peer_addr","voter"}]}`;
 //!   `health`: `{"service","healthy","endpoints":[{"endpoint","status","error"}]}`;
@@ -325,6 +326,10 @@ pub fn render_txn(resp: &TxnResponse, format: OutputFormat) -> String {
 pub fn status_json(status: &ClusterStatus) -> Value {
     json!({
         "alarms": alarms_json(&status.alarms),
+        "membership": {
+            "mode": status.membership_mode,
+            "desired_replicas": status.desired_replicas,
+        },
         "leader": status.leader,
         "members": status.members.iter().map(|m| json!({
             "name": m.name,
@@ -362,6 +367,16 @@ fn alarms_json(alarms: &[Alarm]) -> Value {
             })
             .collect(),
     )
+}
+
+/// The `membership: manual` note: the members do not follow the set's size (no source, or it
+/// cannot be read), so scaling down needs `kvsetctl members remove`.
+fn membership_note(status: &ClusterStatus) -> Option<String> {
+    (status.membership_mode.as_deref() == Some("manual")).then(|| {
+        "membership: manual (the set's size is not known: members that stop stay members; after \
+         scaling down, remove the departed ones with `kvsetctl members remove`)"
+            .to_string()
+    })
 }
 
 /// One line per alarm: what it is and the way out.
@@ -453,10 +468,9 @@ pub fn render_status(status: &ClusterStatus, format: OutputFormat) -> String {
                     }
                 })
                 .collect();
-            let problems: Vec<String> = status
-                .alarms
-                .iter()
-                .map(alarm_line)
+            let problems: Vec<String> = membership_note(status)
+                .into_iter()
+                .chain(status.alarms.iter().map(alarm_line))
                 .chain(problems)
                 .collect();
             push_problems(&mut out, &problems);

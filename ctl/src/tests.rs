@@ -138,7 +138,7 @@ fn subcommands_parse() {
     ));
     assert!(matches!(
         parse(&["status"]).unwrap().command,
-        Command::Status
+        Command::Status { watch: false, .. }
     ));
     // Usage errors exit with 2, like invalid input.
     assert_eq!(parse(&["frobnicate"]).unwrap_err().exit_code(), 2);
@@ -426,6 +426,7 @@ fn sample_status() -> ClusterStatus {
             },
         ],
         alarms: Vec::new(),
+        ..ClusterStatus::default()
     }
 }
 
@@ -437,6 +438,7 @@ fn status_json_has_the_documented_shape() {
         serde_json::json!({
             "alarms": [],
             "leader": "kv-0",
+            "membership": {"mode": null, "desired_replicas": null},
             "members": [
                 {"name": "kv-0", "ordinal": 0, "endpoint": "127.0.0.1:7379", "role": "leader",
                  "term": 2, "applied": 17, "healthy": true, "revision": 9, "lag": 0,
@@ -461,6 +463,39 @@ fn status_table() {
          \n\
          kv-2 (127.0.0.1:7381): connection refused\n"
     );
+}
+
+/// Manual membership is a note under the status table and a field of the status JSON; a
+/// membership that follows the set's size adds no line to the table.
+#[test]
+fn membership_mode_in_status() {
+    let manual = ClusterStatus {
+        membership_mode: Some("manual".into()),
+        ..sample_status()
+    };
+    let table = render_status(&manual, OutputFormat::Table);
+    assert!(
+        table.contains("\n\nmembership: manual (the set's size is not known"),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&render_status(&manual, OutputFormat::Json)).unwrap();
+    assert_eq!(
+        json["membership"],
+        serde_json::json!({"mode": "manual", "desired_replicas": null})
+    );
+    let following = ClusterStatus {
+        membership_mode: Some("statefulset".into()),
+        desired_replicas: Some(3),
+        ..sample_status()
+    };
+    assert_eq!(
+        render_status(&following, OutputFormat::Table),
+        render_status(&sample_status(), OutputFormat::Table)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&render_status(&following, OutputFormat::Json)).unwrap();
+    assert_eq!(json["membership"]["desired_replicas"], 3);
 }
 
 /// An active alarm shows in the status table (first among the problems), in the status JSON

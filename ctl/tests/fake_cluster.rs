@@ -228,6 +228,85 @@ async fn kvsetctl_status_flags_a_member_of_another_cluster() {
     );
 }
 
+/// `status --watch --count N`: N frames, each a header with the time and the status table
+/// (table output), or one JSON object per line (`-o json`); a fixed clock makes the frames
+/// exact.
+#[tokio::test]
+async fn status_watch_draws_frames() {
+    use kvsetctl::watch_status::{watch, WatchOptions};
+    use std::time::{Duration, UNIX_EPOCH};
+    let cluster = FakeCluster::start(3, &[2]).await;
+    let eps = cluster.endpoints();
+    let c = client(&eps);
+    let fixed = || UNIX_EPOCH + Duration::from_secs(3600 * 12 + 3);
+    let table_opts = WatchOptions {
+        interval: Duration::from_millis(20),
+        count: Some(3),
+        format: kvsetctl::OutputFormat::Table,
+        clear: false,
+    };
+    let mut out = Vec::new();
+    let frames = watch(&c, &table_opts, &mut out, &fixed, std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(frames, 3);
+    let text = String::from_utf8(out).unwrap();
+    let one = kvsetctl::watch_status::frame(&c.status_all().await, &table_opts, fixed());
+    assert!(
+        one.starts_with("Every 20ms: kvsetctl status    12:00:03 UTC\n\nNAME  ORDINAL"),
+        "{one}"
+    );
+    assert_eq!(text, [one.clone(), one.clone(), one].join("\n"));
+    assert!(!text.contains('\x1b'), "no screen clearing into a pipe");
+
+    // JSON lines, three of them, each a whole status object with the time.
+    let json_opts = WatchOptions {
+        format: kvsetctl::OutputFormat::Json,
+        ..table_opts
+    };
+    let mut out = Vec::new();
+    watch(&c, &json_opts, &mut out, &fixed, std::future::pending())
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["leader"], "kv-0");
+        assert_eq!(v["members"].as_array().unwrap().len(), 3);
+        assert_eq!(v["time_unix_ms"], 43_203_000u64);
+    }
+
+    // Through the command line: --count bounds it; --interval and --count need --watch.
+    let out = ctl(
+        &eps,
+        &["status", "--watch", "--interval", "10ms", "--count", "2"],
+    )
+    .await;
+    assert_eq!(out.exit, Exit::Ok);
+    assert_eq!(out.stdout.matches("Every 10ms: kvsetctl status").count(), 2);
+    use clap::Parser;
+    assert!(Cli::try_parse_from(["kvsetctl", "status", "--count", "2"]).is_err());
+
+    // Until interrupted: the stop future ends it.
+    let mut out = Vec::new();
+    let opts = WatchOptions {
+        count: None,
+        ..json_opts
+    };
+    let frames = watch(
+        &c,
+        &opts,
+        &mut out,
+        &fixed,
+        tokio::time::sleep(Duration::from_millis(150)),
+    )
+    .await
+    .unwrap();
+    assert!((1..=20).contains(&frames), "{frames}");
+}
+
 #[tokio::test]
 async fn kvsetctl_watch_prints_one_json_object_per_event() {
     let cluster = FakeCluster::start(1, &[]).await;

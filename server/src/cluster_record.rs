@@ -288,23 +288,10 @@ impl ConfigMapRecord {
             place: place.clone(),
             reason,
         };
-        let host = std::env::var("KUBERNETES_SERVICE_HOST")
-            .map_err(|_| k8s("KUBERNETES_SERVICE_HOST is not set: not running in a pod? Use --cluster-record=file:PATH outside Kubernetes".into()))?;
-        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
-        let namespace = std::fs::read_to_string(sa_dir.join("namespace"))
-            .map_err(|e| k8s(format!("{}/namespace: {e}", sa_dir.display())))?
-            .trim()
-            .to_string();
-        let ca = std::fs::read(sa_dir.join("ca.crt"))
-            .map_err(|e| k8s(format!("{}/ca.crt: {e}", sa_dir.display())))?;
-        let host = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host
-        };
-        let mut record = Self::new(&format!("https://{host}:{port}"), &namespace, name)?;
-        record.token_file = Some(sa_dir.join("token"));
-        record.tls = Some(tls_config(&ca).map_err(k8s)?);
+        let api = InClusterApi::from_service_account(sa_dir).map_err(k8s)?;
+        let mut record = Self::new(&api.api, &api.namespace, name)?;
+        record.token_file = Some(api.token_file);
+        record.tls = Some(api.tls);
         Ok(record)
     }
 
@@ -460,63 +447,120 @@ impl ConfigMapRecord {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<(u16, Vec<u8>), RecordError> {
-        let (https, authority) = match self.api.split_once("://") {
-            Some(("https", a)) => (true, a),
-            Some(("http", a)) => (false, a),
-            _ => return Err(self.error(format!("API address {:?} is not http(s)://", self.api))),
-        };
-        let token = match &self.token_file {
-            Some(f) => Some(
-                std::fs::read_to_string(f)
-                    .map_err(|e| self.error(format!("{}: {e}", f.display())))?
-                    .trim()
-                    .to_string(),
-            ),
-            None => None,
-        };
-        let body = body.map(|b| serde_json::to_vec(b).expect("JSON serializes"));
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\nConnection: close\r\nUser-Agent: kvset-server\r\n"
-        );
-        if let Some(t) = &token {
-            request.push_str(&format!("Authorization: Bearer {t}\r\n"));
-        }
-        if let Some(b) = &body {
-            request.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                b.len()
-            ));
-        }
-        request.push_str("\r\n");
-        let mut bytes = request.into_bytes();
-        bytes.extend_from_slice(body.as_deref().unwrap_or_default());
-
-        let tcp = TcpStream::connect(authority)
-            .await
-            .map_err(|e| self.error(format!("connecting to {authority}: {e}")))?;
-        let response = if https {
-            let tls = self
-                .tls
-                .clone()
-                .ok_or_else(|| self.error("https API without a CA".into()))?;
-            let host = authority
-                .rsplit_once(':')
-                .map_or(authority, |(h, _)| h)
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            let name = rustls::pki_types::ServerName::try_from(host.to_string())
-                .map_err(|e| self.error(format!("API host {host:?}: {e}")))?;
-            let stream = tokio_rustls::TlsConnector::from(tls)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| self.error(format!("TLS with {authority}: {e}")))?;
-            exchange(stream, &bytes).await
-        } else {
-            exchange(tcp, &bytes).await
-        }
-        .map_err(|e| self.error(format!("{method} {path}: {e}")))?;
-        parse_response(&response).map_err(|e| self.error(format!("{method} {path}: {e}")))
+        api_call(
+            &self.api,
+            self.token_file.as_deref(),
+            self.tls.as_ref(),
+            method,
+            path,
+            body,
+        )
+        .await
+        .map_err(|e| self.error(e))
     }
+}
+
+/// The Kubernetes API as a pod sees it: the in-cluster endpoint, its namespace, and the
+/// service account's token file and CA.
+pub(crate) struct InClusterApi {
+    /// `https://host:port`.
+    pub api: String,
+    pub namespace: String,
+    pub token_file: PathBuf,
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+impl InClusterApi {
+    /// From `KUBERNETES_SERVICE_HOST`/`_PORT` and the service account mounted at `sa_dir`.
+    pub fn from_service_account(sa_dir: &Path) -> Result<Self, String> {
+        let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
+            "KUBERNETES_SERVICE_HOST is not set: not running in a pod? Use --cluster-record=file:PATH outside Kubernetes".to_string()
+        })?;
+        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+        let namespace = std::fs::read_to_string(sa_dir.join("namespace"))
+            .map_err(|e| format!("{}/namespace: {e}", sa_dir.display()))?
+            .trim()
+            .to_string();
+        let ca = std::fs::read(sa_dir.join("ca.crt"))
+            .map_err(|e| format!("{}/ca.crt: {e}", sa_dir.display()))?;
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        Ok(Self {
+            api: format!("https://{host}:{port}"),
+            namespace,
+            token_file: sa_dir.join("token"),
+            tls: tls_config(&ca)?,
+        })
+    }
+}
+
+/// One call to a Kubernetes API server at `api` (`https://…` needs `tls`; `http://` is for
+/// tests): the bearer token is re-read from `token_file` on every call (bound tokens rotate).
+/// Returns the status and the (de-chunked) body; the error says what failed, for messages.
+pub(crate) async fn api_call(
+    api: &str,
+    token_file: Option<&Path>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<(u16, Vec<u8>), String> {
+    let (https, authority) = match api.split_once("://") {
+        Some(("https", a)) => (true, a),
+        Some(("http", a)) => (false, a),
+        _ => return Err(format!("API address {api:?} is not http(s)://")),
+    };
+    let token = match token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| format!("{}: {e}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let body = body.map(|b| serde_json::to_vec(b).expect("JSON serializes"));
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\nConnection: close\r\nUser-Agent: kvset-server\r\n"
+    );
+    if let Some(t) = &token {
+        request.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if let Some(b) = &body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body.as_deref().unwrap_or_default());
+
+    let tcp = TcpStream::connect(authority)
+        .await
+        .map_err(|e| format!("connecting to {authority}: {e}"))?;
+    let response = if https {
+        let tls = tls.cloned().ok_or("https API without a CA")?;
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| format!("API host {host:?}: {e}"))?;
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS with {authority}: {e}"))?;
+        exchange(stream, &bytes).await
+    } else {
+        exchange(tcp, &bytes).await
+    }
+    .map_err(|e| format!("{method} {path}: {e}"))?;
+    parse_response(&response).map_err(|e| format!("{method} {path}: {e}"))
 }
 
 fn tls_config(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {

@@ -84,6 +84,9 @@ pub struct ServerConfig {
     pub quota_bytes: Option<u64>,
     /// How often this member measures its store against the quota.
     pub quota_check_interval: Duration,
+    /// Where the set's desired size comes from (see [`crate::replicas`]): members at or above it
+    /// leave the cluster when they stop.
+    pub replicas_from: crate::replicas::ReplicasFrom,
     /// Serve and dial through this in-memory network instead of sockets (in-process test
     /// clusters; see [`crate::memnet`]). Plain text only. None: real sockets.
     pub memory_network: Option<crate::memnet::MemoryNetwork>,
@@ -104,7 +107,9 @@ impl ServerConfig {
     /// A configuration with production defaults for `identity`.
     pub fn new(identity: PodIdentity, peers: PeerDirectory, data_dir: PathBuf) -> Self {
         let cluster_record = crate::cluster_record::RecordSpec::default_for(&identity.set);
+        let replicas_from = crate::replicas::ReplicasFrom::default_for(&identity.set);
         Self {
+            replicas_from,
             cluster_record,
             identity,
             peers,

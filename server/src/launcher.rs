@@ -14,6 +14,16 @@
 //! waits to be re-admitted instead of minting a second cluster. Deleting the whole data dir
 //! starts over, record included.
 //!
+//! Scaling: the desired replica count lives in `<data-dir>/replicas` (the launcher's
+//! `spec.replicas`; `--replicas` writes it at start). `kvset-server local scale N --data-dir DIR`
+//! rewrites it; the launcher, which watches it, then stops the highest ordinals one at a time
+//! (SIGTERM; waiting for each to exit) or starts the missing ones in ordinal order, each once the
+//! previous is Ready — what the StatefulSet controller does. Every replica reads the same file
+//! (`--replicas-from=file:…`), so a replica stopped because its ordinal is at or above the count
+//! leaves the cluster before it exits (see `node::scale`), and `scale` returns once the cluster's
+//! membership equals N. The running launcher describes itself in `<data-dir>/launcher.json`
+//! (pid, addresses, how many replicas run), which is how `scale` finds it.
+//!
 //! For fault injection (the chaos harness, or by hand) the launcher leaves a few files in the data
 //! dir: `kv-N.pid` holds the replica's current pid, `logs/kv-N.log` its log, and while a file
 //! `kv-N.hold` exists the launcher does not restart kv-N (a pod deleted and not yet recreated):
@@ -23,7 +33,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +48,14 @@ use crate::tls::{Dialer, Port};
 
 /// The cluster record's file name in the launcher's data dir.
 pub const CLUSTER_RECORD_FILE: &str = "cluster-record.json";
+/// The desired replica count's file name in the launcher's data dir.
+pub const REPLICAS_FILE: &str = "replicas";
+/// The running launcher's description, in its data dir.
+pub const LAUNCHER_FILE: &str = "launcher.json";
+/// The most replicas a local cluster can have (ports are base + 200 + ordinal).
+pub const MAX_REPLICAS: u64 = 99;
+/// How long a stopped replica may take to leave and exit before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What to launch.
 #[derive(Clone, Debug)]
@@ -55,7 +73,7 @@ pub struct LocalClusterSpec {
 /// Why the launcher failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LauncherError {
-    #[error("--replicas must be between 1 and 99, got {0}")]
+    #[error("the number of replicas (--replicas, or N of `local scale N`) must be between 1 and 99, got {0}")]
     Replicas(u64),
     #[error("--base-port {0} leaves no room for {1} replicas (needs ports up to base+200+N)")]
     Ports(u16, u64),
@@ -66,6 +84,32 @@ pub enum LauncherError {
     },
     #[error("cannot find this program to launch replicas: {0}")]
     SelfExe(std::io::Error),
+    #[error(
+        "no `kvset-server local` is running on {dir} ({why}); start one with \
+         `kvset-server local --data-dir {dir}`"
+    )]
+    NoLauncher { dir: String, why: String },
+    #[error(
+        "the cluster did not reach {wanted} members within {waited:?}: {state}. See the replicas' \
+         logs in {logs}"
+    )]
+    ScaleTimeout {
+        wanted: u64,
+        waited: Duration,
+        state: String,
+        logs: String,
+    },
+}
+
+/// What a running launcher says about itself in [`LAUNCHER_FILE`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct LauncherState {
+    pub pid: u32,
+    pub set: String,
+    pub bind_ip: IpAddr,
+    pub base_port: u16,
+    /// Replicas running now (kv-0 … kv-(running-1)).
+    pub running: u64,
 }
 
 /// One replica's fixed parameters.
@@ -84,33 +128,32 @@ pub struct ReplicaSpec {
 impl LocalClusterSpec {
     /// The replicas' names, addresses and files.
     pub fn replica_specs(&self) -> Result<Vec<ReplicaSpec>, LauncherError> {
-        if self.replicas == 0 || self.replicas > 99 {
-            return Err(LauncherError::Replicas(self.replicas));
-        }
+        check_replicas(self.replicas)?;
         if u64::from(self.base_port) + 200 + self.replicas > u64::from(u16::MAX) {
             return Err(LauncherError::Ports(self.base_port, self.replicas));
         }
-        Ok((0..self.replicas)
-            .map(|n| {
-                let name = format!("{}-{n}", self.set);
-                let port = |offset: u64| {
-                    SocketAddr::new(
-                        self.bind_ip,
-                        (u64::from(self.base_port) + offset + n) as u16,
-                    )
-                };
-                ReplicaSpec {
-                    client: port(0),
-                    peer: port(100),
-                    metrics: port(200),
-                    data_dir: self.data_dir.join(&name),
-                    log_file: self.data_dir.join("logs").join(format!("{name}.log")),
-                    pid_file: self.data_dir.join(format!("{name}.pid")),
-                    hold_file: self.data_dir.join(format!("{name}.hold")),
-                    name,
-                }
-            })
-            .collect())
+        Ok((0..self.replicas).map(|n| self.replica_spec(n)).collect())
+    }
+
+    /// Replica `n`'s name, addresses and files.
+    pub fn replica_spec(&self, n: u64) -> ReplicaSpec {
+        let name = format!("{}-{n}", self.set);
+        let port = |offset: u64| {
+            SocketAddr::new(
+                self.bind_ip,
+                (u64::from(self.base_port) + offset + n) as u16,
+            )
+        };
+        ReplicaSpec {
+            client: port(0),
+            peer: port(100),
+            metrics: port(200),
+            data_dir: self.data_dir.join(&name),
+            log_file: self.data_dir.join("logs").join(format!("{name}.log")),
+            pid_file: self.data_dir.join(format!("{name}.pid")),
+            hold_file: self.data_dir.join(format!("{name}.hold")),
+            name,
+        }
     }
 
     /// The `--peers` list every replica gets.
@@ -123,10 +166,50 @@ impl LocalClusterSpec {
     }
 }
 
+fn check_replicas(n: u64) -> Result<(), LauncherError> {
+    if n == 0 || n > MAX_REPLICAS {
+        return Err(LauncherError::Replicas(n));
+    }
+    Ok(())
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LauncherError + '_ {
     move |source| LauncherError::Io {
         path: path.display().to_string(),
         source,
+    }
+}
+
+/// One started replica: its supervisor and how to stop it.
+struct Started {
+    spec: ReplicaSpec,
+    slot: Arc<tokio::sync::Mutex<Option<Child>>>,
+    /// Set when this replica is to stay down (scaled away, or the launcher stops).
+    stopping: Arc<AtomicBool>,
+    supervisor: tokio::task::JoinHandle<()>,
+}
+
+impl Started {
+    /// Sends SIGTERM to the replica's current process, if any.
+    async fn terminate(&self) {
+        if let Some(child) = self.slot.lock().await.as_ref() {
+            if let Some(pid) = child.id() {
+                // SAFETY: kill(2) with a pid we spawned and SIGTERM has no memory-safety impact.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
+        }
+    }
+
+    /// Waits until the process exited, killing it once `deadline` passes.
+    async fn wait_exit(&self, deadline: Instant) {
+        let mut guard = self.slot.lock().await;
+        if let Some(child) = guard.as_mut() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, child.wait()).await.is_err() {
+                eprintln!("  {} did not stop in time; killing it", self.spec.name);
+                let _ = child.kill().await;
+            }
+        }
     }
 }
 
@@ -135,18 +218,29 @@ pub async fn run(
     spec: LocalClusterSpec,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), LauncherError> {
-    let replicas = spec.replica_specs()?;
+    let initial = spec.replica_specs()?;
     std::fs::create_dir_all(spec.data_dir.join("logs")).map_err(io_err(&spec.data_dir))?;
     let exe = std::env::current_exe().map_err(LauncherError::SelfExe)?;
-    let peers = LocalClusterSpec::peers_flag(&replicas);
-    let stopping = Arc::new(AtomicBool::new(false));
+    let replicas_file = spec.data_dir.join(REPLICAS_FILE);
+    crate::volume::write_atomically(&replicas_file, format!("{}\n", spec.replicas).as_bytes())
+        .map_err(io_err(&replicas_file))?;
+    let mut state = LauncherState {
+        pid: std::process::id(),
+        set: spec.set.clone(),
+        bind_ip: spec.bind_ip,
+        base_port: spec.base_port,
+        running: 0,
+    };
+    write_state(&spec, &state)?;
+    // The `--peers` list covers every ordinal that ran or is wanted (see `replica_args`).
+    let width = Arc::new(AtomicU64::new(spec.replicas));
 
     println!(
         "kvset local cluster: {} replicas, data in {}",
-        replicas.len(),
+        initial.len(),
         spec.data_dir.display()
     );
-    for r in &replicas {
+    for r in &initial {
         println!(
             "  {:<6} client {:<21} peer {:<21} metrics http://{}/metrics  data {}  log {}",
             r.name,
@@ -157,70 +251,240 @@ pub async fn run(
             r.log_file.display()
         );
     }
-    let endpoints = replicas
-        .iter()
-        .map(|r| r.client.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
 
-    let mut supervisors = Vec::new();
-    let mut children: Vec<Arc<tokio::sync::Mutex<Option<Child>>>> = Vec::new();
-    let startup = async {
-        for r in &replicas {
-            let slot = Arc::new(tokio::sync::Mutex::new(None));
-            let args = replica_args(r, &peers, &spec);
-            supervisors.push(tokio::spawn(supervise(
-                exe.clone(),
-                args,
-                r.clone(),
-                slot.clone(),
-                stopping.clone(),
-            )));
-            children.push(slot);
-            wait_ready(r).await;
-            println!("  {} is ready", r.name);
+    let mut started: Vec<Started> = Vec::new();
+    let scaler = async {
+        let mut announced = false;
+        loop {
+            let desired = match crate::replicas::read_file(&replicas_file) {
+                Ok(n) if (1..=MAX_REPLICAS).contains(&n) => n,
+                Ok(n) => {
+                    eprintln!(
+                        "  {}: {n} replicas is out of range (1..={MAX_REPLICAS}); ignored",
+                        replicas_file.display()
+                    );
+                    started.len() as u64
+                }
+                Err(_) => started.len() as u64,
+            };
+            let running = started.len() as u64;
+            if desired > running {
+                width.fetch_max(desired, Ordering::SeqCst);
+                let r = spec.replica_spec(running);
+                if running >= spec.replicas || announced {
+                    println!("  scaling up: starting {}", r.name);
+                }
+                let slot = Arc::new(tokio::sync::Mutex::new(None));
+                let stopping = Arc::new(AtomicBool::new(false));
+                let supervisor = tokio::spawn(supervise(
+                    exe.clone(),
+                    spec.clone(),
+                    width.clone(),
+                    r.clone(),
+                    slot.clone(),
+                    stopping.clone(),
+                ));
+                started.push(Started {
+                    spec: r.clone(),
+                    slot,
+                    stopping,
+                    supervisor,
+                });
+                wait_ready(&r).await;
+                println!("  {} is ready", r.name);
+                state.running = started.len() as u64;
+                let _ = write_state(&spec, &state);
+            } else if desired < running {
+                let last = started.pop().expect("running > desired >= 1");
+                println!(
+                    "  scaling down: stopping {} (it leaves the cluster)",
+                    last.spec.name
+                );
+                last.stopping.store(true, Ordering::SeqCst);
+                last.terminate().await;
+                last.wait_exit(Instant::now() + STOP_TIMEOUT).await;
+                last.supervisor.abort();
+                let _ = std::fs::remove_file(&last.spec.pid_file);
+                println!("  {} stopped", last.spec.name);
+                state.running = started.len() as u64;
+                let _ = write_state(&spec, &state);
+            } else {
+                if !announced {
+                    let endpoints = started
+                        .iter()
+                        .map(|r| r.spec.client.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    println!("cluster ready. Try: kvsetctl --endpoints {endpoints} status");
+                    announced = true;
+                }
+                sleep(Duration::from_millis(200)).await;
+            }
         }
-        println!("cluster ready. Try: kvsetctl --endpoints {endpoints} status");
     };
     tokio::pin!(shutdown);
     tokio::select! {
-        _ = startup => { shutdown.as_mut().await; }
+        _ = scaler => {}
         _ = shutdown.as_mut() => {}
     }
 
     println!("stopping the local cluster");
-    stopping.store(true, Ordering::SeqCst);
-    for slot in children.iter().rev() {
-        if let Some(child) = slot.lock().await.as_ref() {
-            if let Some(pid) = child.id() {
-                // SAFETY: kill(2) with a pid we spawned and SIGTERM has no memory-safety impact.
-                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-            }
-        }
+    let _ = std::fs::remove_file(spec.data_dir.join(LAUNCHER_FILE));
+    for r in &started {
+        r.stopping.store(true, Ordering::SeqCst);
+    }
+    for r in started.iter().rev() {
+        r.terminate().await;
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    for slot in &children {
-        let mut guard = slot.lock().await;
-        if let Some(child) = guard.as_mut() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if tokio::time::timeout(left, child.wait()).await.is_err() {
-                let _ = child.kill().await;
-            }
-        }
+    for r in &started {
+        r.wait_exit(deadline).await;
     }
-    for s in supervisors {
-        s.abort();
-    }
-    for r in &replicas {
-        let _ = std::fs::remove_file(&r.pid_file);
+    for r in &started {
+        r.supervisor.abort();
+        let _ = std::fs::remove_file(&r.spec.pid_file);
     }
     println!("stopped");
     Ok(())
 }
 
+fn write_state(spec: &LocalClusterSpec, state: &LauncherState) -> Result<(), LauncherError> {
+    let path = spec.data_dir.join(LAUNCHER_FILE);
+    let json = serde_json::to_vec_pretty(state).expect("launcher state serializes");
+    crate::volume::write_atomically(&path, &json).map_err(io_err(&path))
+}
+
+/// Reads the state of the launcher running on `data_dir`, checking that it still runs.
+pub fn running_launcher(data_dir: &Path) -> Result<LauncherState, LauncherError> {
+    let dir = data_dir.display().to_string();
+    let path = data_dir.join(LAUNCHER_FILE);
+    let text = std::fs::read(&path).map_err(|e| LauncherError::NoLauncher {
+        dir: dir.clone(),
+        why: format!("{}: {e}", path.display()),
+    })?;
+    let state: LauncherState =
+        serde_json::from_slice(&text).map_err(|e| LauncherError::NoLauncher {
+            dir: dir.clone(),
+            why: format!("{} is unreadable: {e}", path.display()),
+        })?;
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(state.pid as i32, 0) } == 0;
+    if !alive {
+        return Err(LauncherError::NoLauncher {
+            dir,
+            why: format!("its launcher, pid {}, is gone", state.pid),
+        });
+    }
+    Ok(state)
+}
+
+/// `kvset-server local scale N`: sets the desired count of the launcher running on `data_dir`
+/// and waits, up to `timeout`, until it runs N replicas and the cluster's membership is exactly
+/// kv-0 … kv-(N-1), all voters. Returns a summary line.
+pub async fn scale(
+    data_dir: &Path,
+    replicas: u64,
+    timeout: Duration,
+) -> Result<String, LauncherError> {
+    check_replicas(replicas)?;
+    let state = running_launcher(data_dir)?;
+    if u64::from(state.base_port) + 200 + replicas > u64::from(u16::MAX) {
+        return Err(LauncherError::Ports(state.base_port, replicas));
+    }
+    let path = data_dir.join(REPLICAS_FILE);
+    crate::volume::write_atomically(&path, format!("{replicas}\n").as_bytes())
+        .map_err(io_err(&path))?;
+    println!(
+        "scaling the local cluster on {} from {} to {replicas} replicas",
+        data_dir.display(),
+        state.running
+    );
+    let spec = LocalClusterSpec {
+        replicas,
+        data_dir: data_dir.to_path_buf(),
+        base_port: state.base_port,
+        bind_ip: state.bind_ip,
+        set: state.set.clone(),
+        server_args: Vec::new(),
+        json_logs: false,
+    };
+    let wanted: Vec<u64> = (0..replicas).collect();
+    let started = Instant::now();
+    let mut last_seen = String::from("no member answered yet");
+    loop {
+        let running = running_launcher(data_dir)?.running;
+        let members = membership(&spec, running.max(replicas)).await;
+        if let Some(members) = &members {
+            let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+            let all_voters = members.iter().all(|m| m.voter);
+            let names = members
+                .iter()
+                .map(|m| format!("{}{}", m.name, if m.voter { "" } else { " (learner)" }))
+                .collect::<Vec<_>>()
+                .join(", ");
+            last_seen = format!("the launcher runs {running}, the membership is [{names}]");
+            if ids == wanted && all_voters && running == replicas {
+                return Ok(format!(
+                    "scaled to {replicas}: members {names} (took {:.1} s)",
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+        }
+        if started.elapsed() >= timeout {
+            return Err(LauncherError::ScaleTimeout {
+                wanted: replicas,
+                waited: timeout,
+                state: last_seen,
+                logs: data_dir.join("logs").display().to_string(),
+            });
+        }
+        sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The membership as the leader reports it (asking kv-0 … kv-(upto-1) who leads), sorted by id.
+async fn membership(spec: &LocalClusterSpec, upto: u64) -> Option<Vec<kvset_proto::v1::Member>> {
+    use kvset_proto::v1::cluster_client::ClusterClient;
+    use kvset_proto::v1::{MembersRequest, StatusRequest};
+    let dialer = Dialer::plain();
+    let client = |n: u64| {
+        dialer
+            .connect_lazy(
+                Port::Client,
+                &spec.replica_spec(n).client.to_string(),
+                Duration::from_millis(500),
+            )
+            .ok()
+            .map(ClusterClient::new)
+    };
+    let call = Duration::from_secs(2);
+    for n in 0..upto {
+        let Some(mut c) = client(n) else { continue };
+        let Ok(Ok(status)) = tokio::time::timeout(call, c.status(StatusRequest {})).await else {
+            continue;
+        };
+        let Some(leader) = status.into_inner().leader_id else {
+            continue;
+        };
+        let mut c = client(leader)?;
+        let resp = tokio::time::timeout(call, c.members(MembersRequest {}))
+            .await
+            .ok()?
+            .ok()?;
+        let mut members = resp.into_inner().members;
+        members.sort_by_key(|m| m.id);
+        return Some(members);
+    }
+    None
+}
+
 fn replica_args(r: &ReplicaSpec, peers: &str, spec: &LocalClusterSpec) -> Vec<String> {
     let mut args = vec![
         "serve".to_string(),
+        format!(
+            "--replicas-from=file:{}",
+            spec.data_dir.join(REPLICAS_FILE).display()
+        ),
         format!("--pod-name={}", r.name),
         format!("--data-dir={}", r.data_dir.display()),
         format!("--client-listen={}", r.client),
@@ -241,9 +505,11 @@ fn replica_args(r: &ReplicaSpec, peers: &str, spec: &LocalClusterSpec) -> Vec<St
 }
 
 /// Keeps one replica running: start, wait for exit, back off, restart (unless held or stopping).
+/// Its `--peers` list is made at every start, over the `width` ordinals that ran or are wanted.
 async fn supervise(
     exe: PathBuf,
-    args: Vec<String>,
+    spec: LocalClusterSpec,
+    width: Arc<AtomicU64>,
     r: ReplicaSpec,
     slot: Arc<tokio::sync::Mutex<Option<Child>>>,
     stopping: Arc<AtomicBool>,
@@ -256,6 +522,10 @@ async fn supervise(
         if stopping.load(Ordering::SeqCst) {
             return;
         }
+        let peers: Vec<ReplicaSpec> = (0..width.load(Ordering::SeqCst))
+            .map(|n| spec.replica_spec(n))
+            .collect();
+        let args = replica_args(&r, &LocalClusterSpec::peers_flag(&peers), &spec);
         let started = Instant::now();
         match spawn_replica(&exe, &args, &r) {
             Ok(child) => {

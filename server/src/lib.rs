@@ -16,7 +16,8 @@
 //! - [`identity`], [`volume`], [`config`], [`limits`]: who this member is, which volume it
 //!   owns, how it is configured, what requests may contain; [`cluster_record`]: the record that
 //!   the cluster exists, kept outside kv-0's volume so a kv-0 that lost it never mints a second
-//!   cluster; [`faults`]: deliberate bugs for
+//!   cluster; [`replicas`]: the set's desired size (StatefulSet `spec.replicas` or the
+//!   launcher's), which decides who leaves on scale-down; [`faults`]: deliberate bugs for
 //!   proving the tests bite (off by default); [`telemetry`]: Prometheus metrics; [`tls`]: TLS
 //!   and mutual TLS from reloadable PEM files; [`memnet`]: an in-memory network for in-process
 //!   test clusters in simulated time.
@@ -31,6 +32,7 @@ pub mod limits;
 pub mod memnet;
 pub mod node;
 pub mod raft;
+pub mod replicas;
 pub mod server;
 pub mod store;
 pub mod telemetry;

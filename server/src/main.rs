@@ -119,6 +119,15 @@ struct ServeArgs {
     /// configmap:<set>-cluster; elsewhere none (with a warning).
     #[arg(long, env = "KVSET_CLUSTER_RECORD")]
     cluster_record: Option<kvset_server::cluster_record::RecordSpec>,
+    /// Where the set's desired size comes from: `statefulset:NAME` (spec.replicas of that
+    /// StatefulSet in the pod's namespace, through the Kubernetes API), `file:PATH` (a file
+    /// holding the number; `kvset-server local` uses one) or `manual`. A member whose ordinal is
+    /// at or above the size leaves the cluster when it stops (scale-down); any other member that
+    /// stops is restarting and stays a member. If the source cannot be read, membership is
+    /// manual (logged, and shown by `kvsetctl status`). Default: in a pod,
+    /// statefulset:<set>; elsewhere manual. See docs/KUBERNETES.md.
+    #[arg(long, env = "KVSET_REPLICAS_FROM")]
+    replicas_from: Option<kvset_server::replicas::ReplicasFrom>,
     /// Forward writes that reach a follower to the leader; if false, refuse them with the leader
     /// in the `kvset-leader` metadata.
     #[arg(long, env = "KVSET_FORWARD_WRITES", default_value_t = true, action = clap::ArgAction::Set)]
@@ -241,8 +250,33 @@ struct ServeArgs {
     max_lease_ttl: i64,
 }
 
+#[derive(Subcommand, Debug)]
+enum LocalCommand {
+    /// Change the number of replicas of the local cluster running on --data-dir, as
+    /// `kubectl scale statefulset` does: the launcher stops the highest ordinals one at a time
+    /// (each leaves the cluster before it exits) or starts new ones in ordinal order. Exits 0
+    /// once the cluster's membership is kv-0 … kv-(N-1); non-zero, saying why, if it is not
+    /// within --timeout-secs.
+    Scale(ScaleArgs),
+}
+
 #[derive(Args, Debug)]
+struct ScaleArgs {
+    /// The new number of replicas (1..=99).
+    replicas: u64,
+    /// The data directory of the running `kvset-server local`.
+    #[arg(long, env = "KVSET_DATA_DIR", default_value = "./kvset-data")]
+    data_dir: PathBuf,
+    /// Give up (exit non-zero) when the membership does not match after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 struct LocalArgs {
+    #[command(subcommand)]
+    command: Option<LocalCommand>,
     /// How many replicas (kv-0 .. kv-(N-1)).
     #[arg(long, env = "KVSET_REPLICAS", default_value_t = 3)]
     replicas: u64,
@@ -318,6 +352,9 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     if let Some(record) = args.cluster_record {
         config.cluster_record = record;
     }
+    if let Some(from) = args.replicas_from {
+        config.replicas_from = from;
+    }
     config.join_probe_ordinals = args.join_probe_ordinals;
     config.forward_writes = args.forward_writes;
     config.prefer_ordinal_zero = args.prefer_ordinal_zero;
@@ -385,6 +422,19 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Local(LocalArgs {
+            command: Some(LocalCommand::Scale(scale)),
+            ..
+        })) => {
+            let summary = launcher::scale(
+                &scale.data_dir,
+                scale.replicas,
+                Duration::from_secs(scale.timeout_secs),
+            )
+            .await?;
+            println!("{summary}");
+            Ok(())
+        }
         Some(Command::Local(args)) => {
             init_logging(args.log_format);
             let spec = LocalClusterSpec {

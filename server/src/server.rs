@@ -11,8 +11,9 @@
 //! volume (see [`crate::node::rejoin`]).
 //!
 //! Graceful shutdown (SIGTERM, Kubernetes' pod deletion): stop taking requests and turn readiness
-//! off, hand leadership to a caught-up voter if this member leads, then stop the servers and Raft
-//! and let the store flush, all within `shutdown_grace`.
+//! off, hand leadership to a caught-up voter if this member leads, leave the cluster for good if
+//! the set's size says this member is scaled away (see [`crate::node::scale`]), then stop the
+//! servers and Raft and let the store flush, all within `shutdown_grace`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -39,6 +40,7 @@ use crate::node::join::{check_still_member, join, probe_cluster_id, JoinError};
 use crate::node::leadership::{hand_off, reclaim_preferred_leadership};
 use crate::node::read_index::RestartFloor;
 use crate::node::rejoin::RejoinMarker;
+use crate::node::scale::{leave_cluster, scaled_away, DepartedMarker};
 use crate::node::Node;
 use crate::raft::network::{ClusterIdCell, PeerNetwork, MAX_PEER_MESSAGE_BYTES};
 use crate::raft::{NodeId, Raft};
@@ -81,6 +83,8 @@ pub enum ServerError {
     ClusterRecord(#[from] crate::cluster_record::RecordError),
     #[error("re-join marker: {0}")]
     Rejoin(#[from] crate::node::rejoin::RejoinError),
+    #[error("{0}")]
+    Departed(#[from] crate::node::scale::DepartedError),
 }
 
 /// A started member. Dropping it does not stop it; call [`RunningServer::shutdown`].
@@ -159,6 +163,14 @@ async fn open_member(config: &ServerConfig) -> Result<OpenMember, ServerError> {
     let my_node = config.peers.member(me)?;
     let volume = Volume::claim(&config.data_dir, me, config.expected_cluster_id.as_deref())?;
     ensure_room_to_open(&config.data_dir)?;
+    let departed = DepartedMarker::new(&config.data_dir);
+    if departed.exists() {
+        tracing::warn!(
+            "{me} left the cluster on a scale-down (its volume says so): its old data is \
+             discarded and it joins as a new member"
+        );
+        departed.clear_departed_volume(&volume.store_dir())?;
+    }
     let store = Store::open_with_cache(&volume.store_dir(), config.cache_bytes)?;
     let record = ClusterRecord::open(&config.cluster_record)?;
     if record.is_none() {
@@ -629,17 +641,39 @@ async fn carry_out_start_plan(
         node.clone(),
         config.quota_check_interval,
     )));
+    background.push(tokio::spawn(
+        node.desired_replicas()
+            .clone()
+            .follow(crate::replicas::POLL_INTERVAL),
+    ));
+    background.push(tokio::spawn(crate::node::scale::reconcile(node.clone())));
     Ok(())
 }
 
 impl RunningServer {
-    /// Leaves gracefully: refuse new requests, hand leadership off if leading, stop serving,
-    /// stop Raft (which flushes the store). Bounded by the configured grace period.
+    /// Leaves gracefully: refuse new requests, hand leadership off if leading, leave the cluster
+    /// if scaled away (ordinal ≥ the set's size, see `node::scale`), stop serving, stop Raft
+    /// (which flushes the store). Bounded by the configured grace period.
     pub async fn shutdown(self) {
         let grace = self.node.config().shutdown_grace;
         let node = self.node.clone();
+        // Stop taking requests at once (readiness off), whatever comes next.
+        node.begin_shutdown();
+        // Scaled away (ordinal ≥ the set's size, read fresh now) or restarting? See node::scale.
+        let desired = tokio::time::timeout(grace / 8, node.desired_replicas().refresh())
+            .await
+            .ok()
+            .flatten();
+        let leaving = node.failure().is_none() && scaled_away(node.id(), desired);
+        if leaving {
+            tracing::info!(
+                desired = desired.unwrap_or(0),
+                "this member's ordinal is at or above the set's size: it leaves the cluster"
+            );
+        }
+        let leave_budget = if leaving { grace * 3 / 4 } else { grace / 2 };
+        let leave_deadline = tokio::time::Instant::now() + leave_budget;
         let leave = async {
-            node.begin_shutdown();
             // A member whose storage failed has no working Raft core to hand anything off with.
             if node.failure().is_none() && node.metrics().state == ServerState::Leader {
                 // Writes are refused from here on, but the last ones may still be on their way
@@ -655,15 +689,23 @@ impl RunningServer {
                     }
                 }
             }
+            if leaving && leave_cluster(&node, leave_deadline).await {
+                let cluster = node.cluster_id().unwrap_or_default();
+                if let Err(e) =
+                    DepartedMarker::new(&node.config().data_dir).store(&cluster, &node.name())
+                {
+                    tracing::error!(error = %e, "could not mark the volume as departed");
+                }
+            }
         };
-        if tokio::time::timeout(grace / 2, leave).await.is_err() {
+        if tokio::time::timeout(leave_budget, leave).await.is_err() {
             tracing::warn!("hand-off took too long; stopping anyway");
         }
         let _ = self.stop_servers.send(true);
         for task in &self.background {
             task.abort();
         }
-        let remaining = grace / 2;
+        let remaining = grace.saturating_sub(leave_budget).max(grace / 4);
         let stop = async {
             node.shutdown_raft().await;
             for server in self.servers {

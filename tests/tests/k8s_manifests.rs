@@ -155,61 +155,79 @@ fn manifests_validate_against_kubernetes_schemas_in_strict_mode() {
                 out.status.success(),
                 "k8s/{kustomization} is not valid Kubernetes {version}:\n{report}"
             );
-            // Ten resources (the client and metrics Services, the StatefulSet, the budget, the
-            // NetworkPolicy, and the cluster record's ConfigMap, ServiceAccount, Role and
-            // RoleBinding), each reported as passed (an unknown kind would be skipped silently).
+            // Twelve resources (the client and metrics Services, the StatefulSet, the budget, the
+            // NetworkPolicy, the cluster record's ConfigMap, ServiceAccount, Role and
+            // RoleBinding, and the StatefulSet reader's Role and RoleBinding), each reported as
+            // passed (an unknown kind would be skipped silently).
             let passed = report
                 .lines()
                 .filter(|l| l.contains(" passed for resource "))
                 .count();
             assert_eq!(
-                passed, 10,
-                "k8s/{kustomization} against {version}: expected 10 resources to pass:\n{report}"
+                passed, 12,
+                "k8s/{kustomization} against {version}: expected 12 resources to pass:\n{report}"
             );
         }
     }
 }
 
 #[test]
-fn the_pods_may_read_and_update_their_cluster_record_and_nothing_else() {
+fn the_pods_may_use_their_cluster_record_and_read_their_statefulset_and_nothing_else() {
     if !have_render_tools() {
         return;
     }
     for kustomization in KUSTOMIZATIONS {
         let docs = render_kustomization(kustomization);
         let set = only(&docs, "StatefulSet");
+        let set_name = set["metadata"]["name"].as_str().unwrap();
         let pod = &set["spec"]["template"]["spec"];
         let account = pod["serviceAccountName"]
             .as_str()
             .unwrap_or_else(|| panic!("k8s/{kustomization}: the pods need a service account"));
         assert_ne!(
             pod["automountServiceAccountToken"], false,
-            "k8s/{kustomization}: the token must be mounted for the cluster record"
+            "k8s/{kustomization}: the token must be mounted for the cluster record and the size"
         );
         find_document(&docs, "ServiceAccount", account);
         // The server's default record in a pod: configmap:<set>-cluster.
-        let record = format!("{}-cluster", set["metadata"]["name"].as_str().unwrap());
+        let record = format!("{set_name}-cluster");
         let configmap = find_document(&docs, "ConfigMap", &record);
         assert!(
             configmap["data"].is_null(),
             "k8s/{kustomization}: the record starts empty (kv-0 fills it in at bootstrap)"
         );
-        let binding = only(&docs, "RoleBinding");
+        // Every rule granted to the pods' account, across its bindings.
+        let mut rules: Vec<serde_json::Value> = Vec::new();
+        for binding in docs.iter().filter(|d| d["kind"] == "RoleBinding") {
+            assert!(
+                binding["subjects"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|s| s["kind"] == "ServiceAccount" && s["name"] == account),
+                "k8s/{kustomization}: bindings name the pods' account only"
+            );
+            assert_eq!(binding["roleRef"]["kind"], "Role", "namespaced roles only");
+            let role = find_document(&docs, "Role", binding["roleRef"]["name"].as_str().unwrap());
+            rules.extend(role["rules"].as_array().unwrap().iter().cloned());
+        }
         assert!(
-            binding["subjects"]
-                .as_array()
-                .unwrap()
+            !docs
                 .iter()
-                .any(|s| s["kind"] == "ServiceAccount" && s["name"] == account),
-            "k8s/{kustomization}: the binding names the pods' account"
+                .any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"),
+            "k8s/{kustomization}: no cluster-wide permissions"
         );
-        let role = find_document(&docs, "Role", binding["roleRef"]["name"].as_str().unwrap());
-        let rules = role["rules"].as_array().unwrap();
-        assert_eq!(rules.len(), 1, "k8s/{kustomization}: one rule");
-        let rule = &rules[0];
-        assert_eq!(rule["resources"], serde_json::json!(["configmaps"]));
-        assert_eq!(rule["resourceNames"], serde_json::json!([record]));
-        assert_eq!(rule["verbs"], serde_json::json!(["get", "update"]));
+        let mut expected = vec![
+            serde_json::json!({"apiGroups": [""], "resources": ["configmaps"],
+                "resourceNames": [record], "verbs": ["get", "update"]}),
+            // Membership follows the set's size (--replicas-from, default statefulset:<set>).
+            serde_json::json!({"apiGroups": ["apps"], "resources": ["statefulsets"],
+                "resourceNames": [set_name], "verbs": ["get"]}),
+        ];
+        let key = |r: &serde_json::Value| r.to_string();
+        rules.sort_by_key(key);
+        expected.sort_by_key(key);
+        assert_eq!(rules, expected, "k8s/{kustomization}: exactly these grants");
     }
 }
 

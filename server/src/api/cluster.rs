@@ -167,6 +167,8 @@ impl ClusterService {
             store_usage_bytes: self.node.quota().usage(),
             quota_bytes: self.node.quota().bytes(),
             compact_revision: self.node.state_machine().compact_revision(),
+            membership_mode: self.node.desired_replicas().mode().to_string(),
+            desired_replicas: self.node.desired_replicas().current().unwrap_or(0),
         }))
     }
 

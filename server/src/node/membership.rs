@@ -15,8 +15,9 @@
 //! - **Promotion needs a learner** that is already in the membership ([`Node::promote`]).
 //! - **Removal takes the highest ordinal first** (unless asked for out of order), never the last
 //!   voter, and never when the voters left behind could not form a quorum from the members that
-//!   answer right now ([`Node::remove_member`]): removing a member must not be what stops the
-//!   cluster.
+//!   answer right now, nor when today's voters could not (the change goes through a joint
+//!   configuration that needs both) ([`Node::remove_member`]): removing a member must not be
+//!   what stops the cluster, and a change that cannot commit would hang.
 //!
 //! These run on the leader; the API layer forwards the requests there. The node calls openraft's
 //! membership changes only from here.
@@ -155,7 +156,21 @@ impl Node {
                     target.name
                 )));
             }
-            let alive = self.responsive(&remaining).await;
+            // The change passes through a joint configuration, which needs a quorum of the
+            // voters as they are now as well as of those left behind.
+            let alive_now = self.responsive(&voters).await;
+            let quorum_now = voters.len() / 2 + 1;
+            if alive_now.len() < quorum_now {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "removing {} needs a quorum of today's {} voters ({quorum_now}), but only {} \
+                     answer ({:?}). Bring members back first",
+                    target.name,
+                    voters.len(),
+                    alive_now.len(),
+                    alive_now
+                )));
+            }
+            let alive: BTreeSet<NodeId> = alive_now.intersection(&remaining).copied().collect();
             let quorum = remaining.len() / 2 + 1;
             if alive.len() < quorum {
                 return Err(NodeError::FailedPrecondition(format!(
@@ -177,6 +192,11 @@ impl Node {
             .await
             .map_err(|e| self.membership_error(e))?;
         Ok(())
+    }
+
+    /// Whether member `id` answers now, as a member of our cluster.
+    pub async fn answers(&self, id: NodeId) -> bool {
+        self.responsive(&BTreeSet::from([id])).await.contains(&id)
     }
 
     /// Asks `ids` for their status; returns those that answered as members of our cluster.

@@ -32,6 +32,8 @@
 //! - [`membership`] holds the StatefulSet-shaped membership rules the leader applies (ids are
 //!   ordinals, a re-joining voter is demoted first, highest ordinal removed first, never below a
 //!   live quorum); the API's Cluster handlers only forward and answer.
+//! - [`scale`] makes membership follow the set's size: a member whose ordinal is at or above it
+//!   leaves the cluster when it stops, and the leader removes such members that are gone.
 //! - [`error`]: the node's own errors ([`NodeError`]); the API layer maps them to gRPC codes.
 //! - [`handles`] is what the layers above may see of the node's parts (its fields are private),
 //!   and [`observe`] the reading of its state that the metrics show.
@@ -68,6 +70,7 @@ pub mod observe;
 pub mod quota;
 pub mod read_index;
 pub mod rejoin;
+pub mod scale;
 pub mod write_pause;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -146,6 +149,8 @@ pub struct Node {
     restart_floor: Option<read_index::RestartFloor>,
     /// The leader's lease deadlines; see [`lessor`].
     lessor: lessor::Lessor,
+    /// The set's desired size, as last read (see [`scale`]).
+    desired_replicas: crate::replicas::DesiredReplicas,
 }
 
 impl Node {
@@ -168,7 +173,11 @@ impl Node {
         let read_index = ReadIndexCoalescer::new(raft.clone(), telemetry.read_index_rounds());
         let rejoin_marker = RejoinMarker::new(&config.data_dir);
         let quota = quota::Quota::resolve(config.quota_bytes, &config.data_dir);
+        let desired_replicas = crate::replicas::DesiredReplicas::new(
+            crate::replicas::ReplicasSource::open(&config.replicas_from),
+        );
         Arc::new(Self {
+            desired_replicas,
             restart_floor,
             quota,
             faults,
@@ -193,6 +202,11 @@ impl Node {
             awaiting_readmission: Mutex::new(None),
             lessor: lessor::Lessor::default(),
         })
+    }
+
+    /// The set's desired size, as this member last read it (see [`scale`]).
+    pub fn desired_replicas(&self) -> &crate::replicas::DesiredReplicas {
+        &self.desired_replicas
     }
 
     /// `kv-N`.

@@ -157,7 +157,8 @@ pub struct RunArgs {
     /// port-forward per pod).
     #[arg(long, value_delimiter = ',', help_heading = "kubectl backend")]
     pub endpoints: Vec<String>,
-    /// docker and kubectl: number of members.
+    /// Number of members (process: the launcher's --replicas; docker and kubectl: the members
+    /// there are).
     #[arg(long, default_value_t = 3)]
     pub replicas: usize,
 }
@@ -315,19 +316,19 @@ impl RunArgs {
                 let bind_ip = self.bind_ip.unwrap_or_else(|| pick_bind_ip(seed));
                 let base_port = match self.base_port {
                     Some(p) => p,
-                    None => {
-                        pick_base_port(bind_ip, 3, seed).map_err(|source| ChaosError::Setup {
+                    None => pick_base_port(bind_ip, self.replicas, seed).map_err(|source| {
+                        ChaosError::Setup {
                             backend: "process",
                             source,
-                        })?
-                    }
+                        }
+                    })?,
                 };
                 let out_abs = std::path::absolute(&out).unwrap_or_else(|_| out.clone());
                 BackendConfig::Process(ProcessConfig {
                     server_bin,
                     data_dir: out_abs.join("data"),
                     launcher_log: out_abs.join("logs").join("launcher.log"),
-                    replicas: 3,
+                    replicas: self.replicas,
                     bind_ip,
                     base_port,
                     server_args: server_args.clone(),

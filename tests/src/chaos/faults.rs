@@ -105,6 +105,10 @@ pub enum FaultKind {
     /// stays down for the hold time while the others go on, then the others lose power too, and
     /// all come back together. Opt-in, like `PowerLoss`.
     PowerLossAll,
+    /// Scale the set down to a random smaller size (at least 1) and, after the hold, back up:
+    /// the members above the size leave the cluster, then come back as new members. Opt-in
+    /// (it needs a backend that can scale: the process launcher's `local scale`).
+    Scale,
 }
 
 impl FaultKind {
@@ -134,10 +138,11 @@ impl FaultKind {
 
     /// Single kinds that run only when named in `--faults` (not part of `all`): they need
     /// something of the machine that a plain run does not set up.
-    pub const OPT_IN: [FaultKind; 3] = [
+    pub const OPT_IN: [FaultKind; 4] = [
         FaultKind::DiskFull,
         FaultKind::PowerLoss,
         FaultKind::PowerLossAll,
+        FaultKind::Scale,
     ];
 
     /// True for a power-loss kind (the members' volumes must be on kvset-powerfs).
@@ -181,6 +186,7 @@ impl FaultKind {
             FaultKind::DiskFull => "disk-full",
             FaultKind::PowerLoss => "power-loss",
             FaultKind::PowerLossAll => "power-loss-all",
+            FaultKind::Scale => "scale",
         }
     }
 
@@ -444,6 +450,14 @@ impl Nemesis {
                     .collect(),
                 None => Vec::new(),
             },
+            // The members above a random smaller size (at least 1).
+            FaultKind::Scale => {
+                let sizes: Vec<usize> = (1..all.len()).collect();
+                match planned.choose(&sizes) {
+                    Some(size) => (size..all.len()).collect(),
+                    None => Vec::new(),
+                }
+            }
             // Scripted by `inject_compound`.
             FaultKind::PauseWipeKillLeader
             | FaultKind::KillDuringSnapshot
@@ -541,6 +555,24 @@ impl Nemesis {
                     let result = match (begun, healed) {
                         (Err(e), _) => Err(e),
                         (Ok(()), Err(e)) => Err(format!("healing failed: {e}")),
+                        (Ok(()), Ok(())) => Ok(()),
+                    };
+                    (result, effective, healed_at)
+                }
+                FaultKind::Scale => {
+                    // Down to the lowest target's ordinal (the members above leave), hold, back
+                    // to the full size (they return as new members).
+                    let (down, full) = (targets[0], all.len());
+                    let begun = self.blocking(move |b| b.scale(down)).await;
+                    let effective = Instant::now();
+                    if begun.is_ok() {
+                        sleep_or_stop(planned.hold, stop).await;
+                    }
+                    let healed = self.blocking(move |b| b.scale(full)).await;
+                    let healed_at = Instant::now();
+                    let result = match (begun, healed) {
+                        (Err(e), _) => Err(e),
+                        (Ok(()), Err(e)) => Err(format!("scaling back up failed: {e}")),
                         (Ok(()), Ok(())) => Ok(()),
                     };
                     (result, effective, healed_at)
@@ -1054,6 +1086,7 @@ mod tests {
             assert_eq!(FaultKind::parse_list(k.as_str()).unwrap(), vec![k]);
         }
         assert_eq!(FaultKind::DiskFull.as_str(), "disk-full");
+        assert_eq!(FaultKind::parse_list("scale").unwrap(), [FaultKind::Scale]);
         assert_eq!(
             FaultKind::parse_list("power-loss,power-loss-all").unwrap(),
             vec![FaultKind::PowerLoss, FaultKind::PowerLossAll]

@@ -549,6 +549,11 @@ impl Backend for DockerBackend {
 
     fn unsupported(&self, kind: FaultKind) -> Option<String> {
         match kind {
+            FaultKind::Scale => Some(
+                "the docker topology has a fixed set of members (docker/compose.yaml); use \
+                 --backend process"
+                    .into(),
+            ),
             FaultKind::DiskFull => match &self.config.topology {
                 DockerTopology::Compose { .. } => Some(
                     "docker/compose.yaml's volumes have no size limit; pass --docker-prefix \

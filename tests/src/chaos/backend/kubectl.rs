@@ -241,6 +241,11 @@ impl Backend for KubectlBackend {
                  harness serves; a pod's volume is mounted by the kubelet; use --backend process"
                     .into(),
             ),
+            FaultKind::Scale => Some(
+                "scaling the StatefulSet from the harness (kubectl scale, then waiting for the \
+                 membership) is not implemented yet; use --backend process"
+                    .into(),
+            ),
             _ => None,
         }
     }

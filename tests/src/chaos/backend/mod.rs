@@ -15,6 +15,7 @@
 //! | partition / heal | unsupported (one loopback interface) | `docker network disconnect` / `connect` | unsupported (needs an enforcing NetworkPolicy CNI) |
 //! | wipe (lose the volume, rejoin) | `kv-N.hold`, kill, `rm -rf kv-N/`, remove the hold | kill, `docker rm`, `docker volume rm`, recreate | `kubectl delete pvc` + `delete pod` |
 //! | disk full (fill the member's small filesystem, free it) | a tmpfs per `kv-N/`, a filler file written into it | an ext4 image on a loop device per volume (`--docker-prefix` only), the filler written through the volume's mount point on the host | unsupported |
+//! | scale down and back up | `kvset-server local scale N`, then back | unsupported (fixed compose services) | unsupported (not yet) |
 //! | power cut (lose what was not fsynced) | `kv-N.hold`, kill, `cut_power()` on the member's kvset-powerfs mount, remove the hold | unsupported | unsupported |
 //!
 //! Backend operations are synchronous (they run commands or send signals and return once the
@@ -192,6 +193,19 @@ pub trait Backend: Send + Sync {
     /// Lets members stopped by [`Backend::power_cut`] start again, on their durable state.
     fn power_on(&self, _members: &[usize]) -> Result<(), BackendError> {
         Err(self.power_loss_unsupported())
+    }
+
+    /// Changes the number of replicas to `replicas`, as `kubectl scale statefulset` does: the
+    /// members with an ordinal at or above it leave the cluster and stop, or the missing ones
+    /// start in ordinal order. Returns once the cluster's membership is kv-0 … kv-(replicas-1).
+    fn scale(&self, _replicas: usize) -> Result<(), BackendError> {
+        Err(BackendError::Unsupported {
+            backend: self.name(),
+            kind: FaultKind::Scale,
+            reason: self
+                .unsupported(FaultKind::Scale)
+                .unwrap_or_else(|| "not implemented".to_string()),
+        })
     }
 
     /// The error of the default [`Backend::power_cut`] / [`Backend::power_on`].

@@ -316,6 +316,30 @@ impl Backend for ProcessBackend {
         )
     }
 
+    fn scale(&self, replicas: usize) -> Result<(), BackendError> {
+        let mut cmd = Command::new(&self.config.server_bin);
+        cmd.args(["local", "scale", &replicas.to_string()])
+            .arg(format!("--data-dir={}", self.config.data_dir.display()))
+            .args(["--timeout-secs", "120"])
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null());
+        let out = cmd.output().map_err(|e| BackendError::Command {
+            command: format!("kvset-server local scale {replicas}"),
+            detail: e.to_string(),
+        })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(BackendError::Command {
+            command: format!("kvset-server local scale {replicas}"),
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
+    }
+
     fn unsupported(&self, kind: FaultKind) -> Option<String> {
         match kind {
             FaultKind::Partition => Some(
