@@ -229,7 +229,7 @@ impl Client {
         self.put_with(key, value, &WriteOptions::default()).await
     }
 
-    /// Sets `key` to `value` with options (`prev_kv`, timeout).
+    /// Sets `key` to `value` with options (`prev_kv`, lease, timeout).
     pub async fn put_with(
         &self,
         key: impl AsRef<[u8]>,
@@ -243,7 +243,7 @@ impl Client {
             value: value.as_ref().to_vec(),
             prev_kv: opts.prev_kv,
             request_id: Some(lease.next_request_id()),
-            lease: 0,
+            lease: opts.lease,
             ignore_lease: Default::default(),
             ignore_value: Default::default(),
         };
@@ -266,7 +266,7 @@ impl Client {
         self.get_with(key, &ReadOptions::default()).await
     }
 
-    /// Reads `key` with options (consistency, member pin, timeout).
+    /// Reads `key` with options (consistency, member pin, timeout, past revision).
     pub async fn get_with(
         &self,
         key: impl AsRef<[u8]>,
@@ -281,12 +281,13 @@ impl Client {
         key: impl AsRef<[u8]>,
         opts: &ReadOptions,
     ) -> Result<GetResponse> {
+        let revision = opts.checked_revision()?;
         let deadline = self.deadline_of(opts.timeout);
         let route = self.read_route(opts).await?;
         let message = pb::GetRequest {
             key: key.as_ref().to_vec(),
             consistency: opts.consistency.to_pb(),
-            revision: 0,
+            revision,
         };
         let spec = self.spec("get", Safety::Read, route, remaining(deadline));
         let (resp, _) = self
@@ -445,6 +446,7 @@ impl Client {
         cursor: &[u8],
         limit: u64,
     ) -> Result<(RangePage, String)> {
+        let requested = opts.read.checked_revision()?;
         let deadline = self.deadline_of(opts.read.timeout);
         let route = self.read_route(&opts.read).await?;
         let message = pb::RangeRequest {
@@ -452,6 +454,10 @@ impl Client {
             keys_only: opts.keys_only,
             consistency: opts.read.consistency.to_pb(),
             cursor: cursor.to_vec(),
+            // A later page is read at the revision its cursor carries (the first page's); the
+            // server wants 0 or exactly that revision with a cursor, so only the first page
+            // names it.
+            revision: if cursor.is_empty() { requested } else { 0 },
             ..range.range_request()
         };
         let spec = self.spec("range", Safety::Read, route, remaining(deadline));
@@ -500,6 +506,34 @@ impl Client {
         };
         let txn = Txn::new().when([compare]).and_then([TxnOp::put(key, new)]);
         Ok(self.txn(txn).await?.succeeded)
+    }
+
+    /// Forgets the history at and below `revision` (replicated: every member compacts at the
+    /// same point). Reads below it then fail with [`Error::Compacted`], and watches cannot
+    /// start below it. Returns the compact revision after the call. A revision at or below the
+    /// current compact revision fails with [`Error::Compacted`]; one above the current
+    /// revision with [`Error::RevisionOutOfRange`]. Idempotent, so retried like a read.
+    pub async fn compact(&self, revision: i64) -> Result<i64> {
+        if revision <= 0 {
+            return Err(Error::InvalidArgument(format!(
+                "compact revision {revision} must be positive: give a revision of 1 or more, at \
+                 most the current one (see `kvsetctl status`)"
+            )));
+        }
+        let spec = self.spec(
+            "compact",
+            Safety::Read,
+            Route::Leader,
+            self.inner.config.retry_deadline,
+        );
+        let (resp, _) = self
+            .call(spec, |ch, t| async move {
+                KvClient::new(ch)
+                    .compact(request(pb::CompactRequest { revision }, t))
+                    .await
+            })
+            .await?;
+        Ok(resp.compact_revision)
     }
 
     // ----- cluster -----

@@ -271,6 +271,11 @@ pub struct ReadOptions {
     pub member: Option<String>,
     /// Replaces the client's retry deadline for this call.
     pub timeout: Option<Duration>,
+    /// Read the store as it was at this revision (0, the default: the current revision). A
+    /// compacted revision fails with [`Error::Compacted`]; one above the current revision with
+    /// [`Error::RevisionOutOfRange`]. With a range, every page is read at the first page's
+    /// revision anyway; this picks that revision.
+    pub revision: i64,
 }
 
 impl ReadOptions {
@@ -301,6 +306,23 @@ impl ReadOptions {
         self.timeout = Some(timeout);
         self
     }
+
+    /// Reads at a past revision (0: the current one). See [`ReadOptions::revision`].
+    pub fn at_revision(mut self, revision: i64) -> ReadOptions {
+        self.revision = revision;
+        self
+    }
+
+    /// Refuses a negative revision before anything is sent.
+    pub(crate) fn checked_revision(&self) -> Result<i64> {
+        if self.revision < 0 {
+            return Err(Error::InvalidArgument(format!(
+                "revision {} is negative; give a revision of 1 or more, or 0 for the current one",
+                self.revision
+            )));
+        }
+        Ok(self.revision)
+    }
 }
 
 /// Options of one write (`put`, `delete`, `txn`).
@@ -310,6 +332,11 @@ pub struct WriteOptions {
     pub prev_kv: bool,
     /// Replaces the client's retry deadline for this call.
     pub timeout: Option<Duration>,
+    /// `put` only: attach the key to this lease (0, the default: no lease; a put without a
+    /// lease detaches the key from the one it had). An unknown lease fails with
+    /// [`Error::NotFound`] and writes nothing. Ignored by `delete` and `txn` (a transaction's
+    /// puts carry their own lease, [`crate::TxnOp::put_with_lease`]).
+    pub lease: i64,
 }
 
 impl WriteOptions {
@@ -327,6 +354,12 @@ impl WriteOptions {
     /// Sets this call's deadline (retries included).
     pub fn timeout(mut self, timeout: Duration) -> WriteOptions {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Attaches the put key to a lease ([`crate::Client::grant`]).
+    pub fn lease(mut self, lease: i64) -> WriteOptions {
+        self.lease = lease;
         self
     }
 }

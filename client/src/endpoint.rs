@@ -645,6 +645,21 @@ impl Registry {
         true
     }
 
+    /// Records that a long-lived stream (a watch, a keep-alive stream) to the endpoint
+    /// `authority` (`host:port`) broke: like a failed attempt there, it forgets that endpoint as
+    /// the leader and moves the rotation past it, so the stream is re-opened elsewhere first.
+    pub(crate) fn on_stream_broken(&self, authority: &str) {
+        let id = {
+            let st = self.lock();
+            st.slots
+                .iter()
+                .position(|s| s.addr.authority() == authority)
+        };
+        if let Some(id) = id {
+            self.on_failure(id, CauseKind::Broken, None);
+        }
+    }
+
     /// The endpoint of a member known by name.
     pub(crate) fn by_name(&self, name: &str) -> Option<EndpointId> {
         self.lock().names.get(name).copied()

@@ -41,10 +41,30 @@ pub enum Error {
     #[error("failed precondition: {0}")]
     FailedPrecondition(String),
 
-    /// A cluster operation named a member that does not exist. (A missing key is not an error:
-    /// [`crate::Client::get`] returns `Ok(None)`.)
+    /// A cluster operation named a member that does not exist, or a lease operation (or a put
+    /// with a lease) named a lease that does not exist (expired or revoked). (A missing key is
+    /// not an error: [`crate::Client::get`] returns `Ok(None)`.)
     #[error("not found: {0}")]
     NotFound(String),
+
+    /// The revision a read asked for, or a watch needed next, was compacted: the history at and
+    /// below `compact_revision` is forgotten. Read again without a revision (or at one above
+    /// `compact_revision`) and start a new watch from that read's revision + 1. A watch stream
+    /// ends with this error when the server cancels its watcher for compaction.
+    #[error(
+        "the history at and below revision {compact_revision} is compacted (forgotten): read at \
+         a newer revision (or without one), and start watches from that read's revision + 1"
+    )]
+    Compacted {
+        /// The compact revision the server named: history at and below it is gone.
+        compact_revision: i64,
+    },
+
+    /// A read or watch asked for a revision the server cannot serve for another reason than
+    /// compaction: a revision that does not exist yet (above the current revision). The
+    /// message is the server's. Nothing was read.
+    #[error("revision out of range: {0}")]
+    RevisionOutOfRange(String),
 
     /// A `NOSPACE` alarm is active: a member's store passed its space quota, and the cluster
     /// refuses requests that grow the data (puts, transactions with a put, adding a member) with
@@ -210,6 +230,7 @@ impl Error {
                 | Error::InvalidEndpoint { .. }
                 | Error::TlsConfig(_)
                 | Error::Backup { .. }
+                | Error::RevisionOutOfRange(_)
         )
     }
 }
@@ -408,7 +429,8 @@ pub(crate) fn classify(endpoint: &str, status: &tonic::Status) -> Verdict {
         );
     }
     match status.code() {
-        Code::InvalidArgument | Code::OutOfRange => Verdict::Final(Error::InvalidArgument(message)),
+        Code::OutOfRange => Verdict::Final(out_of_range(message)),
+        Code::InvalidArgument => Verdict::Final(Error::InvalidArgument(message)),
         Code::FailedPrecondition => Verdict::Final(Error::FailedPrecondition(message)),
         Code::NotFound => Verdict::Final(Error::NotFound(message)),
         // The NOSPACE alarm: final until an operator acts (retrying cannot help).
@@ -433,6 +455,34 @@ pub(crate) fn classify(endpoint: &str, status: &tonic::Status) -> Verdict {
             message,
         }),
     }
+}
+
+/// The error for an `OUT_OF_RANGE` answer: [`Error::Compacted`] when the message names the
+/// compact revision, [`Error::RevisionOutOfRange`] otherwise.
+pub(crate) fn out_of_range(message: String) -> Error {
+    match compact_revision_in(&message) {
+        Some(compact_revision) => Error::Compacted { compact_revision },
+        None => Error::RevisionOutOfRange(message),
+    }
+}
+
+/// The compact revision named in a server message ("... compacted; the compact revision is
+/// 42 ..."): the first number after the words "compact revision".
+pub(crate) fn compact_revision_in(message: &str) -> Option<i64> {
+    const MARKER: &str = "compact revision";
+    let lower = message.to_ascii_lowercase();
+    let mut rest = &lower[..];
+    while let Some(at) = rest.find(MARKER) {
+        rest = &rest[at + MARKER.len()..];
+        // Allow a few connecting characters: "is 42", ": 42", "= 42", " (42)".
+        let tail = rest.trim_start_matches([' ', ':', '=', '(']);
+        let tail = tail.strip_prefix("is ").unwrap_or(tail).trim_start();
+        let digits: String = tail.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(n) = digits.parse::<i64>() {
+            return Some(n);
+        }
+    }
+    None
 }
 
 /// The `kvset-leader` hint of a refusal, when the member set one.
@@ -628,6 +678,41 @@ mod tests {
             classify("h:1", &tonic::Status::resource_exhausted("busy")),
             Verdict::Transient(_)
         ));
+    }
+
+    #[test]
+    fn out_of_range_names_the_compact_revision_or_not() {
+        let final_err = |s: tonic::Status| match classify("h:1", &s) {
+            Verdict::Final(e) => e,
+            other => panic!("expected final, got {other:?}"),
+        };
+        let e = final_err(tonic::Status::out_of_range(
+            "revision 7 was compacted; the compact revision is 42: read at a newer revision",
+        ));
+        assert!(
+            matches!(
+                e,
+                Error::Compacted {
+                    compact_revision: 42
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("42"), "{e}");
+        let e = final_err(tonic::Status::out_of_range(
+            "revision 99 is in the future; the current revision is 12",
+        ));
+        assert!(
+            matches!(e, Error::RevisionOutOfRange(ref m) if m.contains("99")),
+            "{e:?}"
+        );
+        assert_eq!(compact_revision_in("Compact revision: 5"), Some(5));
+        assert_eq!(compact_revision_in("compact revision (17)"), Some(17));
+        assert_eq!(compact_revision_in("no compact revision yet"), None);
+        assert_eq!(
+            compact_revision_in("compact revision unknown, compact revision is 3"),
+            Some(3)
+        );
     }
 
     #[test]

@@ -29,6 +29,13 @@
 //!   attempt provably did nothing.
 //! - **Explains failures.** One [`Error`] enum, one variant per thing a caller can act on, with
 //!   messages that say what to do.
+//! - **Keeps watches going.** [`Client::watch`] returns a `Stream` that re-creates its watcher on
+//!   another member when its stream breaks, from the revision after the last one it delivered:
+//!   no event lost, none repeated ([`watch`] module docs). It ends only with
+//!   [`Error::Compacted`] when the history it needs is gone, or on a final error.
+//! - **Keeps leases alive.** [`Client::keep_alive`] renews a lease in the background until its
+//!   handle is dropped ([`lease`] module docs); [`Lock`] and [`Election`] build etcd's mutex and
+//!   leader election on leases ([`concurrency`] module docs).
 //!
 //! ## Module map
 //!
@@ -46,19 +53,27 @@
 //! - [`snapshot`]: backups, [`Client::snapshot`] / [`Client::save_snapshot`] and the backup
 //!   file ([`Snapshot`]).
 //! - [`duration`]: the duration syntax (`500ms`, `5s`, `2m`) every kvset command line reads.
+//! - [`watch`]: [`WatchOptions`], [`WatchStream`], [`WatchBatch`], [`WatchEvent`]: watches
+//!   that resume across failovers.
+//! - [`lease`]: [`LeaseGrant`], [`KeepAlive`] and the other lease calls.
+//! - [`concurrency`]: the [`Lock`] and [`Election`] recipes.
 //!
 //! ## What it leaves out
 //!
-//! Authentication beyond TLS client certificates (the server has none), watches (not in the
-//! API), and client-side load balancing beyond "stale reads prefer a follower".
+//! Authentication beyond TLS client certificates (the server has none), several watchers
+//! multiplexed on one gRPC stream (each [`WatchStream`] has a stream of its own, which keeps
+//! resuming one watcher independent of the others), progress requests, and client-side load
+//! balancing beyond "stale reads prefer a follower".
 
 mod client;
 mod cluster;
+pub mod concurrency;
 mod config;
 pub mod duration;
 mod endpoint;
 mod error;
 mod health;
+pub mod lease;
 mod range;
 pub mod retry;
 pub mod session;
@@ -66,15 +81,18 @@ pub mod snapshot;
 pub mod tls;
 mod txn;
 mod types;
+pub mod watch;
 
 pub use client::Client;
 pub use cluster::{ClusterStatus, MemberHealth, Probe};
+pub use concurrency::{Election, Leadership, Lock, LockGuard};
 pub use config::{ClientBuilder, Config, Consistency, ReadOptions, WriteOptions};
 pub use endpoint::{
     parse_endpoint_list, EndpointAddr, LeaderHint, LeaderInfo, DEFAULT_ENDPOINTS, DEFAULT_PORT,
 };
 pub use error::{Cause, CauseKind, Error, Result};
 pub use health::{EndpointHealth, HealthStatus, LIVENESS, READINESS};
+pub use lease::{KeepAlive, KeepAliveStatus, LeaseGrant, LeaseStatus, LeaseTimeToLive};
 pub use range::{KeyRange, KvStream, PageStream, RangeOptions, RangePage, DEFAULT_PAGE_SIZE};
 pub use snapshot::{Snapshot, SnapshotInfo};
 pub use tls::{Pem, TlsIdentity, TlsOptions};
@@ -86,6 +104,7 @@ pub use types::{
     Alarm, AlarmKind, DeleteResponse, GetResponse, Header, KeyValue, Member, MemberStatus,
     PutResponse, Role, Status,
 };
+pub use watch::{EventType, WatchBatch, WatchEvent, WatchOptions, WatchStream};
 
 /// The generated protobuf and gRPC types, for what the SDK does not wrap.
 pub use kvset_proto as proto;

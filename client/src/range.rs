@@ -11,9 +11,13 @@
 //! and an opaque `next_cursor` to pass back for the next page. [`crate::Client::pages`] turns
 //! that into a `Stream` of [`RangePage`]s and [`crate::Client::range`] into a `Stream` of
 //! [`KeyValue`]s; both stop at the end of the range or after [`RangeOptions::limit`] keys. Every
-//! page is a separate read with its own retries and deadline, served at its own revision: a
-//! long listing is not a snapshot. [`RangePage::store_changed`] tells whether the store moved
-//! since the first page. The stream fails with [`crate::Error::Protocol`] rather than loop
+//! page is a separate read with its own retries and deadline, but the server reads every page at
+//! the first page's revision (the cursor carries it), so the pages together are one consistent
+//! snapshot of the range. [`ReadOptions::revision`] picks that revision (a past one, within the
+//! retention window); if it is compacted before the last page is read, the next page fails
+//! with [`crate::Error::Compacted`]. [`RangePage::store_changed`] tells whether the store moved
+//! since the first page (a server without history served each page at its own revision). The
+//! stream fails with [`crate::Error::Protocol`] rather than loop
 //! forever if a server hands back a cursor that does not advance.
 
 use std::pin::Pin;
@@ -95,6 +99,27 @@ impl KeyRange {
             prefix,
             ..Default::default()
         }
+    }
+
+    /// The fields of a `WatchCreateRequest` that select the keys: (key, range_end, prefix).
+    pub(crate) fn watch_fields(&self) -> Result<(Vec<u8>, Vec<u8>, bool)> {
+        Ok(match &self.span {
+            Span::Key(k) if k.is_empty() => {
+                return Err(Error::InvalidArgument(
+                    "the key to watch is empty; give a key, or watch a prefix (the empty prefix \
+                     watches every key)"
+                        .into(),
+                ))
+            }
+            Span::Key(k) => (k.clone(), Vec::new(), false),
+            Span::Between { start, end } if end.is_empty() && start.is_empty() => {
+                (Vec::new(), Vec::new(), true)
+            }
+            // "To the last key" is the range end "\0" (etcd's convention).
+            Span::Between { start, end } if end.is_empty() => (start.clone(), vec![0], false),
+            Span::Between { start, end } => (start.clone(), end.clone(), false),
+            Span::Prefix(p) => (p.clone(), Vec::new(), true),
+        })
     }
 
     /// The fields of a `DeleteRequest` that select the keys.

@@ -219,6 +219,8 @@ pub enum TxnOp {
         value: Vec<u8>,
         /// Return the previous key-value.
         prev_kv: bool,
+        /// Attach the key to this lease (0: none).
+        lease: i64,
     },
     /// Delete a key, range or prefix.
     Delete {
@@ -245,6 +247,17 @@ impl TxnOp {
             key: key.as_ref().to_vec(),
             value: value.as_ref().to_vec(),
             prev_kv: false,
+            lease: 0,
+        }
+    }
+
+    /// Put `key = value`, attached to `lease` (the key is deleted when the lease ends).
+    pub fn put_with_lease(key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, lease: i64) -> TxnOp {
+        TxnOp::Put {
+            key: key.as_ref().to_vec(),
+            value: value.as_ref().to_vec(),
+            prev_kv: false,
+            lease,
         }
     }
 
@@ -282,12 +295,13 @@ impl TxnOp {
                 key,
                 value,
                 prev_kv,
+                lease,
             } => Request::Put(pb::PutRequest {
                 key: key.clone(),
                 value: value.clone(),
                 prev_kv: *prev_kv,
                 request_id: None,
-                lease: 0,
+                lease: *lease,
                 ignore_lease: Default::default(),
                 ignore_value: Default::default(),
             }),

@@ -22,6 +22,8 @@ pub struct KeyValue {
     pub mod_revision: i64,
     /// Writes since the key was created: 1 after the first put.
     pub version: i64,
+    /// The lease the key is attached to (0: none); the key is deleted when the lease ends.
+    pub lease: i64,
 }
 
 impl KeyValue {
@@ -44,6 +46,7 @@ impl From<pb::KeyValue> for KeyValue {
             create_revision: kv.create_revision,
             mod_revision: kv.mod_revision,
             version: kv.version,
+            lease: kv.lease,
         }
     }
 }
@@ -255,6 +258,8 @@ pub struct Status {
     pub store_usage_bytes: u64,
     /// This member's space quota, bytes; 0 when off.
     pub quota_bytes: u64,
+    /// The compact revision: history at and below it is forgotten (0: nothing compacted).
+    pub compact_revision: i64,
     /// Where the set's desired size comes from: `statefulset`, `file`, or `manual` (members
     /// that stop never leave by themselves); empty from servers that predate it.
     pub membership_mode: String,
@@ -345,6 +350,7 @@ impl Status {
             alarms: s.alarms.into_iter().map(Alarm::from_pb).collect(),
             store_usage_bytes: s.store_usage_bytes,
             quota_bytes: s.quota_bytes,
+            compact_revision: s.compact_revision,
             membership_mode: s.membership_mode,
             desired_replicas: s.desired_replicas,
         }
@@ -378,4 +384,10 @@ has_header!(
     pb::PromoteResponse,
     pb::RemoveResponse,
     pb::AlarmResponse,
+    pb::CompactResponse,
+    pb::LeaseGrantResponse,
+    pb::LeaseRevokeResponse,
+    pb::LeaseKeepAliveResponse,
+    pb::LeaseTimeToLiveResponse,
+    pb::LeaseLeasesResponse,
 );

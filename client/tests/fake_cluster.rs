@@ -635,3 +635,425 @@ async fn answers_from_a_member_of_another_cluster_are_refused() {
         .await;
     assert!(matches!(err, Err(Error::ClusterMismatch { .. })), "{err:?}");
 }
+
+// ----- watch, leases, lock, election -----
+
+/// Reads events from `stream` until `n` arrived (bounded by 5 s).
+async fn take_events(
+    stream: &mut kvset_client::WatchStream,
+    n: usize,
+) -> Vec<kvset_client::WatchEvent> {
+    use futures::StreamExt;
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while events.len() < n {
+        let batch = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("only {} of {n} events within 5 s: {events:?}", events.len())
+            })
+            .expect("the stream ended")
+            .expect("the stream failed");
+        events.extend(batch.events);
+    }
+    events
+}
+
+#[tokio::test]
+async fn watch_resumes_from_the_next_revision_after_a_break_without_loss_or_repeat() {
+    let cluster = FakeCluster::start(3, &[]).await;
+    cluster.seed(&[("other", "x")]);
+    // kv-0 (the leader, where the watch goes first) breaks the stream after two responses;
+    // the members that take over repeat the revision before the one asked for.
+    cluster.members[0].break_watch_after([2]);
+    for m in &cluster.members[1..] {
+        *m.0.watch_repeats.lock().unwrap() = true;
+    }
+    let c = client(&cluster.endpoints());
+    let mut stream = c
+        .watch(kvset_client::WatchOptions::prefix("w/"))
+        .await
+        .unwrap();
+    let mut written = Vec::new();
+    for i in 0..6 {
+        written.push(
+            c.put(format!("w/{i}"), format!("v{i}"))
+                .await
+                .unwrap()
+                .header
+                .revision,
+        );
+    }
+    let events = take_events(&mut stream, 6).await;
+    let revisions: Vec<i64> = events.iter().map(|e| e.revision()).collect();
+    assert_eq!(revisions, written, "every write once, in order");
+    let keys: Vec<String> = events
+        .iter()
+        .map(|e| e.kv.key_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys, ["w/0", "w/1", "w/2", "w/3", "w/4", "w/5"]);
+    assert_eq!(stream.next_revision(), written[5] + 1);
+    assert_eq!(stream.reconnects(), 1);
+    // The first create asked for "from now"; the re-creation elsewhere for the revision after
+    // the last one delivered (the second write).
+    assert_eq!(cluster.members[0].watch_creates()[0].start_revision, 0);
+    let resumed: Vec<i64> = cluster.members[1..]
+        .iter()
+        .flat_map(|m| m.watch_creates())
+        .map(|c| c.start_revision)
+        .collect();
+    assert_eq!(
+        resumed,
+        [written[1] + 1],
+        "one re-creation, from the next revision"
+    );
+}
+
+#[tokio::test]
+async fn watch_from_a_past_revision_replays_and_filters() {
+    let cluster = FakeCluster::start(1, &[]).await;
+    cluster.seed(&[("k", "1"), ("k", "2")]);
+    let c = client(&cluster.endpoints());
+    c.delete("k").await.unwrap();
+    let mut all = c
+        .watch(
+            kvset_client::WatchOptions::key("k")
+                .start_revision(1)
+                .prev_kv(),
+        )
+        .await
+        .unwrap();
+    let events = take_events(&mut all, 3).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["PUT", "PUT", "DELETE"]);
+    assert_eq!(events[1].prev_kv.as_ref().unwrap().value, b"1");
+    assert_eq!(events[2].kv.mod_revision, 3);
+    let mut puts_only = c
+        .watch(
+            kvset_client::WatchOptions::key("k")
+                .start_revision(1)
+                .no_delete(),
+        )
+        .await
+        .unwrap();
+    c.put("k", "3").await.unwrap();
+    let events = take_events(&mut puts_only, 3).await;
+    assert!(
+        events
+            .iter()
+            .all(|e| e.kind == kvset_client::EventType::Put),
+        "{events:?}"
+    );
+    assert_eq!(events[2].kv.value, b"3");
+    // From a key to the last key.
+    let mut from_k = c
+        .watch(kvset_client::WatchOptions::range(KeyRange::starting_at(
+            "k",
+        )))
+        .await
+        .unwrap();
+    c.put("a", "before k").await.unwrap();
+    c.put("z", "after k").await.unwrap();
+    let events = take_events(&mut from_k, 1).await;
+    assert_eq!(events[0].kv.key, b"z");
+}
+
+#[tokio::test]
+async fn watch_of_compacted_history_is_an_error_at_once_or_when_resuming() {
+    use futures::StreamExt;
+    let cluster = FakeCluster::start(2, &[]).await;
+    cluster.seed(&[("k", "1"), ("k", "2"), ("k", "3")]);
+    cluster.compact(2);
+    let c = client(&cluster.endpoints());
+    // The member creates the watcher, then cancels it: the stream's first item says so.
+    let mut stream = c
+        .watch(kvset_client::WatchOptions::key("k").start_revision(1))
+        .await
+        .unwrap();
+    match stream.next().await {
+        Some(Err(Error::Compacted { compact_revision })) => assert_eq!(compact_revision, 2),
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    assert!(stream.next().await.is_none(), "nothing after the error");
+    // A live watcher: its stream breaks after the first event; the re-creation is slowed down,
+    // and the history it needs is compacted meanwhile.
+    cluster.members[0].break_watch_after([1]);
+    cluster.members[0].script("watch", [Action::Serve]);
+    cluster.members[0].default_action("watch", Action::Delay(Duration::from_millis(150)));
+    cluster.members[1].default_action("watch", Action::Delay(Duration::from_millis(150)));
+    let mut stream = c
+        .watch(kvset_client::WatchOptions::key("k").start_revision(3))
+        .await
+        .unwrap();
+    c.put("k", "4").await.unwrap();
+    c.put("k", "5").await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.events[0].revision(), 3);
+    cluster.compact(5);
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("the stream ends within 5 s")
+        .expect("an item before the end");
+    match end {
+        Err(Error::Compacted { compact_revision }) => assert_eq!(compact_revision, 5),
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    assert!(stream.next().await.is_none(), "nothing after the error");
+}
+
+#[tokio::test]
+async fn dropping_a_watch_stream_stops_the_watcher() {
+    let cluster = FakeCluster::start(1, &[]).await;
+    let c = client(&cluster.endpoints());
+    let stream = c.watch(kvset_client::WatchOptions::key("k")).await.unwrap();
+    let active = cluster.members[0].0.active_watchers.clone();
+    assert_eq!(active.load(std::sync::atomic::Ordering::SeqCst), 1);
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while active.load(std::sync::atomic::Ordering::SeqCst) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the member still serves the dropped watch"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn reads_at_a_revision_and_compact_map_out_of_range() {
+    let cluster = FakeCluster::start(1, &[]).await;
+    cluster.seed(&[("a", "1"), ("a", "2"), ("a", "3")]);
+    let c = client(&cluster.endpoints());
+    assert_eq!(c.compact(2).await.unwrap(), 2);
+    let e = c
+        .get_with("a", &ReadOptions::new().at_revision(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Compacted {
+                compact_revision: 2
+            }
+        ),
+        "{e:?}"
+    );
+    let e = c
+        .get_with("a", &ReadOptions::new().at_revision(99))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::RevisionOutOfRange(_)), "{e:?}");
+    assert!(c
+        .get_with("a", &ReadOptions::new().at_revision(3))
+        .await
+        .unwrap()
+        .is_some());
+    let e: Error = c
+        .range_with(
+            KeyRange::all(),
+            RangeOptions::new().read(ReadOptions::new().at_revision(2)),
+        )
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Compacted {
+                compact_revision: 2
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(matches!(c.compact(2).await, Err(Error::Compacted { .. })));
+    assert!(matches!(c.compact(0).await, Err(Error::InvalidArgument(_))));
+    let e = c
+        .get_with("a", &ReadOptions::new().at_revision(-1))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn lease_calls_and_put_with_a_lease() {
+    let cluster = FakeCluster::start(1, &[]).await;
+    let c = client(&cluster.endpoints());
+    let lease = c.grant(30).await.unwrap();
+    assert_eq!(lease.ttl, 30);
+    let opts = WriteOptions::new().lease(lease.id);
+    c.put_with("svc/a", "1", &opts).await.unwrap();
+    assert_eq!(c.get("svc/a").await.unwrap().unwrap().lease, lease.id);
+    let ttl = c.time_to_live(lease.id, true).await.unwrap();
+    assert_eq!(
+        (ttl.granted_ttl, ttl.keys.clone()),
+        (30, vec![b"svc/a".to_vec()])
+    );
+    let list = c.leases().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!((list[0].id, list[0].keys), (lease.id, 1));
+    assert_eq!(c.keep_alive_once(lease.id).await.unwrap(), 30);
+    c.revoke(lease.id).await.unwrap();
+    assert!(
+        c.get("svc/a").await.unwrap().is_none(),
+        "revoking deleted the key"
+    );
+    assert!(matches!(c.revoke(lease.id).await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        c.time_to_live(lease.id, false).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        c.keep_alive_once(lease.id).await,
+        Err(Error::NotFound(_))
+    ));
+    let e = c.put_with("svc/b", "1", &opts).await.unwrap_err();
+    assert!(matches!(e, Error::NotFound(_)), "{e:?}");
+    assert!(matches!(c.grant(0).await, Err(Error::InvalidArgument(_))));
+    c.grant_with_id(5, 77).await.unwrap();
+    assert!(matches!(
+        c.grant_with_id(5, 77).await,
+        Err(Error::FailedPrecondition(_))
+    ));
+}
+
+#[tokio::test]
+async fn keep_alive_renews_across_a_broken_stream_and_stops_on_drop_or_expiry() {
+    use kvset_client::KeepAliveStatus;
+    let cluster = FakeCluster::start(3, &[]).await;
+    // The first stream (on the leader) breaks after two renewals.
+    cluster.members[0].break_keep_alive_after([2]);
+    let c = client(&cluster.endpoints());
+    let lease = c.grant(1).await.unwrap();
+    let task = c.keep_alive(lease.id);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cluster.keep_alives().len() < 6 {
+        assert!(
+            Instant::now() < deadline,
+            "renewals: {:?}",
+            cluster.keep_alives()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let members: std::collections::BTreeSet<String> =
+        cluster.keep_alives().into_iter().map(|(m, _)| m).collect();
+    assert!(
+        members.len() >= 2,
+        "re-opened on another member: {members:?}"
+    );
+    assert!(
+        matches!(task.status(), KeepAliveStatus::Alive { ttl: 1, .. }),
+        "{:?}",
+        task.status()
+    );
+    // Renewals come every third of the TTL: 6 took about 2 s, not much less.
+    drop(task);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after_drop = cluster.keep_alives().len();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        cluster.keep_alives().len(),
+        after_drop,
+        "no renewal after the drop"
+    );
+    // A lease that ends: the task reports it and stops.
+    let task = c.keep_alive(lease.id);
+    cluster.expire(lease.id);
+    let lost = tokio::time::timeout(Duration::from_secs(3), task.lost())
+        .await
+        .expect("the task notices within 3 s");
+    assert_eq!(lost, KeepAliveStatus::Expired);
+}
+
+#[tokio::test]
+async fn lock_is_mutually_exclusive_and_first_come_first_served() {
+    use kvset_client::{Compare, Lock, Txn, TxnOp};
+    let cluster = FakeCluster::start(1, &[]).await;
+    let c = client(&cluster.endpoints());
+    let first = Lock::new(&c, "locks/job").lock().await.unwrap();
+    assert!(first.key().starts_with(b"locks/job/"));
+    assert_eq!(
+        first.key(),
+        format!("locks/job/{:x}", first.lease_id()).as_bytes()
+    );
+    let c2 = c.clone();
+    let waiter = tokio::spawn(async move { Lock::new(&c2, "locks/job").lock().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the second locker waits while the first holds it"
+    );
+    // A write fenced on the holder's key succeeds; one fenced on a stale revision does not.
+    let fenced = Txn::new()
+        .when([first.fence()])
+        .and_then([TxnOp::put("job/out", "1")]);
+    assert!(c.txn(fenced).await.unwrap().succeeded);
+    let stale = Txn::new()
+        .when([Compare::create_revision(first.key()).equal(first.revision() - 1)])
+        .and_then([TxnOp::put("job/out", "2")]);
+    assert!(!c.txn(stale).await.unwrap().succeeded);
+    let first_key = first.key().to_vec();
+    first.unlock().await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(3), waiter)
+        .await
+        .expect("the waiter gets the lock within 3 s")
+        .unwrap()
+        .unwrap();
+    assert!(c.get(&first_key).await.unwrap().is_none());
+    assert!(second.revision() > 0 && second.key() != first_key.as_slice());
+    // The holder's lease dies: the next waiter gets the lock.
+    let c3 = c.clone();
+    let third = tokio::spawn(async move { Lock::new(&c3, "locks/job").lock().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!third.is_finished());
+    cluster.expire(second.lease_id());
+    let third = tokio::time::timeout(Duration::from_secs(3), third)
+        .await
+        .expect("the waiter gets the lock within 3 s")
+        .unwrap()
+        .unwrap();
+    third.unlock().await.unwrap();
+    assert!(Lock::new(&c, "").lock().await.is_err());
+}
+
+#[tokio::test]
+async fn election_campaign_observe_proclaim_resign() {
+    use futures::StreamExt;
+    use kvset_client::Election;
+    let cluster = FakeCluster::start(1, &[]).await;
+    let c = client(&cluster.endpoints());
+    let election = Election::new(&c, "elect/svc");
+    assert_eq!(election.leader().await.unwrap(), None);
+    let mut observed = Box::pin(election.observe());
+    let a = election.campaign("a").await.unwrap();
+    async fn next(
+        s: &mut (impl futures::Stream<Item = kvset_client::Result<kvset_client::KeyValue>> + Unpin),
+    ) -> String {
+        let kv = tokio::time::timeout(Duration::from_secs(3), s.next())
+            .await
+            .expect("an observation within 3 s")
+            .expect("the stream goes on")
+            .expect("no error");
+        String::from_utf8(kv.value).unwrap()
+    }
+    assert_eq!(next(&mut observed).await, "a");
+    let c2 = c.clone();
+    let b = tokio::spawn(async move { Election::new(&c2, "elect/svc").campaign("b").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!b.is_finished(), "b waits while a leads");
+    a.proclaim("a2").await.unwrap();
+    assert_eq!(next(&mut observed).await, "a2");
+    assert_eq!(election.leader().await.unwrap().unwrap().value, b"a2");
+    a.resign().await.unwrap();
+    let b = tokio::time::timeout(Duration::from_secs(3), b)
+        .await
+        .expect("b leads within 3 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next(&mut observed).await, "b");
+    // A leader whose key is gone cannot proclaim.
+    cluster.expire(b.lease_id());
+    assert!(matches!(
+        b.proclaim("b2").await,
+        Err(Error::FailedPrecondition(_))
+    ));
+}

@@ -14,12 +14,18 @@ shown as \\xNN (JSON output adds key_hex / value_hex with the exact bytes).
 
 Exit codes:
   0  success
-  1  not found (get of a missing key, unknown member) or compare failed (cas, txn)
+  1  not found (get of a missing key, unknown member, unknown or expired lease) or
+     compare failed (cas, txn)
   2  invalid input: usage error, bad txn JSON, bad TLS files, the server answered
-     INVALID_ARGUMENT; snapshot inspect: the file is not a valid backup (damaged)
+     INVALID_ARGUMENT, a revision above the current one; snapshot inspect: the file is
+     not a valid backup (damaged)
   3  unavailable or timed out: no leader, members unreachable, deadline passed;
      health: an endpoint is not SERVING
-  4  any other error (snapshot save: a damaged stream, the file cannot be written)
+  4  any other error (snapshot save: a damaged stream, the file cannot be written;
+     lock: the lock's lease was lost while CMD ran)
+  5  compacted: the revision asked for (get/range --rev, watch --rev, compact) is at or
+     below the compact revision; read again without --rev
+  lock NAME -- CMD exits with CMD's exit code once the lock was taken
 
 Environment:
   KVSET_ENDPOINTS  comma-separated endpoints (default 127.0.0.1:7379,127.0.0.1:7380,127.0.0.1:7381)
@@ -126,11 +132,18 @@ pub enum Command {
         /// Also print the previous value
         #[arg(long)]
         prev_kv: bool,
+        /// Attach the key to this lease (from `kvsetctl lease grant`); the key is deleted when
+        /// the lease ends
+        #[arg(long, value_name = "ID", value_parser = parse_lease_id)]
+        lease: Option<i64>,
     },
     /// Print the value of KEY (exit 1 if it does not exist)
     Get {
         /// The key
         key: String,
+        /// Read KEY as it was at revision N (exit 5 if N was compacted)
+        #[arg(long, value_name = "N", value_parser = parse_revision)]
+        rev: Option<i64>,
     },
     /// Delete KEY, every key under the prefix KEY (--prefix), or [KEY, END) (--range-end)
     Del {
@@ -161,6 +174,79 @@ pub enum Command {
         /// Leave values out
         #[arg(long)]
         keys_only: bool,
+        /// List the keys as they were at revision N (exit 5 if N was compacted)
+        #[arg(long, value_name = "N", value_parser = parse_revision)]
+        rev: Option<i64>,
+    },
+    /// Print the changes to KEY (or every key under the prefix KEY) as they happen.
+    ///
+    /// Runs until interrupted (Ctrl-C, exit 0) or until N events were printed (--count N).
+    /// Survives failovers: the watch resumes on another member from the revision after the
+    /// last one printed, so no event is lost or printed twice. Table output: one line per
+    /// event, `PUT KEY VALUE` or `DELETE KEY`. With -o json, one JSON object per line:
+    /// {"type":"PUT"|"DELETE","key","value","mod_revision","create_revision","version","lease"}
+    /// (with --prev-kv also "prev_kv"). Exit 5 when the history the watch needs was compacted.
+    Watch {
+        /// The key, or the prefix with --prefix
+        key: String,
+        /// Watch every key that starts with KEY (an empty KEY, "", watches every key)
+        #[arg(long)]
+        prefix: bool,
+        /// Start at revision N (replaying the history from there); default: changes from now
+        #[arg(long, value_name = "N", value_parser = parse_revision)]
+        rev: Option<i64>,
+        /// Also print each key's previous value
+        #[arg(long)]
+        prev_kv: bool,
+        /// Exit after N events
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+    },
+    /// Grant, revoke, renew and inspect leases (keys that vanish when their lease ends)
+    Lease {
+        /// The lease command
+        #[command(subcommand)]
+        command: LeaseCommand,
+    },
+    /// Run CMD while holding the lock NAME, then release it.
+    ///
+    /// Waits (first come, first served) until the lock is free, runs CMD with
+    /// KVSET_LOCK_KEY and KVSET_LOCK_REV set (the lock key and its create revision, to fence
+    /// writes with a txn compare on create_revision), releases the lock when CMD exits and
+    /// exits with CMD's exit code. If the lock's lease is lost while CMD runs (the cluster was
+    /// unreachable for longer than --ttl), CMD is killed and kvsetctl exits 4.
+    Lock {
+        /// The lock's name; its keys live under NAME/
+        name: String,
+        /// The command and its arguments (after --)
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+        /// TTL of the lock's lease in seconds: how long the lock outlives a kvsetctl that
+        /// died without releasing it
+        #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = parse_ttl)]
+        ttl: i64,
+    },
+    /// Campaign in the election NAME with VALUE, or, without VALUE, observe it.
+    ///
+    /// With VALUE: waits until elected, prints the leader's value, and holds the leadership
+    /// until interrupted (Ctrl-C: resigns, exit 0). Without VALUE: prints the leader's value
+    /// each time the leader or its value changes, until interrupted. -o json prints one JSON
+    /// key-value object per line.
+    Elect {
+        /// The election's name; candidates' keys live under NAME/
+        name: String,
+        /// The value to proclaim as leader; omit to observe
+        value: Option<String>,
+        /// TTL of the campaign's lease in seconds
+        #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = parse_ttl)]
+        ttl: i64,
+    },
+    /// Forget the history at and below revision REV (reads and watches below it then fail
+    /// with exit 5)
+    Compact {
+        /// The revision; at most the current one (see `kvsetctl status`)
+        #[arg(value_parser = parse_revision)]
+        rev: i64,
     },
     /// Compare-and-swap: set KEY to NEW if its value is EXPECTED (exit 1 if not).
     ///
@@ -182,7 +268,7 @@ pub enum Command {
     /// Format: {"compare":[{"key":"a","target":"value","op":"=","value":"x"}],
     /// "success":[{"put":{"key":"a","value":"y"}}], "failure":[{"get":{"key":"a"}}]}.
     /// Targets: value, version, create_revision, mod_revision, exists. Ops: = != > <.
-    /// Operations: put {key,value,prev_kv}, delete {key,range_end,prefix,prev_kv},
+    /// Operations: put {key,value,prev_kv,lease}, delete {key,range_end,prefix,prev_kv},
     /// range {key,end,prefix,limit,keys_only}, get {key}. Exit 1 when the compares failed.
     Txn {
         /// JSON file; stdin when absent or -
@@ -236,6 +322,40 @@ pub enum Command {
         #[command(subcommand)]
         command: AlarmCommand,
     },
+}
+
+/// `kvsetctl lease ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum LeaseCommand {
+    /// Grant a lease of TTL_SECONDS and print its id alone (-o json: {"id","ttl"})
+    Grant {
+        /// Time to live in seconds
+        #[arg(value_name = "TTL_SECONDS", value_parser = parse_ttl)]
+        ttl: i64,
+    },
+    /// Revoke a lease, deleting every key attached to it (exit 1 if it does not exist)
+    Revoke {
+        /// The lease id
+        #[arg(value_parser = parse_lease_id)]
+        id: i64,
+    },
+    /// Keep a lease alive until interrupted, printing each renewal (exit 1 when it is gone)
+    KeepAlive {
+        /// The lease id
+        #[arg(value_parser = parse_lease_id)]
+        id: i64,
+    },
+    /// Print a lease's remaining and granted TTL (exit 1 if it does not exist)
+    Ttl {
+        /// The lease id
+        #[arg(value_parser = parse_lease_id)]
+        id: i64,
+        /// Also list the keys attached to it
+        #[arg(long)]
+        keys: bool,
+    },
+    /// List every lease
+    List,
 }
 
 /// `kvsetctl alarm ...`.
@@ -323,6 +443,44 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("the duration must be greater than zero".into());
     }
     Ok(d)
+}
+
+/// Parses a TTL in seconds: a positive integer.
+pub fn parse_ttl(s: &str) -> Result<i64, String> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a TTL: give the time to live in whole seconds, 1 or more"
+        )),
+    }
+}
+
+/// Parses a revision: a positive integer.
+pub fn parse_revision(s: &str) -> Result<i64, String> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a revision: give a positive integer (see `kvsetctl status` or a \
+             response header's revision)"
+        )),
+    }
+}
+
+/// Parses a lease id: the decimal id `kvsetctl lease grant` prints, or hex with `0x` (as in
+/// lock and election keys).
+pub fn parse_lease_id(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => i64::from_str_radix(hex, 16).ok(),
+        None => t.parse::<i64>().ok(),
+    };
+    match parsed {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a lease id: give the positive id `kvsetctl lease grant` printed \
+             (decimal, or hex with 0x)"
+        )),
+    }
 }
 
 /// The ordinal at the end of a member name: `kv-3` -> 3.

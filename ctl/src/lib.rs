@@ -18,27 +18,40 @@
 //! | code | meaning |
 //! |------|---------|
 //! | 0 | success |
-//! | 1 | not found (get of a missing key, unknown member) or compare failed (`cas`, `txn`) |
-//! | 2 | invalid input: usage, bad txn JSON, bad TLS files, `INVALID_ARGUMENT` from the server; `snapshot inspect`: not a valid backup |
+//! | 1 | not found (get of a missing key, unknown member, unknown or expired lease) or compare failed (`cas`, `txn`) |
+//! | 2 | invalid input: usage, bad txn JSON, bad TLS files, `INVALID_ARGUMENT` from the server, a revision above the current one; `snapshot inspect`: not a valid backup |
 //! | 3 | unavailable or timed out; `health`: an endpoint is not `SERVING` |
-//! | 4 | any other error (`snapshot save`: a damaged stream, the file cannot be written; a write refused by a `NOSPACE` alarm, `RESOURCE_EXHAUSTED`) |
+//! | 4 | any other error (`snapshot save`: a damaged stream, the file cannot be written; a write refused by a `NOSPACE` alarm, `RESOURCE_EXHAUSTED`; `lock`: the lock's lease was lost while CMD ran) |
+//! | 5 | compacted: the revision asked for (`get`/`range --rev`, `watch --rev`, `compact`) is at or below the compact revision |
+//!
+//! `lock NAME -- CMD` exits with CMD's exit code once it ran (128 + the signal number when a
+//! signal ended it). `watch`, `lease keep-alive` and `elect` run until interrupted (Ctrl-C),
+//! which is a success (exit 0).
+//!
+//! # Live output
+//!
+//! `watch`, `lease keep-alive` and `elect` print as things happen: [`execute_live`] writes
+//! their lines to a writer as they come (the binary passes stdout), and [`execute`] collects
+//! them into [`Outcome::stdout`] for tests.
 //!
 //! Errors go to stderr as one line, `error: <message>`, in both output formats.
 
 pub mod args;
+mod live;
 pub mod output;
 #[cfg(test)]
 mod tests;
 pub mod txn_json;
 pub mod watch_status;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use futures::TryStreamExt;
 
 pub use args::{
-    AlarmCommand, Cli, Command, ConsistencyArg, MembersCommand, OutputFormat, SnapshotCommand,
+    AlarmCommand, Cli, Command, ConsistencyArg, LeaseCommand, MembersCommand, OutputFormat,
+    SnapshotCommand,
 };
 
 use kvset_client::{
@@ -50,15 +63,19 @@ use kvset_client::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// 0: success.
-    Ok = 0,
+    Ok,
     /// 1: not found (missing key, unknown member) or compare failed.
-    NotFound = 1,
+    NotFound,
     /// 2: invalid input.
-    InvalidInput = 2,
+    InvalidInput,
     /// 3: unavailable or timed out.
-    Unavailable = 3,
+    Unavailable,
     /// 4: any other error.
-    Other = 4,
+    Other,
+    /// 5: the revision asked for was compacted.
+    Compacted,
+    /// The exit code of the command `kvsetctl lock` ran.
+    Command(u8),
 }
 
 impl Exit {
@@ -68,7 +85,9 @@ impl Exit {
             Error::InvalidArgument(_)
             | Error::InvalidEndpoint { .. }
             | Error::TlsConfig(_)
-            | Error::Backup { .. } => Exit::InvalidInput,
+            | Error::Backup { .. }
+            | Error::RevisionOutOfRange(_) => Exit::InvalidInput,
+            Error::Compacted { .. } => Exit::Compacted,
             Error::NotFound(_) => Exit::NotFound,
             Error::Unavailable { .. } | Error::Timeout { .. } | Error::NotLeader { .. } => {
                 Exit::Unavailable
@@ -79,7 +98,15 @@ impl Exit {
 
     /// The numeric code.
     pub fn code(self) -> u8 {
-        self as u8
+        match self {
+            Exit::Ok => 0,
+            Exit::NotFound => 1,
+            Exit::InvalidInput => 2,
+            Exit::Unavailable => 3,
+            Exit::Other => 4,
+            Exit::Compacted => 5,
+            Exit::Command(code) => code,
+        }
     }
 }
 
@@ -148,7 +175,7 @@ pub fn tls_options(cli: &Cli) -> Option<TlsOptions> {
     Some(tls)
 }
 
-fn read_options(cli: &Cli) -> ReadOptions {
+fn read_options(cli: &Cli, rev: Option<i64>) -> ReadOptions {
     ReadOptions {
         consistency: match cli.consistency {
             ConsistencyArg::Linearizable => Consistency::Linearizable,
@@ -156,11 +183,26 @@ fn read_options(cli: &Cli) -> ReadOptions {
         },
         member: cli.member.clone(),
         timeout: None,
+        revision: rev.unwrap_or(0),
     }
 }
 
-/// Runs one command. `stdin` is read only by `txn` without a file.
+/// Runs one command. `stdin` is read only by `txn` without a file. The lines of `watch`,
+/// `lease keep-alive` and `elect` are collected into [`Outcome::stdout`].
 pub async fn execute(cli: &Cli, stdin: &mut dyn Read) -> Outcome {
+    let mut live = Vec::new();
+    let mut outcome = execute_live(cli, stdin, &mut live).await;
+    if !live.is_empty() {
+        let mut stdout = String::from_utf8_lossy(&live).into_owned();
+        stdout.push_str(&outcome.stdout);
+        outcome.stdout = stdout;
+    }
+    outcome
+}
+
+/// Like [`execute`], but `watch`, `lease keep-alive` and `elect` write their lines to `live`
+/// as they happen (flushed after each), so they can run until interrupted.
+pub async fn execute_live(cli: &Cli, stdin: &mut dyn Read, live: &mut dyn Write) -> Outcome {
     // Offline: needs neither endpoints nor TLS settings.
     if let Command::Snapshot {
         command: SnapshotCommand::Inspect { file },
@@ -172,7 +214,16 @@ pub async fn execute(cli: &Cli, stdin: &mut dyn Read) -> Outcome {
         Ok(c) => c,
         Err(e) => return Outcome::error(&e),
     };
-    match run(cli, &client, stdin).await {
+    let result = match &cli.command {
+        Command::Watch { .. } | Command::Elect { .. } | Command::Lock { .. } => {
+            live::run(cli, &client, live).await
+        }
+        Command::Lease {
+            command: LeaseCommand::KeepAlive { id },
+        } => live::keep_alive(&client, *id, cli.output, live).await,
+        _ => run(cli, &client, stdin).await,
+    };
+    match result {
         Ok(outcome) => outcome,
         Err(e) => Outcome::error(&e),
     }
@@ -185,16 +236,18 @@ async fn run(cli: &Cli, client: &Client, stdin: &mut dyn Read) -> Result<Outcome
             key,
             value,
             prev_kv,
+            lease,
         } => {
             let opts = WriteOptions {
                 prev_kv: *prev_kv,
                 timeout: None,
+                lease: lease.unwrap_or(0),
             };
             let resp = client.put_with(key, value, &opts).await?;
             Outcome::ok(output::render_put(&resp, fmt))
         }
-        Command::Get { key } => {
-            let resp = client.get_response(key, &read_options(cli)).await?;
+        Command::Get { key, rev } => {
+            let resp = client.get_response(key, &read_options(cli, *rev)).await?;
             let text = output::render_get(&resp, fmt);
             match resp.kv {
                 Some(_) => Outcome::ok(text),
@@ -214,7 +267,7 @@ async fn run(cli: &Cli, client: &Client, stdin: &mut dyn Read) -> Result<Outcome
             };
             let opts = WriteOptions {
                 prev_kv: *prev_kv,
-                timeout: None,
+                ..WriteOptions::default()
             };
             let resp = client.delete_with(range, &opts).await?;
             Outcome::ok(output::render_delete(&resp, fmt))
@@ -225,6 +278,7 @@ async fn run(cli: &Cli, client: &Client, stdin: &mut dyn Read) -> Result<Outcome
             prefix,
             limit,
             keys_only,
+            rev,
         } => {
             let range = match (prefix, start, end) {
                 (Some(p), _, _) => KeyRange::prefix(p),
@@ -233,7 +287,7 @@ async fn run(cli: &Cli, client: &Client, stdin: &mut dyn Read) -> Result<Outcome
                 (None, Some(s), Some(e)) => KeyRange::range(s, e),
             };
             let opts = RangeOptions {
-                read: read_options(cli),
+                read: read_options(cli, *rev),
                 limit: *limit,
                 keys_only: *keys_only,
                 ..RangeOptions::default()
@@ -378,6 +432,23 @@ async fn run(cli: &Cli, client: &Client, stdin: &mut dyn Read) -> Result<Outcome
             }
         }
         Command::Members { command } => members(command, client, fmt).await?,
+        Command::Compact { rev } => match client.compact(*rev).await {
+            Ok(compacted) => Outcome::ok(output::render_compact(compacted, fmt)),
+            Err(Error::Compacted { compact_revision }) => Outcome::with(
+                String::new(),
+                Exit::Compacted,
+                format!(
+                    "error: revision {rev} is already compacted (the compact revision is \
+                     {compact_revision}); compact at a higher revision, at most the current one\n"
+                ),
+            ),
+            Err(e) => return Err(e),
+        },
+        Command::Lease { command } => lease(command, client, fmt).await?,
+        // Run by `execute_live`.
+        Command::Watch { .. } | Command::Elect { .. } | Command::Lock { .. } => {
+            return Ok(Outcome::invalid("this command runs through execute_live"))
+        }
         Command::Snapshot { command } => match command {
             SnapshotCommand::Save { file } => {
                 let info = client.save_snapshot(file).await?;
@@ -475,6 +546,30 @@ async fn members(
         }
     };
     Ok(Outcome::ok(output::render_members(&members, fmt)))
+}
+
+async fn lease(
+    command: &LeaseCommand,
+    client: &Client,
+    fmt: OutputFormat,
+) -> Result<Outcome, Error> {
+    Ok(match command {
+        LeaseCommand::Grant { ttl } => {
+            Outcome::ok(output::render_lease_grant(&client.grant(*ttl).await?, fmt))
+        }
+        LeaseCommand::Revoke { id } => {
+            let header = client.revoke(*id).await?;
+            Outcome::ok(output::render_lease_revoke(*id, &header, fmt))
+        }
+        LeaseCommand::Ttl { id, keys } => {
+            let ttl = client.time_to_live(*id, *keys).await?;
+            Outcome::ok(output::render_lease_ttl(&ttl, *keys, fmt))
+        }
+        LeaseCommand::List => Outcome::ok(output::render_leases(&client.leases().await?, fmt)),
+        LeaseCommand::KeepAlive { .. } => {
+            Outcome::invalid("lease keep-alive runs through execute_live")
+        }
+    })
 }
 
 /// Resolves `3` or `kv-3` to a member id, by the current membership for names.
@@ -577,7 +672,11 @@ pub fn main() -> std::process::ExitCode {
     if let Some(opts) = watch_options(&cli) {
         return std::process::ExitCode::from(runtime.block_on(watch_to_stdout(&cli, opts)).code());
     }
-    let outcome = runtime.block_on(execute(&cli, &mut std::io::stdin()));
+    let outcome = runtime.block_on(execute_live(
+        &cli,
+        &mut std::io::stdin(),
+        &mut std::io::stdout(),
+    ));
     print!("{}", outcome.stdout);
     eprint!("{}", outcome.stderr);
     std::process::ExitCode::from(outcome.exit.code())

@@ -15,8 +15,8 @@
 //! # JSON shapes (stable; documented in client/README.md)
 //!
 //! - header: `{"cluster_id","member","ordinal","role","term","revision"}`
-//! - key-value: `{"key","value","create_revision","mod_revision","version"}` (+ `key_hex`,
-//!   `value_hex`)
+//! - key-value: `{"key","value","create_revision","mod_revision","version","lease"}` (+
+//!   `key_hex`, `value_hex`)
 //! - `put`: `{"header","prev_kv"}`; `get`: `{"header","kv"}` (`kv` null when absent);
 //!   `del`: `{"header","deleted","prev_kvs"}`; `range`: `{"header","kvs","count","more"}`;
 //!   `cas`: `{"header","succeeded","current"}`; `txn`: `{"header","succeeded","responses"}`;
@@ -28,7 +28,14 @@
 //!   `members`: `{"members":[{"id","name","client_addr","peer_addr","voter"}]}`;
 //!   `health`: `{"service","healthy","endpoints":[{"endpoint","status","error"}]}`;
 //!   `snapshot save` / `snapshot inspect`: `{"file","header","cluster_id","member","revision",
-//!   "last_log_index","last_log_term","keys","size_bytes","format","sha256"}`.
+//!   "last_log_index","last_log_term","keys","size_bytes","format","sha256"}`;
+//!   `compact`: `{"compact_revision"}`;
+//!   `lease grant`: `{"id","ttl"}`; `lease revoke`: `{"id","header"}`;
+//!   `lease ttl`: `{"id","ttl","granted_ttl","keys"}` (`keys` only with `--keys`);
+//!   `lease list`: `{"leases":[{"id","granted_ttl","keys"}]}`.
+//! - One compact object per line, as things happen: `watch`:
+//!   `{"type","key","value","mod_revision","create_revision","version","lease"}` (+ `prev_kv`
+//!   with `--prev-kv`); `lease keep-alive`: `{"id","ttl"}`; `elect`: a key-value.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -37,7 +44,8 @@ use serde_json::{json, Map, Value};
 
 use kvset_client::{
     Alarm, AlarmKind, ClusterStatus, DeleteResponse, EndpointHealth, GetResponse, Header, KeyValue,
-    Member, PutResponse, RangePage, SnapshotInfo, TxnOpResponse, TxnResponse,
+    LeaseGrant, LeaseStatus, LeaseTimeToLive, Member, PutResponse, RangePage, SnapshotInfo,
+    TxnOpResponse, TxnResponse, WatchEvent,
 };
 
 use crate::args::OutputFormat;
@@ -95,6 +103,7 @@ pub fn kv_json(kv: &KeyValue) -> Value {
     map.insert("create_revision".into(), json!(kv.create_revision));
     map.insert("mod_revision".into(), json!(kv.mod_revision));
     map.insert("version".into(), json!(kv.version));
+    map.insert("lease".into(), json!(kv.lease));
     Value::Object(map)
 }
 
@@ -584,5 +593,145 @@ pub fn render_snapshot(info: &SnapshotInfo, file: &Path, format: OutputFormat) -
                 out
             })
         }
+    }
+}
+
+/// `watch`: one line per event. Table: `PUT KEY VALUE` / `DELETE KEY` (with `prev_kv`:
+/// `(previous: VALUE)`). JSON: one compact object per line.
+pub fn render_watch_event(event: &WatchEvent, prev_kv: bool, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => {
+            let mut map = Map::new();
+            map.insert("type".into(), json!(event.kind.as_str()));
+            if let Value::Object(kv) = kv_json(&event.kv) {
+                map.extend(kv);
+            }
+            if prev_kv {
+                map.insert("prev_kv".into(), opt_kv_json(event.prev_kv.as_ref()));
+            }
+            let mut s = Value::Object(map).to_string();
+            s.push('\n');
+            s
+        }
+        OutputFormat::Table => {
+            let mut line = format!("{} {}", event.kind.as_str(), cell(&event.kv.key));
+            if event.kind == kvset_client::EventType::Put {
+                let _ = write!(line, " {}", cell(&event.kv.value));
+            }
+            if prev_kv {
+                match &event.prev_kv {
+                    Some(p) => {
+                        let _ = write!(line, " (previous: {})", cell(&p.value));
+                    }
+                    None => line.push_str(" (no previous value)"),
+                }
+            }
+            line.push('\n');
+            line
+        }
+    }
+}
+
+/// `compact`: the compact revision after the call.
+pub fn render_compact(compact_revision: i64, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => json_text(&json!({ "compact_revision": compact_revision })),
+        OutputFormat::Table => {
+            format!("compacted: history at and below revision {compact_revision} is gone\n")
+        }
+    }
+}
+
+/// `lease grant`: the id alone (JSON: `{"id","ttl"}`).
+pub fn render_lease_grant(grant: &LeaseGrant, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => json_text(&json!({ "id": grant.id, "ttl": grant.ttl })),
+        OutputFormat::Table => format!("{}\n", grant.id),
+    }
+}
+
+/// `lease revoke`.
+pub fn render_lease_revoke(id: i64, header: &Header, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => json_text(&json!({ "id": id, "header": header_json(header) })),
+        OutputFormat::Table => format!("lease {id} revoked\n"),
+    }
+}
+
+/// `lease keep-alive`: one line per renewal.
+pub fn render_keep_alive(id: i64, ttl: i64, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => format!("{}\n", json!({ "id": id, "ttl": ttl })),
+        OutputFormat::Table => format!("lease {id} kept alive, TTL {ttl}s\n"),
+    }
+}
+
+/// `lease ttl`.
+pub fn render_lease_ttl(t: &LeaseTimeToLive, keys: bool, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => {
+            let mut v = json!({ "id": t.id, "ttl": t.ttl, "granted_ttl": t.granted_ttl });
+            if keys {
+                v["keys"] = Value::Array(
+                    t.keys
+                        .iter()
+                        .map(|k| Value::String(display_bytes(k)))
+                        .collect(),
+                );
+            }
+            json_text(&v)
+        }
+        OutputFormat::Table => {
+            let mut out = format!(
+                "lease {} expires in {}s (granted {}s)\n",
+                t.id, t.ttl, t.granted_ttl
+            );
+            if keys {
+                let shown: Vec<String> = t.keys.iter().map(|k| cell(k)).collect();
+                let _ = writeln!(
+                    out,
+                    "keys: {}",
+                    if shown.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        shown.join(", ")
+                    }
+                );
+            }
+            out
+        }
+    }
+}
+
+/// `lease list`.
+pub fn render_leases(leases: &[LeaseStatus], format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => json_text(&json!({
+            "leases": leases
+                .iter()
+                .map(|l| json!({ "id": l.id, "granted_ttl": l.granted_ttl, "keys": l.keys }))
+                .collect::<Vec<_>>(),
+        })),
+        OutputFormat::Table => {
+            let rows: Vec<Vec<String>> = leases
+                .iter()
+                .map(|l| {
+                    vec![
+                        l.id.to_string(),
+                        format!("{}s", l.granted_ttl),
+                        l.keys.to_string(),
+                    ]
+                })
+                .collect();
+            table(&["ID", "GRANTED_TTL", "KEYS"], &rows)
+        }
+    }
+}
+
+/// `elect`: one line per leader value (JSON: a compact key-value object).
+pub fn render_leader(kv: &KeyValue, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => format!("{}\n", kv_json(kv)),
+        OutputFormat::Table => format!("{}\n", display_bytes(&kv.value)),
     }
 }

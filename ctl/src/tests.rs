@@ -47,7 +47,7 @@ fn global_flags_and_defaults() {
     assert_eq!(cli.member.as_deref(), Some("kv-1"));
     assert_eq!(cli.timeout, Duration::from_millis(500));
     assert_eq!(cli.endpoints, "a:1,b:2");
-    assert!(matches!(cli.command, Command::Get { ref key } if key == "a"));
+    assert!(matches!(cli.command, Command::Get { ref key, rev: None } if key == "a"));
 }
 
 #[test]
@@ -74,7 +74,9 @@ fn subcommands_parse() {
             prefix,
             limit,
             keys_only,
+            rev,
         } => {
+            assert_eq!(rev, None);
             assert_eq!(start.as_deref(), Some("a"));
             assert_eq!(end.as_deref(), Some("c"));
             assert_eq!((prefix, limit, keys_only), (None, Some(5), true));
@@ -269,6 +271,7 @@ fn renders_kv_results() {
         create_revision: 3,
         mod_revision: 5,
         version: 2,
+        lease: 0,
     };
     let put = PutResponse {
         header: header(),
@@ -289,7 +292,7 @@ fn renders_kv_results() {
         json,
         serde_json::json!({
             "header": {"cluster_id": "c1", "member": "kv-0", "ordinal": 0, "role": "leader", "term": 2, "revision": 17},
-            "kv": {"key": "a", "value": "x", "create_revision": 3, "mod_revision": 5, "version": 2}
+            "kv": {"key": "a", "value": "x", "create_revision": 3, "mod_revision": 5, "version": 2, "lease": 0}
         })
     );
     let missing = GetResponse {
@@ -804,4 +807,150 @@ async fn snapshot_inspect_verifies_offline() {
         assert!(out.stderr.starts_with("error: "), "{out:?}");
         assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
     }
+}
+
+#[test]
+fn history_and_lease_errors_have_their_exit_codes() {
+    assert_eq!(
+        Exit::for_error(&Error::Compacted {
+            compact_revision: 4
+        }),
+        Exit::Compacted
+    );
+    assert_eq!(Exit::Compacted.code(), 5);
+    assert_eq!(
+        Exit::for_error(&Error::RevisionOutOfRange("future".into())),
+        Exit::InvalidInput
+    );
+    assert_eq!(Exit::Command(42).code(), 42);
+    let help = Cli::try_parse_from(["kvsetctl", "--help"])
+        .unwrap_err()
+        .to_string();
+    assert!(help.contains("5  compacted"), "{help}");
+}
+
+#[test]
+fn watch_lease_lock_elect_and_compact_parse() {
+    match parse(&[
+        "watch",
+        "p/",
+        "--prefix",
+        "--rev",
+        "7",
+        "--prev-kv",
+        "--count",
+        "2",
+    ])
+    .unwrap()
+    .command
+    {
+        Command::Watch {
+            key,
+            prefix,
+            rev,
+            prev_kv,
+            count,
+        } => assert_eq!(
+            (key.as_str(), prefix, rev, prev_kv, count),
+            ("p/", true, Some(7), true, Some(2))
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(parse(&["watch", "k", "--rev", "0"]).is_err());
+    assert!(parse(&["watch", "k", "--count", "0"]).is_err());
+    match parse(&["lock", "jobs", "--ttl", "5", "--", "sh", "-c", "true"])
+        .unwrap()
+        .command
+    {
+        Command::Lock { name, command, ttl } => {
+            assert_eq!((name.as_str(), ttl), ("jobs", 5));
+            assert_eq!(command, ["sh", "-c", "true"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(parse(&["lock", "jobs"]).is_err(), "a command is required");
+    assert!(matches!(
+        parse(&["elect", "e"]).unwrap().command,
+        Command::Elect {
+            value: None,
+            ttl: 10,
+            ..
+        }
+    ));
+    assert!(matches!(
+        parse(&["lease", "revoke", "0x1f"]).unwrap().command,
+        Command::Lease {
+            command: LeaseCommand::Revoke { id: 31 }
+        }
+    ));
+    assert!(matches!(
+        parse(&["put", "k", "v", "--lease", "9"]).unwrap().command,
+        Command::Put { lease: Some(9), .. }
+    ));
+    assert!(matches!(
+        parse(&["compact", "12"]).unwrap().command,
+        Command::Compact { rev: 12 }
+    ));
+    for bad in [
+        &["compact", "0"][..],
+        &["lease", "grant", "1.5"],
+        &["lease", "ttl", "x"],
+        &["get", "k", "--rev", "abc"],
+    ] {
+        let e = parse(bad).unwrap_err().to_string();
+        assert!(e.contains("give"), "{bad:?}: {e}");
+    }
+}
+
+#[test]
+fn renders_watch_events_and_leases() {
+    use kvset_client::{EventType, LeaseGrant, LeaseStatus, WatchEvent};
+    let put = WatchEvent {
+        kind: EventType::Put,
+        kv: KeyValue {
+            key: b"k\xff".to_vec(),
+            value: b"v".to_vec(),
+            create_revision: 2,
+            mod_revision: 3,
+            version: 2,
+            lease: 7,
+        },
+        prev_kv: None,
+    };
+    assert_eq!(
+        render_watch_event(&put, false, OutputFormat::Json),
+        "{\"create_revision\":2,\"key\":\"k\\\\xff\",\"key_hex\":\"6bff\",\"lease\":7,\
+         \"mod_revision\":3,\"type\":\"PUT\",\"value\":\"v\",\"version\":2}\n"
+    );
+    assert_eq!(
+        render_watch_event(&put, false, OutputFormat::Table),
+        "PUT k\\xff v\n"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&render_watch_event(&put, true, OutputFormat::Json)).unwrap();
+    assert_eq!(json["prev_kv"], serde_json::Value::Null);
+    let grant = LeaseGrant {
+        header: header(),
+        id: 99,
+        ttl: 10,
+    };
+    assert_eq!(render_lease_grant(&grant, OutputFormat::Table), "99\n");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&render_lease_grant(&grant, OutputFormat::Json))
+            .unwrap(),
+        serde_json::json!({"id": 99, "ttl": 10})
+    );
+    assert_eq!(
+        render_keep_alive(99, 10, OutputFormat::Json),
+        "{\"id\":99,\"ttl\":10}\n"
+    );
+    let leases = [LeaseStatus {
+        id: 99,
+        granted_ttl: 10,
+        keys: 2,
+    }];
+    assert_eq!(
+        render_leases(&leases, OutputFormat::Table),
+        "ID  GRANTED_TTL  KEYS\n99  10s          2\n"
+    );
 }

@@ -62,6 +62,9 @@ struct PutSpec {
     value: String,
     #[serde(default)]
     prev_kv: bool,
+    /// Attach the key to this lease (0 or absent: none).
+    #[serde(default)]
+    lease: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,6 +175,7 @@ fn operation(op: OpSpec) -> Result<TxnOp, String> {
             key: p.key.into_bytes(),
             value: p.value.into_bytes(),
             prev_kv: p.prev_kv,
+            lease: p.lease,
         },
         OpSpec::Delete(d) => {
             let range = match (d.prefix, d.range_end) {

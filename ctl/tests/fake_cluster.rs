@@ -306,3 +306,290 @@ async fn status_watch_draws_frames() {
     .unwrap();
     assert!((1..=20).contains(&frames), "{frames}");
 }
+
+#[tokio::test]
+async fn kvsetctl_watch_prints_one_json_object_per_event() {
+    let cluster = FakeCluster::start(1, &[]).await;
+    let eps = cluster.endpoints();
+    let c = client(&eps);
+    c.put("app/a", "1").await.unwrap();
+    // From revision 1: the history replays, so nothing races the watcher's creation.
+    let out = ctl(
+        &eps,
+        &[
+            "-o", "json", "watch", "app/", "--prefix", "--rev", "1", "--count", "3",
+        ],
+    );
+    let writes = async {
+        let lease = c.grant(20).await.unwrap();
+        c.put_with(
+            "app/b",
+            "\u{ff}x",
+            &kvset_client::WriteOptions::new().lease(lease.id),
+        )
+        .await
+        .unwrap();
+        c.delete("app/a").await.unwrap();
+        lease.id
+    };
+    let (out, lease) = tokio::join!(out, writes);
+    assert_eq!(out.exit, Exit::Ok, "{}", out.stderr);
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            serde_json::json!({"type": "PUT", "key": "app/a", "value": "1", "mod_revision": 1,
+                               "create_revision": 1, "version": 1, "lease": 0}),
+            serde_json::json!({"type": "PUT", "key": "app/b", "value": "ÿx", "mod_revision": 2,
+                               "create_revision": 2, "version": 1, "lease": lease}),
+            serde_json::json!({"type": "DELETE", "key": "app/a", "value": "", "mod_revision": 3,
+                               "create_revision": 0, "version": 0, "lease": 0}),
+        ],
+        "{}",
+        out.stdout
+    );
+    // Table output, with previous values.
+    let out = ctl(
+        &eps,
+        &[
+            "watch",
+            "app/",
+            "--prefix",
+            "--rev",
+            "1",
+            "--count",
+            "3",
+            "--prev-kv",
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.stdout,
+        "PUT app/a 1 (no previous value)\nPUT app/b ÿx (no previous value)\nDELETE app/a (previous: 1)\n"
+    );
+    // A compacted start revision: exit 5, the compact revision named.
+    cluster.compact(2);
+    let out = ctl(&eps, &["watch", "app/a", "--rev", "1", "--count", "1"]).await;
+    assert_eq!(out.exit, Exit::Compacted, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("below revision 2 is compacted"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(Exit::Compacted.code(), 5);
+}
+
+#[tokio::test]
+async fn kvsetctl_lease_commands_compact_and_revisions() {
+    let cluster = FakeCluster::start(1, &[]).await;
+    let eps = cluster.endpoints();
+
+    let out = ctl(&eps, &["lease", "grant", "30"]).await;
+    assert_eq!(out.exit, Exit::Ok, "{}", out.stderr);
+    let id: i64 = out.stdout.trim_end().parse().expect("the id alone");
+    assert_eq!(out.stdout, format!("{id}\n"));
+    let out = ctl(&eps, &["-o", "json", "lease", "grant", "40"]).await;
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v, serde_json::json!({"id": id + 1, "ttl": 40}));
+
+    let lease = id.to_string();
+    let out = ctl(&eps, &["put", "svc/a", "1", "--lease", &lease]).await;
+    assert_eq!((out.stdout.as_str(), out.exit), ("OK\n", Exit::Ok));
+    let out = ctl(&eps, &["-o", "json", "get", "svc/a"]).await;
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["kv"]["lease"], serde_json::json!(id));
+    // The hex form of the id works too.
+    let hex = format!("0x{id:x}");
+    let out = ctl(&eps, &["lease", "ttl", &hex, "--keys"]).await;
+    assert_eq!(
+        (out.stdout.as_str(), out.exit),
+        (
+            format!("lease {id} expires in 29s (granted 30s)\nkeys: svc/a\n").as_str(),
+            Exit::Ok
+        )
+    );
+    let out = ctl(&eps, &["-o", "json", "lease", "ttl", &lease, "--keys"]).await;
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"id": id, "ttl": 29, "granted_ttl": 30, "keys": ["svc/a"]})
+    );
+    let out = ctl(&eps, &["lease", "list"]).await;
+    assert_eq!(
+        out.stdout,
+        format!(
+            "ID     GRANTED_TTL  KEYS\n{id}  30s          1\n{}  40s          0\n",
+            id + 1
+        )
+    );
+    let out = ctl(&eps, &["lease", "revoke", &lease]).await;
+    assert_eq!(
+        (out.stdout.as_str(), out.exit),
+        (format!("lease {id} revoked\n").as_str(), Exit::Ok)
+    );
+    assert_eq!(ctl(&eps, &["get", "svc/a"]).await.exit, Exit::NotFound);
+    for args in [
+        vec!["lease", "revoke", lease.as_str()],
+        vec!["lease", "ttl", lease.as_str()],
+        vec!["put", "k", "v", "--lease", lease.as_str()],
+    ] {
+        let out = ctl(&eps, &args).await;
+        assert_eq!(out.exit, Exit::NotFound, "{args:?}: {}", out.stderr);
+    }
+    // keep-alive ends with exit 1 when the lease is gone.
+    let out = ctl(&eps, &["lease", "keep-alive", &lease]).await;
+    assert_eq!(out.exit, Exit::NotFound, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("expired or was revoked"),
+        "{}",
+        out.stderr
+    );
+    // Bad ids and TTLs are usage errors.
+    for bad in [
+        vec!["lease", "grant", "0"],
+        vec!["lease", "revoke", "abc"],
+        vec!["put", "k", "v", "--lease", "-1"],
+    ] {
+        let mut argv = vec!["kvsetctl"];
+        argv.extend(bad.iter());
+        assert!(
+            <Cli as clap::Parser>::try_parse_from(argv).is_err(),
+            "{bad:?}"
+        );
+    }
+
+    // compact and --rev.
+    let c = client(&eps);
+    for v in ["1", "2", "3"] {
+        c.put("k", v).await.unwrap();
+    }
+    let now = c
+        .get_response("k", &Default::default())
+        .await
+        .unwrap()
+        .header
+        .revision;
+    let out = ctl(&eps, &["compact", &(now - 1).to_string()]).await;
+    assert_eq!(
+        (out.stdout, out.exit),
+        (
+            format!(
+                "compacted: history at and below revision {} is gone\n",
+                now - 1
+            ),
+            Exit::Ok
+        )
+    );
+    let out = ctl(&eps, &["-o", "json", "compact", &(now - 1).to_string()]).await;
+    assert_eq!(
+        out.exit,
+        Exit::Compacted,
+        "already compacted: {}",
+        out.stderr
+    );
+    let out = ctl(&eps, &["get", "k", "--rev", &(now - 2).to_string()]).await;
+    assert_eq!(out.exit, Exit::Compacted, "{}", out.stderr);
+    let out = ctl(
+        &eps,
+        &["range", "--prefix", "k", "--rev", &(now + 5).to_string()],
+    )
+    .await;
+    assert_eq!(out.exit, Exit::InvalidInput, "{}", out.stderr);
+    let out = ctl(&eps, &["get", "k", "--rev", &now.to_string()]).await;
+    assert_eq!((out.stdout.as_str(), out.exit), ("3\n", Exit::Ok));
+}
+
+#[tokio::test]
+async fn kvsetctl_lock_runs_the_command_and_elect_observes() {
+    let cluster = FakeCluster::start(1, &[]).await;
+    let eps = cluster.endpoints();
+    let out = ctl(
+        &eps,
+        &[
+            "lock",
+            "jobs",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$KVSET_LOCK_KEY $KVSET_LOCK_REV\" >&2; exit 3",
+        ],
+    )
+    .await;
+    assert_eq!(out.exit, Exit::Command(3), "{}", out.stderr);
+    assert_eq!(out.exit.code(), 3);
+    let c = client(&eps);
+    let leases = c.leases().await.unwrap();
+    assert!(
+        leases.is_empty(),
+        "the lock's lease was revoked: {leases:?}"
+    );
+    let keys: Vec<kvset_client::KeyValue> = futures::TryStreamExt::try_collect(c.prefix("jobs/"))
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "the lock key is gone: {keys:?}");
+    let out = ctl(&eps, &["lock", "jobs", "--", "/nonexistent/cmd"]).await;
+    assert_eq!(out.exit, Exit::Command(127), "{}", out.stderr);
+    assert!(c.leases().await.unwrap().is_empty());
+
+    // elect NAME VALUE: prints the value once elected and holds the leadership until its
+    // lease ends (here: expired by the cluster once the value was printed), then exits 4.
+    let printed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut live = Recorder {
+        text: Vec::new(),
+        printed: printed.clone(),
+    };
+    let elect = async {
+        use clap::Parser;
+        let endpoints = eps.join(",");
+        let cli = Cli::try_parse_from([
+            "kvsetctl",
+            "--endpoints",
+            &endpoints,
+            "--timeout",
+            "1s",
+            "elect",
+            "svc",
+            "me",
+        ])
+        .unwrap();
+        kvsetctl::execute_live(&cli, &mut "".as_bytes(), &mut live).await
+    };
+    let expire = async {
+        tokio::time::timeout(Duration::from_secs(5), printed.notified())
+            .await
+            .expect("elected and printed within 5 s");
+        let leader = kvset_client::Election::new(&c, "svc")
+            .leader()
+            .await
+            .unwrap()
+            .expect("a leader");
+        assert_eq!(leader.value, b"me");
+        cluster.expire(leader.lease);
+    };
+    let (out, ()) = tokio::join!(elect, expire);
+    assert_eq!(out.exit, Exit::Other, "{}", out.stderr);
+    assert_eq!(live.text, b"me\n");
+    assert!(out.stderr.contains("lost the leadership"), "{}", out.stderr);
+}
+
+/// A live-output writer that records what kvsetctl printed and says when it printed.
+struct Recorder {
+    text: Vec<u8>,
+    printed: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl std::io::Write for Recorder {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.printed.notify_one();
+        Ok(())
+    }
+}

@@ -93,6 +93,7 @@ const GROUPS: &[&str] = &[
     "invalid_input",
     "unavailable",
     "degraded",
+    "history",
 ];
 
 const TXN_FILE: &str = r#"{
@@ -203,6 +204,36 @@ fn steps(group: &str) -> Vec<Step> {
             run(&["health"]),
             run(&["get", "hello"]),
             run(&["--member", "kv-2", "--timeout", "1s", "get", "hello"]),
+        ],
+        // Revision history, watch, compaction and lease refusals (with kv-2 still down).
+        "history" => vec![
+            run(&["put", "hist/a", "1"]),
+            run(&["put", "hist/a", "2"]),
+            run(&["del", "hist/a"]),
+            run(&["get", "hist/a", "--rev", "18"]),
+            run(&["-o", "json", "get", "hist/a", "--rev", "19"]),
+            run(&[
+                "watch",
+                "hist/",
+                "--prefix",
+                "--rev",
+                "18",
+                "--count",
+                "3",
+                "--prev-kv",
+            ]),
+            run(&[
+                "-o", "json", "watch", "hist/a", "--rev", "18", "--count", "3",
+            ]),
+            run(&["compact", "19"]),
+            run(&["get", "hist/a", "--rev", "18"]),
+            run(&["-o", "json", "compact", "19"]),
+            run(&["range", "--prefix", "hist/", "--rev", "99"]),
+            run(&["watch", "hist/a", "--rev", "2", "--count", "1"]),
+            run(&["lease", "list"]),
+            run(&["lease", "ttl", "12345"]),
+            run(&["put", "hist/b", "x", "--lease", "12345"]),
+            run(&["lease", "grant", "0"]),
         ],
         other => panic!("no steps for {other}"),
     }

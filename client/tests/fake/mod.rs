@@ -1,22 +1,29 @@
 //! An in-process fake kvset cluster with scripted behaviour.
 //!
-//! Each [`FakeMember`] is a real tonic server on `127.0.0.1:0` implementing the generated `Kv`
-//! and `Cluster` traits. Members share one [`Store`] (a "perfectly replicated" state machine
+//! Each [`FakeMember`] is a real tonic server on `127.0.0.1:0` implementing the generated `Kv`,
+//! `Cluster`, `Watch` and `Lease` traits. The store keeps every event (a history that
+//! [`FakeCluster::compact`] trims) and the leases (which never expire on their own:
+//! [`FakeCluster::expire`] ends one). Watch and keep-alive streams can be scripted to break
+//! after some responses ([`FakeMember::break_watch_after`], [`FakeMember::break_keep_alive_after`]). Members share one [`Store`] (a "perfectly replicated" state machine
 //! with the server's exactly-once rules) so a request may land anywhere. Every call is recorded
 //! ([`Call`]), and per-method scripts ([`Action`]) make a member refuse, fail, lose the answer
 //! after applying, or hang.
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use kvset_proto::v1 as pb;
 use kvset_proto::v1::cluster_server::{Cluster, ClusterServer};
 use kvset_proto::v1::kv_server::{Kv, KvServer};
-use tonic::{Code, Request, Response, Status};
+use kvset_proto::v1::lease_server::{Lease, LeaseServer};
+use kvset_proto::v1::watch_server::{Watch, WatchServer};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 /// What a member does with the next call of a method.
 #[derive(Debug, Clone)]
@@ -62,6 +69,17 @@ pub struct Store {
     pub stale: Vec<(u64, u64)>,
     inflight: HashMap<u64, usize>,
     pub max_inflight_per_client: usize,
+    /// Every event, in revision order (trimmed by compaction).
+    pub events: Vec<pb::Event>,
+    /// History at and below it is gone.
+    pub compact_revision: i64,
+    /// Lease id -> (granted TTL, attached keys).
+    pub leases: BTreeMap<i64, (i64, BTreeSet<Vec<u8>>)>,
+    next_lease: i64,
+    /// Every keep-alive received: (member name, lease id).
+    pub keep_alives: Vec<(String, i64)>,
+    /// Woken on every change (watchers wait on it).
+    pub changed: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +107,17 @@ pub struct MemberState {
     pub snapshot_chunks: Mutex<Vec<pb::SnapshotChunk>>,
     /// The cluster id in this member's response headers.
     pub cluster_id: Mutex<String>,
+    /// Every watch create request this member received.
+    pub watch_creates: Mutex<Vec<pb::WatchCreateRequest>>,
+    /// For each next watch stream: end it with UNAVAILABLE after this many event responses.
+    watch_breaks: Mutex<VecDeque<usize>>,
+    /// Deliver from one revision before the start revision (as a member that repeats the last
+    /// revision a client saw would).
+    pub watch_repeats: Mutex<bool>,
+    /// Watch streams still running on this member.
+    pub active_watchers: Arc<AtomicUsize>,
+    /// For each next keep-alive stream: end it with UNAVAILABLE after this many responses.
+    keep_alive_breaks: Mutex<VecDeque<usize>>,
 }
 
 /// A handle on one fake member.
@@ -162,6 +191,21 @@ impl FakeMember {
         chunks[0].info = Some(info);
         chunks.last_mut().unwrap().sha256 = sha256.to_string();
         *self.0.snapshot_chunks.lock().unwrap() = chunks;
+    }
+
+    /// Ends the next watch streams (one per entry) with UNAVAILABLE after `n` event responses.
+    pub fn break_watch_after(&self, n: impl IntoIterator<Item = usize>) {
+        self.0.watch_breaks.lock().unwrap().extend(n);
+    }
+
+    /// Ends the next keep-alive streams (one per entry) with UNAVAILABLE after `n` responses.
+    pub fn break_keep_alive_after(&self, n: impl IntoIterator<Item = usize>) {
+        self.0.keep_alive_breaks.lock().unwrap().extend(n);
+    }
+
+    /// The watch create requests this member received.
+    pub fn watch_creates(&self) -> Vec<pb::WatchCreateRequest> {
+        self.0.watch_creates.lock().unwrap().clone()
     }
 
     /// Makes this member answer as a member of another cluster.
@@ -266,6 +310,11 @@ impl FakeCluster {
                 store: store.clone(),
                 snapshot_chunks: Mutex::default(),
                 cluster_id: Mutex::new("fake-cluster".into()),
+                watch_creates: Mutex::default(),
+                watch_breaks: Mutex::default(),
+                watch_repeats: Mutex::new(false),
+                active_watchers: Arc::default(),
+                keep_alive_breaks: Mutex::default(),
             });
             let member = FakeMember(state);
             if dead.contains(&(i as u64)) {
@@ -275,6 +324,8 @@ impl FakeCluster {
                 let server = tonic::transport::Server::builder()
                     .add_service(KvServer::new(member.clone()))
                     .add_service(ClusterServer::new(member.clone()))
+                    .add_service(WatchServer::new(member.clone()))
+                    .add_service(LeaseServer::new(member.clone()))
                     .serve_with_incoming(incoming);
                 tokio::spawn(server);
             }
@@ -291,20 +342,29 @@ impl FakeCluster {
     pub fn seed(&self, pairs: &[(&str, &str)]) {
         let mut st = self.store.lock().unwrap();
         for (k, v) in pairs {
-            st.revision += 1;
-            let rev = st.revision;
-            st.kvs.insert(
-                k.as_bytes().to_vec(),
-                pb::KeyValue {
-                    key: k.as_bytes().to_vec(),
-                    value: v.as_bytes().to_vec(),
-                    create_revision: rev,
-                    mod_revision: rev,
-                    version: 1,
-                    lease: 0,
-                },
-            );
+            st.put(k.as_bytes(), v.as_bytes(), false);
         }
+    }
+
+    /// Forgets the history at and below `revision`; watchers that still need it are
+    /// cancelled.
+    pub fn compact(&self, revision: i64) {
+        let mut st = self.store.lock().unwrap();
+        st.compact_revision = st.compact_revision.max(revision);
+        let c = st.compact_revision;
+        st.events
+            .retain(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision > c));
+        st.changed.notify_waiters();
+    }
+
+    /// Ends lease `id` as its expiry would: deletes its keys in one revision.
+    pub fn expire(&self, id: i64) {
+        self.store.lock().unwrap().revoke(id);
+    }
+
+    /// The keep-alives received so far: (member name, lease id).
+    pub fn keep_alives(&self) -> Vec<(String, i64)> {
+        self.store.lock().unwrap().keep_alives.clone()
     }
 
     pub fn value(&self, key: &str) -> Option<Vec<u8>> {
@@ -333,6 +393,17 @@ fn rid(id: &Option<pb::RequestId>) -> Option<(u64, u64)> {
 
 impl Store {
     fn put(&mut self, key: &[u8], value: &[u8], prev: bool) -> pb::PutResponse {
+        self.put_with_lease(key, value, prev, 0)
+    }
+
+    /// A put; the caller checked that `lease` (when not 0) exists.
+    fn put_with_lease(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        prev: bool,
+        lease: i64,
+    ) -> pb::PutResponse {
         self.revision += 1;
         let rev = self.revision;
         let old = self.kvs.get(key).cloned();
@@ -342,13 +413,103 @@ impl Store {
             create_revision: old.as_ref().map_or(rev, |o| o.create_revision),
             mod_revision: rev,
             version: old.as_ref().map_or(1, |o| o.version + 1),
-            lease: 0,
+            lease,
         };
-        self.kvs.insert(key.to_vec(), kv);
+        if let Some(o) = &old {
+            if let Some((_, keys)) = self.leases.get_mut(&o.lease) {
+                keys.remove(key);
+            }
+        }
+        if let Some((_, keys)) = self.leases.get_mut(&lease) {
+            keys.insert(key.to_vec());
+        }
+        self.kvs.insert(key.to_vec(), kv.clone());
+        self.events.push(pb::Event {
+            r#type: pb::event::EventType::Put as i32,
+            kv: Some(kv),
+            prev_kv: old.clone(),
+        });
+        self.changed.notify_waiters();
         pb::PutResponse {
             header: None,
             prev_kv: if prev { old } else { None },
         }
+    }
+
+    /// Deletes `keys` in one revision (if any exists), recording the events.
+    fn remove_keys(&mut self, keys: &[Vec<u8>]) -> Vec<pb::KeyValue> {
+        let victims: Vec<pb::KeyValue> = keys
+            .iter()
+            .filter_map(|k| self.kvs.get(k).cloned())
+            .collect();
+        if victims.is_empty() {
+            return victims;
+        }
+        self.revision += 1;
+        let rev = self.revision;
+        for v in &victims {
+            self.kvs.remove(&v.key);
+            if let Some((_, keys)) = self.leases.get_mut(&v.lease) {
+                keys.remove(&v.key);
+            }
+            self.events.push(pb::Event {
+                r#type: pb::event::EventType::Delete as i32,
+                kv: Some(pb::KeyValue {
+                    key: v.key.clone(),
+                    mod_revision: rev,
+                    ..Default::default()
+                }),
+                prev_kv: Some(v.clone()),
+            });
+        }
+        self.changed.notify_waiters();
+        victims
+    }
+
+    /// Ends a lease: deletes it and its keys. False when it does not exist.
+    fn revoke(&mut self, id: i64) -> bool {
+        let Some((_, keys)) = self.leases.remove(&id) else {
+            return false;
+        };
+        let keys: Vec<Vec<u8>> = keys.into_iter().collect();
+        self.remove_keys(&keys);
+        true
+    }
+
+    /// The events of `revision`-ordered history at or after `from` that `create` selects.
+    fn events_from(&self, from: i64, create: &pb::WatchCreateRequest) -> Vec<pb::Event> {
+        self.events
+            .iter()
+            .filter(|e| {
+                let kv = e.kv.as_ref().unwrap();
+                let key = kv.key.as_slice();
+                let selected = if create.prefix {
+                    key.starts_with(&create.key)
+                } else if create.range_end.is_empty() {
+                    key == create.key.as_slice()
+                } else if create.range_end == [0] {
+                    key >= create.key.as_slice()
+                } else {
+                    key >= create.key.as_slice() && key < create.range_end.as_slice()
+                };
+                let filtered = (e.r#type == 0
+                    && create
+                        .filters
+                        .contains(&(pb::watch_create_request::Filter::Noput as i32)))
+                    || (e.r#type == 1
+                        && create
+                            .filters
+                            .contains(&(pb::watch_create_request::Filter::Nodelete as i32)));
+                kv.mod_revision >= from && selected && !filtered
+            })
+            .cloned()
+            .map(|mut e| {
+                if !create.prev_kv {
+                    e.prev_kv = None;
+                }
+                e
+            })
+            .collect()
     }
 
     fn select(&self, start: &[u8], end: &[u8], prefix: bool) -> Vec<pb::KeyValue> {
@@ -368,17 +529,15 @@ impl Store {
     }
 
     fn delete(&mut self, r: &pb::DeleteRequest) -> pb::DeleteResponse {
-        let victims: Vec<pb::KeyValue> = if r.prefix || !r.range_end.is_empty() {
+        let keys: Vec<Vec<u8>> = if r.prefix || !r.range_end.is_empty() {
             self.select(&r.key, &r.range_end, r.prefix)
+                .into_iter()
+                .map(|kv| kv.key)
+                .collect()
         } else {
-            self.kvs.get(&r.key).cloned().into_iter().collect()
+            vec![r.key.clone()]
         };
-        if !victims.is_empty() {
-            self.revision += 1;
-        }
-        for v in &victims {
-            self.kvs.remove(&v.key);
-        }
+        let victims = self.remove_keys(&keys);
         pb::DeleteResponse {
             header: None,
             deleted: victims.len() as i64,
@@ -415,7 +574,7 @@ impl Store {
         let mut responses = Vec::new();
         for op in ops {
             let resp = match op.request.as_ref().unwrap() {
-                Rq::Put(p) => Rs::Put(self.put(&p.key, &p.value, p.prev_kv)),
+                Rq::Put(p) => Rs::Put(self.put_with_lease(&p.key, &p.value, p.prev_kv, p.lease)),
                 Rq::Delete(d) => Rs::Delete(self.delete(d)),
                 Rq::Range(q) => {
                     let kvs = self.select(&q.start, &q.end, q.prefix);
@@ -542,10 +701,13 @@ impl Kv for FakeMember {
             cursor: vec![],
             limit: 0,
         });
-        let (k, v, p) = (r.key.clone(), r.value.clone(), r.prev_kv);
+        let (k, v, p, lease) = (r.key.clone(), r.value.clone(), r.prev_kv, r.lease);
+        if lease != 0 && !self.0.store.lock().unwrap().leases.contains_key(&lease) {
+            return Err(Status::not_found(format!("lease {lease} not found")));
+        }
         match self
             .write("put", rid(&r.request_id), move |st| {
-                Stored::Put(st.put(&k, &v, p))
+                Stored::Put(st.put_with_lease(&k, &v, p, lease))
             })
             .await?
         {
@@ -568,6 +730,7 @@ impl Kv for FakeMember {
             limit: 0,
         });
         self.gate("get").await?;
+        check_revision(&self.0.store.lock().unwrap(), r.revision)?;
         let kv = self.0.store.lock().unwrap().kvs.get(&r.key).cloned();
         Ok(Response::new(pb::GetResponse {
             header: Some(self.header()),
@@ -616,6 +779,7 @@ impl Kv for FakeMember {
         });
         self.gate("range").await?;
         let st = self.0.store.lock().unwrap();
+        check_revision(&st, r.revision)?;
         let all = st.select(&r.start, &r.end, r.prefix);
         let after = r
             .cursor
@@ -680,10 +844,52 @@ impl Kv for FakeMember {
 
     async fn compact(
         &self,
-        _req: Request<pb::CompactRequest>,
+        req: Request<pb::CompactRequest>,
     ) -> Result<Response<pb::CompactResponse>, Status> {
-        Err(Status::unimplemented("the fake cluster keeps no history"))
+        self.record(plain_call("compact"));
+        self.gate("compact").await?;
+        let rev = req.into_inner().revision;
+        let mut st = self.0.store.lock().unwrap();
+        if rev <= st.compact_revision {
+            return Err(Status::out_of_range(format!(
+                "revision {rev} is already compacted; the compact revision is {}",
+                st.compact_revision
+            )));
+        }
+        if rev > st.revision {
+            return Err(Status::out_of_range(format!(
+                "revision {rev} is in the future; the current revision is {}",
+                st.revision
+            )));
+        }
+        st.compact_revision = rev;
+        st.events
+            .retain(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision > rev));
+        st.changed.notify_waiters();
+        drop(st);
+        Ok(Response::new(pb::CompactResponse {
+            header: Some(self.header()),
+            compact_revision: rev,
+        }))
     }
+}
+
+/// The refusals of a read at `revision` (0: current). The fake keeps no old versions, so a
+/// read at an allowed past revision returns the current state.
+fn check_revision(st: &Store, revision: i64) -> Result<(), Status> {
+    if revision != 0 && revision <= st.compact_revision {
+        return Err(Status::out_of_range(format!(
+            "revision {revision} was compacted; the compact revision is {}",
+            st.compact_revision
+        )));
+    }
+    if revision > st.revision {
+        return Err(Status::out_of_range(format!(
+            "revision {revision} is in the future; the current revision is {}",
+            st.revision
+        )));
+    }
+    Ok(())
 }
 
 fn plain_call(method: &'static str) -> Call {
@@ -850,6 +1056,299 @@ impl Cluster for FakeMember {
         Ok(Response::new(pb::RemoveResponse {
             header: Some(self.header()),
             members,
+        }))
+    }
+}
+
+type ResponseStream<T> =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Decrements a counter when dropped.
+struct Active(Arc<AtomicUsize>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl FakeMember {
+    /// Serves one watch stream: the first create request only (the SDK puts one watcher on a
+    /// stream), its events from history, then live, grouped by revision.
+    async fn serve_watch(
+        self,
+        mut requests: Streaming<pb::WatchRequest>,
+        out: futures::channel::mpsc::UnboundedSender<Result<pb::WatchResponse, Status>>,
+    ) {
+        let _active = {
+            self.0.active_watchers.fetch_add(1, Ordering::SeqCst);
+            Active(self.0.active_watchers.clone())
+        };
+        let create = loop {
+            match requests.next().await {
+                Some(Ok(pb::WatchRequest {
+                    request: Some(pb::watch_request::Request::CreateRequest(c)),
+                })) => break c,
+                Some(Ok(_)) => continue,
+                _ => return,
+            }
+        };
+        self.0.watch_creates.lock().unwrap().push(create.clone());
+        let break_after = self.0.watch_breaks.lock().unwrap().pop_front();
+        let repeats = *self.0.watch_repeats.lock().unwrap();
+        let watch_id = 7;
+        let mut next = {
+            let st = self.0.store.lock().unwrap();
+            if create.start_revision == 0 {
+                st.revision + 1
+            } else if repeats {
+                (create.start_revision - 1).max(1)
+            } else {
+                create.start_revision
+            }
+        };
+        let created = pb::WatchResponse {
+            header: Some(self.header()),
+            watch_id,
+            created: true,
+            ..Default::default()
+        };
+        if out.unbounded_send(Ok(created)).is_err() {
+            return;
+        }
+        let mut sent = 0usize;
+        loop {
+            let changed = self.0.store.lock().unwrap().changed.clone();
+            let notified = changed.notified();
+            let (events, compact_now) = {
+                let st = self.0.store.lock().unwrap();
+                (st.events_from(next, &create), st.compact_revision)
+            };
+            if next <= compact_now {
+                let _ = out.unbounded_send(Ok(pb::WatchResponse {
+                    header: Some(self.header()),
+                    watch_id,
+                    canceled: true,
+                    compact_revision: compact_now,
+                    cancel_reason: format!(
+                        "revision {next} was compacted; the compact revision is {compact_now}"
+                    ),
+                    ..Default::default()
+                }));
+                return;
+            }
+            if events.is_empty() {
+                // Wake up on a change, or now and then to notice a client that went away.
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+                if out.is_closed() {
+                    return;
+                }
+                continue;
+            }
+            // One response per revision.
+            let rev = events[0].kv.as_ref().unwrap().mod_revision;
+            let batch: Vec<pb::Event> = events
+                .into_iter()
+                .take_while(|e| e.kv.as_ref().unwrap().mod_revision == rev)
+                .collect();
+            if break_after == Some(sent) {
+                let _ = out.unbounded_send(Err(Status::unavailable("the member stopped")));
+                return;
+            }
+            let mut header = self.header();
+            header.revision = rev;
+            if out
+                .unbounded_send(Ok(pb::WatchResponse {
+                    header: Some(header),
+                    watch_id,
+                    events: batch,
+                    ..Default::default()
+                }))
+                .is_err()
+            {
+                return;
+            }
+            sent += 1;
+            next = rev + 1;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for FakeMember {
+    type WatchStream = ResponseStream<pb::WatchResponse>;
+
+    async fn watch(
+        &self,
+        req: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        self.record(plain_call("watch"));
+        self.gate("watch").await?;
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        tokio::spawn(self.clone().serve_watch(req.into_inner(), tx));
+        Ok(Response::new(Box::pin(rx)))
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for FakeMember {
+    type KeepAliveStream = ResponseStream<pb::LeaseKeepAliveResponse>;
+
+    async fn grant(
+        &self,
+        req: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        self.record(plain_call("lease_grant"));
+        self.gate("lease_grant").await?;
+        let r = req.into_inner();
+        let id = {
+            let mut st = self.0.store.lock().unwrap();
+            let id = if r.id != 0 {
+                if st.leases.contains_key(&r.id) {
+                    return Err(Status::failed_precondition(format!(
+                        "lease {} is in use",
+                        r.id
+                    )));
+                }
+                r.id
+            } else {
+                st.next_lease += 1;
+                0x7a00 + st.next_lease
+            };
+            st.leases.insert(id, (r.ttl, BTreeSet::new()));
+            id
+        };
+        Ok(Response::new(pb::LeaseGrantResponse {
+            header: Some(self.header()),
+            id,
+            ttl: r.ttl,
+        }))
+    }
+
+    async fn revoke(
+        &self,
+        req: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        self.record(plain_call("lease_revoke"));
+        self.gate("lease_revoke").await?;
+        let id = req.into_inner().id;
+        if !self.0.store.lock().unwrap().revoke(id) {
+            return Err(Status::not_found(format!("lease {id} not found")));
+        }
+        Ok(Response::new(pb::LeaseRevokeResponse {
+            header: Some(self.header()),
+        }))
+    }
+
+    async fn keep_alive(
+        &self,
+        req: Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::KeepAliveStream>, Status> {
+        self.record(plain_call("lease_keep_alive"));
+        self.gate("lease_keep_alive").await?;
+        let mut requests = req.into_inner();
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let member = self.clone();
+        let break_after = self.0.keep_alive_breaks.lock().unwrap().pop_front();
+        tokio::spawn(async move {
+            let mut sent = 0usize;
+            while let Some(Ok(r)) = requests.next().await {
+                if break_after == Some(sent) {
+                    let _ = tx.unbounded_send(Err(Status::unavailable("the member stopped")));
+                    return;
+                }
+                let ttl = {
+                    let mut st = member.0.store.lock().unwrap();
+                    st.keep_alives.push((member.0.name.clone(), r.id));
+                    st.leases.get(&r.id).map_or(0, |(ttl, _)| *ttl)
+                };
+                let resp = pb::LeaseKeepAliveResponse {
+                    header: Some(member.header()),
+                    id: r.id,
+                    ttl,
+                };
+                if tx.unbounded_send(Ok(resp)).is_err() {
+                    return;
+                }
+                sent += 1;
+            }
+        });
+        Ok(Response::new(Box::pin(rx)))
+    }
+
+    async fn keep_alive_once(
+        &self,
+        req: Request<pb::LeaseKeepAliveRequest>,
+    ) -> Result<Response<pb::LeaseKeepAliveResponse>, Status> {
+        self.record(plain_call("lease_keep_alive_once"));
+        self.gate("lease_keep_alive_once").await?;
+        let id = req.into_inner().id;
+        let ttl = {
+            let mut st = self.0.store.lock().unwrap();
+            st.keep_alives.push((self.0.name.clone(), id));
+            st.leases.get(&id).map_or(0, |(ttl, _)| *ttl)
+        };
+        Ok(Response::new(pb::LeaseKeepAliveResponse {
+            header: Some(self.header()),
+            id,
+            ttl,
+        }))
+    }
+
+    async fn time_to_live(
+        &self,
+        req: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        self.record(plain_call("lease_ttl"));
+        self.gate("lease_ttl").await?;
+        let r = req.into_inner();
+        let (ttl, granted_ttl, keys) = match self.0.store.lock().unwrap().leases.get(&r.id) {
+            // The fake's leases do not count down: the remaining TTL is the granted one - 1.
+            Some((ttl, keys)) => (
+                ttl - 1,
+                *ttl,
+                if r.keys {
+                    keys.iter().cloned().collect()
+                } else {
+                    Vec::new()
+                },
+            ),
+            None => (-1, 0, Vec::new()),
+        };
+        Ok(Response::new(pb::LeaseTimeToLiveResponse {
+            header: Some(self.header()),
+            id: r.id,
+            ttl,
+            granted_ttl,
+            keys,
+        }))
+    }
+
+    async fn leases(
+        &self,
+        _req: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        self.record(plain_call("lease_list"));
+        self.gate("lease_list").await?;
+        let leases = self
+            .0
+            .store
+            .lock()
+            .unwrap()
+            .leases
+            .iter()
+            .map(|(id, (ttl, keys))| pb::LeaseStatus {
+                id: *id,
+                granted_ttl: *ttl,
+                keys: keys.len() as i64,
+            })
+            .collect();
+        Ok(Response::new(pb::LeaseLeasesResponse {
+            header: Some(self.header()),
+            leases,
         }))
     }
 }
