@@ -102,6 +102,19 @@ fn a_dropped_event_fails() {
 }
 
 #[test]
+fn a_dropped_last_event_before_a_resume_fails() {
+    // Watcher 1 resumed at 7: dropping its event at 6 leaves a gap no compaction explains
+    // (coverage alone would no longer require revision 6 of it).
+    let mut lines = watch_lines();
+    lines.retain(|l| l != &ev(1, 6, "k1", "b"));
+    assert_fails(
+        &history(true),
+        &lines,
+        "watcher 1: resumed at revision 7 but only revisions up to 5 were delivered",
+    );
+}
+
+#[test]
 fn a_duplicate_fails() {
     // Watcher 1 resumes from the revision it already had.
     let mut lines = watch_lines();

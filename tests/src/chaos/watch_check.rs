@@ -19,8 +19,10 @@
 //!
 //! A watcher's *coverage* is made of segments: each `open` from start revision `S` to the
 //! highest revision the segment delivered or was told it had delivered (events, progress, `end`).
-//! A resume opens at the revision after the previous segment's, so segments normally join;
-//! a compaction leaves a gap, and the check only asks what the segments cover.
+//! A resume opens at the revision after the previous segment's, so segments join; only a
+//! compaction (the server cancelled the watch with a compact revision) may leave a gap, and a
+//! gap without one is itself a violation (revisions skipped, e.g. a lost last event before a
+//! resume). The check then asks what the segments cover.
 //!
 //! 1. **Order.** Event revisions strictly increase over the watcher's whole life, across
 //!    resumes; an event below its segment's start revision was not asked for. (A duplicate
@@ -254,6 +256,9 @@ struct WatcherLife {
     ended: bool,
     resumes: usize,
     problems: Vec<String>,
+    /// The server cancelled the current segment because the history it needed next was
+    /// compacted: the next segment may start past a gap.
+    compacted: bool,
 }
 
 impl WatcherLife {
@@ -277,9 +282,20 @@ fn lives(records: &[WatchRecord]) -> BTreeMap<u64, WatcherLife> {
         let life = out.entry(r.watcher()).or_default();
         match r {
             WatchRecord::Open { start_revision, .. } => {
-                if !life.segments.is_empty() {
+                if let Some(&(_, through)) = life.segments.last() {
                     life.resumes += 1;
+                    // A resume starts right after what was delivered; only a compaction may
+                    // leave a gap. A later start skipped revisions nobody delivered to it.
+                    if *start_revision > through + 1 && !life.compacted {
+                        life.problems.push(format!(
+                            "resumed at revision {start_revision} but only revisions up to \
+                             {through} were delivered: revisions {}..={} were skipped",
+                            through + 1,
+                            start_revision - 1
+                        ));
+                    }
                 }
+                life.compacted = false;
                 life.segments.push((*start_revision, *start_revision - 1));
             }
             WatchRecord::Event {
@@ -314,7 +330,10 @@ fn lives(records: &[WatchRecord]) -> BTreeMap<u64, WatcherLife> {
                     life.ended = true;
                 }
             }
-            WatchRecord::Error { .. } | WatchRecord::Canceled { .. } => {}
+            WatchRecord::Canceled {
+                compact_revision, ..
+            } => life.compacted |= *compact_revision > 0,
+            WatchRecord::Error { .. } => {}
         }
     }
     out
