@@ -91,6 +91,17 @@ pub enum RecordSpec {
     ConfigMap(String),
 }
 
+/// Whether `name` can name a Kubernetes object (a DNS subdomain: at most 253 lowercase letters,
+/// digits, `-` and `.`). Shared by the flags that name one (`--cluster-record configmap:NAME`,
+/// `--replicas-from statefulset:NAME`).
+pub(crate) fn is_object_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+}
+
 impl FromStr for RecordSpec {
     type Err = RecordError;
 
@@ -102,12 +113,7 @@ impl FromStr for RecordSpec {
             return Ok(Self::File(PathBuf::from(path)));
         }
         if let Some(name) = s.strip_prefix("configmap:") {
-            let valid = !name.is_empty()
-                && name.len() <= 253
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-            if valid {
+            if is_object_name(name) {
                 return Ok(Self::ConfigMap(name.to_string()));
             }
         }

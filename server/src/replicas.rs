@@ -34,7 +34,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::cluster_record::{api_call, InClusterApi, SERVICE_ACCOUNT_DIR};
+use crate::cluster_record::{api_call, is_object_name, InClusterApi, SERVICE_ACCOUNT_DIR};
 
 /// How often a member re-reads its desired size.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -84,12 +84,7 @@ impl FromStr for ReplicasFrom {
             return Ok(Self::File(PathBuf::from(path)));
         }
         if let Some(name) = s.strip_prefix("statefulset:") {
-            let valid = !name.is_empty()
-                && name.len() <= 253
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-            if valid {
+            if is_object_name(name) {
                 return Ok(Self::StatefulSet(name.to_string()));
             }
         }
