@@ -84,6 +84,7 @@ impl Client {
         addrs: Vec<EndpointAddr>,
         config: Config,
         tls: Option<(ClientTlsConfig, bool)>,
+        credentials: crate::endpoint::Credentials,
     ) -> Client {
         let uses_tls = tls.is_some();
         let tls_identity = tls.as_ref().is_some_and(|(_, identity)| *identity);
@@ -94,6 +95,7 @@ impl Client {
             cooldown: config.endpoint_cooldown,
             tls: tls.map(|(config, _)| config),
             tls_identity,
+            credentials,
         };
         Client {
             inner: Arc::new(Inner {
@@ -151,7 +153,7 @@ impl Client {
     /// the leader's own address is unknown (see `Registry::claim_refresh`).
     async fn call<T, F, Fut>(&self, spec: CallSpec, attempt: F) -> Result<(T, String)>
     where
-        F: FnMut(tonic::transport::Channel, Duration) -> Fut,
+        F: FnMut(crate::endpoint::Transport, Duration) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
         T: crate::types::HasHeader,
     {
@@ -167,7 +169,13 @@ impl Client {
         result
     }
 
-    fn spec(&self, op: &'static str, safety: Safety, route: Route, timeout: Duration) -> CallSpec {
+    pub(crate) fn spec(
+        &self,
+        op: &'static str,
+        safety: Safety,
+        route: Route,
+        timeout: Duration,
+    ) -> CallSpec {
         CallSpec {
             op,
             safety,

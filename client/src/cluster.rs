@@ -91,6 +91,12 @@ pub struct ClusterStatus {
     pub membership_mode: Option<String>,
     /// The set's desired size in that answer (None when manual or unknown).
     pub desired_replicas: Option<u64>,
+    /// Authorization in that answer: `off`, or `on (…)`; None when nobody answered (or the
+    /// server predates it).
+    pub authorization: Option<String>,
+    /// The compact revision in that answer (history at and below it is forgotten; 0: nothing
+    /// compacted); None when nobody answered.
+    pub compact_revision: Option<i64>,
 }
 
 fn same_endpoint(a: &str, b: &str) -> bool {
@@ -236,6 +242,10 @@ impl ClusterStatus {
                 .map(|v| v.membership_mode.clone())
                 .filter(|m| !m.is_empty()),
             desired_replicas: view.map(|v| v.desired_replicas).filter(|n| *n > 0),
+            authorization: view
+                .map(|v| v.authorization.clone())
+                .filter(|a| !a.is_empty()),
+            compact_revision: view.map(|v| v.compact_revision),
         }
     }
 }

@@ -76,6 +76,17 @@ pub struct ClientBuilder {
     endpoints: Vec<String>,
     config: Config,
     tls: Option<TlsOptions>,
+    token: Option<BearerToken>,
+}
+
+/// A bearer token, kept out of `Debug` output.
+#[derive(Clone, Default)]
+struct BearerToken(String);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
 }
 
 impl ClientBuilder {
@@ -161,6 +172,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends `token` with every call (`authorization: Bearer TOKEN`): the identity
+    /// `token:NAME` of a cluster whose authorization policy lists it (`--auth-tokens`). Use it
+    /// where a client cannot present a TLS client certificate. An empty token sends none.
+    pub fn token(mut self, token: impl Into<String>) -> ClientBuilder {
+        let token = token.into();
+        self.token = (!token.is_empty()).then_some(BearerToken(token));
+        self
+    }
+
     /// Sets or clears the TLS settings (`None`: plain text, the default).
     pub fn tls_options(mut self, tls: Option<TlsOptions>) -> ClientBuilder {
         self.tls = tls;
@@ -209,8 +229,17 @@ impl ClientBuilder {
                 None
             }
         };
+        let credentials = match &self.token {
+            Some(BearerToken(token)) => crate::endpoint::Credentials::bearer(token)?,
+            None => crate::endpoint::Credentials::default(),
+        };
         let addrs = entries.into_iter().map(|(addr, _, _)| addr).collect();
-        Ok(Client::from_parts(dedup(addrs), self.config, tls))
+        Ok(Client::from_parts(
+            dedup(addrs),
+            self.config,
+            tls,
+            credentials,
+        ))
     }
 }
 

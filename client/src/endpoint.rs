@@ -44,6 +44,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kvset_proto::v1 as pb;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::{CauseKind, Error, Result, TlsMode};
@@ -289,6 +292,60 @@ pub(crate) struct ChannelSettings {
     pub tls: Option<ClientTlsConfig>,
     /// The TLS settings present a client certificate.
     pub tls_identity: bool,
+    /// What every request carries to identify the client (a bearer token, or nothing).
+    pub credentials: Credentials,
+}
+
+/// What every call goes through: a member's channel whose requests carry the client's
+/// credentials.
+pub(crate) type Transport = InterceptedService<Channel, Credentials>;
+
+/// The client's credentials, added to every request: `authorization: Bearer TOKEN` when a token
+/// is set ([`crate::ClientBuilder::token`]), nothing otherwise.
+#[derive(Clone, Default)]
+pub(crate) struct Credentials {
+    authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl Credentials {
+    /// Credentials with a bearer token; a token that cannot be sent as metadata (control
+    /// characters, non-ASCII) is an invalid argument.
+    pub(crate) fn bearer(token: &str) -> crate::Result<Credentials> {
+        let value = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+            crate::Error::InvalidArgument(
+                "the token has characters that cannot be sent in gRPC metadata (use printable \
+                 ASCII)"
+                    .to_string(),
+            )
+        })?;
+        Ok(Credentials {
+            authorization: Some(value),
+        })
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.authorization.is_some() {
+            "Credentials(bearer token)"
+        } else {
+            "Credentials(none)"
+        })
+    }
+}
+
+impl Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }
 
 struct Slot {
@@ -394,12 +451,14 @@ impl Registry {
     pub(crate) fn channel(
         &self,
         id: EndpointId,
-    ) -> std::result::Result<(Channel, String), (String, String)> {
+    ) -> std::result::Result<(Transport, String), (String, String)> {
         let mut st = self.lock();
         let slot = &mut st.slots[id];
         let authority = slot.addr.authority().to_string();
+        let transport =
+            |ch: Channel| InterceptedService::new(ch, self.settings.credentials.clone());
         if let Some(ch) = &slot.channel {
-            return Ok((ch.clone(), authority));
+            return Ok((transport(ch.clone()), authority));
         }
         let s = &self.settings;
         let uri = match s.tls {
@@ -432,7 +491,7 @@ impl Registry {
         }
         let ch = endpoint.connect_lazy();
         slot.channel = Some(ch.clone());
-        Ok((ch, authority))
+        Ok((transport(ch), authority))
     }
 
     /// Plain text or TLS (with or without a client certificate).
@@ -685,6 +744,7 @@ mod tests {
             cooldown: Duration::from_secs(10),
             tls: None,
             tls_identity: false,
+            credentials: Credentials::default(),
         }
     }
 

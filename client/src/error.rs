@@ -41,6 +41,19 @@ pub enum Error {
     #[error("failed precondition: {0}")]
     FailedPrecondition(String),
 
+    /// The cluster's authorization policy does not let this client's identity do this (gRPC
+    /// `PERMISSION_DENIED`). The message names the identity, the permission missing and what
+    /// its roles grant. Nothing was read or written; retrying will not help until the policy
+    /// changes or another identity is used.
+    #[error("{0}")]
+    PermissionDenied(String),
+
+    /// The member could not establish who this client is (gRPC `UNAUTHENTICATED`): a bearer
+    /// token that is not one of the cluster's, or a malformed one. Nothing was done. Check the
+    /// token ([`crate::ClientBuilder::token`], `--token`, `KVSET_TOKEN`).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+
     /// A cluster operation named a member that does not exist, or a lease operation (or a put
     /// with a lease) named a lease that does not exist (expired or revoked). (A missing key is
     /// not an error: [`crate::Client::get`] returns `Ok(None)`.)
@@ -433,6 +446,8 @@ pub(crate) fn classify(endpoint: &str, status: &tonic::Status) -> Verdict {
         Code::InvalidArgument => Verdict::Final(Error::InvalidArgument(message)),
         Code::FailedPrecondition => Verdict::Final(Error::FailedPrecondition(message)),
         Code::NotFound => Verdict::Final(Error::NotFound(message)),
+        Code::PermissionDenied => Verdict::Final(Error::PermissionDenied(message)),
+        Code::Unauthenticated => Verdict::Final(Error::Unauthenticated(message)),
         // The NOSPACE alarm: final until an operator acts (retrying cannot help).
         Code::ResourceExhausted if message.contains(NOSPACE_MARKER) => {
             Verdict::Final(Error::NoSpace(message))

@@ -346,7 +346,7 @@ impl HasHeader for Opened {
 
 /// One attempt: opens the stream and renews once.
 async fn open_stream(
-    ch: tonic::transport::Channel,
+    ch: crate::endpoint::Transport,
     id: i64,
 ) -> std::result::Result<tonic::Response<Opened>, tonic::Status> {
     let (requests, rx) = mpsc::unbounded();

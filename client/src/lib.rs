@@ -65,6 +65,7 @@
 //! resuming one watcher independent of the others), progress requests, and client-side load
 //! balancing beyond "stale reads prefer a follower".
 
+mod auth;
 mod client;
 mod cluster;
 pub mod concurrency;
@@ -83,6 +84,7 @@ mod txn;
 mod types;
 pub mod watch;
 
+pub use auth::{AuthCheck, WhoAmI};
 pub use client::Client;
 pub use cluster::{ClusterStatus, MemberHealth, Probe};
 pub use concurrency::{Election, Leadership, Lock, LockGuard};

@@ -46,7 +46,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use tonic::transport::Channel;
+use crate::endpoint::Transport;
 
 use crate::config::Config;
 use crate::endpoint::{EndpointId, LeaderHint, Registry, Route};
@@ -123,7 +123,7 @@ pub(crate) async fn run<T, F, Fut>(
     mut attempt: F,
 ) -> Result<(T, String)>
 where
-    F: FnMut(Channel, Duration) -> Fut,
+    F: FnMut(Transport, Duration) -> Fut,
     Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     T: HasHeader,
 {

@@ -265,6 +265,9 @@ pub struct Status {
     pub membership_mode: String,
     /// The set's desired size as the member last read it; 0 when manual.
     pub desired_replicas: u64,
+    /// Authorization on the member: `off`, or `on (…)` naming its policy file; empty from
+    /// servers that predate it.
+    pub authorization: String,
 }
 
 /// The kind of an alarm.
@@ -353,6 +356,7 @@ impl Status {
             compact_revision: s.compact_revision,
             membership_mode: s.membership_mode,
             desired_replicas: s.desired_replicas,
+            authorization: s.authorization,
         }
     }
 }
@@ -374,6 +378,8 @@ macro_rules! has_header {
 
 has_header!(
     pb::PutResponse,
+    pb::WhoAmIResponse,
+    pb::AuthCheckResponse,
     pb::GetResponse,
     pb::DeleteResponse,
     pb::RangeResponse,

@@ -417,7 +417,7 @@ async fn open(
 
 /// One attempt: opens the gRPC stream, sends the create request and waits for the answer.
 async fn create_watcher(
-    ch: tonic::transport::Channel,
+    ch: crate::endpoint::Transport,
     create: pb::WatchCreateRequest,
 ) -> std::result::Result<tonic::Response<Opened>, tonic::Status> {
     let (requests, rx) = mpsc::unbounded();
@@ -439,6 +439,10 @@ async fn create_watcher(
                 header,
                 outcome: Outcome::Compacted(first.compact_revision),
             }));
+        }
+        // Refused by the authorization policy: final (every member holds the same policy).
+        if first.cancel_reason.starts_with(PERMISSION_DENIED_REASON) {
+            return Err(tonic::Status::permission_denied(first.cancel_reason));
         }
         // Refused without a compact revision (a member behind the start revision, a watcher
         // limit): worth another attempt, here or elsewhere.
@@ -465,6 +469,9 @@ async fn create_watcher(
         })),
     }))
 }
+
+/// How a member's refusal of a watcher by its authorization policy begins.
+const PERMISSION_DENIED_REASON: &str = "permission denied:";
 
 /// What the stream does with one response of its watcher.
 #[derive(Debug, PartialEq, Eq)]

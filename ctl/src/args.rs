@@ -23,7 +23,10 @@ Exit codes:
      health: an endpoint is not SERVING
   4  any other error (snapshot save: a damaged stream, the file cannot be written;
      lock: the lock's lease was lost while CMD ran)
-  5  compacted: the revision asked for (get/range --rev, watch --rev, compact) is at or
+  5  permission denied: the cluster's authorization policy does not let this identity
+     do it (PERMISSION_DENIED; see `kvsetctl auth whoami` / `auth check KEY`); nothing
+     was written
+  6  compacted: the revision asked for (get/range --rev, watch --rev, compact) is at or
      below the compact revision; read again without --rev
   lock NAME -- CMD exits with CMD's exit code once the lock was taken
 
@@ -31,7 +34,8 @@ Environment:
   KVSET_ENDPOINTS  comma-separated endpoints (default 127.0.0.1:7379,127.0.0.1:7380,127.0.0.1:7381)
   KVSET_CACERT     --cacert: CA bundle (PEM) of the members' certificates; turns TLS on
   KVSET_CERT       --cert: client certificate (PEM), when members require one
-  KVSET_KEY        --key: the client certificate's private key (PEM)";
+  KVSET_KEY        --key: the client certificate's private key (PEM)
+  KVSET_TOKEN      --token: bearer token for clusters with an authorization policy";
 
 /// Command-line client for kvset: reads and writes keys through the primary, shows the
 /// cluster's status and changes its membership.
@@ -97,6 +101,17 @@ pub struct Cli {
     )]
     pub tls_key: Option<PathBuf>,
 
+    /// Bearer token to identify as (`token:NAME` in the cluster's authorization policy), for
+    /// clients that cannot present a TLS client certificate
+    #[arg(
+        long,
+        env = "KVSET_TOKEN",
+        global = true,
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
     /// The command
     #[command(subcommand)]
     pub command: Command,
@@ -141,7 +156,7 @@ pub enum Command {
     Get {
         /// The key
         key: String,
-        /// Read KEY as it was at revision N (exit 5 if N was compacted)
+        /// Read KEY as it was at revision N (exit 6 if N was compacted)
         #[arg(long, value_name = "N", value_parser = parse_revision)]
         rev: Option<i64>,
     },
@@ -174,7 +189,7 @@ pub enum Command {
         /// Leave values out
         #[arg(long)]
         keys_only: bool,
-        /// List the keys as they were at revision N (exit 5 if N was compacted)
+        /// List the keys as they were at revision N (exit 6 if N was compacted)
         #[arg(long, value_name = "N", value_parser = parse_revision)]
         rev: Option<i64>,
     },
@@ -241,8 +256,14 @@ pub enum Command {
         #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = parse_ttl)]
         ttl: i64,
     },
+    /// Who the cluster takes this client for, and what it may do
+    Auth {
+        /// The auth command
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
     /// Forget the history at and below revision REV (reads and watches below it then fail
-    /// with exit 5)
+    /// with exit 6)
     Compact {
         /// The revision; at most the current one (see `kvsetctl status`)
         #[arg(value_parser = parse_revision)]
@@ -321,6 +342,26 @@ pub enum Command {
         /// The alarm command
         #[command(subcommand)]
         command: AlarmCommand,
+    },
+}
+
+/// `kvsetctl auth ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AuthCommand {
+    /// Print the identity the cluster established for this client (from --token or the TLS
+    /// client certificate; `anonymous` without either) and its roles
+    Whoami,
+    /// Print what this identity may do with KEY (or the range / prefix): read, write, admin.
+    /// Exits 0 either way: the answer is the output
+    Check {
+        /// The key, or the first key of a range
+        key: String,
+        /// Check every key with the prefix KEY
+        #[arg(long, conflicts_with = "range_end")]
+        prefix: bool,
+        /// Check the range [KEY, END)
+        #[arg(long, value_name = "END")]
+        range_end: Option<String>,
     },
 }
 

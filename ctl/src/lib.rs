@@ -50,8 +50,8 @@ use std::time::Duration;
 use futures::TryStreamExt;
 
 pub use args::{
-    AlarmCommand, Cli, Command, ConsistencyArg, LeaseCommand, MembersCommand, OutputFormat,
-    SnapshotCommand,
+    AlarmCommand, AuthCommand, Cli, Command, ConsistencyArg, LeaseCommand, MembersCommand,
+    OutputFormat, SnapshotCommand,
 };
 
 use kvset_client::{
@@ -72,7 +72,9 @@ pub enum Exit {
     Unavailable,
     /// 4: any other error.
     Other,
-    /// 5: the revision asked for was compacted.
+    /// 5: the authorization policy does not allow it (`PERMISSION_DENIED`).
+    PermissionDenied,
+    /// 6: the revision asked for was compacted.
     Compacted,
     /// The exit code of the command `kvsetctl lock` ran.
     Command(u8),
@@ -88,6 +90,7 @@ impl Exit {
             | Error::Backup { .. }
             | Error::RevisionOutOfRange(_) => Exit::InvalidInput,
             Error::Compacted { .. } => Exit::Compacted,
+            Error::PermissionDenied(_) => Exit::PermissionDenied,
             Error::NotFound(_) => Exit::NotFound,
             Error::Unavailable { .. } | Error::Timeout { .. } | Error::NotLeader { .. } => {
                 Exit::Unavailable
@@ -104,7 +107,8 @@ impl Exit {
             Exit::InvalidInput => 2,
             Exit::Unavailable => 3,
             Exit::Other => 4,
-            Exit::Compacted => 5,
+            Exit::PermissionDenied => 5,
+            Exit::Compacted => 6,
             Exit::Command(code) => code,
         }
     }
@@ -161,6 +165,7 @@ pub fn client_for(cli: &Cli) -> Result<Client, Error> {
         .request_timeout(timeout.min(Duration::from_secs(5)))
         .connect_timeout(timeout.min(Duration::from_secs(2)))
         .tls_options(tls_options(cli))
+        .token(cli.token.clone().unwrap_or_default())
         .build()
 }
 
@@ -445,6 +450,24 @@ async fn run(cli: &Cli, client: &Client, stdin: &mut dyn Read) -> Result<Outcome
             Err(e) => return Err(e),
         },
         Command::Lease { command } => lease(command, client, fmt).await?,
+        Command::Auth { command } => match command {
+            AuthCommand::Whoami => {
+                Outcome::ok(output::render_whoami(&client.who_am_i().await?, fmt))
+            }
+            AuthCommand::Check {
+                key,
+                prefix,
+                range_end,
+            } => {
+                let keys = match (prefix, range_end) {
+                    (true, _) => KeyRange::prefix(key),
+                    (false, Some(end)) => KeyRange::range(key, end),
+                    (false, None) => KeyRange::key(key),
+                };
+                let check = client.auth_check(&keys).await?;
+                Outcome::ok(output::render_auth_check(&check, key, fmt))
+            }
+        },
         // Run by `execute_live`.
         Command::Watch { .. } | Command::Elect { .. } | Command::Lock { .. } => {
             return Ok(Outcome::invalid("this command runs through execute_live"))

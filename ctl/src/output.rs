@@ -23,7 +23,9 @@
 //!   `status`: `{"leader","members":[{"name","ordinal","endpoint","role","term","applied",
 //!   "revision","lag","voter","reachable","ready","healthy","error","state_hash"}],
 //!   "alarms":[{"alarm","member","member_id","usage_bytes","quota_bytes"}],
-//!   "membership":{"mode","desired_replicas"}}`;
+//!   "membership":{"mode","desired_replicas"},"authorization","compact_revision"}`;
+//!   `auth whoami`: `{"identity","roles","authorization"}`;
+//!   `auth check`: `{"identity","key","read","write","admin"}`;
 //!   `alarm list` / `alarm disarm`: `{"alarms":[…as in status…]}`;
 //!   `members`: `{"members":[{"id","name","client_addr","peer_addr","voter"}]}`;
 //!   `health`: `{"service","healthy","endpoints":[{"endpoint","status","error"}]}`;
@@ -43,9 +45,9 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 
 use kvset_client::{
-    Alarm, AlarmKind, ClusterStatus, DeleteResponse, EndpointHealth, GetResponse, Header, KeyValue,
-    LeaseGrant, LeaseStatus, LeaseTimeToLive, Member, PutResponse, RangePage, SnapshotInfo,
-    TxnOpResponse, TxnResponse, WatchEvent,
+    Alarm, AlarmKind, AuthCheck, ClusterStatus, DeleteResponse, EndpointHealth, GetResponse,
+    Header, KeyValue, LeaseGrant, LeaseStatus, LeaseTimeToLive, Member, PutResponse, RangePage,
+    SnapshotInfo, TxnOpResponse, TxnResponse, WatchEvent, WhoAmI,
 };
 
 use crate::args::OutputFormat;
@@ -330,6 +332,8 @@ pub fn status_json(status: &ClusterStatus) -> Value {
             "mode": status.membership_mode,
             "desired_replicas": status.desired_replicas,
         },
+        "authorization": status.authorization,
+        "compact_revision": status.compact_revision,
         "leader": status.leader,
         "members": status.members.iter().map(|m| json!({
             "name": m.name,
@@ -473,6 +477,9 @@ pub fn render_status(status: &ClusterStatus, format: OutputFormat) -> String {
                 .chain(status.alarms.iter().map(alarm_line))
                 .chain(problems)
                 .collect();
+            if let Some(authorization) = &status.authorization {
+                let _ = writeln!(out, "authorization: {authorization}");
+            }
             push_problems(&mut out, &problems);
             out
         }
@@ -638,6 +645,58 @@ pub fn render_compact(compact_revision: i64, format: OutputFormat) -> String {
         OutputFormat::Json => json_text(&json!({ "compact_revision": compact_revision })),
         OutputFormat::Table => {
             format!("compacted: history at and below revision {compact_revision} is gone\n")
+        }
+    }
+}
+
+/// `auth whoami`: the identity, its roles and the member's authorization setting.
+pub fn render_whoami(who: &WhoAmI, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => json_text(&json!({
+            "identity": who.identity,
+            "roles": who.roles,
+            "authorization": who.authorization,
+        })),
+        OutputFormat::Table => {
+            let roles = if who.roles.is_empty() {
+                "(none)".to_string()
+            } else {
+                who.roles.join(", ")
+            };
+            format!(
+                "identity: {}
+roles: {roles}
+authorization: {}
+",
+                who.identity, who.authorization
+            )
+        }
+    }
+}
+
+/// `auth check KEY`: what the identity may do with KEY.
+pub fn render_auth_check(check: &AuthCheck, key: &str, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => json_text(&json!({
+            "identity": check.identity,
+            "key": key,
+            "read": check.read,
+            "write": check.write,
+            "admin": check.admin,
+        })),
+        OutputFormat::Table => {
+            let yes_no = |b: bool| if b { "yes" } else { "no" };
+            format!(
+                "identity: {}
+read: {}
+write: {}
+admin: {}
+",
+                check.identity,
+                yes_no(check.read),
+                yes_no(check.write),
+                yes_no(check.admin)
+            )
         }
     }
 }

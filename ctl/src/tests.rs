@@ -437,6 +437,8 @@ fn status_json_has_the_documented_shape() {
         v,
         serde_json::json!({
             "alarms": [],
+            "authorization": null,
+            "compact_revision": null,
             "leader": "kv-0",
             "membership": {"mode": null, "desired_replicas": null},
             "members": [
@@ -463,6 +465,26 @@ fn status_table() {
          \n\
          kv-2 (127.0.0.1:7381): connection refused\n"
     );
+}
+
+/// The member's authorization setting is a line under the status table and a field of the
+/// status JSON, as is the compact revision (JSON only).
+#[test]
+fn authorization_and_compact_revision_in_status() {
+    let off = ClusterStatus {
+        authorization: Some("off".into()),
+        compact_revision: Some(12),
+        ..sample_status()
+    };
+    let table = render_status(&off, OutputFormat::Table);
+    assert!(
+        table.contains("HEALTHY\n") && table.contains("false\nauthorization: off\n\nkv-2"),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&render_status(&off, OutputFormat::Json)).unwrap();
+    assert_eq!(json["authorization"], "off");
+    assert_eq!(json["compact_revision"], 12);
 }
 
 /// Manual membership is a note under the status table and a field of the status JSON; a
@@ -817,7 +839,8 @@ fn history_and_lease_errors_have_their_exit_codes() {
         }),
         Exit::Compacted
     );
-    assert_eq!(Exit::Compacted.code(), 5);
+    assert_eq!(Exit::Compacted.code(), 6);
+    assert_eq!(Exit::PermissionDenied.code(), 5);
     assert_eq!(
         Exit::for_error(&Error::RevisionOutOfRange("future".into())),
         Exit::InvalidInput
@@ -826,7 +849,8 @@ fn history_and_lease_errors_have_their_exit_codes() {
     let help = Cli::try_parse_from(["kvsetctl", "--help"])
         .unwrap_err()
         .to_string();
-    assert!(help.contains("5  compacted"), "{help}");
+    assert!(help.contains("6  compacted"), "{help}");
+    assert!(help.contains("5  permission denied"), "{help}");
 }
 
 #[test]

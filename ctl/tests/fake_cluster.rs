@@ -371,7 +371,7 @@ async fn kvsetctl_watch_prints_one_json_object_per_event() {
         out.stdout,
         "PUT app/a 1 (no previous value)\nPUT app/b ÿx (no previous value)\nDELETE app/a (previous: 1)\n"
     );
-    // A compacted start revision: exit 5, the compact revision named.
+    // A compacted start revision: exit 6, the compact revision named.
     cluster.compact(2);
     let out = ctl(&eps, &["watch", "app/a", "--rev", "1", "--count", "1"]).await;
     assert_eq!(out.exit, Exit::Compacted, "{}", out.stderr);
@@ -380,7 +380,7 @@ async fn kvsetctl_watch_prints_one_json_object_per_event() {
         "{}",
         out.stderr
     );
-    assert_eq!(Exit::Compacted.code(), 5);
+    assert_eq!(Exit::Compacted.code(), 6);
 }
 
 #[tokio::test]

@@ -73,6 +73,9 @@ pub struct ServerConfig {
     /// TLS on the client port: this member's certificate and key, and the CA client
     /// certificates must chain to (None: no client certificates required). None: plain text.
     pub client_tls: Option<crate::tls::TlsFiles>,
+    /// With a client CA: whether every client must present a certificate, or may also come
+    /// without one (anonymous, or with a bearer token; see [`crate::auth`]).
+    pub client_certs: crate::tls::ClientCerts,
     /// The CA other members' client-port certificates chain to (for forwarding and joining).
     pub client_tls_ca: Option<std::path::PathBuf>,
     /// Mutual TLS on the peer port: certificate, key and the CA peers must chain to.
@@ -97,6 +100,9 @@ pub struct ServerConfig {
     /// The TTLs a lease may be granted with, in seconds: below `min` is raised to it, above
     /// `max` is refused.
     pub lease_ttl: LeaseTtl,
+    /// Authorization (`--auth-policy`, see [`crate::auth`]). None: off, everyone may do
+    /// everything.
+    pub auth: Option<crate::auth::AuthSettings>,
 }
 
 /// How often a member measures its store against its space quota by default
@@ -131,6 +137,7 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(20),
             client_tls: None,
             client_tls_ca: None,
+            client_certs: crate::tls::ClientCerts::Required,
             peer_tls: None,
             faults: Vec::new(),
             quota_bytes: None,
@@ -139,6 +146,7 @@ impl ServerConfig {
             auto_compaction: AutoCompaction::default(),
             watch: WatchSettings::default(),
             lease_ttl: LeaseTtl::default(),
+            auth: None,
         }
     }
 

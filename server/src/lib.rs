@@ -13,6 +13,7 @@
 //!   and linearizable reads through Raft.
 //! - [`raft`]: openraft type configuration, peer transport and the internal Raft service.
 //! - [`store`]: durable raft log and state machine on sled, and the KV semantics.
+//! - [`auth`]: who may do what (identities, the policy file, the check every RPC makes).
 //! - [`identity`], [`volume`], [`config`], [`limits`]: who this member is, which volume it
 //!   owns, how it is configured, what requests may contain; [`cluster_record`]: the record that
 //!   the cluster exists, kept outside kv-0's volume so a kv-0 that lost it never mints a second
@@ -23,6 +24,7 @@
 //!   test clusters in simulated time.
 
 pub mod api;
+pub mod auth;
 pub mod cluster_record;
 pub mod config;
 pub mod faults;

@@ -192,6 +192,16 @@ struct ServeArgs {
     /// Require client certificates on the client port, chaining to this CA bundle (PEM).
     #[arg(long, env = "KVSET_TLS_CLIENT_CA", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// With --tls-client-ca: `required` (every client presents a certificate signed by it) or
+    /// `optional` (a client may also connect without one, and is then identified by a bearer
+    /// token or as `anonymous` under --auth-policy).
+    #[arg(
+        long,
+        env = "KVSET_TLS_CLIENT_CERTS",
+        default_value = "required",
+        requires = "tls_client_ca"
+    )]
+    tls_client_certs: kvset_server::tls::ClientCerts,
     /// Mutual TLS between members: this member's certificate (PEM), used both to serve the peer
     /// port and to call other members. Needs --peer-tls-key and --peer-tls-ca.
     #[arg(long, env = "KVSET_PEER_TLS_CERT", requires_all = ["peer_tls_key", "peer_tls_ca"])]
@@ -248,6 +258,27 @@ struct ServeArgs {
     /// Longest lease TTL, seconds: longer grants are refused (INVALID_ARGUMENT).
     #[arg(long, env = "KVSET_MAX_LEASE_TTL", default_value_t = 9_000_000_000)]
     max_lease_ttl: i64,
+    /// Authorization policy (YAML: roles with read/write key prefixes or ranges and admin, and
+    /// bindings of identities to roles). Every RPC is then checked; a denied one is
+    /// PERMISSION_DENIED. Re-read when it changes (a ConfigMap); an unusable new version is
+    /// logged and ignored. Without it, authorization is off. See docs/OPERATIONS.md,
+    /// "Who may do what".
+    #[arg(long, env = "KVSET_AUTH_POLICY")]
+    auth_policy: Option<PathBuf>,
+    /// Bearer tokens clients may send (`authorization: Bearer TOKEN`): lines `NAME
+    /// SHA256-HEX-OF-TOKEN`, identity `token:NAME`. Re-read when it changes (a Secret).
+    #[arg(long, env = "KVSET_AUTH_TOKENS", requires = "auth_policy")]
+    auth_tokens: Option<PathBuf>,
+    /// Which name of a TLS client certificate identifies its holder: `cn` (subject common
+    /// name, identity `cn:NAME`) or `san` (the first URI, else DNS, subject alternative name,
+    /// identity `san:NAME`).
+    #[arg(
+        long,
+        env = "KVSET_AUTH_CERT_IDENTITY",
+        default_value = "cn",
+        requires = "auth_policy"
+    )]
+    auth_cert_identity: kvset_server::auth::CertIdentity,
 }
 
 #[derive(Subcommand, Debug)]
@@ -398,6 +429,13 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
         min: args.min_lease_ttl,
         max: args.max_lease_ttl,
     };
+    config.auth = args
+        .auth_policy
+        .map(|policy| kvset_server::auth::AuthSettings {
+            policy,
+            tokens: args.auth_tokens,
+            cert_identity: args.auth_cert_identity,
+        });
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.client_tls = Some(TlsFiles {
             cert,
@@ -405,6 +443,7 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
             ca: args.tls_client_ca,
         });
         config.client_tls_ca = args.tls_ca;
+        config.client_certs = args.tls_client_certs;
     }
     if let (Some(cert), Some(key), Some(ca)) =
         (args.peer_tls_cert, args.peer_tls_key, args.peer_tls_ca)

@@ -27,6 +27,7 @@ use kvset_proto::v1::kv_server::KvServer;
 use openraft::error::{InitializeError, RaftError};
 use openraft::ServerState;
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::cluster::ClusterService;
@@ -77,6 +78,8 @@ pub enum ServerError {
     Serve(String),
     #[error("restore: {0}")]
     Restore(String),
+    #[error("authorization: {0}")]
+    Auth(#[from] crate::auth::AuthError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error("{0}")]
@@ -189,8 +192,21 @@ async fn open_member(config: &ServerConfig) -> Result<OpenMember, ServerError> {
         .raft_config()
         .validate()
         .map_err(|e| ServerError::RaftConfig(e.to_string()))?;
-    let client_tls = config.client_tls.clone().map(ServerTls::load).transpose()?;
+    let client_tls = config
+        .client_tls
+        .clone()
+        .map(|files| ServerTls::load_with(files, config.client_certs))
+        .transpose()?;
     let peer_tls = config.peer_tls.clone().map(ServerTls::load).transpose()?;
+    let authorizer = crate::auth::Authorizer::load(config.auth.clone())?;
+    tracing::info!(authorization = %authorizer.describe(), "authorization");
+    if authorizer.is_on() && config.peer_tls.is_none() {
+        tracing::warn!(
+            "authorization is on but the peer port is plain text: anyone who can reach it can \
+             pass as a member and act as any identity; turn on mutual TLS between members \
+             (--peer-tls-cert, --peer-tls-key, --peer-tls-ca)"
+        );
+    }
     let dialer = config.dialer();
     dialer.refresh();
     let restart_floor = restart_floor(&store).await?;
@@ -211,6 +227,7 @@ async fn open_member(config: &ServerConfig) -> Result<OpenMember, ServerError> {
         cluster_id.clone(),
         network,
         restart_floor,
+        authorizer,
     );
     if let Some(state) = rejoin_pending.clone() {
         // Before the election timer can fire: a member that was re-joining when it stopped still
@@ -400,17 +417,6 @@ fn start_services(
         let _ = rx.wait_for(|s| *s).await;
     };
     let peer_service = PeerService::new(node.clone());
-    let peer_router = tonic::transport::Server::builder().add_service(
-        RaftServer::new(peer_service)
-            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
-    );
-    let peer_server = serve(
-        peer_router,
-        listeners.peer,
-        member.peer_tls.as_ref(),
-        stopped(stop_rx.clone()),
-    );
     // The worst case of the limits is huge (two branches of maximal puts); cap what one request
     // may make the server buffer.
     let max_request = config.limits.max_request_bytes().min(64 * 1024 * 1024);
@@ -418,15 +424,58 @@ fn start_services(
     let cluster = ClusterService::new(node.clone());
     let watch = crate::api::watch::WatchService::new(node.clone());
     let lease = crate::api::lease::LeaseService::new(node.clone());
+    let auth = crate::api::auth::AuthService::new(node.clone());
+    // The client services on the peer port too, for requests members send each other with
+    // authorization on: forwarded writes carrying their client's identity, joins, leaves (see
+    // `crate::auth`, `Node::member_channel`).
+    let peer_port = crate::auth::peer_port;
+    let peer_router = tonic::transport::Server::builder()
+        .add_service(
+            RaftServer::new(peer_service)
+                .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
+        )
+        .add_service(InterceptedService::new(
+            KvServer::new(kv.clone()).max_decoding_message_size(max_request),
+            peer_port(),
+        ))
+        .add_service(InterceptedService::new(
+            ClusterServer::new(cluster.clone()),
+            peer_port(),
+        ))
+        .add_service(InterceptedService::new(
+            kvset_proto::v1::lease_server::LeaseServer::new(lease.clone()),
+            peer_port(),
+        ));
+    let peer_server = serve(
+        peer_router,
+        listeners.peer,
+        member.peer_tls.as_ref(),
+        stopped(stop_rx.clone()),
+    );
+    // Every client service behind the client port's identity check (`crate::auth`).
+    let identified = crate::auth::client_port(node.authorizer().clone());
     let client_router = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(KvServer::new(kv.clone()).max_decoding_message_size(max_request))
-        .add_service(ClusterServer::new(cluster.clone()))
-        .add_service(kvset_proto::v1::watch_server::WatchServer::new(
-            watch.clone(),
+        .add_service(InterceptedService::new(
+            KvServer::new(kv.clone()).max_decoding_message_size(max_request),
+            identified.clone(),
         ))
-        .add_service(kvset_proto::v1::lease_server::LeaseServer::new(
-            lease.clone(),
+        .add_service(InterceptedService::new(
+            ClusterServer::new(cluster.clone()),
+            identified.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            kvset_proto::v1::watch_server::WatchServer::new(watch.clone()),
+            identified.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            kvset_proto::v1::lease_server::LeaseServer::new(lease.clone()),
+            identified.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            kvset_proto::v1::auth_server::AuthServer::new(auth),
+            identified.clone(),
         ));
     // etcd's v3 API on the same port, translated onto the services above (`api/etcd`).
     let client_router = {
@@ -434,18 +483,27 @@ fn start_services(
         use kvset_proto::etcd::etcdserverpb as pb;
         let etcd_cluster = etcd::cluster::EtcdCluster::new(cluster, config.client_tls.is_some());
         client_router
-            .add_service(
+            .add_service(InterceptedService::new(
                 pb::kv_server::KvServer::new(etcd::kv::EtcdKv::new(kv))
                     .max_decoding_message_size(max_request),
-            )
-            .add_service(pb::watch_server::WatchServer::new(
-                etcd::watch::EtcdWatch::new(watch),
+                identified.clone(),
             ))
-            .add_service(pb::lease_server::LeaseServer::new(
-                etcd::lease::EtcdLease::new(lease),
+            .add_service(InterceptedService::new(
+                pb::watch_server::WatchServer::new(etcd::watch::EtcdWatch::new(watch)),
+                identified.clone(),
             ))
-            .add_service(pb::cluster_server::ClusterServer::new(etcd_cluster.clone()))
-            .add_service(pb::maintenance_server::MaintenanceServer::new(etcd_cluster))
+            .add_service(InterceptedService::new(
+                pb::lease_server::LeaseServer::new(etcd::lease::EtcdLease::new(lease)),
+                identified.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                pb::cluster_server::ClusterServer::new(etcd_cluster.clone()),
+                identified.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                pb::maintenance_server::MaintenanceServer::new(etcd_cluster),
+                identified,
+            ))
     };
     let client_server = serve(
         client_router,
@@ -473,6 +531,7 @@ fn start_services(
         tokio::spawn(node.clone().count_raft_events()),
         tokio::spawn(node.clone().run_lessor()),
         tokio::spawn(node.clone().run_auto_compaction()),
+        tokio::spawn(node.authorizer().clone().watch()),
         tokio::spawn(crate::tls::watch(
             member
                 .client_tls

@@ -65,12 +65,19 @@ pub struct AlarmLabels {
     pub alarm: String,
 }
 
+/// Labels naming a permission (`read`, `write`, `admin`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PermissionLabels {
+    pub permission: String,
+}
+
 /// The member's metrics.
 pub struct Telemetry {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<MethodLabels, Histogram>,
     forwarded: Family<MethodLabels, Counter>,
+    auth_denied: Family<PermissionLabels, Counter>,
     leader_changes: Counter,
     snapshots: Counter,
     write_batch_sizes: Histogram,
@@ -109,6 +116,12 @@ impl Telemetry {
             "kvset_forwarded_requests",
             "Writes this member forwarded to the leader",
             forwarded.clone(),
+        );
+        let auth_denied = Family::<PermissionLabels, Counter>::default();
+        registry.register(
+            "kvset_auth_denied",
+            "Requests refused by the authorization policy, by the permission missing",
+            auth_denied.clone(),
         );
         let leader_changes = Counter::default();
         registry.register(
@@ -226,6 +239,7 @@ impl Telemetry {
             requests,
             latency,
             forwarded,
+            auth_denied,
             leader_changes,
             snapshots,
             write_batch_sizes,
@@ -264,7 +278,16 @@ impl Telemetry {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// Records a write forwarded to the leader.
+    /// Counts a request the authorization policy refused, by the permission it lacked.
+    pub fn auth_denied(&self, permission: &str) {
+        self.auth_denied
+            .get_or_create(&PermissionLabels {
+                permission: permission.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a write forwarded to the leader.
     pub fn forwarded(&self, method: &str) {
         self.forwarded
             .get_or_create(&MethodLabels {

@@ -94,8 +94,41 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Whether a server that has a client CA demands a client certificate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientCerts {
+    /// Every client must present a certificate signed by the client CA (the handshake fails
+    /// otherwise).
+    #[default]
+    Required,
+    /// A client may present one (it is then verified, and names the client's identity for
+    /// authorization) or none (it is then `anonymous`, or identified by a bearer token).
+    Optional,
+}
+
+impl std::str::FromStr for ClientCerts {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "required" => Ok(ClientCerts::Required),
+            "optional" => Ok(ClientCerts::Optional),
+            other => Err(format!("{other:?}: use required or optional")),
+        }
+    }
+}
+
 /// Builds the rustls server configuration from `files`.
 pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
+    server_config_with(files, ClientCerts::Required)
+}
+
+/// Builds the rustls server configuration from `files`, asking for client certificates as
+/// `client_certs` says (when `files` has a CA).
+pub fn server_config_with(
+    files: &TlsFiles,
+    client_certs: ClientCerts,
+) -> Result<ServerConfig, TlsError> {
     let chain = certs(&files.cert)?;
     let key = PrivateKeyDer::from_pem_slice(&read(&files.key)?).map_err(|e| TlsError::Read {
         path: files.key.display().to_string(),
@@ -112,7 +145,12 @@ pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
                     .add(cert)
                     .map_err(|e| TlsError::Config(format!("{}: {e}", ca.display())))?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            if client_certs == ClientCerts::Optional {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier
                 .build()
                 .map_err(|e| TlsError::Config(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
@@ -129,15 +167,22 @@ pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
 /// Inbound TLS with hot reload.
 pub struct ServerTls {
     files: TlsFiles,
+    client_certs: ClientCerts,
     current: RwLock<(Option<SystemTime>, TlsAcceptor)>,
 }
 
 impl ServerTls {
     /// Loads `files`; fails if they are unusable now.
     pub fn load(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
-        let config = server_config(&files)?;
+        Self::load_with(files, ClientCerts::Required)
+    }
+
+    /// Loads `files`, asking for client certificates as `client_certs` says.
+    pub fn load_with(files: TlsFiles, client_certs: ClientCerts) -> Result<Arc<Self>, TlsError> {
+        let config = server_config_with(&files, client_certs)?;
         let stamp = files.stamp();
         Ok(Arc::new(Self {
+            client_certs,
             files,
             current: RwLock::new((stamp, TlsAcceptor::from(Arc::new(config)))),
         }))
@@ -153,7 +198,7 @@ impl ServerTls {
         if stamp == self.current.read().expect("tls lock").0 {
             return false;
         }
-        match server_config(&self.files) {
+        match server_config_with(&self.files, self.client_certs) {
             Ok(config) => {
                 *self.current.write().expect("tls lock") =
                     (stamp, TlsAcceptor::from(Arc::new(config)));

@@ -65,6 +65,7 @@ pub async fn run_kvsetctl<S: AsRef<std::ffi::OsStr>>(
         .env_remove("KVSET_CACERT")
         .env_remove("KVSET_CERT")
         .env_remove("KVSET_KEY")
+        .env_remove("KVSET_TOKEN")
         .env_remove("RUST_LOG");
     let shown = args
         .iter()
@@ -458,6 +459,71 @@ impl ProcessCluster {
     }
 
     /// Waits until member `i` is the leader.
+    /// Starts the members in ordinal order, each once the previous one is ready (OrderedReady),
+    /// checking readiness through `client` (for clusters the kit's own plain-text helpers cannot
+    /// reach: TLS, authorization); then waits until every member is a healthy voter.
+    pub async fn start_ordered_through(&mut self, client: &kvset_client::Client) {
+        for i in 0..self.members.len() {
+            self.start(i);
+            let started = Instant::now();
+            loop {
+                let health = client
+                    .health_of(&self.endpoint(i), kvset_client::READINESS)
+                    .await
+                    .expect("a valid endpoint");
+                if health.is_serving() {
+                    break;
+                }
+                assert!(
+                    self.members[i].is_running(),
+                    "kv-{i} exited:\n{}",
+                    self.log(i)
+                );
+                if started.elapsed() > Duration::from_secs(60) {
+                    self.keep_files();
+                    panic!(
+                        "kv-{i} not ready within 60 s ({health:?}); logs in {}",
+                        self.dir.path().display()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        self.wait_healthy_through(client).await;
+    }
+
+    /// Waits (asking through `client`) until every member is a healthy voter under a leader.
+    pub async fn wait_healthy_through(&mut self, client: &kvset_client::Client) {
+        let started = Instant::now();
+        let size = self.members.len();
+        loop {
+            let status = client.status_all().await;
+            let healthy = status
+                .members
+                .iter()
+                .filter(|m| m.healthy && m.voter == Some(true))
+                .count();
+            if healthy == size && status.leader.is_some() {
+                return;
+            }
+            for i in 0..size {
+                assert!(
+                    self.members[i].is_running(),
+                    "kv-{i} exited:\n{}",
+                    self.log(i)
+                );
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                self.keep_files();
+                panic!(
+                    "the cluster did not become healthy within 60 s: {status:?}; logs in {}",
+                    self.dir.path().display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn wait_leader_is(&self, i: usize, timeout: Duration) -> bool {
         let started = Instant::now();
         while started.elapsed() < timeout {

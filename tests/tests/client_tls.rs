@@ -19,9 +19,9 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kvset_client::{Client, Error, Pem, ReadOptions, TlsOptions, READINESS};
+use kvset_client::{Client, Error, Pem, ReadOptions, TlsOptions};
 use kvset_tests::pki::{write_pem as write, TestCa as Ca};
 use kvset_tests::testkit::{kvsetctl_binary, run_kvsetctl, ProcessCluster, FAST_TIMING};
 
@@ -61,7 +61,7 @@ fn cluster_ip() -> IpAddr {
 }
 
 /// Three members with TLS on the client port and mutual TLS between members, plus
-/// `--tls-client-ca` when `require_client_certs`. Not started; see [`start_ordered`].
+/// `--tls-client-ca` when `require_client_certs`. Not started; see `ProcessCluster::start_ordered_through`.
 fn tls_cluster(ip: IpAddr, pki: &Pki, require_client_certs: bool) -> ProcessCluster {
     let mut flags: Vec<String> = vec![
         format!("--tls-cert={}", pki.member_cert.display()),
@@ -77,32 +77,6 @@ fn tls_cluster(ip: IpAddr, pki: &Pki, require_client_certs: bool) -> ProcessClus
     let mut args: Vec<&str> = FAST_TIMING.to_vec();
     args.extend(flags.iter().map(String::as_str));
     ProcessCluster::new_on(ip, 3, &args)
-}
-
-/// Starts the members in ordinal order, each once the previous one is ready (OrderedReady),
-/// checking readiness through the TLS `client` (the test kit's own helper speaks plain text);
-/// then waits until all three are healthy voters.
-async fn start_ordered(c: &mut ProcessCluster, client: &Client) {
-    for i in 0..c.members.len() {
-        c.start(i);
-        let started = Instant::now();
-        loop {
-            let health = client.health_of(&c.endpoint(i), READINESS).await.unwrap();
-            if health.is_serving() {
-                break;
-            }
-            assert!(c.members[i].is_running(), "kv-{i} exited:\n{}", c.log(i));
-            if started.elapsed() > Duration::from_secs(60) {
-                c.keep_files();
-                panic!(
-                    "kv-{i} not ready over TLS within 60 s ({health:?}); logs in {}",
-                    c.dir.path().display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    wait_healthy(c, client).await;
 }
 
 fn tls_client(endpoints: &[String], tls: TlsOptions) -> Client {
@@ -126,33 +100,6 @@ fn quick_client(endpoints: &[String], tls: Option<TlsOptions>) -> Result<Client,
         .build()
 }
 
-/// Waits (through the TLS client) until all three members are healthy voters.
-async fn wait_healthy(c: &mut ProcessCluster, client: &Client) {
-    let started = Instant::now();
-    loop {
-        let status = client.status_all().await;
-        let healthy = status
-            .members
-            .iter()
-            .filter(|m| m.healthy && m.voter == Some(true))
-            .count();
-        if healthy == 3 && status.leader.is_some() {
-            return;
-        }
-        for i in 0..3 {
-            assert!(c.members[i].is_running(), "kv-{i} exited:\n{}", c.log(i));
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            c.keep_files();
-            panic!(
-                "the TLS cluster did not become healthy within 60 s: {status:?}; logs in {}",
-                c.dir.path().display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Runs kvsetctl against the cluster's endpoints; returns (exit code, stdout, stderr).
 async fn kvsetctl(c: &ProcessCluster, args: &[String]) -> (i32, String, String) {
     run_kvsetctl(&c.endpoints().join(","), args, Duration::from_secs(60)).await
@@ -169,7 +116,7 @@ async fn sdk_and_kvsetctl_use_tls_to_every_member() {
     let mut c = tls_cluster(ip, &pki, false);
     let client = tls_client(&c.endpoints(), TlsOptions::new(Pem::file(&pki.ca)));
     assert!(client.uses_tls());
-    start_ordered(&mut c, &client).await;
+    c.start_ordered_through(&client).await;
 
     // Writes and reads over TLS.
     let put = client.put("secret", "v1").await.unwrap();
@@ -291,7 +238,7 @@ async fn client_certificates_are_required_when_members_ask_for_them() {
     let with_identity = TlsOptions::new(Pem::file(&pki.ca))
         .identity(Pem::file(&pki.client_cert), Pem::file(&pki.client_key));
     let client = tls_client(&c.endpoints(), with_identity);
-    start_ordered(&mut c, &client).await;
+    c.start_ordered_through(&client).await;
 
     // With a client certificate: writes and reads work.
     client.put("mtls", "yes").await.unwrap();

@@ -336,7 +336,7 @@ async fn kvsetctl_watch_json_lines_and_lease_grant_output() {
     let (code, _, err) = run_kvsetctl(&endpoints, &["lease", "revoke", &lease], limit).await;
     assert_eq!(code, 1, "{err}");
 
-    // compact, then a read below it exits 5.
+    // compact, then a read below it exits 6.
     let now = revision(&client).await;
     let (code, out, err) = run_kvsetctl(
         &endpoints,
@@ -355,7 +355,7 @@ async fn kvsetctl_watch_json_lines_and_lease_grant_output() {
         limit,
     )
     .await;
-    assert_eq!(code, 5, "{err}");
+    assert_eq!(code, 6, "{err}");
     assert!(
         err.contains(&format!("below revision {now} is compacted")),
         "{err}"

@@ -7,6 +7,8 @@
 //! below a live quorum) are the node's: see `node::membership`. The handlers here only check the
 //! request's shape, forward, and answer.
 
+use super::authz;
+use crate::auth::Need;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -46,9 +48,7 @@ impl ClusterService {
         let (_, leader) = self.node.leader().ok_or(NodeError::NoLeader {
             member: self.node.name(),
         })?;
-        Ok(Some(ClusterClient::new(
-            self.node.client_channel(&leader.client_addr)?,
-        )))
+        Ok(Some(ClusterClient::new(self.node.member_channel(&leader)?)))
     }
 
     fn members_of(m: &RaftMetrics) -> Vec<Member> {
@@ -169,6 +169,7 @@ impl ClusterService {
             compact_revision: self.node.state_machine().compact_revision(),
             membership_mode: self.node.desired_replicas().mode().to_string(),
             desired_replicas: self.node.desired_replicas().current().unwrap_or(0),
+            authorization: self.node.authorizer().describe(),
         }))
     }
 
@@ -177,6 +178,13 @@ impl ClusterService {
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
         let forwarded = request.metadata().contains_key(crate::node::FORWARDED_KEY);
+        if request.get_ref().action != AlarmAction::Get as i32 {
+            authz::authorize(
+                &self.node,
+                &request,
+                &[Need::Admin("raise or clear an alarm")],
+            )?;
+        }
         let req = request.into_inner();
         match AlarmAction::try_from(req.action) {
             Ok(AlarmAction::Get) => {
@@ -220,6 +228,7 @@ impl ClusterService {
         &self,
         request: Request<AddLearnerRequest>,
     ) -> Result<Response<AddLearnerResponse>, Status> {
+        authz::authorize(&self.node, &request, &[Need::Admin("add a member")])?;
         self.node.check_serving()?;
         if let Some(mut leader) = self.leader_client()? {
             return leader.add_learner(request.into_inner()).await;
@@ -243,6 +252,7 @@ impl ClusterService {
         &self,
         request: Request<PromoteRequest>,
     ) -> Result<Response<PromoteResponse>, Status> {
+        authz::authorize(&self.node, &request, &[Need::Admin("promote a member")])?;
         self.node.check_serving()?;
         if let Some(mut leader) = self.leader_client()? {
             return leader.promote(request.into_inner()).await;
@@ -259,6 +269,7 @@ impl ClusterService {
         &self,
         request: Request<RemoveRequest>,
     ) -> Result<Response<RemoveResponse>, Status> {
+        authz::authorize(&self.node, &request, &[Need::Admin("remove a member")])?;
         self.node.check_serving()?;
         if let Some(mut leader) = self.leader_client()? {
             return leader.remove(request.into_inner()).await;
@@ -351,8 +362,13 @@ impl ClusterService {
     /// Builds a snapshot covering everything applied now and streams it with its checksum.
     async fn serve_snapshot(
         &self,
-        _request: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
+        authz::authorize(
+            &self.node,
+            &request,
+            &[Need::Admin("take a backup snapshot")],
+        )?;
         self.node.check_serving()?;
         let BackupSnapshot {
             last_log_index,

@@ -20,9 +20,11 @@ use kvset_proto::v1::{
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use super::authz;
 use super::write::Writer;
+use crate::auth::Need;
 use crate::node::Node;
-use crate::store::StoreError;
+use crate::store::{KeyRange, StoreError};
 
 /// Serves `kvset.v1.KV` on one member.
 #[derive(Clone)]
@@ -65,6 +67,9 @@ impl KvService {
         request: Request<PutRequest>,
     ) -> Result<Response<PutResponse>, Status> {
         let req = request.get_ref();
+        let mut needs = Vec::with_capacity(2);
+        authz::put_needs(req, &mut needs);
+        authz::authorize(&self.node, &request, &needs)?;
         self.node.config().limits.validate_put(req)?;
         let (request_id, command) = (req.request_id, log_command::Command::Put(req.clone()));
         self.writer
@@ -86,6 +91,8 @@ impl KvService {
         &self,
         request: Request<GetRequest>,
     ) -> Result<Response<GetResponse>, Status> {
+        let need = Need::Read(KeyRange::single(&request.get_ref().key));
+        authz::authorize(&self.node, &request, &[need])?;
         let req = request.into_inner();
         self.node.config().limits.validate_get(&req)?;
         self.writer.read_barrier(req.consistency).await?;
@@ -106,6 +113,9 @@ impl KvService {
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let req = request.get_ref();
+        let mut needs = Vec::with_capacity(2);
+        authz::delete_needs(req, &mut needs);
+        authz::authorize(&self.node, &request, &needs)?;
         self.node.config().limits.validate_delete(req)?;
         let (request_id, command) = (req.request_id, log_command::Command::Delete(req.clone()));
         self.writer
@@ -127,6 +137,11 @@ impl KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
+        authz::authorize(
+            &self.node,
+            &request,
+            &[authz::range_needs(request.get_ref())],
+        )?;
         let req = request.into_inner();
         self.node.config().limits.validate_range(&req)?;
         self.writer.read_barrier(req.consistency).await?;
@@ -146,6 +161,7 @@ impl KvService {
         request: Request<TxnRequest>,
     ) -> Result<Response<TxnResponse>, Status> {
         let req = request.get_ref();
+        authz::authorize(&self.node, &request, &authz::txn_needs(req))?;
         self.node.config().limits.validate_txn(req)?;
         let (request_id, command) = (req.request_id, log_command::Command::Txn(req.clone()));
         self.writer
@@ -169,6 +185,7 @@ impl KvService {
         &self,
         request: Request<CompactRequest>,
     ) -> Result<Response<CompactResponse>, Status> {
+        authz::authorize(&self.node, &request, &[Need::Admin("compact the history")])?;
         let revision = request.get_ref().revision;
         if revision <= 0 {
             return Err(Status::invalid_argument(format!(

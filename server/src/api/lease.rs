@@ -24,8 +24,11 @@ use tokio::sync::mpsc;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::authz;
 use super::write::Writer;
+use crate::auth::{Caller, Need};
 use crate::node::{Node, NodeError, FORWARDED_KEY};
+use crate::store::KeyRange;
 
 /// How long a forwarded keep-alive or TimeToLive may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,8 +74,10 @@ impl LeaseService {
         match local(request.get_ref()) {
             Ok(resp) => Ok(Response::new(resp)),
             Err(NodeError::NotLeader { leader, .. }) if !forwarded => {
-                let channel = self.node.client_channel(&leader.client_addr)?;
-                let mut out = Request::new(request.into_inner());
+                let channel = self.node.member_channel(&leader)?;
+                let mut out = Request::new(());
+                crate::auth::carry_identity(&request, &mut out);
+                let mut out = out.map(|()| request.into_inner());
                 out.metadata_mut().insert(
                     FORWARDED_KEY,
                     tonic::metadata::MetadataValue::from_static("1"),
@@ -82,6 +87,44 @@ impl LeaseService {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The keys attached to lease `id` in this member's applied state, one range each.
+    fn attached_keys(&self, id: i64) -> Result<Vec<KeyRange>, Status> {
+        let lease = self
+            .node
+            .state_machine()
+            .lease(id)
+            .map_err(|e| self.writer.storage_error(e))?;
+        Ok(lease
+            .map(|info| info.keys.iter().map(|k| KeyRange::single(k)).collect())
+            .unwrap_or_default())
+    }
+
+    /// Revoking deletes the lease's keys: admin may, and so may a caller that may write every
+    /// one of them (with no keys, any caller that may write some key).
+    fn authorize_revoke(
+        &self,
+        request: &Request<LeaseRevokeRequest>,
+        id: i64,
+    ) -> Result<(), Status> {
+        let caller = request.extensions().get::<Caller>();
+        let authorizer = self.node.authorizer();
+        if authorizer
+            .check(caller, &[Need::Admin("revoke a lease")])
+            .is_ok()
+        {
+            return Ok(());
+        }
+        let mut needs: Vec<Need> = self
+            .attached_keys(id)?
+            .into_iter()
+            .map(Need::Write)
+            .collect();
+        if needs.is_empty() {
+            needs.push(Need::SomeWrite("revoke a lease"));
+        }
+        authz::authorize(&self.node, request, &needs)
     }
 
     async fn keep_alive_once_here(
@@ -111,6 +154,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        authz::authorize(&self.node, &request, &[Need::SomeWrite("grant a lease")])?;
         let limits = self.node.config().lease_ttl;
         let req = request.get_ref();
         if req.ttl <= 0 {
@@ -159,6 +203,7 @@ impl Lease for LeaseService {
                 "lease revoke: id {id} is not a lease id (ids are positive)"
             )));
         }
+        self.authorize_revoke(&request, id)?;
         let command = log_command::Command::LeaseRevoke(*request.get_ref());
         self.writer
             .serve_write(
@@ -180,14 +225,24 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
+        authz::authorize(
+            &self.node,
+            &request,
+            &[Need::SomeWrite("keep a lease alive")],
+        )?;
         self.node.check_serving()?;
+        let caller = request.extensions().get::<Caller>().cloned();
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let service = self.clone();
         tokio::spawn(async move {
             while let Ok(Some(req)) = inbound.message().await {
+                let mut one = Request::new(req);
+                if let Some(caller) = &caller {
+                    one.extensions_mut().insert(caller.clone());
+                }
                 let answer = service
-                    .keep_alive_once_here(Request::new(req))
+                    .keep_alive_once_here(one)
                     .await
                     .map(Response::into_inner);
                 let failed = answer.is_err();
@@ -205,6 +260,11 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseKeepAliveRequest>,
     ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
+        authz::authorize(
+            &self.node,
+            &request,
+            &[Need::SomeWrite("keep a lease alive")],
+        )?;
         self.keep_alive_once_here(request).await
     }
 
@@ -212,6 +272,15 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let mut needs = vec![Need::SomeWrite("ask a lease's time to live")];
+        if request.get_ref().keys {
+            needs.extend(
+                self.attached_keys(request.get_ref().id)?
+                    .into_iter()
+                    .map(Need::Read),
+            );
+        }
+        authz::authorize(&self.node, &request, &needs)?;
         let node = self.node.clone();
         self.on_leader(
             request,
@@ -240,8 +309,9 @@ impl Lease for LeaseService {
 
     async fn leases(
         &self,
-        _request: Request<LeaseLeasesRequest>,
+        request: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        authz::authorize(&self.node, &request, &[Need::Admin("list every lease")])?;
         self.node.check_serving()?;
         let sm = self.node.state_machine();
         let revision = sm.revision();

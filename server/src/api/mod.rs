@@ -4,8 +4,11 @@
 //! `kvset.raft.v1.Raft` service ([`peer`]) that the other members call.
 //!
 //! This layer only translates: it validates requests, calls the node (`crate::node`), and maps
-//! the node's errors to gRPC statuses ([`error`]). Decisions about the cluster live below it.
+//! the node's errors to gRPC statuses ([`error`]). Every client RPC is authorized first
+//! ([`authz`], under the member's policy; see [`crate::auth`]). Decisions about the cluster live below it.
 
+pub mod auth;
+pub(crate) mod authz;
 pub mod cluster;
 pub mod error;
 pub mod etcd;

@@ -32,6 +32,8 @@
 //! watcher reads history and sends. They share the stream's bounded response channel. When the
 //! client goes away, or the member shuts down, the stream task stops every watcher.
 
+use super::authz;
+use crate::auth::{Caller, Need};
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -85,7 +87,8 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
-        let rx = self.serve_stream(request.into_inner())?;
+        let caller = request.extensions().get::<Caller>().cloned();
+        let rx = self.serve_stream(caller, request.into_inner())?;
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -95,8 +98,10 @@ impl Watch for WatchService {
 impl WatchService {
     /// Serves one stream of watch requests: the responses come out of the returned receiver.
     /// What `Watch` does with a gRPC stream, open to other front ends (etcd's Watch).
+    /// `caller`: who opened the stream; each watch it creates needs read on its range.
     pub(crate) fn serve_stream<S>(
         &self,
+        caller: Option<Caller>,
         inbound: S,
     ) -> Result<mpsc::Receiver<Result<WatchResponse, Status>>, Status>
     where
@@ -110,6 +115,7 @@ impl WatchService {
             tx,
             watchers: HashMap::new(),
             next_id: 1,
+            caller,
         };
         tokio::spawn(stream.run(inbound));
         Ok(rx)
@@ -134,6 +140,8 @@ impl Drop for Slot {
 
 /// The task that serves one Watch stream's requests.
 struct StreamTask {
+    /// Who opened the stream (see [`crate::auth`]).
+    caller: Option<Caller>,
     node: Arc<Node>,
     active: Arc<AtomicUsize>,
     tx: mpsc::Sender<Result<WatchResponse, Status>>,
@@ -256,6 +264,13 @@ impl StreamTask {
             Ok(range) => range,
             Err(reason) => return refuse(id, reason),
         };
+        if let Err(denied) = authz::check(
+            &self.node,
+            self.caller.as_ref(),
+            &[Need::Read(range.clone())],
+        ) {
+            return refuse(id, denied.message().to_string());
+        }
         let limits = self.node.config().watch;
         if self.watchers.len() >= limits.max_per_stream {
             return refuse(

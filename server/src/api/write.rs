@@ -156,8 +156,10 @@ impl Writer {
         F: FnOnce(Channel, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
-        let channel = self.node.client_channel(&leader.client_addr)?;
-        let mut forwarded = Request::new(request.into_inner());
+        let channel = self.node.member_channel(&leader)?;
+        let mut forwarded = Request::new(());
+        crate::auth::carry_identity(&request, &mut forwarded);
+        let mut forwarded = forwarded.map(|()| request.into_inner());
         forwarded.metadata_mut().insert(
             FORWARDED_KEY,
             tonic::metadata::MetadataValue::from_static("1"),

@@ -53,6 +53,22 @@ fn client(dialer: &Dialer, addr: &str) -> Option<ClusterClient<tonic::transport:
         .map(ClusterClient::new)
 }
 
+/// A Cluster client for this member's own requests to `member` (adding, promoting, checking
+/// itself): on the peer port when authorization is on (see [`Node::member_channel`]).
+fn member_client(
+    node: &Node,
+    member: &MemberNode,
+) -> Option<ClusterClient<tonic::transport::Channel>> {
+    if !node.authorizer().is_on() {
+        return client(node.network.dialer(), &member.client_addr);
+    }
+    node.network
+        .dialer()
+        .connect_lazy(Port::Peer, &member.peer_addr, Duration::from_secs(1))
+        .ok()
+        .map(ClusterClient::new)
+}
+
 /// Asks each candidate for its cluster id; the first non-empty answer wins.
 pub async fn probe_cluster_id(
     dialer: &Dialer,
@@ -142,7 +158,7 @@ async fn raise_fence_to_current_term(
 ) -> Result<(), JoinError> {
     let mine = node.cluster_id.get().cloned().unwrap_or_default();
     let asks = candidates.iter().filter_map(|c| {
-        let mut client = client(node.network.dialer(), &c.client_addr)?;
+        let mut client = member_client(node, c)?;
         let mine = mine.clone();
         Some(async move {
             match tokio::time::timeout(Duration::from_secs(1), client.status(StatusRequest {}))
@@ -196,8 +212,8 @@ async fn try_join_via(
     via: &MemberNode,
     added: &mut bool,
 ) -> Result<(), tonic::Status> {
-    let mut c = client(node.network.dialer(), &via.client_addr)
-        .ok_or_else(|| tonic::Status::invalid_argument("bad address"))?;
+    let mut c =
+        member_client(node, via).ok_or_else(|| tonic::Status::invalid_argument("bad address"))?;
     let member = Member {
         id: node.id(),
         name: me.name.clone(),
@@ -253,7 +269,7 @@ async fn try_join_via(
 pub async fn check_still_member(node: &Node, candidates: &[MemberNode]) -> Result<(), JoinError> {
     let mine = node.cluster_id.get().cloned().unwrap_or_default();
     for candidate in candidates {
-        let Some(mut c) = client(node.network.dialer(), &candidate.client_addr) else {
+        let Some(mut c) = member_client(node, candidate) else {
             continue;
         };
         let Ok(Ok(resp)) =

@@ -212,7 +212,7 @@ impl Node {
             let Some(node) = m.membership_config.membership().get_node(id) else {
                 continue;
             };
-            let Ok(channel) = self.client_channel(&node.client_addr) else {
+            let Ok(channel) = self.member_channel(node) else {
                 continue;
             };
             let mut client = ClusterClient::new(channel);

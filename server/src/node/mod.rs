@@ -151,6 +151,8 @@ pub struct Node {
     lessor: lessor::Lessor,
     /// The set's desired size, as last read (see [`scale`]).
     desired_replicas: crate::replicas::DesiredReplicas,
+    /// Who may do what (see [`crate::auth`]).
+    authorizer: Arc<crate::auth::Authorizer>,
 }
 
 impl Node {
@@ -161,6 +163,7 @@ impl Node {
         cluster_id: ClusterIdCell,
         network: PeerNetwork,
         restart_floor: Option<read_index::RestartFloor>,
+        authorizer: Arc<crate::auth::Authorizer>,
     ) -> Arc<Self> {
         let steering = Arc::new(ElectionSteering::new(raft.clone()));
         let faults = crate::faults::Faults::new(config.faults.clone());
@@ -177,6 +180,7 @@ impl Node {
             crate::replicas::ReplicasSource::open(&config.replicas_from),
         );
         Arc::new(Self {
+            authorizer,
             desired_replicas,
             restart_floor,
             quota,
@@ -201,6 +205,30 @@ impl Node {
             rejoin: Mutex::new(None),
             awaiting_readmission: Mutex::new(None),
             lessor: lessor::Lessor::default(),
+        })
+    }
+
+    /// Who may do what on this member (off unless a policy is configured).
+    pub fn authorizer(&self) -> &Arc<crate::auth::Authorizer> {
+        &self.authorizer
+    }
+
+    /// A channel for a call to another member's services (forwarding a client's request,
+    /// joining, leaving, raising an alarm). With authorization on it goes to the member's peer
+    /// port, where members trust each other (mutual TLS) and a forwarded request carries the
+    /// identity this member established (see [`crate::auth`]); otherwise to its client port,
+    /// as before authorization existed.
+    pub fn member_channel(&self, member: &MemberNode) -> Result<Channel, NodeError> {
+        let (port, addr) = if self.authorizer.is_on() {
+            (Port::Peer, &member.peer_addr)
+        } else {
+            (Port::Client, &member.client_addr)
+        };
+        self.network.dialer().channel(port, addr).map_err(|e| {
+            NodeError::FailedPrecondition(format!(
+                "cannot reach member {} at {addr:?}: {e}",
+                member.name
+            ))
         })
     }
 
@@ -547,7 +575,7 @@ impl Node {
                 leader,
             }),
             WriteOutcome::NotLeader(leader) => {
-                let channel = self.client_channel(&leader.client_addr)?;
+                let channel = self.member_channel(&leader)?;
                 let mut call = tonic::Request::new(request);
                 call.metadata_mut().insert(
                     FORWARDED_KEY,

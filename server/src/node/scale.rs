@@ -127,7 +127,7 @@ async fn remove_me(node: &Node) -> Result<(), NodeError> {
     let (_, leader) = node.leader().ok_or(NodeError::NoLeader {
         member: node.name(),
     })?;
-    let mut client = ClusterClient::new(node.client_channel(&leader.client_addr)?);
+    let mut client = ClusterClient::new(node.member_channel(&leader)?);
     let answer = tokio::time::timeout(
         Duration::from_secs(10),
         client.remove(RemoveRequest {

@@ -2,6 +2,7 @@
 //! Membership is read-only through etcd's API: kvset's membership follows its StatefulSet, so
 //! MemberAdd / MemberRemove / MemberPromote are not served (UNIMPLEMENTED).
 
+use crate::auth::same_caller;
 use kvset_proto::etcd::etcdserverpb as pb;
 use kvset_proto::v1::{self, cluster_server::Cluster};
 use tonic::{Request, Response, Status};
@@ -113,17 +114,20 @@ impl pb::maintenance_server::Maintenance for EtcdCluster {
             .find(|m| member_id(&cluster, &m.name) == r.member_id);
         let resp = self
             .cluster
-            .alarm(Request::new(v1::AlarmRequest {
-                action: action as i32,
-                member_id: member.map_or(0, |m| m.id),
-                alarm: if r.alarm == pb::AlarmType::Nospace as i32 {
-                    v1::AlarmType::Nospace as i32
-                } else {
-                    v1::AlarmType::None as i32
-                },
-                all_members: r.member_id == 0,
-                ..Default::default()
-            }))
+            .alarm(same_caller(
+                &request,
+                Request::new(v1::AlarmRequest {
+                    action: action as i32,
+                    member_id: member.map_or(0, |m| m.id),
+                    alarm: if r.alarm == pb::AlarmType::Nospace as i32 {
+                        v1::AlarmType::Nospace as i32
+                    } else {
+                        v1::AlarmType::None as i32
+                    },
+                    all_members: r.member_id == 0,
+                    ..Default::default()
+                }),
+            ))
             .await
             .map_err(etcd_status)?
             .into_inner();

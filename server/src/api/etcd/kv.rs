@@ -5,6 +5,7 @@
 //! page is read at the first page's revision (kvset pins paginations to one revision), so the
 //! result is still one consistent snapshot.
 
+use crate::auth::same_caller;
 use kvset_proto::etcd::etcdserverpb as pb;
 use kvset_proto::etcd::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use kvset_proto::etcd::etcdserverpb::range_request::{SortOrder, SortTarget};
@@ -102,7 +103,11 @@ fn shape(r: &pb::RangeRequest, kvs: &mut Vec<v1::KeyValue>) -> bool {
 
 impl EtcdKv {
     /// A Range: kvset pages read at one revision, then etcd's options applied.
-    async fn range_kvs(&self, r: &pb::RangeRequest) -> Result<pb::RangeResponse, Status> {
+    async fn range_kvs(
+        &self,
+        request: &Request<pb::RangeRequest>,
+    ) -> Result<pb::RangeResponse, Status> {
+        let r = request.get_ref();
         let (start, end) = range_bounds(&r.key, &r.range_end)?;
         let whole = needs_whole_range(r);
         let consistency = if r.serializable {
@@ -118,20 +123,23 @@ impl EtcdKv {
         loop {
             let page = self
                 .kv
-                .range(Request::new(v1::RangeRequest {
-                    start: start.clone(),
-                    end: end.clone(),
-                    prefix: false,
-                    limit: 0,
-                    keys_only: r.keys_only || r.count_only,
-                    consistency: consistency as i32,
-                    revision: if cursor.is_empty() {
-                        r.revision.max(0)
-                    } else {
-                        0
-                    },
-                    cursor: std::mem::take(&mut cursor),
-                }))
+                .range(same_caller(
+                    request,
+                    Request::new(v1::RangeRequest {
+                        start: start.clone(),
+                        end: end.clone(),
+                        prefix: false,
+                        limit: 0,
+                        keys_only: r.keys_only || r.count_only,
+                        consistency: consistency as i32,
+                        revision: if cursor.is_empty() {
+                            r.revision.max(0)
+                        } else {
+                            0
+                        },
+                        cursor: std::mem::take(&mut cursor),
+                    }),
+                ))
                 .await?
                 .into_inner();
             let page_more = page.more;
@@ -317,7 +325,7 @@ impl pb::kv_server::Kv for EtcdKv {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        self.range_kvs(request.get_ref())
+        self.range_kvs(&request)
             .await
             .map(Response::new)
             .map_err(etcd_status)
@@ -329,7 +337,10 @@ impl pb::kv_server::Kv for EtcdKv {
     ) -> Result<Response<pb::PutResponse>, Status> {
         let resp = self
             .kv
-            .put(Request::new(put_of(request.get_ref())))
+            .put(same_caller(
+                &request,
+                Request::new(put_of(request.get_ref())),
+            ))
             .await
             .map_err(etcd_status)?
             .into_inner();
@@ -349,7 +360,7 @@ impl pb::kv_server::Kv for EtcdKv {
         }
         let resp = self
             .kv
-            .delete(Request::new(delete_of(r)))
+            .delete(same_caller(&request, Request::new(delete_of(r))))
             .await
             .map_err(etcd_status)?
             .into_inner();
@@ -373,7 +384,7 @@ impl pb::kv_server::Kv for EtcdKv {
         };
         let resp = self
             .kv
-            .txn(Request::new(txn))
+            .txn(same_caller(&request, Request::new(txn)))
             .await
             .map_err(etcd_status)?
             .into_inner();
@@ -401,9 +412,12 @@ impl pb::kv_server::Kv for EtcdKv {
     ) -> Result<Response<pb::CompactionResponse>, Status> {
         let resp = self
             .kv
-            .compact(Request::new(v1::CompactRequest {
-                revision: request.get_ref().revision,
-            }))
+            .compact(same_caller(
+                &request,
+                Request::new(v1::CompactRequest {
+                    revision: request.get_ref().revision,
+                }),
+            ))
             .await
             .map_err(etcd_status)?
             .into_inner();

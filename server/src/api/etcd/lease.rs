@@ -1,6 +1,7 @@
 //! etcd's `Lease` service over kvset's (`api/lease.rs`): the same grants, revokes, leader-held
 //! deadlines and forwarded keep-alives.
 
+use crate::auth::same_caller;
 use kvset_proto::etcd::etcdserverpb as pb;
 use kvset_proto::v1::{self, lease_server::Lease};
 use tokio::sync::mpsc;
@@ -39,10 +40,13 @@ impl pb::lease_server::Lease for EtcdLease {
         let r = request.get_ref();
         let resp = self
             .lease
-            .grant(Request::new(v1::LeaseGrantRequest {
-                ttl: r.ttl,
-                id: r.id,
-            }))
+            .grant(same_caller(
+                &request,
+                Request::new(v1::LeaseGrantRequest {
+                    ttl: r.ttl,
+                    id: r.id,
+                }),
+            ))
             .await
             .map_err(etcd_status)?
             .into_inner();
@@ -60,9 +64,12 @@ impl pb::lease_server::Lease for EtcdLease {
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         let resp = self
             .lease
-            .revoke(Request::new(v1::LeaseRevokeRequest {
-                id: request.get_ref().id,
-            }))
+            .revoke(same_caller(
+                &request,
+                Request::new(v1::LeaseRevokeRequest {
+                    id: request.get_ref().id,
+                }),
+            ))
             .await
             .map_err(etcd_status)?
             .into_inner();
@@ -77,13 +84,20 @@ impl pb::lease_server::Lease for EtcdLease {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<EtcdKeepAliveStream>, Status> {
+        let mut opened = Request::new(());
+        if let Some(caller) = request.extensions().get::<crate::auth::Caller>() {
+            opened.extensions_mut().insert(caller.clone());
+        }
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let lease = self.lease.clone();
         tokio::spawn(async move {
             while let Ok(Some(req)) = inbound.message().await {
                 let answer = lease
-                    .keep_alive_once(Request::new(v1::LeaseKeepAliveRequest { id: req.id }))
+                    .keep_alive_once(same_caller(
+                        &opened,
+                        Request::new(v1::LeaseKeepAliveRequest { id: req.id }),
+                    ))
                     .await
                     .map(|r| {
                         let r = r.into_inner();
@@ -112,10 +126,13 @@ impl pb::lease_server::Lease for EtcdLease {
         let r = request.get_ref();
         let resp = self
             .lease
-            .time_to_live(Request::new(v1::LeaseTimeToLiveRequest {
-                id: r.id,
-                keys: r.keys,
-            }))
+            .time_to_live(same_caller(
+                &request,
+                Request::new(v1::LeaseTimeToLiveRequest {
+                    id: r.id,
+                    keys: r.keys,
+                }),
+            ))
             .await
             .map_err(etcd_status)?
             .into_inner();
@@ -130,11 +147,14 @@ impl pb::lease_server::Lease for EtcdLease {
 
     async fn lease_leases(
         &self,
-        _request: Request<pb::LeaseLeasesRequest>,
+        request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
         let resp = self
             .lease
-            .leases(Request::new(v1::LeaseLeasesRequest {}))
+            .leases(same_caller(
+                &request,
+                Request::new(v1::LeaseLeasesRequest {}),
+            ))
             .await
             .map_err(etcd_status)?
             .into_inner();

@@ -102,11 +102,12 @@ impl pb::watch_server::Watch for EtcdWatch {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<EtcdWatchStream>, Status> {
+        let caller = request.extensions().get::<crate::auth::Caller>().cloned();
         let inbound = request.into_inner().filter_map(|r| match r {
             Ok(r) => request_of(r).map(Ok),
             Err(e) => Some(Err(e)),
         });
-        let rx = self.watch.serve_stream(Box::pin(inbound))?;
+        let rx = self.watch.serve_stream(caller, Box::pin(inbound))?;
         let out = tokio_stream::wrappers::ReceiverStream::new(rx).map(|r| r.map(response_of));
         Ok(Response::new(Box::pin(out)))
     }
