@@ -1,9 +1,11 @@
 //! The workloads on server streams: `watch` and `lease-keepalive`.
 //!
 //! `watch` measures how long a change takes to reach the clients that watch it. `--watchers`
-//! watchers of the prefix `benchw/` are spread round-robin over the members; the watchers of a
-//! member share one Watch stream (how etcd's and kvset's client libraries multiplex them), and
-//! every watcher is confirmed by the server before the first put. Then `--concurrency` writers
+//! watchers of the prefix `benchw/` are spread round-robin over the members, starting with the
+//! follower after the leader ([`watchers_per_member`]); the watchers of a member share one Watch
+//! stream (how etcd's and kvset's client libraries multiplex them; one more stream every
+//! [`WATCHERS_PER_STREAM`] watchers), and every watcher is confirmed by the server before the
+//! first put. Then `--concurrency` writers
 //! put, in a closed loop, keys under the prefix (1,000 keys, reused). Each value starts with the
 //! put's id and the time the put was *sent*, so an event needs no lookup to be timed: the
 //! put-to-event latency of a (watcher, event) pair is the time the event's response arrived
@@ -39,6 +41,8 @@ use crate::workload::Workload;
 pub const WATCH_PREFIX: &str = "benchw/";
 /// Keys the writers cycle through under the prefix.
 const WATCH_KEYS: u64 = 1000;
+/// Watchers per Watch stream at most: kvset's default `--max-watchers-per-stream`.
+const WATCHERS_PER_STREAM: usize = 1000;
 /// How long after the window the watchers may take to receive the last events.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// TTL of the benchmark's leases: far longer than a renewal round at any rate the benchmark
@@ -236,20 +240,22 @@ async fn run_watch<T: Streams>(target: Arc<T>, spec: &RunSpec) -> anyhow::Result
     let members = target.members().max(1);
     let watchers = spec.watchers.max(1);
     let per_member = watchers_per_member(watchers, members, target.leader_index());
-    let feeds: Vec<(usize, WatchFeed)> =
-        futures::future::try_join_all(per_member.iter().enumerate().filter(|(_, n)| **n > 0).map(
-            |(m, &n)| {
-                let target = target.clone();
-                async move {
-                    let feed = target
-                        .watch_prefix(m, WATCH_PREFIX.as_bytes().to_vec(), n)
-                        .await?;
-                    anyhow::Ok((n, feed))
-                }
-            },
-        ))
-        .await
-        .context("creating the watchers")?;
+    // A member with more watchers than one stream may carry gets several streams.
+    let streams = per_member.iter().enumerate().flat_map(|(m, &n)| {
+        (0..n.div_ceil(WATCHERS_PER_STREAM))
+            .map(move |k| (m, (n - k * WATCHERS_PER_STREAM).min(WATCHERS_PER_STREAM)))
+    });
+    let feeds: Vec<(usize, WatchFeed)> = futures::future::try_join_all(streams.map(|(m, n)| {
+        let target = target.clone();
+        async move {
+            let feed = target
+                .watch_prefix(m, WATCH_PREFIX.as_bytes().to_vec(), n)
+                .await?;
+            anyhow::Ok((n, feed))
+        }
+    }))
+    .await
+    .context("creating the watchers")?;
 
     let base = Instant::now();
     let measure_from = base + spec.warmup;
