@@ -37,7 +37,8 @@
 #                       JSON lines go to FILE with .jsonl instead of .md
 #   --build debug|release   which build of kvset-server and kvset-bench (default release)
 #   --no-build          use the binaries already built
-#   --kvset-client raw|sdk  how kvset is called (default raw; see docs/BENCHMARKS.md)
+#   --kvset-client raw|sdk  how kvset is called (default raw; see docs/BENCHMARKS.md; watch and
+#                       lease-keepalive need raw)
 #   --server-arg ARG    extra kvset-server flag for every replica (repeatable)
 #   --etcd-arg ARG      extra etcd flag for every member (repeatable)
 #   --server-bin PATH   this kvset-server binary instead of the built one (A/B tests of server
