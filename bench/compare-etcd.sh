@@ -11,12 +11,23 @@
 #   bench/compare-etcd.sh                    # the full matrix: 5 workloads x C=1,16,64,256, 10 s + 2 s warm-up each (~9-10 min)
 #   bench/compare-etcd.sh --quick            # seconds-long smoke (CI): C=16, 1 s + 0.5 s, 10,000 keys (~30 s)
 #   bench/compare-etcd.sh --workloads put --concurrency 64 --duration 20s --server-arg=--heartbeat-ms=50
+#   bench/compare-etcd.sh --workloads watch --watchers "1 1000"     # put-to-event latency
+#   bench/compare-etcd.sh --workloads lease-keepalive --concurrency 64 --leases 10000
+#
+# The stream workloads are not in the default list (the default matrix stays the 5 KV
+# workloads). `watch` runs once per watcher count of --watchers, not per concurrency, with
+# --writers writers putting under the watched prefix; `lease-keepalive` runs once per
+# concurrency, renewing --leases leases. A watch run whose watchers miss an event fails.
 #
 # Flags:
 #   --duration D        measured time per run (default 10s)
 #   --warmup W          unmeasured load before each run (default 2s)
 #   --concurrency "C…"  concurrencies (default "1 16 64 256")
-#   --workloads "W…"    workloads (default "put get get-stale cas mixed")
+#   --workloads "W…"    workloads (default "put get get-stale cas mixed"; also "watch" and
+#                       "lease-keepalive")
+#   --watchers "W…"     watch: watcher counts, one row each (default "1")
+#   --writers N         watch: writers putting under the prefix (default 1)
+#   --leases N          lease-keepalive: leases granted and renewed (default 10000)
 #   --keys N            keyspace size (default 100000)
 #   --quick             smoke settings (see above, and --max-error-rate 0.05); later flags
 #                       still override
@@ -26,7 +37,8 @@
 #                       JSON lines go to FILE with .jsonl instead of .md
 #   --build debug|release   which build of kvset-server and kvset-bench (default release)
 #   --no-build          use the binaries already built
-#   --kvset-client raw|sdk  how kvset is called (default raw; see docs/BENCHMARKS.md)
+#   --kvset-client raw|sdk  how kvset is called (default raw; see docs/BENCHMARKS.md; watch and
+#                       lease-keepalive need raw)
 #   --server-arg ARG    extra kvset-server flag for every replica (repeatable)
 #   --etcd-arg ARG      extra etcd flag for every member (repeatable)
 #   --server-bin PATH   this kvset-server binary instead of the built one (A/B tests of server
@@ -49,6 +61,9 @@ warmup=2s
 concurrency="1 16 64 256"
 workloads="put get get-stale cas mixed"
 keys=100000
+watchers="1"
+writers=1
+leases=10000
 max_error_rate=0.01
 out=""
 build=release
@@ -69,6 +84,9 @@ while [[ $# -gt 0 ]]; do
     --concurrency) concurrency="$2"; shift 2 ;;
     --workloads) workloads="$2"; shift 2 ;;
     --keys) keys="$2"; shift 2 ;;
+    --watchers) watchers="$2"; shift 2 ;;
+    --writers) writers="$2"; shift 2 ;;
+    --leases) leases="$2"; shift 2 ;;
     --quick) duration=1s; warmup=0.5s; concurrency="16"; keys=10000; max_error_rate=0.05; shift ;;
     --max-error-rate) max_error_rate="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
@@ -231,12 +249,18 @@ seconds_of() {
   }'
 }
 
-bench_once() { # system workload concurrency: one kvset-bench run, its JSON line appended
-  local system=$1 workload=$2 c=$3 endpoints pids
+# The row parameter of a workload: the watcher count for watch, the concurrency otherwise.
+bench_once() { # system workload param: one kvset-bench run, its JSON line appended
+  local system=$1 workload=$2 param=$3 endpoints pids shape
   if [[ $system == kvset ]]; then endpoints=$kvset_endpoints; pids=$(kvset_pids)
   else endpoints=$etcd_endpoints; pids=$(IFS=,; echo "${etcd_pids[*]}"); fi
+  case "$workload" in
+    watch) shape=(--concurrency "$writers" --watchers "$param") ;;
+    lease-keepalive) shape=(--concurrency "$param" --leases "$leases") ;;
+    *) shape=(--concurrency "$param") ;;
+  esac
   "$bin/kvset-bench" --target "$system" --endpoints "$endpoints" --workload "$workload" \
-    --concurrency "$c" --duration "$duration" --warmup "$warmup" --keys "$keys" \
+    "${shape[@]}" --duration "$duration" --warmup "$warmup" --keys "$keys" \
     --kvset-client "$kvset_client" --server-pids "$pids" --ready-timeout 60s \
     --max-error-rate "$max_error_rate" \
     --output json -q >>"$jsonl"
@@ -244,19 +268,25 @@ bench_once() { # system workload concurrency: one kvset-bench run, its JSON line
 
 # A failed row is retried once (a freshly installed etcd sometimes answers nothing on its first
 # row): its partial output is cut from the JSON lines first, so the file keeps one line per row.
-run_one() { # system workload concurrency
-  local system=$1 workload=$2 c=$3 size
-  say "$system $workload C=$c"
+row_label() { # workload param
+  if [[ $1 == watch ]]; then echo "W=$2 (writers $writers)"; else echo "C=$2"; fi
+}
+
+run_one() { # system workload param
+  local system=$1 workload=$2 c=$3 size label
+  label=$(row_label "$workload" "$c")
+  say "$system $workload $label"
   size=$(stat -c %s "$jsonl")
   if ! bench_once "$system" "$workload" "$c"; then
     truncate -s "$size" "$jsonl"
-    say "$system $workload C=$c failed: retrying once"
+    say "$system $workload $label failed: retrying once"
     if ! bench_once "$system" "$workload" "$c"; then
-      say "FAILED: $system $workload C=$c (twice)"
+      say "FAILED: $system $workload $label (twice)"
       failed=1
     fi
   fi
   tail -n 1 "$jsonl" | sed -n 's/.*"ops_per_sec":\([0-9.]*\).*"p99_ms":\([0-9.]*\).*/    ops\/s \1, p99 \2 ms/p' >&2
+  tail -n 1 "$jsonl" | sed -n 's/.*"event_latency_ms":{"p50":\([0-9.]*\),"p99":\([0-9.]*\).*"lost_events":\([0-9]*\).*/    event p50 \1 ms, p99 \2 ms, lost \3/p' >&2
 }
 
 systems=()
@@ -264,14 +294,23 @@ systems=()
 [[ "$only" != kvset ]] && systems+=(etcd)
 read -r -a workload_list <<<"$workloads"
 read -r -a concurrency_list <<<"$concurrency"
-rows=$(( ${#workload_list[@]} * ${#concurrency_list[@]} * ${#systems[@]} ))
+read -r -a watcher_list <<<"$watchers"
+params_of() { # workload: the row parameters it runs with
+  if [[ $1 == watch ]]; then echo "${watcher_list[*]}"; else echo "${concurrency_list[*]}"; fi
+}
+rows=0
+for workload in "${workload_list[@]}"; do
+  read -r -a params <<<"$(params_of "$workload")"
+  rows=$(( rows + ${#params[@]} * ${#systems[@]} ))
+done
 # Until a row has run, a row is estimated at its warm-up plus its measured time.
 nominal=$(awk -v w="$(seconds_of "$warmup")" -v d="$(seconds_of "$duration")" \
   'BEGIN { if (w != "" && d != "") printf "%d", w + d + 0.5 }')
 row=0
 rows_start=$(date +%s)
 for workload in "${workload_list[@]}"; do
-  for c in "${concurrency_list[@]}"; do
+  read -r -a params <<<"$(params_of "$workload")"
+  for c in "${params[@]}"; do
     for system in "${systems[@]}"; do
       spent=$(( $(date +%s) - rows_start ))
       if [[ $row -gt 0 ]]; then left=$(( spent * (rows - row) / row ))
@@ -293,6 +332,12 @@ elapsed=$(( $(date +%s) - started_at ))
   echo "- kvset $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?') ($build build, 3 replicas via kvset-server local${server_args[*]:+, server args: ${server_args[*]}}${custom_bin:+, server binary: $custom_bin}); etcd $(etcd --version 2>/dev/null | head -1 | awk '{print $3}') (3 members, defaults)"
   echo "- data dirs under $(dirname "$work") ($(df -T "$work" | awk 'NR==2{print $2}')), fsync on for both"
   echo "- each run: $warmup warm-up + $duration measured, closed loop, $keys keys of 16 B, 128 B values; kvset client: $kvset_client"
+  if [[ " $workloads " == *" watch "* ]]; then
+    echo "- watch: watchers of one prefix spread over the members (one Watch stream per member), $writers writer(s); latency from a put's send to each watcher's receipt of its event"
+  fi
+  if [[ " $workloads " == *" lease-keepalive "* ]]; then
+    echo "- lease-keepalive: $leases leases renewed round-robin, one KeepAlive stream to the leader per worker (C), one renewal in flight per stream"
+  fi
   echo "- load average (1/5/15 min) at start: $load_start, at end: $(cut -d' ' -f1-3 /proc/loadavg); total time ${elapsed}s"
   echo "- ratios are kvset/etcd: ops/s above 1 and p99 below 1 favour kvset; CPU s/kop = server CPU seconds per 1000 ops (all members)"
   echo

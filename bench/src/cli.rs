@@ -106,6 +106,14 @@ pub struct RunArgs {
     /// Requests in flight (closed loop: one worker per request).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// `watch` only: watchers of the prefix, spread round-robin over the members (the writers
+    /// are `--concurrency`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub watchers: u64,
+    /// `lease-keepalive` only: leases granted before the run and renewed round-robin during it
+    /// (revoked at the end).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub leases: u64,
     /// How long to measure (`10s`, `500ms`, `1m`, or seconds).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,

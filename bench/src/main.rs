@@ -13,6 +13,9 @@
 //! `kvset-bench table FILE...` turns the JSON lines of several runs into the markdown comparison
 //! table that `bench/compare-etcd.sh` prints (`report.rs`).
 //!
+//! `watch` and `lease-keepalive` (`streams.rs`) use the Watch and Lease streams, which the raw
+//! kvset client and etcd implement through [`target::Streams`].
+//!
 //! Left out on purpose: open-loop (fixed arrival rate) load, multi-process clients, and key
 //! distributions other than uniform. On a 2-core machine the client shares the cores with the
 //! servers, so a closed loop at a few concurrencies is the honest measurement to make.
@@ -21,9 +24,11 @@ mod cli;
 mod cpu;
 mod report;
 mod runner;
+mod streams;
 mod target;
 mod workload;
 
+use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,7 +38,7 @@ use clap::Parser;
 
 use cli::{Cli, Command, KvsetClientKind, OutputFormat, RunArgs, TargetKind};
 use report::Report;
-use runner::RunSpec;
+use runner::{Outcome, RunSpec};
 use target::Target;
 
 fn main() -> ExitCode {
@@ -78,24 +83,40 @@ async fn run_command(args: RunArgs) -> anyhow::Result<bool> {
     match (args.target, args.kvset_client) {
         (TargetKind::Kvset, KvsetClientKind::Raw) => {
             let t = target::kvset::KvsetRaw::connect(&options)?;
-            run_target(Arc::new(t), &args, endpoints).await
+            run_target(Arc::new(t), &args, endpoints, streams::run).await
         }
         (TargetKind::Kvset, KvsetClientKind::Sdk) => {
+            if args.workload.streams() {
+                anyhow::bail!(
+                    "--workload {} drives the Watch and Lease streams one request at a time, which the SDK does not expose: use --kvset-client raw",
+                    args.workload.as_str()
+                );
+            }
             let t = target::kvset::KvsetSdk::connect(&options)?;
-            run_target(Arc::new(t), &args, endpoints).await
+            run_target(Arc::new(t), &args, endpoints, |t, spec| async move {
+                runner::run(t, &spec).await
+            })
+            .await
         }
         (TargetKind::Etcd, _) => {
             let t = target::etcd::Etcd::connect(&options)?;
-            run_target(Arc::new(t), &args, endpoints).await
+            run_target(Arc::new(t), &args, endpoints, streams::run).await
         }
     }
 }
 
-async fn run_target<T: Target>(
+/// Readies `target`, preloads, runs the workload with `run`, prints the report.
+async fn run_target<T, F, Fut>(
     target: Arc<T>,
     args: &RunArgs,
     endpoints: Vec<String>,
-) -> anyhow::Result<bool> {
+    run: F,
+) -> anyhow::Result<bool>
+where
+    T: Target,
+    F: FnOnce(Arc<T>, RunSpec) -> Fut,
+    Fut: Future<Output = anyhow::Result<Outcome>>,
+{
     let keyspace = workload::Keyspace::new(args.keys, args.value_size as usize);
     let ready = target
         .ready(args.ready_timeout)
@@ -149,9 +170,12 @@ async fn run_target<T: Target>(
         keyspace,
         seed: args.seed.unwrap_or_else(rand::random),
         server_pids: server_pids.clone(),
+        watchers: args.watchers as usize,
+        leases: args.leases,
     };
     let load_avg_1m = cpu::load_average();
-    let outcome = runner::run(target.clone(), &spec).await?;
+    let outcome = run(target.clone(), spec.clone()).await?;
+    let preload_s = preload_s.or(outcome.setup_s);
     let report = Report::new(args, &spec, &outcome, endpoints, preload_s, load_avg_1m);
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string(&report)?),
@@ -175,6 +199,28 @@ async fn run_target<T: Target>(
                 .unwrap_or_default()
         );
         return Ok(false);
+    }
+    if let Some(lost) = report.lost_events.filter(|n| *n > 0) {
+        eprintln!(
+            "kvset-bench: {lost} (watcher, event) pairs were never delivered{}",
+            report
+                .first_error
+                .as_deref()
+                .map(|e| format!("; first error: {e}"))
+                .unwrap_or_default()
+        );
+        return Ok(false);
+    }
+    if let (Some(n), Some(revoked)) = (report.leases, report.leases_revoked) {
+        if revoked < n {
+            log(
+                args,
+                &format!(
+                    "revoked {revoked} of {n} leases; the rest expire within {} s",
+                    streams::LEASE_TTL_S
+                ),
+            );
+        }
     }
     Ok(true)
 }

@@ -27,9 +27,9 @@ const PRELOAD_BATCH: u64 = 128;
 /// Preload transactions in flight.
 const PRELOAD_CONCURRENCY: usize = 16;
 /// Latencies are recorded in microseconds, up to a minute, with 3 significant digits.
-const HISTOGRAM_MAX_US: u64 = 60_000_000;
+pub const HISTOGRAM_MAX_US: u64 = 60_000_000;
 /// Pause after a failed request, so that a dead cluster is not hammered in a tight loop.
-const ERROR_PAUSE: Duration = Duration::from_millis(10);
+pub const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -41,6 +41,10 @@ pub struct RunSpec {
     pub keyspace: Keyspace,
     pub seed: u64,
     pub server_pids: Vec<u32>,
+    /// `watch`: watchers of the prefix.
+    pub watchers: usize,
+    /// `lease-keepalive`: leases renewed.
+    pub leases: u64,
 }
 
 /// What a run measured (inside the measured window only).
@@ -61,6 +65,12 @@ pub struct Outcome {
     pub client_cpu_s: Option<f64>,
     /// The window actually measured.
     pub measured: Duration,
+    /// `watch` only: what the watchers received.
+    pub watch: Option<crate::streams::WatchOutcome>,
+    /// Seconds the workload's own set-up took (`lease-keepalive`: granting the leases).
+    pub setup_s: Option<f64>,
+    /// `lease-keepalive` only: leases revoked at the end.
+    pub leases_revoked: Option<u64>,
 }
 
 /// Whether a run of `workload` loads the keyspace first under `mode`.
@@ -122,6 +132,12 @@ pub async fn preload<T: Target>(
 
 /// Runs the closed loop and gathers what it measured.
 pub async fn run<T: Target>(target: Arc<T>, spec: &RunSpec) -> anyhow::Result<Outcome> {
+    if spec.workload.streams() {
+        anyhow::bail!(
+            "{} runs on the Watch and Lease streams, which this client does not drive (use the raw kvset client or etcd)",
+            spec.workload.as_str()
+        );
+    }
     let spec = Arc::new(spec.clone());
 
     // Set-up: a cas worker learns the current value of each key it owns (64 reads at a time).
@@ -155,25 +171,7 @@ pub async fn run<T: Target>(target: Arc<T>, spec: &RunSpec) -> anyhow::Result<Ou
     let measure_from = start + spec.warmup;
     let until = measure_from + spec.duration;
 
-    let sampler = {
-        let pids = spec.server_pids.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep_until(measure_from).await;
-            let server_before = cpu::cpu_seconds(&pids);
-            let client_before = cpu::self_cpu_seconds();
-            let window_start = Instant::now();
-            tokio::time::sleep_until(until).await;
-            let server = match (server_before, cpu::cpu_seconds(&pids)) {
-                (Some(a), Some(b)) if !pids.is_empty() => Some(b - a),
-                _ => None,
-            };
-            let client = match (client_before, cpu::self_cpu_seconds()) {
-                (Some(a), Some(b)) => Some(b - a),
-                _ => None,
-            };
-            (server, client, window_start.elapsed())
-        })
-    };
+    let sampler = spawn_sampler(spec.server_pids.clone(), measure_from, until);
 
     let workers: Vec<_> = owned
         .into_iter()
@@ -203,22 +201,81 @@ pub async fn run<T: Target>(target: Arc<T>, spec: &RunSpec) -> anyhow::Result<Ou
         server_cpu_s,
         client_cpu_s,
         measured,
+        watch: None,
+        setup_s: None,
+        leases_revoked: None,
     })
 }
 
-struct WorkerStats {
-    latency_us: Histogram<u64>,
-    ops: u64,
-    errors: u64,
-    reads: u64,
-    writes: u64,
-    misses: u64,
-    cas_failed: u64,
-    first_error: Option<String>,
+/// CPU used by the server processes and by this process between `measure_from` and `until`,
+/// and the window actually measured.
+pub fn spawn_sampler(
+    pids: Vec<u32>,
+    measure_from: Instant,
+    until: Instant,
+) -> tokio::task::JoinHandle<(Option<f64>, Option<f64>, Duration)> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from).await;
+        let server_before = cpu::cpu_seconds(&pids);
+        let client_before = cpu::self_cpu_seconds();
+        let window_start = Instant::now();
+        tokio::time::sleep_until(until).await;
+        let server = match (server_before, cpu::cpu_seconds(&pids)) {
+            (Some(a), Some(b)) if !pids.is_empty() => Some(b - a),
+            _ => None,
+        };
+        let client = match (client_before, cpu::self_cpu_seconds()) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+        (server, client, window_start.elapsed())
+    })
+}
+
+/// What the workers of one run counted.
+pub struct WorkerStats {
+    pub latency_us: Histogram<u64>,
+    pub ops: u64,
+    pub errors: u64,
+    pub reads: u64,
+    pub writes: u64,
+    pub misses: u64,
+    pub cas_failed: u64,
+    pub first_error: Option<String>,
 }
 
 impl WorkerStats {
-    fn new() -> Self {
+    /// A request that started at `began` and answered at `ended`: counted (latency, `ops`) if
+    /// both are inside the window; returns whether it was.
+    pub fn answered(
+        &mut self,
+        began: Instant,
+        ended: Instant,
+        measure_from: Instant,
+        until: Instant,
+    ) -> bool {
+        let counted = began >= measure_from && ended <= until;
+        if counted {
+            let micros = (ended - began)
+                .as_micros()
+                .clamp(1, HISTOGRAM_MAX_US as u128);
+            self.latency_us.saturating_record(micros as u64);
+            self.ops += 1;
+        }
+        counted
+    }
+
+    /// A request that started at `began` failed: counted if it started inside the window.
+    pub fn failed(&mut self, began: Instant, measure_from: Instant, error: &anyhow::Error) {
+        if began >= measure_from {
+            self.errors += 1;
+            if self.first_error.is_none() {
+                self.first_error = Some(format!("{error:#}"));
+            }
+        }
+    }
+
+    pub fn new() -> Self {
         Self {
             latency_us: Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3)
                 .expect("valid histogram bounds"),
@@ -232,7 +289,7 @@ impl WorkerStats {
         }
     }
 
-    fn merge(&mut self, other: WorkerStats) -> anyhow::Result<()> {
+    pub fn merge(&mut self, other: WorkerStats) -> anyhow::Result<()> {
         self.latency_us
             .add(&other.latency_us)
             .map_err(|e| anyhow::anyhow!("merging histograms: {e:?}"))?;
@@ -308,17 +365,15 @@ async fn worker_loop<T: Target>(
                 }
                 outcome.map(|swapped| Done::Cas { swapped })
             }
+            Workload::Watch | Workload::LeaseKeepalive => Err(anyhow::anyhow!(
+                "{} is not a closed loop of KV requests",
+                spec.workload.as_str()
+            )),
         };
         let ended = Instant::now();
-        let counted = began >= measure_from && ended <= until;
         match result {
             Ok(done) => {
-                if counted {
-                    let micros = (ended - began)
-                        .as_micros()
-                        .clamp(1, HISTOGRAM_MAX_US as u128);
-                    stats.latency_us.saturating_record(micros as u64);
-                    stats.ops += 1;
+                if stats.answered(began, ended, measure_from, until) {
                     match done {
                         Done::Read { found } => {
                             stats.reads += 1;
@@ -342,12 +397,7 @@ async fn worker_loop<T: Target>(
                 }
             }
             Err(e) => {
-                if began >= measure_from {
-                    stats.errors += 1;
-                    if stats.first_error.is_none() {
-                        stats.first_error = Some(format!("{e:#}"));
-                    }
-                }
+                stats.failed(began, measure_from, &e);
                 tokio::time::sleep(ERROR_PAUSE).await;
             }
         }

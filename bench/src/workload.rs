@@ -18,6 +18,12 @@ pub enum Workload {
     Cas,
     /// 90% linearizable gets, 10% puts.
     Mixed,
+    /// `--watchers` watchers of one prefix, spread over the members; `--concurrency` writers
+    /// put keys under it. Measures put-to-event latency (`streams.rs`).
+    Watch,
+    /// Renewals of `--leases` leases through the streaming KeepAlive RPC, round-robin over the
+    /// leases, one renewal in flight per worker and stream (`streams.rs`).
+    LeaseKeepalive,
 }
 
 impl Workload {
@@ -28,20 +34,39 @@ impl Workload {
             Workload::GetStale => "get-stale",
             Workload::Cas => "cas",
             Workload::Mixed => "mixed",
+            Workload::Watch => "watch",
+            Workload::LeaseKeepalive => "lease-keepalive",
         }
     }
 
-    /// Whether the workload reads keys that must exist.
+    /// Whether the workload reads keys of the keyspace that must exist.
     pub fn reads(self) -> bool {
-        !matches!(self, Workload::Put)
+        matches!(
+            self,
+            Workload::Get | Workload::GetStale | Workload::Cas | Workload::Mixed
+        )
+    }
+
+    /// Whether the workload uses the Watch or Lease streams ([`crate::target::Streams`]) rather
+    /// than the closed loop of unary KV requests.
+    pub fn streams(self) -> bool {
+        matches!(self, Workload::Watch | Workload::LeaseKeepalive)
     }
 
     /// Position in the results table.
     pub fn order(name: &str) -> usize {
-        ["put", "get", "get-stale", "cas", "mixed"]
-            .iter()
-            .position(|w| *w == name)
-            .unwrap_or(usize::MAX)
+        [
+            "put",
+            "get",
+            "get-stale",
+            "cas",
+            "mixed",
+            "watch",
+            "lease-keepalive",
+        ]
+        .iter()
+        .position(|w| *w == name)
+        .unwrap_or(usize::MAX)
     }
 }
 

@@ -7,16 +7,24 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use tonic::transport::Channel;
 
-use super::{channel, round_robin, stable, until_ready, ConnectOptions, OpResult, Target};
+use super::{
+    await_created, channel, prefix_end, round_robin, stable, until_ready, ConnectOptions,
+    KeepAliveStream, OpResult, Streams, Target, WatchDelivery, WatchEvent, WatchFeed,
+};
 
 /// etcd's API as `kvset-proto` compiles it (kvset serves the same API, so one definition
 /// serves both the server and this client).
 use kvset_proto::etcd as pb;
 
+use futures::StreamExt;
 use pb::etcdserverpb::kv_client::KvClient;
+use pb::etcdserverpb::lease_client::LeaseClient;
 use pb::etcdserverpb::maintenance_client::MaintenanceClient;
+use pb::etcdserverpb::watch_client::WatchClient;
 use pb::etcdserverpb::{
-    compare, request_op, Compare, PutRequest, RangeRequest, RequestOp, StatusRequest, TxnRequest,
+    compare, request_op, watch_request, Compare, LeaseGrantRequest, LeaseKeepAliveRequest,
+    LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, StatusRequest, TxnRequest,
+    WatchCreateRequest, WatchRequest,
 };
 
 /// An etcd cluster, one channel per endpoint.
@@ -24,6 +32,8 @@ pub struct Etcd {
     endpoints: Vec<String>,
     kv: Vec<KvClient<Channel>>,
     maintenance: Vec<MaintenanceClient<Channel>>,
+    watch: Vec<WatchClient<Channel>>,
+    lease: Vec<LeaseClient<Channel>>,
     leader: AtomicUsize,
     refreshing: AtomicBool,
     next_stale: AtomicUsize,
@@ -43,7 +53,16 @@ impl Etcd {
                 .iter()
                 .map(|c| KvClient::new(c.clone()).max_decoding_message_size(64 << 20))
                 .collect(),
-            maintenance: channels.into_iter().map(MaintenanceClient::new).collect(),
+            maintenance: channels
+                .iter()
+                .cloned()
+                .map(MaintenanceClient::new)
+                .collect(),
+            watch: channels
+                .iter()
+                .map(|c| WatchClient::new(c.clone()).max_decoding_message_size(64 << 20))
+                .collect(),
+            lease: channels.into_iter().map(LeaseClient::new).collect(),
             leader: AtomicUsize::new(0),
             refreshing: AtomicBool::new(false),
             next_stale: AtomicUsize::new(0),
@@ -193,5 +212,137 @@ impl Target for Etcd {
             ..Default::default()
         };
         self.txn(request).await.map(drop)
+    }
+}
+
+impl Streams for Etcd {
+    fn members(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    fn leader_index(&self) -> usize {
+        self.leader()
+    }
+
+    async fn watch_prefix(
+        &self,
+        member: usize,
+        prefix: Vec<u8>,
+        watchers: usize,
+    ) -> OpResult<WatchFeed> {
+        // Every create is queued before the call: the server answers the call only with its
+        // first response, the first `created`.
+        let (mut tx, rx) = futures::channel::mpsc::channel(watchers.max(1));
+        for id in 1..=watchers {
+            let create = WatchCreateRequest {
+                key: prefix.clone(),
+                range_end: prefix_end(&prefix),
+                watch_id: id as i64,
+                ..Default::default()
+            };
+            tx.try_send(WatchRequest {
+                request_union: Some(watch_request::RequestUnion::CreateRequest(create)),
+            })
+            .map_err(|e| anyhow!("queueing a watch create: {e}"))?;
+        }
+        let endpoint = self.endpoints[member].clone();
+        let mut responses = self.watch[member]
+            .clone()
+            .watch(rx)
+            .await
+            .map_err(|s| anyhow!("{endpoint}: watch: {:?}: {}", s.code(), s.message()))?
+            .into_inner();
+        await_created(&mut responses, watchers, |r| {
+            (r.watch_id, r.created, r.canceled, r.cancel_reason.clone())
+        })
+        .await
+        .map_err(|e| anyhow!("{endpoint}: {e:#}"))?;
+        let feed = responses.filter_map(move |response| {
+            // The request stream stays open as long as the feed: closing it ends the watchers.
+            let _requests = &tx;
+            let item = match response {
+                Err(s) => Some(Err(anyhow!(
+                    "{endpoint}: watch stream: {:?}: {}",
+                    s.code(),
+                    s.message()
+                ))),
+                Ok(r) if r.canceled => Some(Err(anyhow!(
+                    "{endpoint}: watcher {} cancelled: {}",
+                    r.watch_id,
+                    r.cancel_reason
+                ))),
+                Ok(r) if r.events.is_empty() => None,
+                Ok(r) => Some(Ok(WatchDelivery {
+                    watcher: (r.watch_id - 1).max(0) as usize,
+                    events: r
+                        .events
+                        .into_iter()
+                        .filter_map(|e| e.kv)
+                        .map(|kv| WatchEvent {
+                            key: kv.key,
+                            value: kv.value,
+                            mod_revision: kv.mod_revision,
+                        })
+                        .collect(),
+                })),
+            };
+            std::future::ready(item)
+        });
+        Ok(feed.boxed())
+    }
+
+    async fn grant_lease(&self, ttl: i64) -> OpResult<i64> {
+        let i = self.leader();
+        match self.lease[i]
+            .clone()
+            .lease_grant(LeaseGrantRequest { ttl, id: 0 })
+            .await
+        {
+            Ok(r) => {
+                let r = r.into_inner();
+                if !r.error.is_empty() {
+                    bail!("{}: lease grant: {}", self.endpoints[i], r.error);
+                }
+                Ok(r.id)
+            }
+            Err(s) => self.failed(i, s).await,
+        }
+    }
+
+    async fn revoke_lease(&self, id: i64) -> OpResult<()> {
+        let i = self.leader();
+        match self.lease[i]
+            .clone()
+            .lease_revoke(LeaseRevokeRequest { id })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) => self.failed(i, s).await,
+        }
+    }
+
+    async fn keep_alive_stream(&self, first: i64) -> OpResult<KeepAliveStream> {
+        let i = self.leader();
+        let (tx, rx) = KeepAliveStream::requests(first);
+        let call = self.lease[i]
+            .clone()
+            .lease_keep_alive(rx.map(|id| LeaseKeepAliveRequest { id }))
+            .await;
+        let responses = match call {
+            Ok(r) => r.into_inner(),
+            Err(s) => return self.failed(i, s).await,
+        };
+        let endpoint = self.endpoints[i].clone();
+        let answers = responses
+            .map(move |r| match r {
+                Ok(r) => Ok((r.id, r.ttl)),
+                Err(s) => Err(anyhow!(
+                    "{endpoint}: keep-alive: {:?}: {}",
+                    s.code(),
+                    s.message()
+                )),
+            })
+            .boxed();
+        KeepAliveStream::open(tx, answers, first).await
     }
 }

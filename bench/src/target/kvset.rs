@@ -7,22 +7,31 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
+use futures::StreamExt;
 use kvset_client::{Client, ReadOptions, Role, Txn, TxnOp};
 use kvset_proto::v1::cluster_client::ClusterClient;
 use kvset_proto::v1::kv_client::KvClient;
+use kvset_proto::v1::lease_client::LeaseClient;
+use kvset_proto::v1::watch_client::WatchClient;
 use kvset_proto::v1::{
-    compare, request_op, Compare, Consistency, GetRequest, PutRequest, RequestId, RequestOp,
-    StatusRequest, TxnRequest,
+    compare, request_op, watch_request, Compare, Consistency, GetRequest, LeaseGrantRequest,
+    LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, RequestId, RequestOp, StatusRequest,
+    TxnRequest, WatchCreateRequest, WatchRequest,
 };
 use tonic::transport::Channel;
 
-use super::{channel, round_robin, stable, until_ready, ConnectOptions, OpResult, Target};
+use super::{
+    await_created, channel, round_robin, stable, until_ready, ConnectOptions, KeepAliveStream,
+    OpResult, Streams, Target, WatchDelivery, WatchEvent, WatchFeed,
+};
 
 /// kvset through `kvset_proto`'s generated clients, one channel per endpoint.
 pub struct KvsetRaw {
     endpoints: Vec<String>,
     kv: Vec<KvClient<Channel>>,
     cluster: Vec<ClusterClient<Channel>>,
+    watch: Vec<WatchClient<Channel>>,
+    lease: Vec<LeaseClient<Channel>>,
     leader: AtomicUsize,
     refreshing: AtomicBool,
     next_stale: AtomicUsize,
@@ -44,7 +53,12 @@ impl KvsetRaw {
                 .iter()
                 .map(|c| KvClient::new(c.clone()).max_decoding_message_size(64 << 20))
                 .collect(),
-            cluster: channels.into_iter().map(ClusterClient::new).collect(),
+            cluster: channels.iter().cloned().map(ClusterClient::new).collect(),
+            watch: channels
+                .iter()
+                .map(|c| WatchClient::new(c.clone()).max_decoding_message_size(64 << 20))
+                .collect(),
+            lease: channels.into_iter().map(LeaseClient::new).collect(),
             leader: AtomicUsize::new(0),
             refreshing: AtomicBool::new(false),
             next_stale: AtomicUsize::new(0),
@@ -216,6 +230,132 @@ impl Target for KvsetRaw {
             ..Default::default()
         };
         self.txn(request).await.map(drop)
+    }
+}
+
+impl Streams for KvsetRaw {
+    fn members(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    fn leader_index(&self) -> usize {
+        self.leader()
+    }
+
+    async fn watch_prefix(
+        &self,
+        member: usize,
+        prefix: Vec<u8>,
+        watchers: usize,
+    ) -> OpResult<WatchFeed> {
+        // Every create is queued before the call, as for etcd (whose server answers the call
+        // only with its first response).
+        let (mut tx, rx) = futures::channel::mpsc::channel(watchers.max(1));
+        for id in 1..=watchers {
+            let create = WatchCreateRequest {
+                key: prefix.clone(),
+                prefix: true,
+                watch_id: id as i64,
+                ..Default::default()
+            };
+            tx.try_send(WatchRequest {
+                request: Some(watch_request::Request::CreateRequest(create)),
+            })
+            .map_err(|e| anyhow!("queueing a watch create: {e}"))?;
+        }
+        let endpoint = self.endpoints[member].clone();
+        let mut responses = self.watch[member]
+            .clone()
+            .watch(rx)
+            .await
+            .map_err(|s| anyhow!("{endpoint}: watch: {:?}: {}", s.code(), s.message()))?
+            .into_inner();
+        await_created(&mut responses, watchers, |r| {
+            (r.watch_id, r.created, r.canceled, r.cancel_reason.clone())
+        })
+        .await
+        .map_err(|e| anyhow!("{endpoint}: {e:#}"))?;
+        let feed = responses.filter_map(move |response| {
+            // The request stream stays open as long as the feed: closing it ends the watchers.
+            let _requests = &tx;
+            let item = match response {
+                Err(s) => Some(Err(anyhow!(
+                    "{endpoint}: watch stream: {:?}: {}",
+                    s.code(),
+                    s.message()
+                ))),
+                Ok(r) if r.canceled => Some(Err(anyhow!(
+                    "{endpoint}: watcher {} cancelled: {}",
+                    r.watch_id,
+                    r.cancel_reason
+                ))),
+                Ok(r) if r.events.is_empty() => None,
+                Ok(r) => Some(Ok(WatchDelivery {
+                    watcher: (r.watch_id - 1).max(0) as usize,
+                    events: r
+                        .events
+                        .into_iter()
+                        .filter_map(|e| e.kv)
+                        .map(|kv| WatchEvent {
+                            key: kv.key,
+                            value: kv.value,
+                            mod_revision: kv.mod_revision,
+                        })
+                        .collect(),
+                })),
+            };
+            std::future::ready(item)
+        });
+        Ok(feed.boxed())
+    }
+
+    async fn grant_lease(&self, ttl: i64) -> OpResult<i64> {
+        let i = self.leader();
+        match self.lease[i]
+            .clone()
+            .grant(LeaseGrantRequest { ttl, id: 0 })
+            .await
+        {
+            Ok(r) => Ok(r.into_inner().id),
+            Err(s) => self.failed(i, s).await,
+        }
+    }
+
+    async fn revoke_lease(&self, id: i64) -> OpResult<()> {
+        let i = self.leader();
+        match self.lease[i]
+            .clone()
+            .revoke(LeaseRevokeRequest { id })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) => self.failed(i, s).await,
+        }
+    }
+
+    async fn keep_alive_stream(&self, first: i64) -> OpResult<KeepAliveStream> {
+        let i = self.leader();
+        let (tx, rx) = KeepAliveStream::requests(first);
+        let call = self.lease[i]
+            .clone()
+            .keep_alive(rx.map(|id| LeaseKeepAliveRequest { id }))
+            .await;
+        let responses = match call {
+            Ok(r) => r.into_inner(),
+            Err(s) => return self.failed(i, s).await,
+        };
+        let endpoint = self.endpoints[i].clone();
+        let answers = responses
+            .map(move |r| match r {
+                Ok(r) => Ok((r.id, r.ttl)),
+                Err(s) => Err(anyhow!(
+                    "{endpoint}: keep-alive: {:?}: {}",
+                    s.code(),
+                    s.message()
+                )),
+            })
+            .boxed();
+        KeepAliveStream::open(tx, answers, first).await
     }
 }
 
