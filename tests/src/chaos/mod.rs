@@ -360,7 +360,7 @@ impl Run {
         for &kind in &self.config.faults {
             // A compound fault needs every fault of its script.
             let reason = kind.components().into_iter().find_map(|c| {
-                self.backend.unsupported(c).map(|r| {
+                backend::why_unsupported(self.backend.as_ref(), c).map(|r| {
                     if c == kind {
                         r
                     } else {
@@ -631,6 +631,7 @@ impl Run {
             seed: config.seed,
             backend: self.backend.name().to_string(),
             cluster: self.backend.describe(),
+            network: self.backend.network(),
             members: self.backend.members(),
             server_faults,
             workload: WorkloadConfig {
