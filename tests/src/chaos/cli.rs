@@ -100,8 +100,10 @@ pub struct RunArgs {
     /// Fault kinds: all, none, or a list of kill-follower, kill-leader, restart, kill-all,
     /// pause, partition, wipe, and the compound pause-wipe-kill-leader, kill-during-snapshot,
     /// kill-all-wipe-one, kill-all-wipe-kv0 (`all` means every single kind; --overlap adds the
-    /// four compound ones), and the opt-in disk-full, power-loss, power-loss-all (only when
-    /// named). Kinds the backend cannot do are reported and skipped.
+    /// four compound ones), and the opt-in disk-full, power-loss, power-loss-all, scale,
+    /// partition-leader, partition-one-way, latency (only when named; the last three need the
+    /// process backend with --network netns). Kinds the backend cannot do are reported and
+    /// skipped.
     #[arg(long, default_value = "all")]
     pub faults: String,
     /// Add compound faults, several in force at once: pause-wipe-kill-leader,
