@@ -24,13 +24,22 @@
 //! membership equals N. The running launcher describes itself in `<data-dir>/launcher.json`
 //! (pid, addresses, how many replicas run), which is how `scale` finds it.
 //!
+//! Network namespaces (`--netns-prefix P --netns-first-ip A`, hidden: for the chaos harness):
+//! kv-N is started inside the existing network namespace `P<N>` (`/run/netns/P<N>`, as `ip netns
+//! add` makes it) and binds address `A+N` there instead of `--bind-ip`, its ports unchanged. Who
+//! made the namespaces (veths to a bridge the launcher can reach) also removes them; the
+//! launcher only enters them (`setns(2)` in the child before `exec`, so the replica's pid is
+//! still the launcher's child and nothing else of its environment changes). Each replica then
+//! has a network stack of its own, which is what lets a harness cut the links between members
+//! (firewall rules inside one namespace) while clients outside still reach every member.
+//!
 //! For fault injection (the chaos harness, or by hand) the launcher leaves a few files in the data
 //! dir: `kv-N.pid` holds the replica's current pid, `logs/kv-N.log` its log, and while a file
 //! `kv-N.hold` exists the launcher does not restart kv-N (a pod deleted and not yet recreated):
 //! create it, kill the replica, wipe `kv-N/`, remove it, and kv-N comes back as a new member.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -68,6 +77,28 @@ pub struct LocalClusterSpec {
     /// Extra flags for every replica.
     pub server_args: Vec<String>,
     pub json_logs: bool,
+    /// Run each replica in a network namespace of its own (see the module docs).
+    pub netns: Option<LocalNetns>,
+}
+
+/// Where the replicas of a namespaced local cluster run: kv-N in the network namespace
+/// `<prefix><N>` (`/run/netns/<prefix><N>`), bound to `first_ip + N`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct LocalNetns {
+    pub prefix: String,
+    pub first_ip: Ipv4Addr,
+}
+
+impl LocalNetns {
+    /// The namespace of replica `n`.
+    pub fn name(&self, n: u64) -> String {
+        format!("{}{n}", self.prefix)
+    }
+
+    /// The address replica `n` binds in its namespace.
+    pub fn ip(&self, n: u64) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.first_ip).wrapping_add(n as u32))
+    }
 }
 
 /// Why the launcher failed.
@@ -82,6 +113,11 @@ pub enum LauncherError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "--netns-first-ip {first} leaves no room for {replicas} replicas in its /24 (the last \
+         address would be past .254)"
+    )]
+    NetnsAddresses { first: Ipv4Addr, replicas: u64 },
     #[error("cannot find this program to launch replicas: {0}")]
     SelfExe(std::io::Error),
     #[error(
@@ -110,6 +146,9 @@ pub struct LauncherState {
     pub base_port: u16,
     /// Replicas running now (kv-0 … kv-(running-1)).
     pub running: u64,
+    /// Set when each replica runs in a network namespace of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<LocalNetns>,
 }
 
 /// One replica's fixed parameters.
@@ -123,6 +162,8 @@ pub struct ReplicaSpec {
     pub log_file: PathBuf,
     pub pid_file: PathBuf,
     pub hold_file: PathBuf,
+    /// The network namespace it runs in (`/run/netns/…`), if any.
+    pub netns: Option<PathBuf>,
 }
 
 impl LocalClusterSpec {
@@ -132,18 +173,26 @@ impl LocalClusterSpec {
         if u64::from(self.base_port) + 200 + self.replicas > u64::from(u16::MAX) {
             return Err(LauncherError::Ports(self.base_port, self.replicas));
         }
+        if let Some(ns) = &self.netns {
+            if u64::from(ns.first_ip.octets()[3]) + self.replicas > 255 {
+                return Err(LauncherError::NetnsAddresses {
+                    first: ns.first_ip,
+                    replicas: self.replicas,
+                });
+            }
+        }
         Ok((0..self.replicas).map(|n| self.replica_spec(n)).collect())
     }
 
     /// Replica `n`'s name, addresses and files.
     pub fn replica_spec(&self, n: u64) -> ReplicaSpec {
         let name = format!("{}-{n}", self.set);
-        let port = |offset: u64| {
-            SocketAddr::new(
-                self.bind_ip,
-                (u64::from(self.base_port) + offset + n) as u16,
-            )
+        let ip = match &self.netns {
+            Some(ns) => IpAddr::V4(ns.ip(n)),
+            None => self.bind_ip,
         };
+        let port =
+            |offset: u64| SocketAddr::new(ip, (u64::from(self.base_port) + offset + n) as u16);
         ReplicaSpec {
             client: port(0),
             peer: port(100),
@@ -152,6 +201,10 @@ impl LocalClusterSpec {
             log_file: self.data_dir.join("logs").join(format!("{name}.log")),
             pid_file: self.data_dir.join(format!("{name}.pid")),
             hold_file: self.data_dir.join(format!("{name}.hold")),
+            netns: self
+                .netns
+                .as_ref()
+                .map(|ns| Path::new("/run/netns").join(ns.name(n))),
             name,
         }
     }
@@ -230,6 +283,7 @@ pub async fn run(
         bind_ip: spec.bind_ip,
         base_port: spec.base_port,
         running: 0,
+        netns: spec.netns.clone(),
     };
     write_state(&spec, &state)?;
     // The `--peers` list covers every ordinal that ran or is wanted (see `replica_args`).
@@ -407,6 +461,7 @@ pub async fn scale(
         set: state.set.clone(),
         server_args: Vec::new(),
         json_logs: false,
+        netns: state.netns.clone(),
     };
     let wanted: Vec<u64> = (0..replicas).collect();
     let started = Instant::now();
@@ -569,18 +624,49 @@ async fn supervise(
     }
 }
 
+/// Starts one replica; with `r.netns`, inside that network namespace (entered by the child
+/// between fork and exec, so the replica is still our child and keeps our mount namespace).
 fn spawn_replica(exe: &Path, args: &[String], r: &ReplicaSpec) -> std::io::Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&r.log_file)?;
-    Command::new(exe)
-        .args(args)
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
+        .kill_on_drop(true);
+    // Opened here, in the parent, so that a missing namespace is an error with its path; the
+    // descriptor lives until the spawn returns (the child enters it before exec).
+    let ns = r
+        .netns
+        .as_deref()
+        .map(|path| {
+            std::fs::File::open(path).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("network namespace {}: {e}", path.display()),
+                )
+            })
+        })
+        .transpose()?;
+    if let Some(ns) = &ns {
+        use std::os::fd::AsRawFd as _;
+        let fd = ns.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
+        // which is async-signal-safe, on a descriptor that stays open until spawn returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    cmd.spawn()
 }
 
 /// Polls the replica's readiness health check until it serves.
@@ -622,6 +708,7 @@ mod tests {
             set: "kv".into(),
             server_args: vec![],
             json_logs: false,
+            netns: None,
         };
         let r = spec.replica_specs().unwrap();
         assert_eq!(r[2].name, "kv-2");
@@ -647,9 +734,63 @@ mod tests {
         .is_err());
         assert!(LocalClusterSpec {
             base_port: 65400,
-            ..spec
+            ..spec.clone()
         }
         .replica_specs()
         .is_err());
+        assert_eq!(r[1].netns, None);
+    }
+
+    #[test]
+    fn namespaced_replicas_bind_their_own_address_in_their_own_namespace() {
+        let spec = LocalClusterSpec {
+            replicas: 3,
+            data_dir: "/tmp/d".into(),
+            base_port: 7379,
+            bind_ip: "127.0.0.1".parse().unwrap(),
+            set: "kv".into(),
+            server_args: vec![],
+            json_logs: false,
+            netns: Some(LocalNetns {
+                prefix: "kvsnt7n".into(),
+                first_ip: "10.213.7.10".parse().unwrap(),
+            }),
+        };
+        let r = spec.replica_specs().unwrap();
+        assert_eq!(r[2].client.to_string(), "10.213.7.12:7381");
+        assert_eq!(r[2].peer.to_string(), "10.213.7.12:7481");
+        assert_eq!(r[0].metrics.to_string(), "10.213.7.10:7579");
+        assert_eq!(r[1].netns, Some(PathBuf::from("/run/netns/kvsnt7n1")));
+        assert_eq!(
+            LocalClusterSpec::peers_flag(&r[..2]),
+            "kv-0=10.213.7.10:7379/10.213.7.10:7479,kv-1=10.213.7.11:7380/10.213.7.11:7480"
+        );
+        // The last replica's address must stay inside the /24.
+        let mut tight = spec.clone();
+        tight.netns = Some(LocalNetns {
+            prefix: "p".into(),
+            first_ip: "10.213.7.253".parse().unwrap(),
+        });
+        assert!(matches!(
+            tight.replica_specs(),
+            Err(LauncherError::NetnsAddresses { .. })
+        ));
+        // The launcher's state names the namespaces, so `local scale` reaches the members.
+        let state = LauncherState {
+            pid: 1,
+            set: "kv".into(),
+            bind_ip: spec.bind_ip,
+            base_port: 7379,
+            running: 3,
+            netns: spec.netns.clone(),
+        };
+        let back: LauncherState =
+            serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        assert_eq!(back, state);
+        let old: LauncherState = serde_json::from_str(
+            r#"{"pid":1,"set":"kv","bind_ip":"127.0.0.1","base_port":7379,"running":3}"#,
+        )
+        .unwrap();
+        assert_eq!(old.netns, None);
     }
 }

@@ -330,6 +330,13 @@ struct LocalArgs {
     /// Log format of the launcher and the replicas.
     #[arg(long, env = "KVSET_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Test harnesses: run kv-N in the existing network namespace <PREFIX><N> (see
+    /// --netns-first-ip). The harness creates and removes the namespaces.
+    #[arg(long, hide = true, requires = "netns_first_ip")]
+    netns_prefix: Option<String>,
+    /// Test harnesses: kv-N binds this address + N inside its namespace (instead of --bind-ip).
+    #[arg(long, hide = true, requires = "netns_prefix")]
+    netns_first_ip: Option<std::net::Ipv4Addr>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -484,6 +491,10 @@ async fn main() -> anyhow::Result<()> {
                 set: args.set,
                 server_args: args.server_args,
                 json_logs: matches!(args.log_format, LogFormat::Json),
+                netns: args
+                    .netns_prefix
+                    .zip(args.netns_first_ip)
+                    .map(|(prefix, first_ip)| launcher::LocalNetns { prefix, first_ip }),
             };
             launcher::run(spec, server::termination_signal()).await?;
             Ok(())

@@ -104,6 +104,7 @@ fn the_kubectl_backend_issues_the_documented_commands() {
         server_args: vec![],
         small_disks_mb: None,
         power_disks: false,
+        network: Default::default(),
     });
     cluster.start(&|_| Ok(())).expect("start the local cluster");
     let endpoints: Vec<String> = cluster.members().into_iter().map(|m| m.endpoint).collect();

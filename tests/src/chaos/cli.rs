@@ -4,12 +4,15 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::backend::docker::{default_compose_file, DockerConfig, DockerTopology};
 use super::backend::kubectl::KubectlConfig;
+use super::backend::netns::Netns;
 use super::backend::process::{
-    find_server_binary, pick_base_port, pick_bind_ip, ProcessConfig, DEFAULT_SERVER_ARGS,
+    find_server_binary, pick_base_port, pick_bind_ip, ProcessConfig, ProcessNetwork,
+    DEFAULT_SERVER_ARGS,
 };
 use super::faults::FaultKind;
 use super::overlap::OVERLAP_SERVER_ARGS;
@@ -39,6 +42,27 @@ impl BackendKind {
             BackendKind::Process => "process",
             BackendKind::Docker => "docker",
             BackendKind::Kubectl => "kubectl",
+        }
+    }
+}
+
+/// How the process backend networks its members (`--network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetworkArg {
+    /// One loopback address for every member (no partitions).
+    Loopback,
+    /// A network namespace per member (root); fails when namespaces cannot be made.
+    Netns,
+    /// Namespaces where they can be made, else loopback.
+    Auto,
+}
+
+impl NetworkArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            NetworkArg::Loopback => "loopback",
+            NetworkArg::Netns => "netns",
+            NetworkArg::Auto => "auto",
         }
     }
 }
@@ -76,8 +100,10 @@ pub struct RunArgs {
     /// Fault kinds: all, none, or a list of kill-follower, kill-leader, restart, kill-all,
     /// pause, partition, wipe, and the compound pause-wipe-kill-leader, kill-during-snapshot,
     /// kill-all-wipe-one, kill-all-wipe-kv0 (`all` means every single kind; --overlap adds the
-    /// four compound ones), and the opt-in disk-full, power-loss, power-loss-all (only when
-    /// named). Kinds the backend cannot do are reported and skipped.
+    /// four compound ones), and the opt-in disk-full, power-loss, power-loss-all, scale,
+    /// partition-leader, partition-one-way, latency (only when named; the last three need the
+    /// process backend with --network netns). Kinds the backend cannot do are reported and
+    /// skipped.
     #[arg(long, default_value = "all")]
     pub faults: String,
     /// Add compound faults, several in force at once: pause-wipe-kill-leader,
@@ -121,6 +147,17 @@ pub struct RunArgs {
     /// process: loopback address to bind (default: a 127.x.y.z of the run's own on Linux).
     #[arg(long, help_heading = "process backend")]
     pub bind_ip: Option<Ipv4Addr>,
+    /// process: how members are networked. loopback: one address for all (no partitions);
+    /// netns: a network namespace per member on a bridge the run creates and removes (root;
+    /// partitions, partition-leader, partition-one-way, latency); auto: netns where it works,
+    /// else loopback. The report says which ran.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "loopback",
+        help_heading = "process backend"
+    )]
+    pub network: NetworkArg,
     /// process, docker --docker-prefix: extra flag for every member (repeatable), e.g.
     /// --server-arg=--fault=stale-linearizable-reads. Added after the defaults
     /// (--heartbeat-ms=100 --election-timeout-min-ms=400 --election-timeout-max-ms=600
@@ -235,7 +272,11 @@ impl RunArgs {
         parts.extend(self.coordination.reproduce());
         parts.extend(self.server_args.iter().map(|a| format!("--server-arg={a}")));
         match self.backend {
-            BackendKind::Process => {}
+            BackendKind::Process => {
+                if self.network != NetworkArg::Loopback {
+                    parts.push(format!("--network {}", self.network.as_str()));
+                }
+            }
             BackendKind::Docker => {
                 parts.push(format!("--image {}", self.image));
                 if let Some(p) = &self.docker_prefix {
@@ -328,6 +369,27 @@ impl RunArgs {
                     })?,
                 };
                 let out_abs = std::path::absolute(&out).unwrap_or_else(|_| out.clone());
+                let network = match self.network {
+                    NetworkArg::Loopback => ProcessNetwork::default(),
+                    NetworkArg::Netns => ProcessNetwork::Namespaces(Arc::new(
+                        Netns::create(self.replicas).map_err(|source| ChaosError::Setup {
+                            backend: "process",
+                            source,
+                        })?,
+                    )),
+                    NetworkArg::Auto => match Netns::create(self.replicas) {
+                        Ok(net) => ProcessNetwork::Namespaces(Arc::new(net)),
+                        Err(e) => {
+                            eprintln!(
+                                "kvset-chaos: network namespaces unavailable ({e}); members run \
+                                 on loopback"
+                            );
+                            ProcessNetwork::Loopback {
+                                why: Some(e.to_string()),
+                            }
+                        }
+                    },
+                };
                 BackendConfig::Process(ProcessConfig {
                     server_bin,
                     data_dir: out_abs.join("data"),
@@ -340,6 +402,7 @@ impl RunArgs {
                         .contains(&FaultKind::DiskFull)
                         .then_some(DISK_FULL_TMPFS_MB),
                     power_disks,
+                    network,
                 })
             }
             BackendKind::Docker => {

@@ -11,6 +11,9 @@
 //! | `kill-all` | every member at once | kill -9 | the supervisors; the cluster restarts from its volumes |
 //! | `pause` | any member | SIGSTOP / cgroup freeze for the hold time | SIGCONT / thaw |
 //! | `partition` | any member | cut off from the other members for the hold time | reconnecting it |
+//! | `partition-leader` (opt-in) | the leader and a minority | cut off from the majority for the hold time (the old leader must neither serve a linearizable read nor acknowledge a write) | reconnecting them |
+//! | `partition-one-way` (opt-in) | any member | what it sends to the other members is lost; what they send still arrives | reconnecting it |
+//! | `latency` (opt-in) | any member | every packet it sends delayed (`tc netem`) for the hold time | removing the delay |
 //! | `wipe` | any member | killed and its volume destroyed; down for the hold time | starting it empty: it must rejoin |
 //! | `disk-full` (opt-in) | any member | its small filesystem filled; it stops on the storage failure | freeing the space at the end of the hold |
 //! | `power-loss` (opt-in) | any member | kill -9, then its volume drops every write not yet durable; down for the hold time | starting it on what was durable |
@@ -105,6 +108,15 @@ pub enum FaultKind {
     /// stays down for the hold time while the others go on, then the others lose power too, and
     /// all come back together. Opt-in, like `PowerLoss`.
     PowerLossAll,
+    /// Cut the leader, with a minority of the followers (none of three), off from the majority
+    /// for a while. Opt-in (the process backend in namespace mode).
+    PartitionLeader,
+    /// Drop what one member sends to the other members (not what they send it) for a while.
+    /// Opt-in (the process backend in namespace mode).
+    PartitionOneWay,
+    /// Delay every packet one member sends for a while (`tc netem`). Opt-in (the process
+    /// backend in namespace mode, on a kernel with `sch_netem`).
+    Latency,
     /// Scale the set down to a random smaller size (at least 1) and, after the hold, back up:
     /// the members above the size leave the cluster, then come back as new members. Opt-in
     /// (it needs a backend that can scale: the process launcher's `local scale`).
@@ -138,12 +150,25 @@ impl FaultKind {
 
     /// Single kinds that run only when named in `--faults` (not part of `all`): they need
     /// something of the machine that a plain run does not set up.
-    pub const OPT_IN: [FaultKind; 4] = [
+    pub const OPT_IN: [FaultKind; 7] = [
         FaultKind::DiskFull,
         FaultKind::PowerLoss,
         FaultKind::PowerLossAll,
         FaultKind::Scale,
+        FaultKind::PartitionLeader,
+        FaultKind::PartitionOneWay,
+        FaultKind::Latency,
     ];
+
+    /// True for a kind that shapes the network beyond isolating one member (a group split, a
+    /// one-way cut, latency): only backends that say so (`Backend::shaped_network_unsupported`)
+    /// can do them.
+    pub fn is_shaped_network(self) -> bool {
+        matches!(
+            self,
+            FaultKind::PartitionLeader | FaultKind::PartitionOneWay | FaultKind::Latency
+        )
+    }
 
     /// True for a power-loss kind (the members' volumes must be on kvset-powerfs).
     pub fn is_power_loss(self) -> bool {
@@ -187,6 +212,9 @@ impl FaultKind {
             FaultKind::PowerLoss => "power-loss",
             FaultKind::PowerLossAll => "power-loss-all",
             FaultKind::Scale => "scale",
+            FaultKind::PartitionLeader => "partition-leader",
+            FaultKind::PartitionOneWay => "partition-one-way",
+            FaultKind::Latency => "latency",
         }
     }
 
@@ -440,9 +468,31 @@ impl Nemesis {
             FaultKind::Restart
             | FaultKind::Pause
             | FaultKind::Partition
+            | FaultKind::PartitionOneWay
+            | FaultKind::Latency
             | FaultKind::Wipe
             | FaultKind::DiskFull
             | FaultKind::PowerLoss => planned.choose(&all).into_iter().collect(),
+            // The leader in the largest minority (alone of three, with one follower of five):
+            // the majority left behind can elect a new leader.
+            FaultKind::PartitionLeader => match leader {
+                Some(l) => {
+                    let minority = all.len().saturating_sub(1) / 2;
+                    let mut pool = followers.clone();
+                    let mut side = vec![l];
+                    while side.len() < minority {
+                        match planned.choose(&pool) {
+                            Some(f) => {
+                                pool.retain(|&m| m != f);
+                                side.push(f);
+                            }
+                            None => break,
+                        }
+                    }
+                    side
+                }
+                None => Vec::new(),
+            },
             // The member whose volume falls behind first, then the others.
             FaultKind::PowerLossAll => match planned.choose(&all) {
                 Some(behind) => std::iter::once(behind)
@@ -527,13 +577,25 @@ impl Nemesis {
                     };
                     (result, started, healed_at)
                 }
-                FaultKind::Pause | FaultKind::Partition | FaultKind::Wipe | FaultKind::DiskFull => {
+                FaultKind::Pause
+                | FaultKind::Partition
+                | FaultKind::PartitionLeader
+                | FaultKind::PartitionOneWay
+                | FaultKind::Latency
+                | FaultKind::Wipe
+                | FaultKind::DiskFull => {
                     let t = targets[0];
                     let kind = planned.kind;
+                    let side = targets.clone();
+                    let heal_side = targets.clone();
                     let begun = self
                         .blocking(move |b| match kind {
                             FaultKind::Pause => b.pause(t),
                             FaultKind::Partition => b.partition(t),
+                            FaultKind::PartitionLeader | FaultKind::PartitionOneWay => {
+                                b.partition_shaped(kind, &side)
+                            }
+                            FaultKind::Latency => b.add_latency(t),
                             FaultKind::DiskFull => b.fill_disk(t),
                             _ => b.wipe_begin(t),
                         })
@@ -547,6 +609,10 @@ impl Nemesis {
                         .blocking(move |b| match kind {
                             FaultKind::Pause => b.resume(t),
                             FaultKind::Partition => b.heal_partition(t),
+                            FaultKind::PartitionLeader | FaultKind::PartitionOneWay => {
+                                b.heal_partition_shaped(kind, &heal_side)
+                            }
+                            FaultKind::Latency => b.remove_latency(t),
                             FaultKind::DiskFull => b.free_disk(t),
                             _ => b.wipe_end(t),
                         })
@@ -609,7 +675,14 @@ impl Nemesis {
             }
             _ => None,
         };
-        let immediate = matches!(planned.kind, FaultKind::Pause | FaultKind::Partition);
+        let immediate = matches!(
+            planned.kind,
+            FaultKind::Pause
+                | FaultKind::Partition
+                | FaultKind::PartitionLeader
+                | FaultKind::PartitionOneWay
+                | FaultKind::Latency
+        );
         self.measure(
             &mut record,
             &targets,

@@ -17,7 +17,8 @@
 //!    own evidence files.
 //! 3. **Faults.** Meanwhile the nemesis ([`faults`]) follows a seeded [`schedule`]: kill -9 a
 //!    follower or the leader, restart one gracefully, kill every member at once, freeze one,
-//!    partition one, wipe one's volume. One fault at a time, each only into a healthy cluster,
+//!    partition one (on the process backend in namespace mode also: cut the leader from the
+//!    majority, drop one member's outbound traffic, delay it), wipe one's volume. One fault at a time, each only into a healthy cluster,
 //!    each healed, each followed by reads pinned to the member that came back, and each timed:
 //!    how long until a new leader acknowledges a write, how long until the returning member
 //!    caught up. With `--overlap`, compound faults ([`overlap`]) join the schedule: several
@@ -49,8 +50,9 @@
 //! # What it leaves out
 //!
 //! Clock faults (the server does not depend on clocks for safety), disk faults below the file
-//! system (fsync lies, torn writes), asymmetric partitions, and membership changes during the
-//! run; multi-key transactions are outside the checker's model.
+//! system (fsync lies, torn writes), asymmetric partitions except on the process backend in
+//! namespace mode (`partition-one-way`), and membership changes during the run (except the
+//! opt-in `scale`); multi-key transactions are outside the checker's model.
 
 pub mod backend;
 pub mod checks;
@@ -360,7 +362,7 @@ impl Run {
         for &kind in &self.config.faults {
             // A compound fault needs every fault of its script.
             let reason = kind.components().into_iter().find_map(|c| {
-                self.backend.unsupported(c).map(|r| {
+                backend::why_unsupported(self.backend.as_ref(), c).map(|r| {
                     if c == kind {
                         r
                     } else {
@@ -631,6 +633,7 @@ impl Run {
             seed: config.seed,
             backend: self.backend.name().to_string(),
             cluster: self.backend.describe(),
+            network: self.backend.network(),
             members: self.backend.members(),
             server_faults,
             workload: WorkloadConfig {

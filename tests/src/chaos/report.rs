@@ -228,6 +228,9 @@ pub struct RunReport {
     pub backend: String,
     /// How the cluster ran.
     pub cluster: String,
+    /// How the members were networked (the process backend: `namespaces: …` or `loopback: …`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
     /// The members.
     pub members: Vec<MemberInfo>,
     /// Deliberate server faults the members reported running with.
@@ -303,6 +306,9 @@ impl RunReport {
             self.exit_code
         );
         let _ = writeln!(s, "Cluster: {}\n", self.cluster);
+        if let Some(network) = &self.network {
+            let _ = writeln!(s, "Network: {network}\n");
+        }
         if !self.server_faults.is_empty() {
             let _ = writeln!(
                 s,

@@ -12,7 +12,9 @@
 //! | crash (kill -9, supervisor restarts) | `kill -9 $(cat kv-N.pid)`; the launcher restarts it | `docker kill`, then `docker start` (the harness plays the kubelet) | `kubectl delete pod --grace-period=0 --force`; the StatefulSet recreates it |
 //! | graceful restart | `kill -TERM`; the launcher restarts it | `docker stop -t 30`, then `docker start` | `kubectl delete pod` |
 //! | pause / resume | `SIGSTOP` / `SIGCONT` | `docker pause` / `unpause` | unsupported (distroless: no `kill` to exec) |
-//! | partition / heal | unsupported (one loopback interface) | `docker network disconnect` / `connect` | unsupported (needs an enforcing NetworkPolicy CNI) |
+//! | partition / heal | namespace mode: `iptables DROP` of the peers' addresses inside the member's network namespace, flushed to heal; loopback mode: unsupported | `docker network disconnect` / `connect` | unsupported (needs an enforcing NetworkPolicy CNI) |
+//! | partition-leader, partition-one-way (opt-in) | namespace mode: the same rules for the leader's side both ways, or for one member's outbound traffic only | unsupported | unsupported |
+//! | latency (opt-in) | namespace mode with `sch_netem`: `tc qdisc add … netem delay` on the member's veth | unsupported | unsupported |
 //! | wipe (lose the volume, rejoin) | `kv-N.hold`, kill, `rm -rf kv-N/`, remove the hold | kill, `docker rm`, `docker volume rm`, recreate | `kubectl delete pvc` + `delete pod` |
 //! | disk full (fill the member's small filesystem, free it) | a tmpfs per `kv-N/`, a filler file written into it | an ext4 image on a loop device per volume (`--docker-prefix` only), the filler written through the volume's mount point on the host | unsupported |
 //! | scale down and back up | `kvset-server local scale N`, then back | unsupported (fixed compose services) | unsupported (not yet) |
@@ -27,6 +29,7 @@
 
 pub mod docker;
 pub mod kubectl;
+pub mod netns;
 pub mod process;
 
 use std::fmt;
@@ -165,6 +168,45 @@ pub trait Backend: Send + Sync {
     /// Undoes [`Backend::partition`].
     fn heal_partition(&self, member: usize) -> Result<(), BackendError>;
 
+    /// How the members are networked, for the report (`None`: nothing to say beyond
+    /// [`Backend::describe`]). The process backend names its mode (namespaces or loopback).
+    fn network(&self) -> Option<String> {
+        None
+    }
+
+    /// `Some(reason)` unless this backend can shape the network beyond [`Backend::partition`]
+    /// (the kinds of [`FaultKind::is_shaped_network`]). Asked before [`Backend::unsupported`]
+    /// for those kinds, so that a backend written before they existed never claims them.
+    fn shaped_network_unsupported(&self) -> Option<String> {
+        Some(format!(
+            "the {} backend cannot split groups, cut one way or add latency (the process \
+             backend in namespace mode can)",
+            self.name()
+        ))
+    }
+
+    /// Cuts links for a shaped partition: `partition-leader` cuts `side` (the leader and a
+    /// minority) off from the other members both ways; `partition-one-way` drops only what
+    /// `side[0]` sends to the others.
+    fn partition_shaped(&self, kind: FaultKind, _side: &[usize]) -> Result<(), BackendError> {
+        Err(unsupported(self, kind))
+    }
+
+    /// Undoes [`Backend::partition_shaped`] with the same arguments.
+    fn heal_partition_shaped(&self, kind: FaultKind, _side: &[usize]) -> Result<(), BackendError> {
+        Err(unsupported(self, kind))
+    }
+
+    /// Delays every packet the member sends.
+    fn add_latency(&self, _member: usize) -> Result<(), BackendError> {
+        Err(unsupported(self, FaultKind::Latency))
+    }
+
+    /// Undoes [`Backend::add_latency`].
+    fn remove_latency(&self, _member: usize) -> Result<(), BackendError> {
+        Err(unsupported(self, FaultKind::Latency))
+    }
+
     /// Stops the member and destroys its volume; it stays down until [`Backend::wipe_end`].
     fn wipe_begin(&self, member: usize) -> Result<(), BackendError>;
 
@@ -245,8 +287,19 @@ pub trait Backend: Send + Sync {
 /// Blocks until member `ordinal` is ready (or fails with why not); see [`Backend::start`].
 pub type WaitReady<'a> = dyn Fn(usize) -> Result<(), String> + Sync + 'a;
 
+/// Why `backend` cannot inject `kind` (a single kind), if it cannot: the shaped-network check
+/// first for those kinds, then [`Backend::unsupported`].
+pub fn why_unsupported(backend: &dyn Backend, kind: FaultKind) -> Option<String> {
+    if kind.is_shaped_network() {
+        if let Some(why) = backend.shaped_network_unsupported() {
+            return Some(why);
+        }
+    }
+    backend.unsupported(kind)
+}
+
 /// The error for a fault a backend does not do.
-pub(crate) fn unsupported(backend: &dyn Backend, kind: FaultKind) -> BackendError {
+pub(crate) fn unsupported<B: Backend + ?Sized>(backend: &B, kind: FaultKind) -> BackendError {
     BackendError::Unsupported {
         backend: backend.name(),
         kind,

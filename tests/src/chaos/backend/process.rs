@@ -29,8 +29,23 @@
 //! starts on exactly what it had made durable. The two kinds of small filesystems exclude each
 //! other (a filler file on kvset-powerfs would fill the disk under its backing directory).
 //!
-//! A network partition cannot be made here: every member listens on the same loopback address
-//! and nothing sits between them. The backend says so, and the schedule leaves partitions out.
+//! # Two network modes
+//!
+//! * **loopback** (the default, and the fallback of `--network auto`): every member listens on
+//!   the run's own loopback address. Nothing sits between two members, so a partition cannot be
+//!   made: the backend says so and the schedule leaves partitions out. Needs nothing.
+//! * **namespaces** (`--network netns`, or `auto` where it works; root): the harness builds a
+//!   network of its own ([`super::netns`]: one network namespace per member, veth pairs to a
+//!   bridge, addresses in 10.213.X.0/24) before the launcher starts, and passes it
+//!   `--netns-prefix`/`--netns-first-ip`, so kv-N runs in its namespace bound to its own address.
+//!   A partition is then firewall rules inside members' namespaces: `partition` isolates one
+//!   member from its peers (clients, on the bridge's address, still reach it),
+//!   `partition-leader` cuts the leader and a minority from the majority, `partition-one-way`
+//!   drops only what one member sends to its peers, and `latency` delays what one member sends
+//!   (`tc netem`, when the kernel has `sch_netem`; otherwise reported unsupported). Teardown
+//!   (and drop) removes the network after the replicas are gone.
+//!
+//! [`Backend::network`] says which mode ran, for the report. Pause is SIGSTOP/SIGCONT in both.
 //!
 //! The backend never leaves processes behind: teardown (and drop, for a panicking or interrupted
 //! run) holds every replica, kills it, and stops the launcher. The launcher leads a process
@@ -43,16 +58,22 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvset_powerfs::PowerFs;
 
+use super::netns::{LinkCut, Netns};
 use super::{
     fill_until_full, is_mount_point, is_root, unsupported, Backend, BackendError, MemberInfo,
     WaitReady,
 };
 use crate::chaos::faults::FaultKind;
+
+/// Why loopback mode cannot cut links.
+const LOOPBACK_CANNOT_CUT: &str = "in loopback mode every member of the local launcher listens \
+     on one loopback address and nothing sits between them, so links cannot be cut (run as root \
+     with --network netns, or use --backend docker)";
 
 /// Flags every replica gets unless the user overrides them (a later flag wins): Raft timing
 /// that fails over within about a second, and a short shutdown grace so graceful restarts do
@@ -86,7 +107,41 @@ pub struct ProcessConfig {
     /// Put each replica's data dir on a kvset-powerfs mount of its own (for `power-loss`;
     /// needs root and `/dev/fuse`). Not together with `small_disks_mb`.
     pub power_disks: bool,
+    /// How the members are networked.
+    pub network: ProcessNetwork,
 }
+
+/// How the process backend's members are networked (see the module docs).
+#[derive(Debug, Clone)]
+pub enum ProcessNetwork {
+    /// One loopback address for every member; no partitions.
+    Loopback {
+        /// Why namespaces were not used, when they were asked for (`--network auto`).
+        why: Option<String>,
+    },
+    /// A network namespace per member, on a bridge; removed when the last clone is dropped
+    /// (and at teardown).
+    Namespaces(Arc<Netns>),
+}
+
+impl Default for ProcessNetwork {
+    fn default() -> Self {
+        ProcessNetwork::Loopback { why: None }
+    }
+}
+
+impl ProcessNetwork {
+    /// The member network, in namespace mode.
+    pub fn namespaces(&self) -> Option<&Netns> {
+        match self {
+            ProcessNetwork::Namespaces(n) => Some(n),
+            ProcessNetwork::Loopback { .. } => None,
+        }
+    }
+}
+
+/// How long `latency` delays every packet a member sends.
+pub const LATENCY_MS: u64 = 200;
 
 /// The file a disk-full fault fills a member's filesystem with.
 const DISK_FILLER: &str = "chaos-disk-filler";
@@ -181,9 +236,13 @@ impl ProcessBackend {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
-    /// Holds every replica, kills it, and stops the launcher. Idempotent.
+    /// Holds every replica, kills it, and stops the launcher; then removes the member network.
+    /// Idempotent.
     fn shutdown(&self) {
         self.stop_launcher();
+        if let Some(net) = self.config.network.namespaces() {
+            net.teardown();
+        }
         self.unmount_small_disks();
         // After the replicas are gone (they hold files there); dropping a mount unmounts it.
         self.power.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -293,7 +352,7 @@ impl Backend for ProcessBackend {
                 name: format!("kv-{n}"),
                 endpoint: format!(
                     "{}:{}",
-                    self.config.bind_ip,
+                    self.member_ip(n),
                     usize::from(self.config.base_port) + n
                 ),
             })
@@ -302,12 +361,16 @@ impl Backend for ProcessBackend {
 
     fn describe(&self) -> String {
         format!(
-            "{} local --replicas {} --data-dir {} --bind-ip {} --base-port {} {}",
+            "{} local --replicas {} --data-dir {} --bind-ip {} --base-port {} {}{}",
             self.config.server_bin.display(),
             self.config.replicas,
             self.config.data_dir.display(),
             self.config.bind_ip,
             self.config.base_port,
+            self.netns_flags()
+                .iter()
+                .map(|f| format!("{f} "))
+                .collect::<String>(),
             self.server_args()
                 .iter()
                 .map(|a| format!("--server-arg={a}"))
@@ -340,13 +403,43 @@ impl Backend for ProcessBackend {
         })
     }
 
-    fn unsupported(&self, kind: FaultKind) -> Option<String> {
-        match kind {
-            FaultKind::Partition => Some(
-                "every member of the local launcher listens on one loopback address and nothing \
-                 sits between them, so links cannot be cut (use --backend docker)"
-                    .into(),
+    fn network(&self) -> Option<String> {
+        Some(match &self.config.network {
+            ProcessNetwork::Namespaces(net) => format!("namespaces: {}", net.describe()),
+            ProcessNetwork::Loopback { why: None } => {
+                format!("loopback: every member on {}", self.config.bind_ip)
+            }
+            ProcessNetwork::Loopback { why: Some(why) } => format!(
+                "loopback: every member on {} (namespaces unavailable: {why})",
+                self.config.bind_ip
             ),
+        })
+    }
+
+    fn shaped_network_unsupported(&self) -> Option<String> {
+        match self.config.network.namespaces() {
+            Some(_) => None,
+            None => Some(LOOPBACK_CANNOT_CUT.into()),
+        }
+    }
+
+    fn unsupported(&self, kind: FaultKind) -> Option<String> {
+        let net = self.config.network.namespaces();
+        match kind {
+            FaultKind::Partition | FaultKind::PartitionLeader | FaultKind::PartitionOneWay
+                if net.is_none() =>
+            {
+                Some(LOOPBACK_CANNOT_CUT.into())
+            }
+            FaultKind::Latency => match net {
+                None => Some(LOOPBACK_CANNOT_CUT.into()),
+                Some(n) if !n.has_netem() => Some(
+                    "latency: unsupported (no sch_netem): this kernel cannot add delay with tc \
+                     netem"
+                        .into(),
+                ),
+                Some(_) => None,
+            },
             FaultKind::DiskFull if self.config.small_disks_mb.is_none() => {
                 Some("the members' data dirs are not on small filesystems".into())
             }
@@ -408,6 +501,7 @@ impl Backend for ProcessBackend {
             .arg(format!("--data-dir={}", data.display()))
             .arg(format!("--bind-ip={}", self.config.bind_ip))
             .arg(format!("--base-port={}", self.config.base_port))
+            .args(self.netns_flags())
             .args(
                 self.server_args()
                     .iter()
@@ -502,12 +596,37 @@ impl Backend for ProcessBackend {
         }
     }
 
-    fn partition(&self, _member: usize) -> Result<(), BackendError> {
-        Err(unsupported(self, FaultKind::Partition))
+    fn partition(&self, member: usize) -> Result<(), BackendError> {
+        self.cut_links(FaultKind::Partition, &LinkCut::Split { side: vec![member] })
     }
 
-    fn heal_partition(&self, _member: usize) -> Result<(), BackendError> {
-        Err(unsupported(self, FaultKind::Partition))
+    fn heal_partition(&self, member: usize) -> Result<(), BackendError> {
+        self.heal_links(FaultKind::Partition, &[member])
+    }
+
+    fn partition_shaped(&self, kind: FaultKind, side: &[usize]) -> Result<(), BackendError> {
+        let cut = match kind {
+            FaultKind::PartitionOneWay if side.len() == 1 => LinkCut::OneWay { member: side[0] },
+            FaultKind::PartitionLeader => LinkCut::Split {
+                side: side.to_vec(),
+            },
+            _ => return Err(unsupported(self, kind)),
+        };
+        self.cut_links(kind, &cut)
+    }
+
+    fn heal_partition_shaped(&self, kind: FaultKind, side: &[usize]) -> Result<(), BackendError> {
+        self.heal_links(kind, side)
+    }
+
+    fn add_latency(&self, member: usize) -> Result<(), BackendError> {
+        let net = self.netns_for(FaultKind::Latency)?;
+        net.run(&net.layout().delay(member, LATENCY_MS))
+    }
+
+    fn remove_latency(&self, member: usize) -> Result<(), BackendError> {
+        let net = self.netns_for(FaultKind::Latency)?;
+        net.run(&net.layout().undelay(member))
     }
 
     fn wipe_begin(&self, member: usize) -> Result<(), BackendError> {
@@ -575,6 +694,12 @@ impl Backend for ProcessBackend {
     }
 
     fn heal_all(&self) -> Result<(), BackendError> {
+        if let Some(net) = self.config.network.namespaces() {
+            for m in 0..self.config.replicas {
+                net.run_all(&net.layout().heal(m));
+                net.run_all(&net.layout().undelay(m));
+            }
+        }
         let paused: Vec<i32> = self
             .paused
             .lock()
@@ -745,6 +870,51 @@ impl ProcessBackend {
                     .status();
             }
         }
+    }
+
+    /// The member's address: its namespace's, or the shared loopback one.
+    fn member_ip(&self, member: usize) -> Ipv4Addr {
+        match self.config.network.namespaces() {
+            Some(net) => net.layout().member_ip(member),
+            None => self.config.bind_ip,
+        }
+    }
+
+    /// The launcher's flags that put each replica into its namespace (none on loopback).
+    fn netns_flags(&self) -> Vec<String> {
+        match self.config.network.namespaces() {
+            Some(net) => vec![
+                format!("--netns-prefix={}", net.layout().namespace_prefix()),
+                format!("--netns-first-ip={}", net.layout().member_ip(0)),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    fn netns_for(&self, kind: FaultKind) -> Result<&Netns, BackendError> {
+        self.config
+            .network
+            .namespaces()
+            .ok_or_else(|| unsupported(self, kind))
+    }
+
+    /// Drops the links `cut` names (rules in its side's namespaces).
+    fn cut_links(&self, kind: FaultKind, cut: &LinkCut) -> Result<(), BackendError> {
+        let net = self.netns_for(kind)?;
+        let cmds = net.layout().cut(cut);
+        net.run(&cmds).inspect_err(|_| {
+            // A cut made half-way is undone: it must not outlive the fault.
+            for m in cut.side() {
+                net.run_all(&net.layout().heal(m));
+            }
+        })
+    }
+
+    /// Removes every cut rule from the namespaces of `side`.
+    fn heal_links(&self, kind: FaultKind, side: &[usize]) -> Result<(), BackendError> {
+        let net = self.netns_for(kind)?;
+        side.iter()
+            .try_for_each(|&m| net.run(&net.layout().heal(m)))
     }
 
     fn server_args(&self) -> Vec<String> {

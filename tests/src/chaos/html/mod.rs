@@ -324,6 +324,9 @@ fn summary(h: &mut String, input: &ReportInput<'_>, spans: &[Span]) {
             run.duration_ms as f64 / 1e3,
             escape(&run.reproduce)
         );
+        if let Some(network) = &run.network {
+            let _ = writeln!(h, "<p id=\"network\">Network: {}</p>", escape(network));
+        }
         let _ = writeln!(
             h,
             "<table><tr><th>check</th><th>result</th><th>summary</th></tr>"

@@ -166,6 +166,7 @@ fn run_report(faults: Vec<FaultRecord>) -> RunReport {
         seed: 7,
         backend: "process".into(),
         cluster: "3 local members".into(),
+        network: Some("namespaces: network namespaces kvsnt7n0..2 on bridge kvsnt7b".into()),
         members: (0..3)
             .map(|i| MemberInfo {
                 name: format!("kv-{i}"),
@@ -282,6 +283,11 @@ fn a_run_report_is_self_contained_and_shades_every_fault_on_every_time_chart() {
     );
     assert!(
         html.contains("steps: wipe kv-2 4.0–4.4 s; kill -9 kv-2 while catching up at 4.7 s"),
+        "{html}"
+    );
+    // Which network mode ran.
+    assert!(
+        html.contains("<p id=\"network\">Network: namespaces: network namespaces kvsnt7n0..2"),
         "{html}"
     );
 }
