@@ -158,11 +158,19 @@ struct FileRecord {
 }
 
 impl ClusterRecord {
-    /// Opens the backend a spec names (for a ConfigMap: the in-cluster API and credentials).
-    pub fn open(spec: &RecordSpec) -> Result<Self, RecordError> {
+    /// Opens the backend a spec names (for a ConfigMap: `kube_api` if given, else the in-cluster
+    /// API and credentials).
+    pub fn open(
+        spec: &RecordSpec,
+        kube_api: Option<&crate::replicas::KubeApi>,
+    ) -> Result<Self, RecordError> {
         Ok(match spec {
             RecordSpec::None => Self::None,
             RecordSpec::File(p) => Self::File(p.clone()),
+            RecordSpec::ConfigMap(name) if kube_api.is_some() => {
+                let api = kube_api.expect("checked");
+                Self::ConfigMap(ConfigMapRecord::new(&api.url, &api.namespace, name)?)
+            }
             RecordSpec::ConfigMap(name) => Self::ConfigMap(ConfigMapRecord::in_cluster(
                 name,
                 Path::new(SERVICE_ACCOUNT_DIR),
