@@ -9,9 +9,12 @@
 //! written, at bootstrap, *before* Raft is initialized, to a place that does not share kv-0's
 //! fate, and read back by every kv-0 that starts on an empty volume:
 //!
-//! - `file:PATH` — a small JSON file (`{"format":1,"cluster_id":"…"}`), written with temp file,
-//!   fsync, rename and directory fsync. `kvset-server local` keeps it in its base data dir, outside
-//!   every replica's own data dir; a docker topology mounts a small shared volume.
+//! - `file:PATH` — a small JSON file (`{"format":1,"cluster_id":"…"}`), written with a temp file
+//!   of the writer's own, fsync, a hard link to the final name (which fails if the record exists,
+//!   so of two kv-0s racing to bootstrap exactly one records its cluster and the other is refused
+//!   with [`RecordError::Conflict`]) and directory fsync. `kvset-server local` keeps it in its
+//!   base data dir, outside every replica's own data dir; a docker topology mounts a small shared
+//!   volume.
 //! - `configmap:NAME` — a Kubernetes ConfigMap in the pod's namespace, written through the API
 //!   server with the pod's service-account token (re-read on every call: bound tokens rotate) and
 //!   CA. A small typed HTTP/1.1 client over tokio-rustls does it, not the `kube` crate: we need
@@ -158,11 +161,19 @@ struct FileRecord {
 }
 
 impl ClusterRecord {
-    /// Opens the backend a spec names (for a ConfigMap: the in-cluster API and credentials).
-    pub fn open(spec: &RecordSpec) -> Result<Self, RecordError> {
+    /// Opens the backend a spec names (for a ConfigMap: `kube_api` if given, else the in-cluster
+    /// API and credentials).
+    pub fn open(
+        spec: &RecordSpec,
+        kube_api: Option<&crate::replicas::KubeApi>,
+    ) -> Result<Self, RecordError> {
         Ok(match spec {
             RecordSpec::None => Self::None,
             RecordSpec::File(p) => Self::File(p.clone()),
+            RecordSpec::ConfigMap(name) if kube_api.is_some() => {
+                let api = kube_api.expect("checked");
+                Self::ConfigMap(ConfigMapRecord::new(&api.url, &api.namespace, name)?)
+            }
             RecordSpec::ConfigMap(name) => Self::ConfigMap(ConfigMapRecord::in_cluster(
                 name,
                 Path::new(SERVICE_ACCOUNT_DIR),
@@ -253,7 +264,69 @@ fn write_file(path: &Path, cluster_id: &str) -> Result<(), RecordError> {
         cluster_id: cluster_id.to_string(),
     })
     .expect("the record always serializes");
-    crate::volume::write_atomically(path, &json).map_err(io)
+    if create_exclusively(path, &json, cluster_id).map_err(io)? {
+        return Ok(());
+    }
+    // Another writer got there between the read above and now (two kv-0s racing to bootstrap,
+    // e.g. replicas of a Deployment that all call themselves kv-0): its id stands.
+    match read_file(path)? {
+        Some(have) if have == cluster_id => Ok(()),
+        Some(have) => Err(RecordError::Conflict {
+            place,
+            recorded: have,
+            mine: cluster_id.to_string(),
+        }),
+        None => Err(RecordError::Corrupt {
+            place,
+            reason: "the record vanished while it was being written".into(),
+        }),
+    }
+}
+
+/// Creates `path` holding `bytes`, durably, only if it does not exist yet: true when this call
+/// created it, false when it was already there (left untouched). The bytes go to a temp file of
+/// this writer's own (named after `unique`) that is fsynced and then hard-linked to `path`; the
+/// link fails when `path` exists, so of two writers racing exactly one wins, which a rename
+/// (always replacing) cannot give. On a filesystem without hard links the write falls back to
+/// the rename (atomic, not exclusive).
+fn create_exclusively(path: &Path, bytes: &[u8], unique: &str) -> std::io::Result<bool> {
+    use std::io::Write as _;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tag: String = unique
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(64)
+        .collect();
+    let tmp = path.with_file_name(format!(".{name}.{tag}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    let linked = std::fs::hard_link(&tmp, path);
+    let created = match linked {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::Unsupported | std::io::ErrorKind::PermissionDenied
+            ) || e.raw_os_error() == Some(libc::ENOSYS) =>
+        {
+            std::fs::rename(&tmp, path)?;
+            crate::volume::sync_dir(path)?;
+            return Ok(true);
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    std::fs::remove_file(&tmp)?;
+    crate::volume::sync_dir(path)?;
+    Ok(created)
 }
 
 /// A ConfigMap on a Kubernetes API server.
@@ -673,6 +746,41 @@ mod tests {
             RecordSpec::File("/a".into()).to_string(),
             "file:/a".to_string()
         );
+    }
+
+    #[test]
+    fn racing_file_writers_record_exactly_one_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster-record.json");
+        // Every writer has read "no record" already: they all go for the write at once.
+        let barrier = Arc::new(std::sync::Barrier::new(8));
+        let outcomes: Vec<Result<(), RecordError>> = (0..8)
+            .map(|i| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    write_file(&path, &format!("c-{i}"))
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        let winners: Vec<usize> = (0..8).filter(|&i| outcomes[i].is_ok()).collect();
+        assert_eq!(winners.len(), 1, "{outcomes:?}");
+        let recorded = read_file(&path).unwrap().unwrap();
+        assert_eq!(recorded, format!("c-{}", winners[0]));
+        for (i, outcome) in outcomes.iter().enumerate() {
+            if let Err(e) = outcome {
+                assert!(
+                    matches!(e, RecordError::Conflict { recorded: r, mine, .. }
+                        if *r == recorded && *mine == format!("c-{i}")),
+                    "{e:?}"
+                );
+            }
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "temp files left behind: {left:?}");
     }
 
     #[tokio::test]

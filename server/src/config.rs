@@ -90,6 +90,9 @@ pub struct ServerConfig {
     /// Where the set's desired size comes from (see [`crate::replicas`]): members at or above it
     /// leave the cluster when they stop.
     pub replicas_from: crate::replicas::ReplicasFrom,
+    /// Reach the Kubernetes API here instead of through the in-cluster endpoint (for
+    /// `statefulset:` and `configmap:` sources; see [`crate::replicas::KubeApi`]).
+    pub kube_api: Option<crate::replicas::KubeApi>,
     /// Serve and dial through this in-memory network instead of sockets (in-process test
     /// clusters; see [`crate::memnet`]). Plain text only. None: real sockets.
     pub memory_network: Option<crate::memnet::MemoryNetwork>,
@@ -116,6 +119,7 @@ impl ServerConfig {
         let replicas_from = crate::replicas::ReplicasFrom::default_for(&identity.set);
         Self {
             replicas_from,
+            kube_api: None,
             cluster_record,
             identity,
             peers,

@@ -128,6 +128,12 @@ struct ServeArgs {
     /// statefulset:<set>; elsewhere manual. See docs/KUBERNETES.md.
     #[arg(long, env = "KVSET_REPLICAS_FROM")]
     replicas_from: Option<kvset_server::replicas::ReplicasFrom>,
+    /// Reach the Kubernetes API at this http://HOST:PORT instead of the pod's in-cluster endpoint,
+    /// for --replicas-from=statefulset:… and --cluster-record=configmap:… (objects in
+    /// --namespace): a member outside a pod behind `kubectl proxy`, which adds the credentials.
+    /// Leave unset in a pod.
+    #[arg(long, env = "KVSET_KUBE_API")]
+    kube_api: Option<String>,
     /// Forward writes that reach a follower to the leader; if false, refuse them with the leader
     /// in the `kvset-leader` metadata.
     #[arg(long, env = "KVSET_FORWARD_WRITES", default_value_t = true, action = clap::ArgAction::Set)]
@@ -392,6 +398,9 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     }
     if let Some(from) = args.replicas_from {
         config.replicas_from = from;
+    }
+    if let Some(url) = &args.kube_api {
+        config.kube_api = Some(kvset_server::replicas::KubeApi::new(url, &args.namespace)?);
     }
     config.join_probe_ordinals = args.join_probe_ordinals;
     config.forward_writes = args.forward_writes;

@@ -46,6 +46,11 @@ const API_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum ReplicasError {
     #[error("invalid --replicas-from {0:?}: expected manual, file:PATH or statefulset:NAME")]
     Spec(String),
+    #[error(
+        "invalid --kube-api {0:?}: expected http://HOST:PORT (e.g. `kubectl proxy`'s \
+         http://127.0.0.1:8001); inside a pod leave it unset"
+    )]
+    KubeApi(String),
     #[error("membership is manual (--replicas-from=manual)")]
     Manual,
     #[error("{place}: {reason}")]
@@ -112,6 +117,32 @@ impl ReplicasFrom {
             Self::StatefulSet(set.to_string())
         } else {
             Self::Manual
+        }
+    }
+}
+
+/// A Kubernetes API reached directly instead of through the pod's in-cluster endpoint
+/// (`--kube-api`): a member running outside a pod behind `kubectl proxy`, which adds the
+/// credentials itself, or a test's fake API server. Plain `http://` only: there is no CA or
+/// token to use outside a pod, and a proxy on the loopback needs neither.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeApi {
+    /// `http://host:port`.
+    pub url: String,
+    /// The namespace the set's objects live in (`--namespace`).
+    pub namespace: String,
+}
+
+impl KubeApi {
+    /// `url` must be `http://host:port` (a trailing `/` is dropped).
+    pub fn new(url: &str, namespace: &str) -> Result<Self, ReplicasError> {
+        let url = url.trim_end_matches('/');
+        match url.strip_prefix("http://") {
+            Some(authority) if !authority.is_empty() && !authority.contains('/') => Ok(Self {
+                url: url.to_string(),
+                namespace: namespace.to_string(),
+            }),
+            _ => Err(ReplicasError::KubeApi(url.to_string())),
         }
     }
 }
@@ -229,11 +260,17 @@ pub enum ReplicasSource {
 }
 
 impl ReplicasSource {
-    /// Opens what `spec` names. A StatefulSet outside a pod cannot be opened: manual, with why.
-    pub fn open(spec: &ReplicasFrom) -> Self {
+    /// Opens what `spec` names: a StatefulSet through `kube_api` if given, else through the
+    /// in-cluster endpoint. A StatefulSet outside a pod without `kube_api` cannot be opened:
+    /// manual, with why.
+    pub fn open(spec: &ReplicasFrom, kube_api: Option<&KubeApi>) -> Self {
         match spec {
             ReplicasFrom::Manual => Self::Manual(None),
             ReplicasFrom::File(p) => Self::File(p.clone()),
+            ReplicasFrom::StatefulSet(name) if kube_api.is_some() => {
+                let api = kube_api.expect("checked");
+                Self::StatefulSet(StatefulSetApi::new(&api.url, &api.namespace, name))
+            }
             ReplicasFrom::StatefulSet(name) => {
                 match StatefulSetApi::in_cluster(name, Path::new(SERVICE_ACCOUNT_DIR)) {
                     Ok(api) => Self::StatefulSet(api),
@@ -382,6 +419,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_plain_http_kube_api_is_accepted() {
+        let api = KubeApi::new("http://127.0.0.1:8001/", "ns").unwrap();
+        assert_eq!(api.url, "http://127.0.0.1:8001");
+        for bad in [
+            "https://10.0.0.1:443",
+            "127.0.0.1:8001",
+            "http://",
+            "http://h:1/api",
+        ] {
+            let err = KubeApi::new(bad, "ns").unwrap_err();
+            assert!(
+                err.to_string().contains("expected http://HOST:PORT"),
+                "{err}"
+            );
+        }
+        let source = ReplicasSource::open(&ReplicasFrom::StatefulSet("kv".into()), Some(&api));
+        assert_eq!(source.kind(), "statefulset");
+        match source {
+            ReplicasSource::StatefulSet(sts) => {
+                assert_eq!(sts.path(), "/apis/apps/v1/namespaces/ns/statefulsets/kv");
+                assert_eq!(sts.api, "http://127.0.0.1:8001");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn specs_parse_and_print() {
         for s in ["manual", "file:/tmp/x", "statefulset:kv"] {
             assert_eq!(s.parse::<ReplicasFrom>().unwrap().to_string(), s);
@@ -499,7 +563,7 @@ mod tests {
 
     #[test]
     fn a_statefulset_source_outside_a_pod_is_manual_with_the_reason() {
-        let source = ReplicasSource::open(&ReplicasFrom::StatefulSet("kv".into()));
+        let source = ReplicasSource::open(&ReplicasFrom::StatefulSet("kv".into()), None);
         if std::path::Path::new(SERVICE_ACCOUNT_DIR).exists() {
             return; // running in a pod: the in-cluster API may well be readable
         }

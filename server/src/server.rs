@@ -175,7 +175,7 @@ async fn open_member(config: &ServerConfig) -> Result<OpenMember, ServerError> {
         departed.clear_departed_volume(&volume.store_dir())?;
     }
     let store = Store::open_with_cache(&volume.store_dir(), config.cache_bytes)?;
-    let record = ClusterRecord::open(&config.cluster_record)?;
+    let record = ClusterRecord::open(&config.cluster_record, config.kube_api.as_ref())?;
     if record.is_none() {
         tracing::warn!(
             "no cluster record (--cluster-record=none): if kv-0 loses its volume while the other \

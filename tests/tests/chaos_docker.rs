@@ -10,7 +10,8 @@
 //! The harness removes its containers, network and volumes; a guard here removes anything left
 //! with the run's label, and the image, also when the test fails.
 //!
-//! A second run does `disk-full` on the same kind of containers (each volume a small ext4
+//! Another run does `scale` (the desired size on the shared volume, members above it stopped
+//! highest first and started again in order). Another does `disk-full` on the same kind of containers (each volume a small ext4
 //! filesystem on a loop device; root needed).
 //!
 //! Needs a Docker Engine. Without one the test is skipped with a message, except under `CI=true`,
@@ -200,6 +201,51 @@ fn a_docker_run_with_partitions_passes() {
     ])
     .unwrap_or_default();
     assert!(left.is_empty(), "containers left behind: {left}");
+}
+
+/// `--faults scale` on containers: the desired size goes to the shared `/record` volume, the
+/// containers above it are stopped highest first (each leaves the cluster as it stops) and
+/// started again in order; the run must pass the checker with every scale done.
+#[test]
+fn a_docker_run_with_scale_passes() {
+    let Some((prefix, image, _cleanup)) = setup() else {
+        return;
+    };
+    let (dir, out) = run_dir("kvset-chaos-docker-scale-");
+    let finished = docker_run(
+        &prefix,
+        &image,
+        &out,
+        &["--duration", "40s", "--seed", "20261206"],
+        "scale",
+    );
+    if finished.code != Some(0) {
+        let kept = dir.keep();
+        panic!(
+            "expected exit 0, files kept in {}:\n{}",
+            kept.display(),
+            finished.output()
+        );
+    }
+    let report = finished.report();
+    assert_eq!(report["verdict"], "pass");
+    let faults = report["faults"].as_array().expect("faults");
+    assert!(!faults.is_empty(), "no scale injected");
+    for fault in faults {
+        assert_eq!(fault["kind"], "scale", "{fault}");
+        assert!(fault["error"].is_null(), "a scale failed: {fault}");
+        assert_eq!(
+            fault["targets"].as_array().and_then(|t| t.last()),
+            Some(&serde_json::Value::from("kv-2")),
+            "{fault}"
+        );
+    }
+    // kv-2 is above every smaller size: it left the cluster by itself each time it was stopped.
+    let log = std::fs::read_to_string(out.join("logs/kv-2.log")).unwrap();
+    assert!(
+        log.contains("left the cluster (scale-down): removal committed"),
+        "kv-2 never left by itself:\n{log}"
+    );
 }
 
 /// Loop devices attached to a run's small-disk images (`<temp>/<prefix>-disks/kv-N.ext4`).

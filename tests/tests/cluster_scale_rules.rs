@@ -6,7 +6,8 @@
 //!   removed (that is a restart);
 //! - a member at or above the size that leads hands leadership off and leaves on SIGTERM;
 //! - a member whose volume says it departed comes back, when the size grows again, as a new
-//!   member.
+//!   member; one that was removed while it was dead (no departed marker: its volume still holds
+//!   a voter's Raft state) refuses to start on that volume instead of coming back as a voter.
 
 use std::time::{Duration, Instant};
 
@@ -87,6 +88,26 @@ async fn the_leader_removes_gone_members_above_the_size_and_never_below() {
     c.start_with(2, &[&flag(&file)]);
     c.wait_ready(2, Duration::from_secs(60)).await;
     assert_eq!(member_ids(&c, 0).await, [0, 1, 2]);
+
+    // kv-4 was removed while it was dead, so its volume has no departed marker: it still holds
+    // the Raft state of a voter. When the set grows back and it starts on that volume, it must
+    // not come back as the voter it was (its votes and log are from before its removal): it
+    // refuses to start and says how to bring it back as a new member.
+    std::fs::write(&file, "5\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.start_with(4, &[&flag(&file)]);
+    let code = c.wait_exit(4, Duration::from_secs(60));
+    let log = c.log(4);
+    assert!(
+        matches!(code, Some(code) if code != 0),
+        "kv-4 did not refuse to start on its old volume (exit {code:?}):\n{log}"
+    );
+    assert!(
+        log.contains("kv-4 was removed from cluster")
+            && log.contains("delete its data (in Kubernetes: the PVC data-kv-4)"),
+        "{log}"
+    );
+    assert_eq!(member_ids(&c, 0).await, [0, 1, 2], "{}", c.log(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,7 @@ use serde_json::Value;
 const SCRIPTS: &[&str] = &[
     "docker/build-image.sh",
     "docker/cluster.sh",
+    "docker/demo-deployment.sh",
     "docker/standin-bases.sh",
     "scripts/ci/dockerfile-check.sh",
 ];
@@ -86,6 +87,9 @@ fn compose_topology_mirrors_the_statefulset() {
         .env_remove("KVSET_PORT_KV0")
         .env_remove("KVSET_PORT_KV1")
         .env_remove("KVSET_PORT_KV2")
+        .env_remove("KVSET_PORT_KV3")
+        .env_remove("KVSET_PORT_KV4")
+        .env_remove("KVSET_NAME_PREFIX")
         .output()
         .expect("run compose config");
     assert!(
@@ -101,10 +105,20 @@ fn compose_topology_mirrors_the_statefulset() {
         "the private network is called kvset"
     );
     let services = config["services"].as_object().expect("services");
-    assert_eq!(services.len(), 3, "kv-0, kv-1, kv-2");
-    for i in 0..3 {
+    assert_eq!(services.len(), 5, "kv-0 .. kv-4");
+    for i in 0..5 {
         let name = format!("kv-{i}");
         let s = &services[&name];
+        // `up` starts kv-0..kv-2; kv-3 and kv-4 only `cluster.sh scale 4|5` starts.
+        if i < 3 {
+            assert!(s["profiles"].is_null(), "{name}: started by `up`");
+        } else {
+            assert_eq!(
+                s["profiles"],
+                serde_json::json!(["scale"]),
+                "{name}: profile"
+            );
+        }
         assert_eq!(s["image"], "kvset:dev", "{name}: image");
         assert_eq!(s["container_name"], name, "{name}: container name");
         assert_eq!(s["hostname"], name, "{name}: hostname");
@@ -122,6 +136,11 @@ fn compose_topology_mirrors_the_statefulset() {
             "{name}: namespace of the alias"
         );
         assert_eq!(env["KVSET_SERVICE"], "kv", "{name}: service of the alias");
+        // The desired size cluster.sh writes to the shared volume (spec.replicas).
+        assert_eq!(
+            env["KVSET_REPLICAS_FROM"], "file:/record/replicas",
+            "{name}: membership follows the size cluster.sh writes"
+        );
         let volumes = s["volumes"].as_array().expect("volumes");
         assert!(
             volumes.iter().any(|v| v["target"] == "/data" || v.as_str().is_some_and(|v| v.contains(":/data"))),

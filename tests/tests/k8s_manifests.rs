@@ -171,6 +171,92 @@ fn manifests_validate_against_kubernetes_schemas_in_strict_mode() {
     }
 }
 
+/// The counterfactual of docs/STATEFULSET.md: kvset as a Deployment.
+const AS_DEPLOYMENT: &str = "examples/as-deployment";
+
+/// `k8s/examples/as-deployment` is valid Kubernetes, strictly, and differs from the StatefulSet
+/// in the controller only: the same image, environment, ports and hardening, with a Deployment's
+/// names and an emptyDir at the data dir. (Otherwise the demonstration would show a difference
+/// of configuration, not of controller.)
+#[test]
+fn the_deployment_counterfactual_is_valid_and_differs_only_in_the_controller() {
+    if !have_render_tools()
+        || !require_tool(
+            "kubernetes-validate",
+            &["--version"],
+            "pip install kubernetes-validate",
+        )
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("as-deployment.yaml");
+    std::fs::write(&file, render_kustomization_yaml(AS_DEPLOYMENT)).expect("write render");
+    for version in KUBERNETES_VERSIONS {
+        let out = Command::new("kubernetes-validate")
+            .args(["--strict", "--kubernetes-version", version])
+            .arg(&file)
+            .output()
+            .expect("run kubernetes-validate");
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "k8s/{AS_DEPLOYMENT} is not valid Kubernetes {version}:\n{report}"
+        );
+        assert_eq!(
+            report
+                .lines()
+                .filter(|l| l.contains(" passed for resource "))
+                .count(),
+            1,
+            "k8s/{AS_DEPLOYMENT} against {version}: expected the Deployment to pass:\n{report}"
+        );
+    }
+
+    let docs = render_kustomization(AS_DEPLOYMENT);
+    assert_eq!(docs.len(), 1, "only the Deployment");
+    let deployment = only(&docs, "Deployment");
+    let base = render_kustomization("overlays/kind");
+    let sts = only(&base, "StatefulSet");
+    assert_eq!(deployment["spec"]["replicas"], sts["spec"]["replicas"]);
+    let (d, s) = (
+        &deployment["spec"]["template"]["spec"]["containers"][0],
+        &sts["spec"]["template"]["spec"]["containers"][0],
+    );
+    for field in ["image", "env", "ports", "securityContext", "volumeMounts"] {
+        assert_eq!(
+            d[field], s[field],
+            "container {field} differs from the StatefulSet's"
+        );
+    }
+    let data_dir = d["env"]
+        .as_array()
+        .and_then(|env| env.iter().find(|e| e["name"] == "KVSET_DATA_DIR"))
+        .map(|e| e["value"].clone())
+        .expect("KVSET_DATA_DIR");
+    let mount = d["volumeMounts"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["mountPath"] == data_dir))
+        .expect("a volume at the data dir");
+    let volume = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == mount["name"]))
+        .expect("the data volume");
+    assert!(
+        volume["emptyDir"].is_object(),
+        "the data dir must be a per-pod emptyDir: {volume}"
+    );
+    // The pod name comes from metadata.name, as in the StatefulSet: a ReplicaSet's random name.
+    assert_eq!(
+        d["env"][0],
+        serde_json::json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    );
+}
+
 #[test]
 fn the_pods_may_use_their_cluster_record_and_read_their_statefulset_and_nothing_else() {
     if !have_render_tools() {

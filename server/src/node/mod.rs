@@ -177,7 +177,7 @@ impl Node {
         let rejoin_marker = RejoinMarker::new(&config.data_dir);
         let quota = quota::Quota::resolve(config.quota_bytes, &config.data_dir);
         let desired_replicas = crate::replicas::DesiredReplicas::new(
-            crate::replicas::ReplicasSource::open(&config.replicas_from),
+            crate::replicas::ReplicasSource::open(&config.replicas_from, config.kube_api.as_ref()),
         );
         Arc::new(Self {
             authorizer,

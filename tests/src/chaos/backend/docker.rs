@@ -28,6 +28,15 @@
 //! its volume and recreates both. Logs of a container about to be removed are saved first, so
 //! `logs/kv-N.log` covers the member's whole life.
 //!
+//! Scaling plays the StatefulSet controller: the desired size is written first to
+//! `/record/replicas` on the volume every member shares (`KVSET_REPLICAS_FROM` points them there;
+//! `docker cp` through a member's container, since the image has no shell), then the containers at or
+//! above it are stopped highest ordinal first (`docker stop -t 30`: SIGTERM, and each leaves the
+//! cluster as it stops), or the stopped ones are started in ordinal order, each a member before
+//! the next. A scaled-away container is kept with its volume, as a PVC is kept; started again, it
+//! rejoins as a new member. The scale returns once `kvsetctl members list`, run inside a member's
+//! container, lists exactly kv-0 … kv-(N-1).
+//!
 //! # Full disks (`disk-full`, plain layout only)
 //!
 //! A disk-full fault needs each member's volume to be a small filesystem of its own that keeps
@@ -59,8 +68,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{
-    argv, fill_until_full, is_mount_point, is_root, run_command, Backend, BackendError, MemberInfo,
-    WaitReady,
+    argv, fill_until_full, is_mount_point, is_root, member_ids_from_json, run_command,
+    wait_for_membership, Backend, BackendError, MemberInfo, WaitReady, SCALE_TIMEOUT,
 };
 use crate::chaos::faults::FaultKind;
 
@@ -103,6 +112,10 @@ pub struct DockerConfig {
 
 /// The user the image runs as (owner of a small disk's root).
 const IMAGE_USER: &str = "65532:65532";
+
+/// Where the members read the set's desired size (`KVSET_REPLICAS_FROM`, as docker/compose.yaml
+/// sets it): on the volume they all share.
+const DESIRED_SIZE_FILE: &str = "/record/replicas";
 
 /// The file a disk-full fault fills a member's volume with.
 const DISK_FILLER: &str = "chaos-disk-filler";
@@ -246,11 +259,17 @@ impl DockerBackend {
         run_command(&line, &self.compose_env()).map(|_| ())
     }
 
-    /// Creates (or recreates) member `m`'s container, and its volume in plain mode.
+    /// Creates (or recreates) member `m`'s container, and its volume in plain mode, and starts it.
     fn create_member(&self, m: usize) -> Result<(), BackendError> {
+        self.create_stopped_member(m)?;
+        self.docker(&["start", &self.container(m)]).map(|_| ())
+    }
+
+    /// Creates member `m`'s container (and its volumes) without starting it.
+    fn create_stopped_member(&self, m: usize) -> Result<(), BackendError> {
         match &self.config.topology {
             DockerTopology::Compose { .. } => {
-                self.compose(&["up", "-d", "--no-deps", &format!("kv-{m}")])
+                self.compose(&["up", "--no-start", "--no-deps", &format!("kv-{m}")])
             }
             DockerTopology::Plain { prefix } => {
                 let label = format!("kvset.chaos={prefix}");
@@ -279,14 +298,14 @@ impl DockerBackend {
                     "KVSET_SERVICE=kv".to_string(),
                     "KVSET_DATA_DIR=/data".to_string(),
                     "KVSET_CLUSTER_RECORD=file:/record/cluster-record.json".to_string(),
+                    format!("KVSET_REPLICAS_FROM=file:{DESIRED_SIZE_FILE}"),
                     "NO_COLOR=1".to_string(),
                     format!("RUST_LOG={}", self.config.rust_log),
                 ];
                 let network = self.network();
                 let alias = Self::alias(m);
                 let mut args: Vec<&str> = vec![
-                    "run",
-                    "-d",
+                    "create",
                     "--name",
                     &name,
                     "--hostname",
@@ -457,6 +476,54 @@ impl DockerBackend {
         unmounted.map(|_| ())
     }
 
+    /// Writes the set's desired size (the StatefulSet's `spec.replicas`) to the volume every
+    /// member mounts at `/record`, where `KVSET_REPLICAS_FROM` points them. The image has no shell
+    /// to write it from inside, so it is copied in through the container of the lowest member
+    /// that has one (it may be stopped; `docker cp` writes into its volume all the same).
+    fn write_desired(&self, replicas: usize) -> Result<(), BackendError> {
+        let via = (0..self.config.replicas)
+            .find(|&m| self.exists(&self.container(m)))
+            .ok_or_else(|| {
+                BackendError::Setup("no member container to write the desired size through".into())
+            })?;
+        let dir = tempfile::Builder::new()
+            .prefix("kvset-chaos-replicas-")
+            .tempdir()
+            .map_err(|e| BackendError::io("create a temp dir", e))?;
+        let file = dir.path().join("replicas");
+        fs::write(&file, format!("{replicas}\n"))
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&file, fs::Permissions::from_mode(0o644))
+            })
+            .map_err(|e| BackendError::io(format!("write {}", file.display()), e))?;
+        let target = format!("{}:{DESIRED_SIZE_FILE}", self.container(via));
+        self.docker(&["cp", &file.display().to_string(), &target])
+            .map(|_| ())
+    }
+
+    /// The membership as the lowest running member below `below` reports it (`kvsetctl members
+    /// list` inside its container), None when none answers.
+    fn member_ids(&self, below: usize) -> Option<Vec<u64>> {
+        (0..below).filter(|&m| self.running(m)).find_map(|m| {
+            self.docker(&[
+                "exec",
+                &self.container(m),
+                "kvsetctl",
+                "--endpoints",
+                "127.0.0.1:7379",
+                "--timeout",
+                "2s",
+                "-o",
+                "json",
+                "members",
+                "list",
+            ])
+            .ok()
+            .and_then(|text| member_ids_from_json(&text))
+        })
+    }
+
     fn exists(&self, container: &str) -> bool {
         self.docker(&["container", "inspect", "--format", "{{.Id}}", container])
             .is_ok()
@@ -549,11 +616,6 @@ impl Backend for DockerBackend {
 
     fn unsupported(&self, kind: FaultKind) -> Option<String> {
         match kind {
-            FaultKind::Scale => Some(
-                "the docker topology has a fixed set of members (docker/compose.yaml); use \
-                 --backend process"
-                    .into(),
-            ),
             FaultKind::DiskFull => match &self.config.topology {
                 DockerTopology::Compose { .. } => Some(
                     "docker/compose.yaml's volumes have no size limit; pass --docker-prefix \
@@ -627,12 +689,51 @@ impl Backend for DockerBackend {
             self.docker(&["network", "create", "--label", &label, &self.network()])?;
         }
         for m in 0..self.config.replicas {
-            self.create_member(m)?;
+            self.create_stopped_member(m)?;
+            if m == 0 {
+                // The members follow the set's size from their first moment.
+                self.write_desired(self.config.replicas)?;
+            }
+            self.docker(&["start", &self.container(m)])?;
             wait_ready(m).map_err(|why| {
                 BackendError::Setup(format!("{} did not become ready: {why}", self.container(m)))
             })?;
         }
         Ok(())
+    }
+
+    fn scale(&self, replicas: usize) -> Result<(), BackendError> {
+        let full = self.config.replicas;
+        if replicas == 0 || replicas > full {
+            return Err(BackendError::Setup(format!(
+                "the docker topology scales between 1 and its {full} members, not to {replicas}"
+            )));
+        }
+        // The size first, as the StatefulSet controller changes spec.replicas before it deletes
+        // pods: a member stopped below reads it again on SIGTERM and leaves the cluster.
+        self.write_desired(replicas)?;
+        for m in (replicas..full).rev() {
+            if self.running(m) {
+                self.docker(&["stop", "--time", "30", &self.container(m)])?;
+            }
+        }
+        // Up: in ordinal order, each one a member before the next starts (OrderedReady). The
+        // containers of members scaled away earlier are still there, with their volumes (like
+        // PVCs): each comes back as a new member.
+        for m in 0..replicas {
+            if !self.running(m) {
+                self.docker(&["start", &self.container(m)])?;
+                wait_for_membership("docker", m + 1, SCALE_TIMEOUT, || {
+                    self.member_ids(m + 1).map(|ids| {
+                        // Members above m may still be leaving; only kv-0..kv-m matter here.
+                        ids.into_iter().filter(|&id| id <= m as u64).collect()
+                    })
+                })?;
+            }
+        }
+        wait_for_membership("docker", replicas, SCALE_TIMEOUT, || {
+            self.member_ids(replicas)
+        })
     }
 
     fn crash(&self, members: &[usize]) -> Result<(), BackendError> {

@@ -14,6 +14,7 @@
 //! | wipe | `delete pvc data-kv-N --wait=false`, `delete pod kv-N --grace-period=0 --force`, `wait --for=delete pvc/data-kv-N`; then, if the recreated pod is stuck `Pending` on the deleted claim, delete it once more so the StatefulSet creates it with a fresh claim |
 //! | pause | unsupported: the image is distroless (no shell, no `kill` to `exec`), and an ephemeral debug container per pause is too heavy to time a fault with |
 //! | partition | unsupported: it would need a NetworkPolicy, which kind's default CNI does not enforce |
+//! | scale | `kubectl scale statefulset kv --replicas=N`; then `kubectl exec kv-M -- kvsetctl … -o json members list` (M the lowest pod below N that answers) until the membership is kv-0 … kv-(N-1): the controller lowers `spec.replicas` and deletes the pods above it one at a time, each leaves the cluster as it stops (it reads the size through the API, see k8s/base/statefulset-reader-rbac.yaml), or creates the new ones in order |
 //!
 //! A forced delete removes the pod object at once and the kubelet kills the container moments
 //! later, so for a short while the old container may still run as the new pod is created; the
@@ -33,7 +34,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::{argv, run_command, unsupported, Backend, BackendError, MemberInfo, WaitReady};
+use super::{
+    argv, member_ids_from_json, run_command, unsupported, wait_for_membership, Backend,
+    BackendError, MemberInfo, WaitReady, SCALE_TIMEOUT,
+};
 use crate::chaos::faults::FaultKind;
 
 /// Where the StatefulSet is and how to reach it.
@@ -241,11 +245,6 @@ impl Backend for KubectlBackend {
                  harness serves; a pod's volume is mounted by the kubelet; use --backend process"
                     .into(),
             ),
-            FaultKind::Scale => Some(
-                "scaling the StatefulSet from the harness (kubectl scale, then waiting for the \
-                 membership) is not implemented yet; use --backend process"
-                    .into(),
-            ),
             _ => None,
         }
     }
@@ -263,6 +262,41 @@ impl Backend for KubectlBackend {
             self.start_forwards();
         }
         Ok(())
+    }
+
+    fn scale(&self, replicas: usize) -> Result<(), BackendError> {
+        if replicas == 0 || replicas > self.config.replicas {
+            return Err(BackendError::Setup(format!(
+                "the harness scales between 1 and the run's {} members, not to {replicas}",
+                self.config.replicas
+            )));
+        }
+        self.kubectl(&[
+            "scale",
+            "statefulset",
+            &self.config.set,
+            &format!("--replicas={replicas}"),
+        ])?;
+        wait_for_membership("kubectl", replicas, SCALE_TIMEOUT, || {
+            (0..replicas).find_map(|m| {
+                self.kubectl(&[
+                    "exec",
+                    &self.pod(m),
+                    "--",
+                    "kvsetctl",
+                    "--endpoints",
+                    "127.0.0.1:7379",
+                    "--timeout",
+                    "2s",
+                    "-o",
+                    "json",
+                    "members",
+                    "list",
+                ])
+                .ok()
+                .and_then(|text| member_ids_from_json(&text))
+            })
+        })
     }
 
     fn crash(&self, members: &[usize]) -> Result<(), BackendError> {

@@ -17,7 +17,7 @@
 //! | latency (opt-in) | namespace mode with `sch_netem`: `tc qdisc add … netem delay` on the member's veth | unsupported | unsupported |
 //! | wipe (lose the volume, rejoin) | `kv-N.hold`, kill, `rm -rf kv-N/`, remove the hold | kill, `docker rm`, `docker volume rm`, recreate | `kubectl delete pvc` + `delete pod` |
 //! | disk full (fill the member's small filesystem, free it) | a tmpfs per `kv-N/`, a filler file written into it | an ext4 image on a loop device per volume (`--docker-prefix` only), the filler written through the volume's mount point on the host | unsupported |
-//! | scale down and back up | `kvset-server local scale N`, then back | unsupported (fixed compose services) | unsupported (not yet) |
+//! | scale down and back up | `kvset-server local scale N`, then back | the desired size written to the shared `/record` volume (`docker cp`), then `docker stop -t 30` highest ordinal first, or `docker start` in ordinal order | `kubectl scale statefulset kv --replicas=N` |
 //! | power cut (lose what was not fsynced) | `kv-N.hold`, kill, `cut_power()` on the member's kvset-powerfs mount, remove the hold | unsupported | unsupported |
 //!
 //! Backend operations are synchronous (they run commands or send signals and return once the
@@ -38,6 +38,7 @@ use std::io;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use super::faults::FaultKind;
 
@@ -342,6 +343,55 @@ pub(crate) fn run_command(
     }
 }
 
+/// The member ids in `kvsetctl -o json members list` output (`{"members":[{"id":…},…]}`), ascending.
+pub(crate) fn member_ids_from_json(text: &str) -> Option<Vec<u64>> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let mut ids = value["members"]
+        .as_array()?
+        .iter()
+        .map(|m| m["id"].as_u64())
+        .collect::<Option<Vec<u64>>>()?;
+    ids.sort_unstable();
+    Some(ids)
+}
+
+/// How long a scale may take to show in the membership (each member leaving or joining takes
+/// seconds; a joiner may need a snapshot).
+pub(crate) const SCALE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Polls `read` (the membership as some member reports it, None when none answered) until it is
+/// exactly kv-0 … kv-(replicas-1), for at most `timeout`.
+pub(crate) fn wait_for_membership(
+    backend: &str,
+    replicas: usize,
+    timeout: Duration,
+    mut read: impl FnMut() -> Option<Vec<u64>>,
+) -> Result<(), BackendError> {
+    let want: Vec<u64> = (0..replicas as u64).collect();
+    let deadline = Instant::now() + timeout;
+    let mut seen = None;
+    loop {
+        if let Some(ids) = read() {
+            if ids == want {
+                return Ok(());
+            }
+            seen = Some(ids);
+        }
+        if Instant::now() >= deadline {
+            return Err(BackendError::Command {
+                command: format!("{backend}: scale to {replicas}"),
+                detail: format!(
+                    "the membership is {}, not {want:?}, after {timeout:?}",
+                    seen.map_or("unknown (no member answered)".to_string(), |s| format!(
+                        "{s:?}"
+                    ))
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// `argv` from string slices.
 pub(crate) fn argv<S: AsRef<str>>(parts: &[S]) -> Vec<String> {
     parts.iter().map(|s| s.as_ref().to_string()).collect()
@@ -395,5 +445,29 @@ pub(crate) fn fill_until_full(path: &Path) -> std::io::Result<()> {
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return Ok(()),
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_ids_come_from_kvsetctl_json() {
+        let text = r#"{"members":[{"id":2,"name":"kv-2","voter":true},{"id":0,"name":"kv-0"}]}"#;
+        assert_eq!(member_ids_from_json(text), Some(vec![0, 2]));
+        assert_eq!(member_ids_from_json("{}"), None);
+        assert_eq!(member_ids_from_json("not json"), None);
+        let mut answers = vec![None, Some(vec![0, 1, 2]), Some(vec![0, 1])].into_iter();
+        wait_for_membership("test", 2, Duration::from_secs(10), || {
+            answers.next().flatten()
+        })
+        .expect("reaches [0, 1]");
+        let err = wait_for_membership("test", 1, Duration::ZERO, || Some(vec![0, 1])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the membership is [0, 1], not [0]"),
+            "{err}"
+        );
     }
 }
