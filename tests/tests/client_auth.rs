@@ -279,7 +279,12 @@ async fn every_identity_is_allowed_exactly_what_its_roles_grant() {
     );
 
     // A write sent to a follower is authorized there and forwarded with its identity.
-    let leader = admin.status().await.unwrap().leader_name.unwrap_or_default();
+    let leader = admin
+        .status()
+        .await
+        .unwrap()
+        .leader_name
+        .unwrap_or_default();
     let follower = (0..3)
         .find(|i| format!("kv-{i}") != leader)
         .expect("a member that does not lead");
