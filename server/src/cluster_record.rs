@@ -165,7 +165,7 @@ impl ClusterRecord {
     /// API and credentials).
     pub fn open(
         spec: &RecordSpec,
-        kube_api: Option<&crate::replicas::KubeApi>,
+        kube_api: Option<&crate::kube_api::KubeApi>,
     ) -> Result<Self, RecordError> {
         Ok(match spec {
             RecordSpec::None => Self::None,

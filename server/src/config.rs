@@ -91,8 +91,8 @@ pub struct ServerConfig {
     /// leave the cluster when they stop.
     pub replicas_from: crate::replicas::ReplicasFrom,
     /// Reach the Kubernetes API here instead of through the in-cluster endpoint (for
-    /// `statefulset:` and `configmap:` sources; see [`crate::replicas::KubeApi`]).
-    pub kube_api: Option<crate::replicas::KubeApi>,
+    /// `statefulset:` and `configmap:` sources; see [`crate::kube_api::KubeApi`]).
+    pub kube_api: Option<crate::kube_api::KubeApi>,
     /// Serve and dial through this in-memory network instead of sockets (in-process test
     /// clusters; see [`crate::memnet`]). Plain text only. None: real sockets.
     pub memory_network: Option<crate::memnet::MemoryNetwork>,

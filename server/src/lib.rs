@@ -17,7 +17,7 @@
 //! - [`identity`], [`volume`], [`config`], [`limits`]: who this member is, which volume it
 //!   owns, how it is configured, what requests may contain; [`cluster_record`]: the record that
 //!   the cluster exists, kept outside kv-0's volume so a kv-0 that lost it never mints a second
-//!   cluster; [`replicas`]: the set's desired size (StatefulSet `spec.replicas` or the
+//!   cluster; [`kube_api`]: where to reach the Kubernetes API when told (`--kube-api`); [`replicas`]: the set's desired size (StatefulSet `spec.replicas` or the
 //!   launcher's), which decides who leaves on scale-down; [`faults`]: deliberate bugs for
 //!   proving the tests bite (off by default); [`telemetry`]: Prometheus metrics; [`tls`]: TLS
 //!   and mutual TLS from reloadable PEM files; [`memnet`]: an in-memory network for in-process
@@ -29,6 +29,7 @@ pub mod cluster_record;
 pub mod config;
 pub mod faults;
 pub mod identity;
+pub mod kube_api;
 pub mod launcher;
 pub mod limits;
 pub mod memnet;

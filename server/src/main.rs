@@ -400,7 +400,7 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
         config.replicas_from = from;
     }
     if let Some(url) = &args.kube_api {
-        config.kube_api = Some(kvset_server::replicas::KubeApi::new(url, &args.namespace)?);
+        config.kube_api = Some(kvset_server::kube_api::KubeApi::new(url, &args.namespace)?);
     }
     config.join_probe_ordinals = args.join_probe_ordinals;
     config.forward_writes = args.forward_writes;

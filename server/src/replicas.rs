@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::cluster_record::{api_call, is_object_name, InClusterApi, SERVICE_ACCOUNT_DIR};
+use crate::kube_api::KubeApi;
 
 /// How often a member re-reads its desired size.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -46,11 +47,6 @@ const API_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum ReplicasError {
     #[error("invalid --replicas-from {0:?}: expected manual, file:PATH or statefulset:NAME")]
     Spec(String),
-    #[error(
-        "invalid --kube-api {0:?}: expected http://HOST:PORT (e.g. `kubectl proxy`'s \
-         http://127.0.0.1:8001); inside a pod leave it unset"
-    )]
-    KubeApi(String),
     #[error("membership is manual (--replicas-from=manual)")]
     Manual,
     #[error("{place}: {reason}")]
@@ -117,32 +113,6 @@ impl ReplicasFrom {
             Self::StatefulSet(set.to_string())
         } else {
             Self::Manual
-        }
-    }
-}
-
-/// A Kubernetes API reached directly instead of through the pod's in-cluster endpoint
-/// (`--kube-api`): a member running outside a pod behind `kubectl proxy`, which adds the
-/// credentials itself, or a test's fake API server. Plain `http://` only: there is no CA or
-/// token to use outside a pod, and a proxy on the loopback needs neither.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KubeApi {
-    /// `http://host:port`.
-    pub url: String,
-    /// The namespace the set's objects live in (`--namespace`).
-    pub namespace: String,
-}
-
-impl KubeApi {
-    /// `url` must be `http://host:port` (a trailing `/` is dropped).
-    pub fn new(url: &str, namespace: &str) -> Result<Self, ReplicasError> {
-        let url = url.trim_end_matches('/');
-        match url.strip_prefix("http://") {
-            Some(authority) if !authority.is_empty() && !authority.contains('/') => Ok(Self {
-                url: url.to_string(),
-                namespace: namespace.to_string(),
-            }),
-            _ => Err(ReplicasError::KubeApi(url.to_string())),
         }
     }
 }
@@ -419,21 +389,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_plain_http_kube_api_is_accepted() {
+    fn a_kube_api_reaches_the_statefulset_directly() {
         let api = KubeApi::new("http://127.0.0.1:8001/", "ns").unwrap();
-        assert_eq!(api.url, "http://127.0.0.1:8001");
-        for bad in [
-            "https://10.0.0.1:443",
-            "127.0.0.1:8001",
-            "http://",
-            "http://h:1/api",
-        ] {
-            let err = KubeApi::new(bad, "ns").unwrap_err();
-            assert!(
-                err.to_string().contains("expected http://HOST:PORT"),
-                "{err}"
-            );
-        }
         let source = ReplicasSource::open(&ReplicasFrom::StatefulSet("kv".into()), Some(&api));
         assert_eq!(source.kind(), "statefulset");
         match source {
