@@ -26,6 +26,9 @@ pub mod api;
 pub mod cluster_record;
 pub mod config;
 pub mod faults;
+/// Entry points for the fuzz targets (`fuzz/`); only with the `fuzzing` feature.
+#[cfg(feature = "fuzzing")]
+pub use store::fuzzing;
 pub mod identity;
 pub mod launcher;
 pub mod limits;
