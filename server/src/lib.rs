@@ -28,6 +28,9 @@ pub mod auth;
 pub mod cluster_record;
 pub mod config;
 pub mod faults;
+/// Entry points for the fuzz targets (`fuzz/`); only with the `fuzzing` feature.
+#[cfg(feature = "fuzzing")]
+pub use store::fuzzing;
 pub mod identity;
 pub mod kube_api;
 pub mod launcher;

@@ -61,7 +61,7 @@ impl StoredEvent {
         codec::encode("history event", self)
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
         codec::decode("history event", bytes)
     }
 

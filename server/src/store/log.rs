@@ -307,7 +307,7 @@ impl Inner {
     }
 }
 
-fn decode_entry(bytes: &[u8]) -> Result<Entry, StoreError> {
+pub(super) fn decode_entry(bytes: &[u8]) -> Result<Entry, StoreError> {
     codec::decode("log entry", bytes)
 }
 

@@ -117,6 +117,8 @@ mod dedup;
 mod digest;
 mod durable;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod history;
 pub(crate) mod io_trace;
 mod keyrange;

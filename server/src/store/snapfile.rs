@@ -146,23 +146,38 @@ impl SnapshotFile {
 }
 
 /// Reads only the metadata at the front of a snapshot file.
+///
+/// The metadata length comes from the file, so it is checked against the file's size before
+/// a buffer of that size is allocated: a damaged length is an error, not a 4 GiB allocation.
 fn read_header(path: &Path) -> Result<SnapshotMeta, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        what: "snapshot file",
+        detail: format!("{}: {detail}", path.display()),
+    };
     let mut f = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
+    let size = f
+        .metadata()
+        .map_err(|e| StoreError::io("stat", path, e))?
+        .len();
     let mut fixed = [0u8; 16];
     f.read_exact(&mut fixed)
         .map_err(|e| StoreError::io("read", path, e))?;
+    if &fixed[..8] != MAGIC {
+        return Err(corrupt("not a kvset snapshot file".into()));
+    }
     let mut len = [0u8; 4];
     len.copy_from_slice(&fixed[12..16]);
+    let meta_len = u32::from_be_bytes(len);
+    if 16 + u64::from(meta_len) > size {
+        return Err(corrupt(format!(
+            "metadata of {meta_len} bytes runs past the end of the file ({size} bytes)"
+        )));
+    }
     let mut head = fixed.to_vec();
-    head.resize(16 + u32::from_be_bytes(len) as usize, 0);
+    head.resize(16 + meta_len as usize, 0);
     f.read_exact(&mut head[16..])
         .map_err(|e| StoreError::io("read", path, e))?;
-    parse_header(&head)
-        .map(|(meta, _)| meta)
-        .map_err(|detail| StoreError::Corrupt {
-            what: "snapshot file",
-            detail: format!("{}: {detail}", path.display()),
-        })
+    parse_header(&head).map(|(meta, _)| meta).map_err(corrupt)
 }
 
 /// Parses magic, format and metadata; returns the metadata and the bytes after it.
@@ -232,5 +247,32 @@ mod tests {
         bytes[at] ^= 1;
         fs::write(&path, &bytes).unwrap();
         assert!(matches!(f.load(), Err(StoreError::Corrupt { .. })));
+    }
+
+    /// Found by the `snapshot_file` fuzz target: opening read the metadata length from the
+    /// file (bytes 12..16) and zero-filled a buffer of that size (up to 4 GiB) before checking
+    /// the magic or the file's size. Now a length past the end of the file is refused first.
+    #[test]
+    fn a_metadata_length_past_the_end_is_refused_without_allocating_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // 18 bytes: no magic, and a metadata length of 0xbe534550 (3.2 GB).
+        let crash = b"KKV\xbe\xbe\xbe\xbe\xbe\xbe\xbe\xbe\xbe\xbeSEPV\x00";
+        fs::write(dir.path().join(CURRENT), crash).unwrap();
+        let err = SnapshotFile::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(
+            err.to_string().contains("not a kvset snapshot file"),
+            "{err}"
+        );
+
+        // The same with the right magic and format: the length is checked against the file.
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&FILE_FORMAT.to_be_bytes());
+        bytes.extend_from_slice(&u32::MAX.to_be_bytes());
+        bytes.extend_from_slice(b"meta");
+        fs::write(dir.path().join(CURRENT), &bytes).unwrap();
+        let err = SnapshotFile::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("past the end"), "{err}");
     }
 }

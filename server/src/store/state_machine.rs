@@ -270,6 +270,24 @@ impl StateMachineStore {
         Ok(sm)
     }
 
+    /// Applies `entries` on the calling thread, as openraft's `apply` does on a blocking one
+    /// (for the fuzz targets, `fuzzing.rs`, which have no runtime).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn apply_now(
+        &self,
+        entries: Vec<Entry>,
+    ) -> Result<Vec<Proto<CommandResult>>, StoreError> {
+        self.inner.apply(entries)
+    }
+
+    /// Builds a snapshot of the current state on the calling thread, as openraft's snapshot
+    /// builder does on a blocking one (for the fuzz targets' seeds, `fuzzing.rs`).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn snapshot_now(&self) -> Result<Snapshot, StoreError> {
+        let payload = self.inner.capture()?;
+        self.inner.build(payload)
+    }
+
     // ------------------------------------------------------------------------------------------
     // Reads for the server
 
