@@ -160,7 +160,11 @@ fn manifests_validate_against_kubernetes_schemas_in_strict_mode() {
             // RoleBinding, and the StatefulSet reader's Role and RoleBinding), plus the
             // authorization policy's ConfigMap in the TLS overlay, each reported as passed (an
             // unknown kind would be skipped silently).
-            let expected = if *kustomization == "overlays/tls" { 13 } else { 12 };
+            let expected = if *kustomization == "overlays/tls" {
+                13
+            } else {
+                12
+            };
             let passed = report
                 .lines()
                 .filter(|l| l.contains(" passed for resource "))

@@ -252,3 +252,21 @@ fn certificates_name_their_holder_by_cn_or_san() {
         None
     );
 }
+
+/// The fuzz target's committed seeds (`fuzz/seeds/auth_policy/`) stay valid input: the policy
+/// parses as a policy and the tokens file as tokens.
+#[test]
+fn the_committed_fuzz_seeds_parse() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/auth_policy");
+    let policy = std::fs::read_to_string(root.join("policy-example.yaml")).unwrap();
+    assert_eq!(
+        Policy::parse("policy-example.yaml", &policy)
+            .unwrap()
+            .size(),
+        (4, 4)
+    );
+    let tokens = std::fs::read_to_string(root.join("tokens")).unwrap();
+    let tokens = Tokens::parse("tokens", &tokens).unwrap();
+    assert_eq!(tokens.len(), 2);
+    assert_eq!(tokens.name_of("password"), Some("app"));
+}

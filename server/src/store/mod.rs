@@ -117,7 +117,7 @@ mod dedup;
 mod digest;
 mod durable;
 mod error;
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod history;
 pub(crate) mod io_trace;

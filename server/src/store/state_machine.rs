@@ -272,7 +272,7 @@ impl StateMachineStore {
 
     /// Applies `entries` on the calling thread, as openraft's `apply` does on a blocking one
     /// (for the fuzz targets, `fuzzing.rs`, which have no runtime).
-    #[cfg(feature = "fuzzing")]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn apply_now(
         &self,
         entries: Vec<Entry>,
@@ -282,7 +282,7 @@ impl StateMachineStore {
 
     /// Builds a snapshot of the current state on the calling thread, as openraft's snapshot
     /// builder does on a blocking one (for the fuzz targets' seeds, `fuzzing.rs`).
-    #[cfg(feature = "fuzzing")]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn snapshot_now(&self) -> Result<Snapshot, StoreError> {
         let payload = self.inner.capture()?;
         self.inner.build(payload)
