@@ -6,6 +6,10 @@
 //! workload against a member with `stale-linearizable-reads` and must report a violation, and the
 //! SDK's exactly-once test uses `drop-write-responses` to lose answers to committed writes, and
 //! `stall-proposal` shows that a proposal openraft never answers cannot hang a member's writes.
+//! `ack-uncommitted-puts` makes a leader acknowledge a put as soon as it has handed it to Raft,
+//! before a majority holds it (a read after the acknowledgement can miss the write, and a
+//! leader cut off from the majority acknowledges puts that the new leader's log replaces): the
+//! chaos harness's namespace-mode test must report a violation.
 //!
 //! `skip-log-fsync` makes the Raft log's append report entries durable without the
 //! `fdatasync` (`store/wal.rs`), so a member acknowledges writes that a power cut loses. The
@@ -34,6 +38,10 @@ pub enum Fault {
     /// when openraft never answers a proposal whose entry a snapshot install purged). Proves
     /// that a proposal is bounded by a deadline and that later writes still get through.
     StallProposal { nth: u64 },
+    /// Acknowledge a put (or a group-commit batch of puts) once it is handed to Raft, without
+    /// waiting for a majority to commit it (an "old leader acknowledges a write" bug). The
+    /// answer is made up: the revision one past the last this member saw committed.
+    AckUncommittedPuts,
 }
 
 static SKIP_LOG_FSYNC: AtomicBool = AtomicBool::new(false);
@@ -48,7 +56,7 @@ pub fn skip_log_fsync() -> bool {
 #[derive(Debug, thiserror::Error)]
 #[error(
     "unknown fault {0:?}: known faults are stale-linearizable-reads, skip-log-fsync, \
-     drop-write-responses=N (for example drop-write-responses=3) and stall-proposal=N (for \
+     ack-uncommitted-puts, drop-write-responses=N (for example drop-write-responses=3) and stall-proposal=N (for \
      example stall-proposal=5)"
 )]
 pub struct UnknownFault(String);
@@ -60,6 +68,7 @@ impl FromStr for Fault {
         match s.split_once('=') {
             None if s == "stale-linearizable-reads" => Ok(Fault::StaleLinearizableReads),
             None if s == "skip-log-fsync" => Ok(Fault::SkipLogFsync),
+            None if s == "ack-uncommitted-puts" => Ok(Fault::AckUncommittedPuts),
             Some(("drop-write-responses", n)) => match n.parse::<u64>() {
                 Ok(every) if every > 0 => Ok(Fault::DropWriteResponses { every }),
                 _ => Err(UnknownFault(s.to_string())),
@@ -80,6 +89,7 @@ impl std::fmt::Display for Fault {
             Fault::DropWriteResponses { every } => write!(f, "drop-write-responses={every}"),
             Fault::SkipLogFsync => write!(f, "skip-log-fsync"),
             Fault::StallProposal { nth } => write!(f, "stall-proposal={nth}"),
+            Fault::AckUncommittedPuts => write!(f, "ack-uncommitted-puts"),
         }
     }
 }
@@ -118,10 +128,16 @@ impl Faults {
             Fault::DropWriteResponses { every } => {
                 (self.writes.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(*every)
             }
-            Fault::StaleLinearizableReads | Fault::SkipLogFsync | Fault::StallProposal { .. } => {
-                false
-            }
+            Fault::StaleLinearizableReads
+            | Fault::SkipLogFsync
+            | Fault::StallProposal { .. }
+            | Fault::AckUncommittedPuts => false,
         })
+    }
+
+    /// True when puts are acknowledged before they are committed.
+    pub fn ack_uncommitted_puts(&self) -> bool {
+        self.enabled.contains(&Fault::AckUncommittedPuts)
     }
 
     /// Which proposal of this member, counted from 1, is never answered, if any.
@@ -176,6 +192,14 @@ mod tests {
             Fault::SkipLogFsync
         );
         assert_eq!(Fault::SkipLogFsync.to_string(), "skip-log-fsync");
+        assert_eq!(
+            "ack-uncommitted-puts".parse::<Fault>().unwrap(),
+            Fault::AckUncommittedPuts
+        );
+        assert_eq!(
+            Fault::AckUncommittedPuts.to_string(),
+            "ack-uncommitted-puts"
+        );
         assert_eq!(
             "stall-proposal=5".parse::<Fault>().unwrap(),
             Fault::StallProposal { nth: 5 }

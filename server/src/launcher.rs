@@ -79,7 +79,13 @@ pub struct LocalClusterSpec {
     pub json_logs: bool,
     /// Run each replica in a network namespace of its own (see the module docs).
     pub netns: Option<LocalNetns>,
+    /// The longest wait before restarting a replica that keeps exiting (see [`supervise`]).
+    pub restart_backoff_max: Duration,
 }
+
+/// The default of `--restart-backoff-max-ms`: a kubelet's cap is 5 minutes, but a laptop
+/// cluster should come back within seconds of what ended its crash loop.
+pub const DEFAULT_RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// Where the replicas of a namespaced local cluster run: kv-N in the network namespace
 /// `<prefix><N>` (`/run/netns/<prefix><N>`), bound to `first_ip + N`.
@@ -462,6 +468,7 @@ pub async fn scale(
         server_args: Vec::new(),
         json_logs: false,
         netns: state.netns.clone(),
+        restart_backoff_max: DEFAULT_RESTART_BACKOFF_MAX,
     };
     let wanted: Vec<u64> = (0..replicas).collect();
     let started = Instant::now();
@@ -561,6 +568,11 @@ fn replica_args(r: &ReplicaSpec, peers: &str, spec: &LocalClusterSpec) -> Vec<St
 
 /// Keeps one replica running: start, wait for exit, back off, restart (unless held or stopping).
 /// Its `--peers` list is made at every start, over the `width` ordinals that ran or are wanted.
+///
+/// The back-off is a kubelet's CrashLoopBackOff in miniature: 500 ms, doubling for a replica
+/// that exits again within 30 s of its start, up to `spec.restart_backoff_max` (10 s by
+/// default). A soak that kills members every few seconds lowers the cap to fit more faults in
+/// an hour.
 async fn supervise(
     exe: PathBuf,
     spec: LocalClusterSpec,
@@ -569,7 +581,8 @@ async fn supervise(
     slot: Arc<tokio::sync::Mutex<Option<Child>>>,
     stopping: Arc<AtomicBool>,
 ) {
-    let mut backoff = Duration::from_millis(500);
+    let first_backoff = Duration::from_millis(500).min(spec.restart_backoff_max);
+    let mut backoff = first_backoff;
     loop {
         while r.hold_file.exists() && !stopping.load(Ordering::SeqCst) {
             sleep(Duration::from_millis(100)).await;
@@ -610,7 +623,7 @@ async fn supervise(
             return;
         }
         if started.elapsed() > Duration::from_secs(30) {
-            backoff = Duration::from_millis(500);
+            backoff = first_backoff;
         }
         let how = status
             .map(|s| s.to_string())
@@ -620,7 +633,7 @@ async fn supervise(
             r.name, backoff
         );
         sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(10));
+        backoff = (backoff * 2).min(spec.restart_backoff_max);
     }
 }
 
@@ -709,6 +722,7 @@ mod tests {
             server_args: vec![],
             json_logs: false,
             netns: None,
+            restart_backoff_max: DEFAULT_RESTART_BACKOFF_MAX,
         };
         let r = spec.replica_specs().unwrap();
         assert_eq!(r[2].name, "kv-2");
@@ -755,6 +769,7 @@ mod tests {
                 prefix: "kvsnt7n".into(),
                 first_ip: "10.213.7.10".parse().unwrap(),
             }),
+            restart_backoff_max: DEFAULT_RESTART_BACKOFF_MAX,
         };
         let r = spec.replica_specs().unwrap();
         assert_eq!(r[2].client.to_string(), "10.213.7.12:7381");

@@ -219,8 +219,8 @@ struct ServeArgs {
     #[arg(long, env = "KVSET_PEER_TLS_CA", requires = "peer_tls_cert")]
     peer_tls_ca: Option<PathBuf>,
     /// TESTING ONLY: inject a deliberate fault (repeatable): `stale-linearizable-reads`,
-    /// `skip-log-fsync`, `drop-write-responses=N` or `stall-proposal=N`. Off by default; never
-    /// use in production.
+    /// `skip-log-fsync`, `ack-uncommitted-puts`, `drop-write-responses=N` or
+    /// `stall-proposal=N`. Off by default; never use in production.
     #[arg(long = "fault", env = "KVSET_FAULTS", value_delimiter = ',')]
     faults: Vec<kvset_server::faults::Fault>,
     /// Space quota of this member's store, in bytes: live keys and values + Raft log +
@@ -343,6 +343,10 @@ struct LocalArgs {
     /// Test harnesses: kv-N binds this address + N inside its namespace (instead of --bind-ip).
     #[arg(long, hide = true, requires = "netns_prefix")]
     netns_first_ip: Option<std::net::Ipv4Addr>,
+    /// The longest wait, in ms, before restarting a replica that exited again within 30 s of
+    /// its start (the wait starts at 500 ms and doubles, as a kubelet's CrashLoopBackOff).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    restart_backoff_max_ms: u64,
 }
 
 fn init_logging(format: LogFormat) {
@@ -504,6 +508,7 @@ async fn main() -> anyhow::Result<()> {
                     .netns_prefix
                     .zip(args.netns_first_ip)
                     .map(|(prefix, first_ip)| launcher::LocalNetns { prefix, first_ip }),
+                restart_backoff_max: std::time::Duration::from_millis(args.restart_backoff_max_ms),
             };
             launcher::run(spec, server::termination_signal()).await?;
             Ok(())

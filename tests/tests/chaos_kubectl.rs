@@ -110,6 +110,7 @@ fn fake_statefulset(
         server_args: vec![],
         small_disks_mb: None,
         power_disks: false,
+        restart_backoff_max: None,
         network: Default::default(),
     });
     cluster.start(&|_| Ok(())).expect("start the local cluster");

@@ -13,6 +13,13 @@
 //!   reach the old leader while it is cut off and still believes it leads: it answers from a
 //!   state the new leader's writes have passed. Without the fault the old leader cannot confirm
 //!   its leadership, answers nothing, and the control run (the same run minus the fault) passes.
+//! - The other half of the bite: with `--fault ack-uncommitted-puts` (a leader acknowledges a
+//!   put once it has handed it to Raft, before a majority holds it), the same run must fail
+//!   the linearizability or the lost-writes check. A read that follows the acknowledgement can
+//!   miss the write, and a put the cut-off old leader acknowledges is replaced by the new
+//!   leader's log. (Seen: linearizability, and the watch check, whose events carry revisions
+//!   the made-up acknowledgements did not.) The control run shows that the real build
+//!   acknowledges nothing it has not committed.
 //!
 //! Needs root and working `ip netns`: without them the tests skip loudly, and fail under
 //! `CI=true`. About 30 s each, bounded at 150 s. A failing run keeps its directory.
@@ -223,6 +230,39 @@ fn a_partitioned_old_leader_serving_stale_reads_is_caught() {
     assert!(report["network"]
         .as_str()
         .is_some_and(|n| n.starts_with("namespaces: ")));
+}
+
+#[test]
+fn a_partitioned_old_leader_acknowledging_writes_is_caught() {
+    let Some((dir, finished)) = leader_partition_run(
+        "kvset-chaos-netns-ack-",
+        &["--server-arg=--fault=ack-uncommitted-puts"],
+    ) else {
+        return;
+    };
+    let report = finished.report();
+    let caught = ["lost_writes", "linearizability"]
+        .iter()
+        .any(|check| status_of(report, check) == "fail");
+    if finished.code != Some(1) || !caught {
+        let kept = dir.keep();
+        panic!(
+            "expected exit 1 with lost writes or a linearizability violation, files kept in \
+             {}:\n{}",
+            kept.display(),
+            finished.output()
+        );
+    }
+    assert_eq!(report["verdict"], "violation");
+    assert!(report["server_faults"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|f| f
+            .as_str()
+            .is_some_and(|f| f.starts_with("ack-uncommitted-puts")))));
+    assert!(finished
+        .injected_kinds()
+        .iter()
+        .any(|k| k == "partition-leader"));
 }
 
 #[test]

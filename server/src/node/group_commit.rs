@@ -33,7 +33,7 @@
 //! the proposer moves on; the entry may still commit later, which the request id makes safe.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use kvset_proto::raft::{command_result, log_command, CommandBatch, CommandResult, LogCommand};
@@ -88,22 +88,72 @@ pub trait Propose: Send + Sync + 'static {
     ) -> impl Future<Output = Result<CommandResult, RaftWriteError>> + Send;
 }
 
-/// A member's proposer: openraft's `client_write`, with the test-only `stall-proposal=N` fault
+/// A member's proposer: openraft's `client_write`, with two test-only faults: `stall-proposal=N`
 /// (the Nth proposal goes to Raft but its answer is never awaited, as when openraft never
-/// answers it).
+/// answers it) and `ack-uncommitted-puts` (see [`RaftProposer::ack_before_commit`]).
 pub struct RaftProposer {
     raft: Raft,
     stall_nth: Option<u64>,
+    ack_uncommitted_puts: bool,
     proposals: AtomicU64,
+    /// The highest revision a committed proposal of this member returned (for the made-up
+    /// answers of `ack-uncommitted-puts`).
+    last_revision: AtomicI64,
 }
 
 impl RaftProposer {
-    pub fn new(raft: Raft, stall_nth: Option<u64>) -> Self {
+    pub fn new(raft: Raft, faults: &crate::faults::Faults) -> Self {
         Self {
             raft,
-            stall_nth,
+            stall_nth: faults.stall_proposal(),
+            ack_uncommitted_puts: faults.ack_uncommitted_puts(),
             proposals: AtomicU64::new(0),
+            last_revision: AtomicI64::new(0),
         }
+    }
+
+    /// The `ack-uncommitted-puts` fault: while this member believes it leads, a put (or a batch
+    /// of puts only) is handed to Raft in the background and answered at once with a made-up
+    /// result, one revision per put past the last committed one this member saw, as a leader
+    /// that acknowledges before a majority holds the entry would. None: propose normally.
+    fn ack_before_commit(&self, entry: &LogCommand) -> Option<CommandResult> {
+        if !self.ack_uncommitted_puts || !self.raft.metrics().borrow().state.is_leader() {
+            return None;
+        }
+        let is_put = |c: &LogCommand| matches!(c.command, Some(log_command::Command::Put(_)));
+        let batch = match &entry.command {
+            Some(log_command::Command::Put(_)) => None,
+            Some(log_command::Command::Batch(b)) if b.commands.iter().all(is_put) => {
+                Some(b.commands.len() as i64)
+            }
+            _ => return None,
+        };
+        let puts = batch.unwrap_or(1);
+        let first = self.last_revision.fetch_add(puts, Ordering::SeqCst) + 1;
+        let made_up = |revision: i64| CommandResult {
+            revision,
+            result: Some(command_result::Result::Put(Default::default())),
+        };
+        let raft = self.raft.clone();
+        let entry = entry.clone();
+        tokio::spawn(async move {
+            let _ = raft.client_write(Proto(entry)).await;
+        });
+        tracing::warn!(
+            puts,
+            "injected fault: acknowledging puts before they are committed"
+        );
+        Some(match batch {
+            None => made_up(first),
+            Some(n) => CommandResult {
+                revision: first + n - 1,
+                result: Some(command_result::Result::Batch(
+                    kvset_proto::raft::ResultBatch {
+                        results: (first..first + n).map(made_up).collect(),
+                    },
+                )),
+            },
+        })
     }
 }
 
@@ -121,10 +171,17 @@ impl Propose for RaftProposer {
             });
             return std::future::pending().await;
         }
-        self.raft
+        if let Some(made_up) = self.ack_before_commit(&entry) {
+            return Ok(made_up);
+        }
+        let result = self
+            .raft
             .client_write(Proto(entry))
             .await
-            .map(|resp| resp.data.0)
+            .map(|resp| resp.data.0)?;
+        self.last_revision
+            .fetch_max(result.revision, Ordering::SeqCst);
+        Ok(result)
     }
 }
 

@@ -169,7 +169,7 @@ impl Node {
         let faults = crate::faults::Faults::new(config.faults.clone());
         let telemetry = crate::telemetry::Telemetry::new();
         let group_commit = GroupCommit::start(
-            group_commit::RaftProposer::new(raft.clone(), faults.stall_proposal()),
+            group_commit::RaftProposer::new(raft.clone(), &faults),
             telemetry.write_batch_sizes(),
             group_commit::PROPOSAL_DEADLINE,
         );

@@ -164,6 +164,11 @@ pub struct RunArgs {
     /// --shutdown-grace-secs=5), so it can override them.
     #[arg(long = "server-arg", allow_hyphen_values = true, value_name = "FLAG")]
     pub server_args: Vec<String>,
+    /// process: the launcher's longest wait before restarting a member that was killed again
+    /// within 30 s of its start (default: the launcher's, 10s, as a kubelet backs off). A soak
+    /// lowers it to fit more faults in an hour.
+    #[arg(long, value_parser = parse_duration)]
+    pub restart_backoff_max: Option<Duration>,
 
     /// docker: the image (docker/build-image.sh builds kvset:dev).
     #[arg(
@@ -275,6 +280,9 @@ impl RunArgs {
             BackendKind::Process => {
                 if self.network != NetworkArg::Loopback {
                     parts.push(format!("--network {}", self.network.as_str()));
+                }
+                if let Some(max) = self.restart_backoff_max {
+                    parts.push(format!("--restart-backoff-max {}", fmt_duration(max)));
                 }
             }
             BackendKind::Docker => {
@@ -403,6 +411,7 @@ impl RunArgs {
                         .then_some(DISK_FULL_TMPFS_MB),
                     power_disks,
                     network,
+                    restart_backoff_max: self.restart_backoff_max,
                 })
             }
             BackendKind::Docker => {
@@ -646,6 +655,24 @@ mod tests {
             .config()
             .unwrap_err();
         assert!(err.to_string().contains("run them separately"), "{err}");
+    }
+
+    #[test]
+    fn the_restart_backoff_cap_reaches_the_launcher_and_the_reproduce_line() {
+        let backoff = |c: &RunConfig| match &c.backend {
+            BackendConfig::Process(p) => p.restart_backoff_max,
+            other => panic!("not the process backend: {other:?}"),
+        };
+        let plain = config_of(&["--faults", "pause"]);
+        assert_eq!(backoff(&plain), None);
+        assert!(!plain.reproduce.contains("--restart-backoff-max"));
+        let soak = config_of(&["--faults", "pause", "--restart-backoff-max", "1s"]);
+        assert_eq!(backoff(&soak), Some(Duration::from_secs(1)));
+        assert!(
+            soak.reproduce.contains("--restart-backoff-max 1s"),
+            "{}",
+            soak.reproduce
+        );
     }
 
     #[test]

@@ -110,13 +110,17 @@ pub fn count_ops(events: &[Event], probe: u64, last: u64) -> Vec<OpRow> {
         .collect()
 }
 
-/// p50 and max of some samples (ms).
+/// Percentiles and max of some samples (ms).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Stats {
     /// How many samples.
     pub count: usize,
     /// Median (nearest rank).
     pub p50_ms: Option<f64>,
+    /// 90th percentile (nearest rank).
+    pub p90_ms: Option<f64>,
+    /// 99th percentile (nearest rank).
+    pub p99_ms: Option<f64>,
     /// Largest.
     pub max_ms: Option<f64>,
     /// Events that should have produced a sample but did not recover within the bound.
@@ -135,10 +139,18 @@ impl Stats {
             }
         }
         values.sort_by(f64::total_cmp);
-        let p50 = (!values.is_empty()).then(|| values[(values.len() - 1) / 2]);
+        // Nearest rank: the smallest sample with at least p of them at or below it.
+        let rank = |p: f64| {
+            (!values.is_empty()).then(|| {
+                let r = (p * values.len() as f64).ceil() as usize;
+                values[r.clamp(1, values.len()) - 1]
+            })
+        };
         Stats {
             count: values.len(),
-            p50_ms: p50,
+            p50_ms: rank(0.5),
+            p90_ms: rank(0.9),
+            p99_ms: rank(0.99),
             max_ms: values.last().copied(),
             not_observed: missing,
         }
@@ -151,6 +163,26 @@ pub struct Recovery {
     /// Leader loss → first acknowledged write the lost leader cannot have served.
     pub leader_loss_to_write: Stats,
     /// Member back (restart, thaw, reconnect, rejoin) → caught up with the leader's commit index.
+    pub restart_to_caught_up: Stats,
+    /// The same, and the counts, per fault kind (in the order kinds first ran): what a long
+    /// run (a soak) is summed up by.
+    pub by_kind: Vec<KindRecovery>,
+}
+
+/// One fault kind's share of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct KindRecovery {
+    /// The kind.
+    pub kind: FaultKind,
+    /// How many were scheduled (injection failures included).
+    pub injected: usize,
+    /// How many failed to inject.
+    pub failed: usize,
+    /// How many took the leader down.
+    pub leader_lost: usize,
+    /// Leader loss → write, over this kind's faults.
+    pub leader_loss_to_write: Stats,
+    /// Member back → caught up, over this kind's faults.
     pub restart_to_caught_up: Stats,
 }
 
@@ -167,7 +199,38 @@ impl Recovery {
             restart_to_caught_up: Stats::of(
                 done().flat_map(|f| f.members.iter().map(|m| m.caught_up_ms)),
             ),
+            by_kind: Self::by_kind(faults),
         }
+    }
+
+    fn by_kind(faults: &[FaultRecord]) -> Vec<KindRecovery> {
+        let mut kinds: Vec<FaultKind> = Vec::new();
+        for f in faults {
+            if !kinds.contains(&f.kind) {
+                kinds.push(f.kind);
+            }
+        }
+        kinds
+            .into_iter()
+            .map(|kind| {
+                let of_kind = || faults.iter().filter(move |f| f.kind == kind);
+                let done = || of_kind().filter(|f| f.error.is_none());
+                KindRecovery {
+                    kind,
+                    injected: of_kind().count(),
+                    failed: of_kind().filter(|f| f.error.is_some()).count(),
+                    leader_lost: done().filter(|f| f.leader_lost).count(),
+                    leader_loss_to_write: Stats::of(
+                        done()
+                            .filter(|f| f.leader_lost)
+                            .map(|f| f.leader_recovery_ms),
+                    ),
+                    restart_to_caught_up: Stats::of(
+                        done().flat_map(|f| f.members.iter().map(|m| m.caught_up_ms)),
+                    ),
+                }
+            })
+            .collect()
     }
 }
 
@@ -456,7 +519,7 @@ impl RunReport {
         let _ = writeln!(s, "\n## Recovery\n");
         let _ = writeln!(
             s,
-            "| measure | samples | p50 (ms) | max (ms) | not recovered in time |\n| --- | ---: | ---: | ---: | ---: |"
+            "| measure | samples | p50 (ms) | p90 (ms) | p99 (ms) | max (ms) | not recovered in time |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
         );
         for (name, st) in [
             (
@@ -470,11 +533,67 @@ impl RunReport {
         ] {
             let _ = writeln!(
                 s,
-                "| {name} | {} | {} | {} | {} |",
+                "| {name} | {} | {} | {} | {} | {} | {} |",
                 st.count,
                 ms(st.p50_ms),
+                ms(st.p90_ms),
+                ms(st.p99_ms),
                 ms(st.max_ms),
                 st.not_observed
+            );
+        }
+        if !self.recovery.by_kind.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nBy fault kind (times in ms, p50 / p99 / max; not recovered in time in \
+                 brackets):\n\n| kind | faults | failed to inject | leader lost | leader loss → \
+                 write | back → caught up |\n| --- | ---: | ---: | ---: | --- | --- |"
+            );
+            let cell = |st: &Stats| {
+                if st.count == 0 && st.not_observed == 0 {
+                    return "—".to_string();
+                }
+                format!(
+                    "{} / {} / {} ({} samples{})",
+                    ms(st.p50_ms),
+                    ms(st.p99_ms),
+                    ms(st.max_ms),
+                    st.count,
+                    if st.not_observed > 0 {
+                        format!(", [{}]", st.not_observed)
+                    } else {
+                        String::new()
+                    }
+                )
+            };
+            for k in &self.recovery.by_kind {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} |",
+                    k.kind.as_str(),
+                    k.injected,
+                    k.failed,
+                    k.leader_lost,
+                    cell(&k.leader_loss_to_write),
+                    cell(&k.restart_to_caught_up)
+                );
+            }
+            let total: usize = self.recovery.by_kind.iter().map(|k| k.injected).sum();
+            let _ = writeln!(
+                s,
+                "| **all** | **{total}** | {} | {} | {} | {} |",
+                self.recovery
+                    .by_kind
+                    .iter()
+                    .map(|k| k.failed)
+                    .sum::<usize>(),
+                self.recovery
+                    .by_kind
+                    .iter()
+                    .map(|k| k.leader_lost)
+                    .sum::<usize>(),
+                cell(&self.recovery.leader_loss_to_write),
+                cell(&self.recovery.restart_to_caught_up)
             );
         }
 
@@ -552,13 +671,59 @@ mod tests {
         assert_eq!(find("get (final)").ok, 1);
     }
 
+    fn fault(kind: FaultKind, leader_recovery_ms: Option<f64>, error: Option<&str>) -> FaultRecord {
+        FaultRecord {
+            index: 0,
+            kind,
+            targets: vec!["kv-1".into()],
+            leader_before: Some("kv-0".into()),
+            term_before: 1,
+            at_ms: 0.0,
+            healed_ms: Some(1.0),
+            leader_lost: leader_recovery_ms.is_some(),
+            leader_recovery_ms,
+            members: Vec::new(),
+            probe_reads: 0,
+            error: error.map(str::to_string),
+            steps: Vec::new(),
+            overlaps: Vec::new(),
+            cut_short: false,
+        }
+    }
+
+    #[test]
+    fn recovery_is_summed_up_per_kind_in_the_order_kinds_first_ran() {
+        let faults = [
+            fault(FaultKind::Pause, None, None),
+            fault(FaultKind::KillLeader, Some(100.0), None),
+            fault(FaultKind::Pause, None, Some("SIGSTOP failed")),
+            fault(FaultKind::KillLeader, Some(300.0), None),
+            fault(FaultKind::KillLeader, Some(200.0), None),
+        ];
+        let r = Recovery::of(&faults);
+        let kinds: Vec<_> = r.by_kind.iter().map(|k| k.kind).collect();
+        assert_eq!(kinds, [FaultKind::Pause, FaultKind::KillLeader]);
+        let (pause, kill) = (&r.by_kind[0], &r.by_kind[1]);
+        assert_eq!((pause.injected, pause.failed, pause.leader_lost), (2, 1, 0));
+        assert_eq!((kill.injected, kill.failed, kill.leader_lost), (3, 0, 3));
+        assert_eq!(kill.leader_loss_to_write.p50_ms, Some(200.0));
+        assert_eq!(kill.leader_loss_to_write.max_ms, Some(300.0));
+        assert_eq!(r.leader_loss_to_write.count, 3);
+    }
+
     #[test]
     fn stats_take_the_median_and_the_max() {
         let s = Stats::of([Some(3.0), Some(1.0), None, Some(2.0), Some(10.0)]);
         assert_eq!(s.count, 4);
         assert_eq!(s.p50_ms, Some(2.0));
+        assert_eq!(s.p90_ms, Some(10.0));
         assert_eq!(s.max_ms, Some(10.0));
         assert_eq!(s.not_observed, 1);
         assert_eq!(Stats::of([]).p50_ms, None);
+        let hundred = Stats::of((1..=100).map(|v| Some(v as f64)));
+        assert_eq!(
+            (hundred.p50_ms, hundred.p90_ms, hundred.p99_ms),
+            (Some(50.0), Some(90.0), Some(99.0))
+        );
     }
 }

@@ -107,6 +107,8 @@ pub struct ProcessConfig {
     /// Put each replica's data dir on a kvset-powerfs mount of its own (for `power-loss`;
     /// needs root and `/dev/fuse`). Not together with `small_disks_mb`.
     pub power_disks: bool,
+    /// The launcher's cap on its restart back-off (None: the launcher's default).
+    pub restart_backoff_max: Option<Duration>,
     /// How the members are networked.
     pub network: ProcessNetwork,
 }
@@ -369,6 +371,7 @@ impl Backend for ProcessBackend {
             self.config.base_port,
             self.netns_flags()
                 .iter()
+                .chain(&self.backoff_flag())
                 .map(|f| format!("{f} "))
                 .collect::<String>(),
             self.server_args()
@@ -502,6 +505,7 @@ impl Backend for ProcessBackend {
             .arg(format!("--bind-ip={}", self.config.bind_ip))
             .arg(format!("--base-port={}", self.config.base_port))
             .args(self.netns_flags())
+            .args(self.backoff_flag())
             .args(
                 self.server_args()
                     .iter()
@@ -878,6 +882,15 @@ impl ProcessBackend {
             Some(net) => net.layout().member_ip(member),
             None => self.config.bind_ip,
         }
+    }
+
+    /// The launcher's flag capping its restart back-off, when the run sets one.
+    fn backoff_flag(&self) -> Vec<String> {
+        self.config
+            .restart_backoff_max
+            .map(|max| format!("--restart-backoff-max-ms={}", max.as_millis().max(1)))
+            .into_iter()
+            .collect()
     }
 
     /// The launcher's flags that put each replica into its namespace (none on loopback).

@@ -436,8 +436,8 @@ fn recovery(h: &mut String, faults: &[FaultRecord], recovery: &Recovery) {
     }
     let _ = writeln!(
         h,
-        "<table><tr><th>measure</th><th>samples</th><th>p50 (ms)</th><th>max (ms)</th>\
-         <th>not recovered in time</th></tr>"
+        "<table><tr><th>measure</th><th>samples</th><th>p50 (ms)</th><th>p99 (ms)</th>\
+         <th>max (ms)</th><th>not recovered in time</th></tr>"
     );
     for (name, st) in [
         (
@@ -449,9 +449,10 @@ fn recovery(h: &mut String, faults: &[FaultRecord], recovery: &Recovery) {
         let _ = writeln!(
             h,
             "<tr><td>{name}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-             <td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             st.count,
             ms(st.p50_ms),
+            ms(st.p99_ms),
             ms(st.max_ms),
             st.not_observed
         );
