@@ -28,6 +28,20 @@ pub enum Command {
     /// Print the markdown comparison table (kvset/etcd ratios per workload and concurrency) of
     /// results written with `--output json`, one JSON object per line.
     Table(TableArgs),
+    /// Draw SVG charts of results written with `--output json`: for every workload,
+    /// `<workload>-throughput.svg` (ops/s) and `<workload>-p99.svg` (p99 latency, ms) against
+    /// concurrency, one line per system through the median of repeated runs.
+    Chart(ChartArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ChartArgs {
+    /// A file of JSON lines (repeat for several; their rows are pooled).
+    #[arg(long = "input", value_name = "FILE", required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Where to write the SVG files (created if missing; files of the same name are replaced).
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -250,5 +264,32 @@ mod tests {
     fn table_is_a_subcommand() {
         let cli = Cli::try_parse_from(["kvset-bench", "table", "a.jsonl", "b.jsonl"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Table(t)) if t.files.len() == 2));
+    }
+
+    #[test]
+    fn chart_is_a_subcommand_with_repeated_inputs() {
+        let cli = Cli::try_parse_from([
+            "kvset-bench",
+            "chart",
+            "--input",
+            "a.jsonl",
+            "--input",
+            "b.jsonl",
+            "--out-dir",
+            "docs/bench",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Chart(c)) => {
+                assert_eq!(
+                    c.inputs,
+                    [PathBuf::from("a.jsonl"), PathBuf::from("b.jsonl")]
+                );
+                assert_eq!(c.out_dir, PathBuf::from("docs/bench"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["kvset-bench", "chart", "--out-dir", "d"]).is_err());
+        assert!(Cli::try_parse_from(["kvset-bench", "chart", "--input", "a.jsonl"]).is_err());
     }
 }

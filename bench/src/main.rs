@@ -13,6 +13,9 @@
 //! `kvset-bench table FILE...` turns the JSON lines of several runs into the markdown comparison
 //! table that `bench/compare-etcd.sh` prints (`report.rs`).
 //!
+//! `kvset-bench chart --input FILE [--input FILE...] --out-dir DIR` draws SVG charts of the same
+//! JSON lines: throughput and p99 latency against concurrency, per workload (`chart.rs`).
+//!
 //! `watch` and `lease-keepalive` (`streams.rs`) use the Watch and Lease streams, which the raw
 //! kvset client and etcd implement through [`target::Streams`].
 //!
@@ -20,6 +23,7 @@
 //! distributions other than uniform. On a 2-core machine the client shares the cores with the
 //! servers, so a closed loop at a few concurrencies is the honest measurement to make.
 
+mod chart;
 mod cli;
 mod cpu;
 mod report;
@@ -57,6 +61,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Some(Command::Table(args)) => report::table_command(&args).map(|()| true),
+            Some(Command::Chart(args)) => chart::chart_command(&args)
+                .map(|written| {
+                    for path in written {
+                        println!("{}", path.display());
+                    }
+                    true
+                })
+                .map_err(anyhow::Error::from),
             None => run_command(cli.run).await,
         }
     });
