@@ -1,7 +1,7 @@
 //! `kvset-bench chart` through the binary: the charts land where `--out-dir` says, one pair per
 //! workload, and bad input exits non-zero with the file and line named.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn scratch(name: &str) -> PathBuf {
@@ -91,37 +91,25 @@ fn a_malformed_line_fails_naming_the_file_and_line() {
         "{\"target\": oops".to_string(),
     ];
     std::fs::write(&bad, text.join("\n")).unwrap();
-    let run = bench()
-        .args(["chart", "--input"])
-        .arg(&bad)
-        .arg("--out-dir")
-        .arg(dir.join("charts"))
-        .output()
-        .unwrap();
-    assert_eq!(run.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        stderr.contains(&format!(
-            "{} line 3: not a kvset-bench result",
-            bad.display()
-        )),
-        "{stderr}"
+    // Refused with exit 2 and a message naming what is wrong.
+    let refused = |input: &Path, expected: String| {
+        let run = bench()
+            .args(["chart", "--input"])
+            .arg(input)
+            .arg("--out-dir")
+            .arg(dir.join("charts"))
+            .output()
+            .unwrap();
+        assert_eq!(run.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(stderr.contains(&expected), "{stderr}");
+    };
+    refused(
+        &bad,
+        format!("{} line 3: not a kvset-bench result", bad.display()),
     );
-
     let missing = dir.join("missing.jsonl");
-    let run = bench()
-        .args(["chart", "--input"])
-        .arg(&missing)
-        .arg("--out-dir")
-        .arg(dir.join("charts"))
-        .output()
-        .unwrap();
-    assert_eq!(run.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        stderr.contains(&format!("cannot read {}", missing.display())),
-        "{stderr}"
-    );
+    refused(&missing, format!("cannot read {}", missing.display()));
     assert!(!dir.join("charts").exists(), "nothing written on bad input");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -198,6 +198,22 @@ fn leader_partition_run(prefix: &str, extra: &[&str]) -> Option<(tempfile::TempD
     netns_run(prefix, &args)
 }
 
+/// The members reported running with `fault`, and the leader was cut off at least once.
+fn assert_the_bug_was_planted_and_the_leader_cut_off(finished: &Finished, fault: &str) {
+    let report = finished.report();
+    assert!(
+        report["server_faults"].as_array().is_some_and(|f| f
+            .iter()
+            .any(|f| f.as_str().is_some_and(|f| f.starts_with(fault)))),
+        "{fault} not reported: {}",
+        report["server_faults"]
+    );
+    assert!(finished
+        .injected_kinds()
+        .iter()
+        .any(|k| k == "partition-leader"));
+}
+
 #[test]
 fn a_partitioned_old_leader_serving_stale_reads_is_caught() {
     let Some((dir, finished)) = leader_partition_run(
@@ -218,15 +234,7 @@ fn a_partitioned_old_leader_serving_stale_reads_is_caught() {
     assert_eq!(report["verdict"], "violation");
     assert_eq!(status_of(report, "linearizability"), "fail");
     assert_eq!(report["linearizability"]["verdict"], "violation");
-    assert!(report["server_faults"]
-        .as_array()
-        .is_some_and(|f| f.iter().any(|f| f
-            .as_str()
-            .is_some_and(|f| f.starts_with("stale-linearizable-reads")))));
-    assert!(finished
-        .injected_kinds()
-        .iter()
-        .any(|k| k == "partition-leader"));
+    assert_the_bug_was_planted_and_the_leader_cut_off(&finished, "stale-linearizable-reads");
     assert!(report["network"]
         .as_str()
         .is_some_and(|n| n.starts_with("namespaces: ")));
@@ -254,15 +262,7 @@ fn a_partitioned_old_leader_acknowledging_writes_is_caught() {
         );
     }
     assert_eq!(report["verdict"], "violation");
-    assert!(report["server_faults"]
-        .as_array()
-        .is_some_and(|f| f.iter().any(|f| f
-            .as_str()
-            .is_some_and(|f| f.starts_with("ack-uncommitted-puts")))));
-    assert!(finished
-        .injected_kinds()
-        .iter()
-        .any(|k| k == "partition-leader"));
+    assert_the_bug_was_planted_and_the_leader_cut_off(&finished, "ack-uncommitted-puts");
 }
 
 #[test]

@@ -189,18 +189,25 @@ pub struct KindRecovery {
 impl Recovery {
     /// From the fault records (failed injections left out).
     pub fn of(faults: &[FaultRecord]) -> Recovery {
-        let done = || faults.iter().filter(|f| f.error.is_none());
+        let (leader_loss_to_write, restart_to_caught_up) = Self::times(faults.iter());
         Recovery {
-            leader_loss_to_write: Stats::of(
-                done()
+            leader_loss_to_write,
+            restart_to_caught_up,
+            by_kind: Self::by_kind(faults),
+        }
+    }
+
+    /// Leader loss → write and member back → caught up, over the faults that were injected.
+    fn times<'a>(faults: impl Iterator<Item = &'a FaultRecord> + Clone) -> (Stats, Stats) {
+        let done = faults.filter(|f| f.error.is_none());
+        (
+            Stats::of(
+                done.clone()
                     .filter(|f| f.leader_lost)
                     .map(|f| f.leader_recovery_ms),
             ),
-            restart_to_caught_up: Stats::of(
-                done().flat_map(|f| f.members.iter().map(|m| m.caught_up_ms)),
-            ),
-            by_kind: Self::by_kind(faults),
-        }
+            Stats::of(done.flat_map(|f| f.members.iter().map(|m| m.caught_up_ms))),
+        )
     }
 
     fn by_kind(faults: &[FaultRecord]) -> Vec<KindRecovery> {
@@ -213,21 +220,15 @@ impl Recovery {
         kinds
             .into_iter()
             .map(|kind| {
-                let of_kind = || faults.iter().filter(move |f| f.kind == kind);
-                let done = || of_kind().filter(|f| f.error.is_none());
+                let of_kind = faults.iter().filter(move |f| f.kind == kind);
+                let (leader_loss_to_write, restart_to_caught_up) = Self::times(of_kind.clone());
                 KindRecovery {
                     kind,
-                    injected: of_kind().count(),
-                    failed: of_kind().filter(|f| f.error.is_some()).count(),
-                    leader_lost: done().filter(|f| f.leader_lost).count(),
-                    leader_loss_to_write: Stats::of(
-                        done()
-                            .filter(|f| f.leader_lost)
-                            .map(|f| f.leader_recovery_ms),
-                    ),
-                    restart_to_caught_up: Stats::of(
-                        done().flat_map(|f| f.members.iter().map(|m| m.caught_up_ms)),
-                    ),
+                    injected: of_kind.clone().count(),
+                    failed: of_kind.clone().filter(|f| f.error.is_some()).count(),
+                    leader_lost: leader_loss_to_write.count + leader_loss_to_write.not_observed,
+                    leader_loss_to_write,
+                    restart_to_caught_up,
                 }
             })
             .collect()
