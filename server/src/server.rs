@@ -558,6 +558,13 @@ fn start_services(
     })
 }
 
+/// Whether the set's size, read now, includes this member: membership follows a readable size
+/// and this member's ordinal is below it. Without a readable size, never guess (false).
+async fn wanted_by_the_set(node: &Node) -> bool {
+    let desired = node.desired_replicas().refresh().await;
+    desired.is_some_and(|n| n >= 1) && !scaled_away(node.id(), desired)
+}
+
 /// Decides how this start goes (initialize, join, re-join, wait for re-admission; see
 /// `node::bootstrap`) from the volume, the Raft state and the cluster record, carries it out,
 /// and opens Raft traffic. Joining and the member's long-running duties (kv-0 reclaiming
@@ -655,7 +662,26 @@ async fn carry_out_start_plan(
         }
         StartPlan::Join => true,
         StartPlan::Rejoin => {
-            check_still_member(node, &candidates).await?;
+            match check_still_member(node, &candidates).await {
+                Err(JoinError::Removed {
+                    me,
+                    cluster,
+                    members,
+                }) if wanted_by_the_set(node).await => {
+                    // Removed by the leader while scaled away, and wanted again: the removal is
+                    // the effective membership of a live member, so every committed entry is on
+                    // the members that remain (see `node::scale`): this volume's data is of no
+                    // further use. Mark it departed; the next start discards it and joins anew.
+                    DepartedMarker::new(&config.data_dir).store(&cluster, &me)?;
+                    return Err(JoinError::RemovedWhileScaledAway {
+                        me,
+                        cluster,
+                        members,
+                    }
+                    .into());
+                }
+                checked => checked?,
+            }
             if let Some(id) = node.cluster_id() {
                 // Clusters created before the record existed get one now (best effort: the
                 // record only matters if kv-0 later loses its volume).

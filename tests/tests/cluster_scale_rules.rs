@@ -7,7 +7,9 @@
 //! - a member at or above the size that leads hands leadership off and leaves on SIGTERM;
 //! - a member whose volume says it departed comes back, when the size grows again, as a new
 //!   member; one that was removed while it was dead (no departed marker: its volume still holds
-//!   a voter's Raft state) refuses to start on that volume instead of coming back as a voter.
+//!   a voter's Raft state) never comes back as a voter: with the size unreadable it refuses to
+//!   start, and once the size includes it again it marks its volume departed, exits, and its
+//!   next start joins as a new member.
 
 use std::time::{Duration, Instant};
 
@@ -90,10 +92,10 @@ async fn the_leader_removes_gone_members_above_the_size_and_never_below() {
     assert_eq!(member_ids(&c, 0).await, [0, 1, 2]);
 
     // kv-4 was removed while it was dead, so its volume has no departed marker: it still holds
-    // the Raft state of a voter. When the set grows back and it starts on that volume, it must
-    // not come back as the voter it was (its votes and log are from before its removal): it
-    // refuses to start and says how to bring it back as a new member.
-    std::fs::write(&file, "5\n").unwrap();
+    // the Raft state of a voter, and must never come back as the voter it was (its votes and
+    // log are from before its removal). While the set's size cannot be read (manual
+    // membership), nothing says it is wanted: it refuses to start and says how to bring it back.
+    std::fs::write(&file, "not a size\n").unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     c.start_with(4, &[&flag(&file)]);
     let code = c.wait_exit(4, Duration::from_secs(60));
@@ -108,6 +110,23 @@ async fn the_leader_removes_gone_members_above_the_size_and_never_below() {
         "{log}"
     );
     assert_eq!(member_ids(&c, 0).await, [0, 1, 2], "{}", c.log(0));
+
+    // When the set grows back to include it, no manual step: it marks its volume departed and
+    // exits, and its next start (the kubelet's or the launcher's restart) joins as a new member.
+    std::fs::write(&file, "5\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.start_with(4, &[&flag(&file)]);
+    let code = c.wait_exit(4, Duration::from_secs(60));
+    let log = c.log(4);
+    assert!(
+        matches!(code, Some(code) if code != 0)
+            && log.contains("its volume is now marked departed"),
+        "kv-4 did not mark its volume departed (exit {code:?}):\n{log}"
+    );
+    assert_eq!(member_ids(&c, 0).await, [0, 1, 2], "{}", c.log(0));
+    c.start_with(4, &[&flag(&file)]);
+    let ids = wait_ids(&c, 0, &[0, 1, 2, 4], Duration::from_secs(60)).await;
+    assert_eq!(ids, [0, 1, 2, 4], "{}", c.log(4));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -332,3 +332,67 @@ fn scale_without_a_launcher_fails_clearly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A member scaled away that could not finish its leave (killed while leaving, or down when the
+/// set shrank) is removed by the leader, so its volume never got the departed marker. When the
+/// set grows again it must come back as a new member, not refuse to start ("removed from the
+/// cluster") until someone deletes its data by hand. Found by the chaos soak: a kill right
+/// before a scale-down left kv-2 in a crash loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_removed_while_it_was_down_comes_back_on_scale_up() {
+    let launcher = Launcher::start(3);
+    assert!(
+        wait_members(&launcher, &[0, 1, 2], Duration::from_secs(60)).await,
+        "the cluster did not form:\n{}",
+        launcher.logs()
+    );
+    let data = launcher.data_dir();
+    // kv-2 goes down for good (a pod force-deleted): held, then killed without a chance to leave.
+    std::fs::write(data.join("kv-2.hold"), b"").expect("hold kv-2");
+    let pid = read_pid(&data.join("kv-2.pid")).expect("kv-2's pid");
+    // SAFETY: SIGKILL to a replica of our own launcher.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+
+    let (code, out) = launcher.scale(2);
+    assert_eq!(code, 0, "scale 2: {out}\n{}", launcher.logs());
+    assert!(
+        wait_members(&launcher, &[0, 1], Duration::from_secs(30)).await,
+        "the leader did not remove the silent kv-2:\n{}",
+        launcher.logs()
+    );
+    assert!(
+        !data.join("kv-2").join("kvset-departed.json").exists(),
+        "kv-2 never left by itself, so its volume has no departed marker"
+    );
+
+    std::fs::remove_file(data.join("kv-2.hold")).expect("release kv-2");
+    let (code, out) = launcher.scale(3);
+    assert_eq!(
+        code,
+        0,
+        "scale 3: kv-2 did not come back: {out}\n{}",
+        launcher.logs()
+    );
+    assert!(
+        wait_members(&launcher, &[0, 1, 2], Duration::from_secs(30)).await,
+        "kv-2 is not a member again:\n{}",
+        launcher.logs()
+    );
+    // It caught up as a new member: a write through kv-0 is readable on kv-2 (ReadIndex).
+    let client = kvset_client::Client::connect(vec![launcher.endpoint(0)])
+        .await
+        .expect("client");
+    client.put("after-scale-up", "v").await.expect("put");
+    let on_kv2 = kvset_client::ReadOptions {
+        member: Some("kv-2".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        client
+            .get_with("after-scale-up", &on_kv2)
+            .await
+            .expect("read on kv-2")
+            .map(|kv| kv.value),
+        Some(b"v".to_vec())
+    );
+}

@@ -38,6 +38,18 @@ pub enum JoinError {
         cluster: String,
         members: String,
     },
+    #[error(
+        "{me} was removed from cluster {cluster} while the set was smaller (its members are now \
+         {members}), without marking its volume departed (its leave did not finish, or it was \
+         down when the set shrank). The set's size includes it again: its volume is now marked \
+         departed, and on its next start (the supervisor restarts it) it discards its old data \
+         and joins as a new member"
+    )]
+    RemovedWhileScaledAway {
+        me: String,
+        cluster: String,
+        members: String,
+    },
     #[error("{0}")]
     Volume(#[from] crate::volume::VolumeError),
     #[error("shut down before joining")]

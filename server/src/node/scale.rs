@@ -19,6 +19,16 @@
 //!   went on without it) and its Raft state would make it refuse to start ("removed from the
 //!   cluster"). The departed marker, written only once the removal was committed, says that this
 //!   is safe: at start the member empties its store and joins as any new member does.
+//! - **A member removed without the marker comes back too.** A member scaled away that could
+//!   not finish its leave (killed while leaving, down when the set shrank) is removed by the
+//!   leader's reconciliation, and its volume has no marker. When the set grows again, it starts,
+//!   finds that a live member of its cluster no longer lists it, and sees that the set's size
+//!   includes it: it marks its volume departed and exits, and the supervisor's restart joins it
+//!   anew (`server::carry_out_start_plan`). Safe for the same reason as the marker: a removal
+//!   that is the effective membership of a live member was proposed only after the joint
+//!   configuration committed, so every committed entry is on the members that remain. A member
+//!   removed while the set's size still includes it (an operator's `members remove`) is wanted
+//!   by the set, so it comes back the same way; with no readable size it still refuses to start.
 //!
 //! Without a readable size (manual membership) none of this happens: nobody leaves by
 //! themselves and the leader removes nobody. Never guess.
