@@ -94,8 +94,13 @@ pub fn read(mut input: impl Read) -> Result<(SnapshotInfo, Vec<u8>), BackupError
         .map_err(|e| BackupError::BadHeader(e.to_string()))?;
     let info = SnapshotInfo::decode(header.as_slice())
         .map_err(|e| BackupError::BadHeader(e.to_string()))?;
-    let mut data = Vec::with_capacity(info.size_bytes.min(1 << 30) as usize);
-    input.read_to_end(&mut data)?;
+    // The header's size is a claim, not a fact: reserve at most 64 MiB up front and let the
+    // buffer grow with what actually arrives, reading one byte past the claim to see a longer
+    // body without reading an unbounded one.
+    let mut data = Vec::with_capacity(info.size_bytes.min(64 << 20) as usize);
+    input
+        .take(info.size_bytes.saturating_add(1))
+        .read_to_end(&mut data)?;
     if data.len() as u64 != info.size_bytes {
         return Err(BackupError::Length {
             expected: info.size_bytes,
@@ -154,6 +159,17 @@ mod tests {
         assert!(matches!(
             read(&b"not a backup at all"[..]),
             Err(BackupError::NotABackup)
+        ));
+        // A body longer than the header says is refused too: the trailing bytes are not read
+        // past the first one.
+        let mut longer = buf.clone();
+        longer.extend_from_slice(&[0u8; 4096]);
+        assert!(matches!(
+            read(longer.as_slice()),
+            Err(BackupError::Length {
+                expected: 14,
+                actual: 15
+            })
         ));
     }
 }
