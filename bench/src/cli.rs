@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::ArgPredicate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::workload::Workload;
@@ -128,9 +129,21 @@ pub struct RunArgs {
     /// (revoked at the end).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub leases: u64,
-    /// How long to measure (`10s`, `500ms`, `1m`, or seconds).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// How long to measure (`10s`, `500ms`, `1m`, or seconds). With --ops, the longest the
+    /// measured part may take (default then 1h): the run ends at whichever comes first.
+    #[arg(
+        long,
+        default_value = "10s",
+        default_value_if("ops", ArgPredicate::IsPresent, "1h"),
+        value_parser = parse_duration
+    )]
     pub duration: Duration,
+    /// Stop after this many requests in total, counted over every worker from the end of the
+    /// warm-up (failed requests included, warm-up requests not), instead of after --duration.
+    /// Closed-loop KV workloads only (not `watch` or `lease-keepalive`). With --warmup 0 and
+    /// the `put` workload it writes exactly this many times (what `bench/footprint.sh` needs).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ops: Option<u64>,
     /// Load before measuring, not counted.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
@@ -258,6 +271,25 @@ mod tests {
         assert_eq!(defaults.endpoints().len(), 3);
         assert_eq!(defaults.keys, 100_000);
         assert_eq!(defaults.value_size, 128);
+    }
+
+    #[test]
+    fn ops_bounds_the_run_and_lengthens_the_default_duration() {
+        let run = Cli::try_parse_from(["kvset-bench", "--ops", "5000"])
+            .unwrap()
+            .run;
+        assert_eq!(run.ops, Some(5000));
+        assert_eq!(run.duration, Duration::from_secs(3600));
+        let run = Cli::try_parse_from(["kvset-bench", "--ops", "5000", "--duration", "30s"])
+            .unwrap()
+            .run;
+        assert_eq!(run.ops, Some(5000));
+        assert_eq!(run.duration, Duration::from_secs(30));
+        let run = Cli::try_parse_from(["kvset-bench"]).unwrap().run;
+        assert_eq!(run.ops, None);
+        assert_eq!(run.duration, Duration::from_secs(10));
+        assert!(Cli::try_parse_from(["kvset-bench", "--ops", "0"]).is_err());
+        assert!(Cli::try_parse_from(["kvset-bench", "--ops", "many"]).is_err());
     }
 
     #[test]

@@ -84,6 +84,12 @@ fn main() -> ExitCode {
 
 /// One benchmark run. `Ok(false)`: it ran, but too many requests failed to call it a measurement.
 async fn run_command(args: RunArgs) -> anyhow::Result<bool> {
+    if args.ops.is_some() && args.workload.streams() {
+        anyhow::bail!(
+            "--ops bounds the closed loop of KV requests; --workload {} is timed by --duration only",
+            args.workload.as_str()
+        );
+    }
     let endpoints = args.endpoints();
     let options = target::ConnectOptions {
         endpoints: endpoints.clone(),
@@ -184,6 +190,7 @@ where
         server_pids: server_pids.clone(),
         watchers: args.watchers as usize,
         leases: args.leases,
+        ops: args.ops,
     };
     let load_avg_1m = cpu::load_average();
     let outcome = run(target.clone(), spec.clone()).await?;
@@ -211,6 +218,17 @@ where
                 .unwrap_or_default()
         );
         return Ok(false);
+    }
+    if let Some(limit) = args.ops {
+        if attempts < limit {
+            log(
+                args,
+                &format!(
+                    "--duration ({} s) ended the run after {attempts} of the {limit} requests of --ops",
+                    args.duration.as_secs_f64()
+                ),
+            );
+        }
     }
     if let Some(lost) = report.lost_events.filter(|n| *n > 0) {
         eprintln!(

@@ -90,6 +90,10 @@ pub struct Report {
     /// `lease-keepalive`: leases revoked after the run.
     #[serde(default)]
     pub leases_revoked: Option<u64>,
+    /// `--ops`: the requests the run was limited to (it ends at `--duration` if that comes
+    /// first; then `ops + errors` is smaller).
+    #[serde(default)]
+    pub ops_limit: Option<u64>,
 }
 
 /// Percentiles of put-to-event latency, in milliseconds.
@@ -203,6 +207,7 @@ impl Report {
             duplicate_events: outcome.watch.as_ref().map(|w| w.duplicates),
             leases: (spec.workload == Workload::LeaseKeepalive).then_some(spec.leases),
             leases_revoked: outcome.leases_revoked,
+            ops_limit: spec.ops,
         }
     }
 

@@ -5,7 +5,14 @@
 //! it both started and finished inside the measured window. Server CPU is sampled at the two
 //! edges of that window. After the window the workers stop sending and the run ends once the
 //! requests still in flight have answered (each is bounded by the request timeout).
+//!
+//! With an operation budget (`--ops N`), the window also ends once the workers have started N
+//! requests in it between them (failed ones included): each worker takes one unit of the shared
+//! [`OpsBudget`] before each measured request and stops when none is left, and the CPU sampler
+//! closes the window when the last worker is done.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +52,30 @@ pub struct RunSpec {
     pub watchers: usize,
     /// `lease-keepalive`: leases renewed.
     pub leases: u64,
+    /// Closed-loop KV workloads: stop after this many requests started after the warm-up (over
+    /// every worker), or at the end of `duration`, whichever comes first.
+    pub ops: Option<u64>,
+}
+
+/// Requests still to send under `--ops`, shared by the workers.
+#[derive(Debug)]
+pub struct OpsBudget {
+    left: AtomicU64,
+}
+
+impl OpsBudget {
+    pub fn new(ops: u64) -> Self {
+        Self {
+            left: AtomicU64::new(ops),
+        }
+    }
+
+    /// Takes one request from the budget; false once it is spent.
+    pub fn take(&self) -> bool {
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
 }
 
 /// What a run measured (inside the measured window only).
@@ -171,7 +202,12 @@ pub async fn run<T: Target>(target: Arc<T>, spec: &RunSpec) -> anyhow::Result<Ou
     let measure_from = start + spec.warmup;
     let until = measure_from + spec.duration;
 
-    let sampler = spawn_sampler(spec.server_pids.clone(), measure_from, until);
+    // Under --ops the window ends when the last worker is done (the sender is dropped then).
+    let (workers_done, done) = tokio::sync::oneshot::channel::<()>();
+    let sampler = spawn_sampler_ending(spec.server_pids.clone(), measure_from, until, async {
+        let _ = done.await;
+    });
+    let budget = spec.ops.map(|n| Arc::new(OpsBudget::new(n)));
 
     let workers: Vec<_> = owned
         .into_iter()
@@ -179,7 +215,16 @@ pub async fn run<T: Target>(target: Arc<T>, spec: &RunSpec) -> anyhow::Result<Ou
         .map(|(worker, keys)| {
             let target = target.clone();
             let spec = spec.clone();
-            tokio::spawn(worker_loop(target, spec, worker, keys, measure_from, until))
+            let budget = budget.clone();
+            tokio::spawn(worker_loop(
+                target,
+                spec,
+                worker,
+                keys,
+                budget,
+                measure_from,
+                until,
+            ))
         })
         .collect();
 
@@ -188,6 +233,7 @@ pub async fn run<T: Target>(target: Arc<T>, spec: &RunSpec) -> anyhow::Result<Ou
         let stats = worker.await.context("a worker panicked")?;
         total.merge(stats)?;
     }
+    drop(workers_done);
     let (server_cpu_s, client_cpu_s, measured) = sampler.await.context("the CPU sampler")?;
     Ok(Outcome {
         latency_us: total.latency_us,
@@ -214,12 +260,26 @@ pub fn spawn_sampler(
     measure_from: Instant,
     until: Instant,
 ) -> tokio::task::JoinHandle<(Option<f64>, Option<f64>, Duration)> {
+    spawn_sampler_ending(pids, measure_from, until, std::future::pending())
+}
+
+/// [`spawn_sampler`], whose window also closes early when `end` completes (after
+/// `measure_from`).
+pub fn spawn_sampler_ending(
+    pids: Vec<u32>,
+    measure_from: Instant,
+    until: Instant,
+    end: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<(Option<f64>, Option<f64>, Duration)> {
     tokio::spawn(async move {
         tokio::time::sleep_until(measure_from).await;
         let server_before = cpu::cpu_seconds(&pids);
         let client_before = cpu::self_cpu_seconds();
         let window_start = Instant::now();
-        tokio::time::sleep_until(until).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => {}
+            () = end => {}
+        }
         let server = match (server_before, cpu::cpu_seconds(&pids)) {
             (Some(a), Some(b)) if !pids.is_empty() => Some(b - a),
             _ => None,
@@ -318,6 +378,7 @@ async fn worker_loop<T: Target>(
     spec: Arc<RunSpec>,
     worker: usize,
     mut owned: Vec<(u64, Vec<u8>)>,
+    budget: Option<Arc<OpsBudget>>,
     measure_from: Instant,
     until: Instant,
 ) -> WorkerStats {
@@ -330,6 +391,11 @@ async fn worker_loop<T: Target>(
         let began = Instant::now();
         if began >= until {
             break;
+        }
+        if let Some(budget) = &budget {
+            if began >= measure_from && !budget.take() {
+                break;
+            }
         }
         n += 1;
         let generation = (worker as u64) << 40 | n;
@@ -403,4 +469,137 @@ async fn worker_loop<T: Target>(
         }
     }
     stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::OpResult;
+
+    /// A cluster in memory that counts the puts it was sent; every `fail_every`-th one fails.
+    struct Counting {
+        puts: AtomicU64,
+        fail_every: u64,
+    }
+
+    impl Counting {
+        fn new(fail_every: u64) -> Arc<Self> {
+            Arc::new(Self {
+                puts: AtomicU64::new(0),
+                fail_every,
+            })
+        }
+    }
+
+    impl Target for Counting {
+        async fn ready(&self, _: Duration) -> OpResult<String> {
+            Ok("in memory".to_string())
+        }
+        async fn put(&self, _: Vec<u8>, _: Vec<u8>) -> OpResult<()> {
+            let n = self.puts.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(Duration::from_micros(200)).await;
+            if self.fail_every > 0 && n.is_multiple_of(self.fail_every) {
+                anyhow::bail!("put {n} failed on purpose");
+            }
+            Ok(())
+        }
+        async fn get(&self, _: Vec<u8>) -> OpResult<Option<Vec<u8>>> {
+            Ok(None)
+        }
+        async fn get_stale(&self, _: Vec<u8>) -> OpResult<Option<Vec<u8>>> {
+            Ok(None)
+        }
+        async fn cas(&self, _: Vec<u8>, _: Vec<u8>, _: Vec<u8>) -> OpResult<bool> {
+            Ok(true)
+        }
+        async fn put_many(&self, _: Vec<(Vec<u8>, Vec<u8>)>) -> OpResult<()> {
+            Ok(())
+        }
+    }
+
+    fn spec(ops: Option<u64>, warmup: Duration, duration: Duration) -> RunSpec {
+        RunSpec {
+            workload: Workload::Put,
+            concurrency: 7,
+            warmup,
+            duration,
+            keyspace: Keyspace::new(100, 64),
+            seed: 1,
+            server_pids: Vec::new(),
+            watchers: 1,
+            leases: 1,
+            ops,
+        }
+    }
+
+    #[test]
+    fn the_budget_is_taken_exactly_n_times() {
+        let budget = OpsBudget::new(3);
+        assert!(budget.take() && budget.take() && budget.take());
+        assert!(!budget.take());
+        assert!(!budget.take());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ops_stops_the_run_after_exactly_n_requests_long_before_its_duration() {
+        let target = Counting::new(0);
+        let started = std::time::Instant::now();
+        let outcome = run(
+            target.clone(),
+            &spec(Some(1234), Duration::ZERO, Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(target.puts.load(Ordering::SeqCst), 1234);
+        assert_eq!(outcome.ops, 1234);
+        assert_eq!(outcome.writes, 1234);
+        assert_eq!(outcome.errors, 0);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "ran to its duration"
+        );
+        assert!(
+            outcome.measured < Duration::from_secs(30),
+            "the window must close with the last request, not at --duration: {:?}",
+            outcome.measured
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_requests_use_the_budget_and_warm_up_requests_do_not() {
+        let target = Counting::new(10);
+        let outcome = run(
+            target.clone(),
+            &spec(
+                Some(500),
+                Duration::from_millis(200),
+                Duration::from_secs(60),
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome.ops + outcome.errors, 500);
+        assert!(outcome.errors > 0);
+        let sent = target.puts.load(Ordering::SeqCst);
+        assert!(sent > 500, "the warm-up sent nothing: {sent}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_duration_still_ends_a_run_whose_budget_is_not_spent() {
+        let target = Counting::new(0);
+        let outcome = run(
+            target.clone(),
+            &spec(Some(u64::MAX), Duration::ZERO, Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+        assert!(outcome.ops > 0);
+        assert!(target.puts.load(Ordering::SeqCst) < u64::MAX);
+        // The window opens once the CPU counters are read, a little after the start.
+        assert!(
+            outcome.measured >= Duration::from_millis(250),
+            "{:?}",
+            outcome.measured
+        );
+    }
 }
