@@ -25,7 +25,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// One injectable fault.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// Serve LINEARIZABLE reads from local state without the ReadIndex barrier (a stale-read bug).
     StaleLinearizableReads,
@@ -38,6 +38,10 @@ pub enum Fault {
     /// when openraft never answers a proposal whose entry a snapshot install purged). Proves
     /// that a proposal is bounded by a deadline and that later writes still get through.
     StallProposal { nth: u64 },
+    /// Once the file at this path exists, the next Raft log read panics (inside openraft's core
+    /// task, as a bug in the core would) and removes the file. Proves that a member whose Raft
+    /// core died stops and is restarted instead of staying up as a zombie (`node::failstop`).
+    PanicRaftCoreWhen { trigger: std::path::PathBuf },
     /// Acknowledge a put (or a group-commit batch of puts) once it is handed to Raft, without
     /// waiting for a majority to commit it (an "old leader acknowledges a write" bug). The
     /// answer is made up: the revision one past the last this member saw committed.
@@ -45,6 +49,21 @@ pub enum Fault {
 }
 
 static SKIP_LOG_FSYNC: AtomicBool = AtomicBool::new(false);
+static PANIC_TRIGGER: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// The `panic-raft-core-when=PATH` fault: panics once `PATH` exists (removing it first, so one
+/// trigger makes one panic). Called by the Raft log's reads, which run on openraft's core task.
+/// Without the fault, one load of an unset cell.
+pub fn panic_if_triggered(place: &str) {
+    if let Some(trigger) = PANIC_TRIGGER.get() {
+        if std::fs::remove_file(trigger).is_ok() {
+            panic!(
+                "injected fault panic-raft-core-when: {} appeared; panicking in {place}",
+                trigger.display()
+            );
+        }
+    }
+}
 
 /// True when this process runs with the `skip-log-fsync` fault: the Raft log must not
 /// `fdatasync` its appends.
@@ -56,8 +75,8 @@ pub fn skip_log_fsync() -> bool {
 #[derive(Debug, thiserror::Error)]
 #[error(
     "unknown fault {0:?}: known faults are stale-linearizable-reads, skip-log-fsync, \
-     ack-uncommitted-puts, drop-write-responses=N (for example drop-write-responses=3) and stall-proposal=N (for \
-     example stall-proposal=5)"
+     ack-uncommitted-puts, drop-write-responses=N (for example drop-write-responses=3), \
+     stall-proposal=N (for example stall-proposal=5) and panic-raft-core-when=PATH"
 )]
 pub struct UnknownFault(String);
 
@@ -73,6 +92,11 @@ impl FromStr for Fault {
                 Ok(every) if every > 0 => Ok(Fault::DropWriteResponses { every }),
                 _ => Err(UnknownFault(s.to_string())),
             },
+            Some(("panic-raft-core-when", path)) if !path.is_empty() => {
+                Ok(Fault::PanicRaftCoreWhen {
+                    trigger: path.into(),
+                })
+            }
             Some(("stall-proposal", n)) => match n.parse::<u64>() {
                 Ok(nth) if nth > 0 => Ok(Fault::StallProposal { nth }),
                 _ => Err(UnknownFault(s.to_string())),
@@ -90,6 +114,9 @@ impl std::fmt::Display for Fault {
             Fault::SkipLogFsync => write!(f, "skip-log-fsync"),
             Fault::StallProposal { nth } => write!(f, "stall-proposal={nth}"),
             Fault::AckUncommittedPuts => write!(f, "ack-uncommitted-puts"),
+            Fault::PanicRaftCoreWhen { trigger } => {
+                write!(f, "panic-raft-core-when={}", trigger.display())
+            }
         }
     }
 }
@@ -105,6 +132,11 @@ impl Faults {
     pub fn new(enabled: Vec<Fault>) -> Self {
         if enabled.contains(&Fault::SkipLogFsync) {
             SKIP_LOG_FSYNC.store(true, Ordering::Relaxed);
+        }
+        for fault in &enabled {
+            if let Fault::PanicRaftCoreWhen { trigger } = fault {
+                let _ = PANIC_TRIGGER.set(trigger.clone());
+            }
         }
         Self {
             enabled,
@@ -131,7 +163,8 @@ impl Faults {
             Fault::StaleLinearizableReads
             | Fault::SkipLogFsync
             | Fault::StallProposal { .. }
-            | Fault::AckUncommittedPuts => false,
+            | Fault::AckUncommittedPuts
+            | Fault::PanicRaftCoreWhen { .. } => false,
         })
     }
 

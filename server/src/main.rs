@@ -219,8 +219,8 @@ struct ServeArgs {
     #[arg(long, env = "KVSET_PEER_TLS_CA", requires = "peer_tls_cert")]
     peer_tls_ca: Option<PathBuf>,
     /// TESTING ONLY: inject a deliberate fault (repeatable): `stale-linearizable-reads`,
-    /// `skip-log-fsync`, `ack-uncommitted-puts`, `drop-write-responses=N` or
-    /// `stall-proposal=N`. Off by default; never use in production.
+    /// `skip-log-fsync`, `ack-uncommitted-puts`, `drop-write-responses=N`, `stall-proposal=N`
+    /// or `panic-raft-core-when=PATH`. Off by default; never use in production.
     #[arg(long = "fault", env = "KVSET_FAULTS", value_delimiter = ',')]
     faults: Vec<kvset_server::faults::Fault>,
     /// Space quota of this member's store, in bytes: live keys and values + Raft log +

@@ -26,8 +26,10 @@
 //! catches up from the leader as after any restart.
 //!
 //! Detection is the Raft metrics' `running_state` (set to the fatal error when the core stops on
-//! a storage error, whether it came from the log store or the state machine) plus any storage
-//! error the API layer meets while reading the state machine directly.
+//! a storage error, whether it came from the log store or the state machine), the core's metrics
+//! channel closing without an orderly stop (a panic in the core task: a bug, but one that must
+//! not leave a zombie member behind, so it is handled the same way), plus any storage error the
+//! API layer meets while reading the state machine directly.
 
 use std::sync::OnceLock;
 
@@ -94,6 +96,21 @@ impl FailStop {
                 return;
             }
             if metrics.changed().await.is_err() {
+                // The core is gone. openraft records why in `running_state` when its main loop
+                // ends (`Fatal::Stopped` for an orderly shutdown); a panic in the core task
+                // unwinds past that, drops the metrics sender and leaves the last state `Ok`. A
+                // core that died is as fatal as one that stopped on a storage error: without
+                // this the member would stay up, answering probes, with a dead core.
+                match metrics.borrow().running_state.clone() {
+                    Err(openraft::error::Fatal::Stopped) => {}
+                    Err(fatal) => self.trip(member, format!("the Raft core stopped: {fatal}")),
+                    Ok(()) => self.trip(
+                        member,
+                        "the Raft core stopped without saying why (it panicked; see the log \
+                         above)"
+                            .to_string(),
+                    ),
+                }
                 return;
             }
         }

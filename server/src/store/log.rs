@@ -342,6 +342,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
+        crate::faults::panic_if_triggered("a Raft log read");
         self.entries(range)
             .map_err(|e| logs_error(e, ErrorVerb::Read))
     }
