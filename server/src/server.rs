@@ -824,6 +824,12 @@ impl RunningServer {
         }
         tracing::info!(member = %self.node.name(), "stopped after a storage failure");
     }
+
+    /// Stops at once, as a crash would: no hand-off, no leave, no final sync; what is on disk
+    /// stays as it is. For in-process tests that kill a member.
+    pub async fn kill(self) {
+        self.abandon().await;
+    }
 }
 
 /// [`hand_off_target`], waiting up to `wait` for one: the leader has just stopped taking

@@ -169,3 +169,61 @@ fn a_voter_that_asks_to_join_again_is_demoted_before_it_counts() {
         ",
     );
 }
+
+#[test]
+fn a_wiped_kv0_readmitted_after_a_scale_down_and_up_forgets_nothing() {
+    run_script(
+        "
+        snapshots every 20 keep 5
+        bootstrap 3
+        fill 200 via kv-0
+        size 1
+        stop kv-2
+        stop kv-1
+        await voters kv-0
+        fill 200 via kv-0               # kv-0 snapshots while it is the only voter
+        size 3
+        start kv-1                      # departed: joins anew from kv-0's snapshot
+        await voters kv-0 kv-1
+        start kv-2
+        await voters kv-0 kv-1 kv-2
+        fill 20 via kv-0                # kv-1 still holds the snapshot it installed
+        stop kv-0                       # hands leadership off
+        wipe kv-0
+        start kv-0                      # re-admitted through the new leader
+        await voters kv-0 kv-1 kv-2
+        fill 20 via kv-1
+        kill kv-1
+        await leader-not kv-1
+        fill 20 via kv-0
+        verify via kv-0
+        start kv-1
+        verify via kv-1
+        ",
+    );
+}
+
+#[test]
+fn a_restarting_member_is_not_told_it_was_removed_by_a_member_that_is_behind() {
+    // kv-2 is cut off from the leader before kv-3 joins, so its membership lacks kv-3. When kv-3
+    // restarts and only kv-2 answers, kv-2's stale view must not make kv-3 conclude that it was
+    // removed (and discard its volume): only the leader's committed membership says that.
+    run_script(
+        "
+        bootstrap 3
+        cut kv-2 kv-0
+        cut kv-2 kv-1
+        size 4
+        start kv-3
+        sleep 10s
+        put a 1 via kv-0
+        kill kv-3
+        cut kv-3 kv-0
+        cut kv-3 kv-1
+        start kv-3                      # only kv-2, which lags, answers it
+        heal
+        await voters kv-0 kv-1 kv-2 kv-3
+        get a via kv-3 stale -> 1
+        ",
+    );
+}

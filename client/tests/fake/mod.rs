@@ -998,6 +998,7 @@ impl Cluster for FakeMember {
         Ok(Response::new(pb::MembersResponse {
             header: Some(self.header()),
             members,
+            authoritative: true,
         }))
     }
 
@@ -1038,6 +1039,7 @@ impl Cluster for FakeMember {
         Ok(Response::new(pb::PromoteResponse {
             header: Some(self.header()),
             members,
+            membership_index: 0,
         }))
     }
 

@@ -218,9 +218,16 @@ impl ClusterService {
         _request: Request<MembersRequest>,
     ) -> Result<Response<MembersResponse>, Status> {
         let revision = self.node.state_machine().revision();
+        let m = self.node.metrics();
+        // The commit index only grows: a membership entry at or below it, read after the
+        // metrics, was committed when the metrics were taken.
+        let membership_index = m.membership_config.log_id().map_or(0, |l| l.index);
+        let authoritative = m.state == openraft::ServerState::Leader
+            && membership_index <= self.node.committed_index().await;
         Ok(Response::new(MembersResponse {
             header: Some(self.node.header(revision)),
-            members: self.answer_members(),
+            members: Self::members_of(&m),
+            authoritative,
         }))
     }
 
@@ -257,11 +264,12 @@ impl ClusterService {
         if let Some(mut leader) = self.leader_client()? {
             return leader.promote(request.into_inner()).await;
         }
-        self.node.promote(request.into_inner().id).await?;
+        let membership_index = self.node.promote(request.into_inner().id).await?;
         let revision = self.node.state_machine().revision();
         Ok(Response::new(PromoteResponse {
             header: Some(self.node.header(revision)),
             members: self.answer_members(),
+            membership_index,
         }))
     }
 

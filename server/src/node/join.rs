@@ -12,7 +12,8 @@
 //! While joining, the member is *re-joining* in the sense of [`super::rejoin`]: before asking
 //! to be added it learns the current leader's term and raises its fence to it (and again to the
 //! term of the leader that answers AddLearner), and the join only ends — the re-join marker
-//! removed, elections back on — once it sees itself a voter under a leader of at least that term.
+//! removed, elections back on — once its own log holds the membership entry in which the leader
+//! promoted it, and it follows a leader of at least that term (`rejoin::readmitted`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,8 +145,17 @@ pub async fn join(
             for candidate in &candidates {
                 match try_join_via(&node, &me, candidate, &mut added).await {
                     Ok(()) => {
-                        tracing::info!("joined the cluster as a voter");
-                        return confirm_readmission(&node).await;
+                        if confirm_readmission(&node).await? {
+                            tracing::info!("joined the cluster as a voter");
+                            return Ok(());
+                        }
+                        // The promotion never reached this member's log (a leader change lost
+                        // it): ask again.
+                        tracing::info!(
+                            "the promotion has not reached this member's log within \
+                             {CONFIRM_WAIT:?}; asking again"
+                        );
+                        break;
                     }
                     Err(e) => {
                         tracing::info!(via = %candidate.name, error = %e, "join attempt failed; trying the next member")
@@ -196,26 +206,26 @@ async fn raise_fence_to_current_term(
     Ok(())
 }
 
-/// Waits until the re-admission is confirmed (a voter under a leader of at least the fence
-/// term), then ends the re-joining state durably.
-async fn confirm_readmission(node: &Node) -> Result<(), JoinError> {
+/// How long a member waits for the entry that promoted it to reach its own log before it asks
+/// to be promoted again.
+const CONFIRM_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until the re-admission is confirmed (see `rejoin::readmitted`), then ends the
+/// re-joining state durably. False when it was not confirmed within [`CONFIRM_WAIT`].
+async fn confirm_readmission(node: &Node) -> Result<bool, JoinError> {
+    let deadline = tokio::time::Instant::now() + CONFIRM_WAIT;
     loop {
         if node.finish_rejoin_if_readmitted()? {
-            return Ok(());
+            return Ok(true);
         }
         if node.is_shutting_down() {
             return Err(JoinError::ShutDown);
         }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
         sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn is_voter(node: &Node) -> bool {
-    node.metrics()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .any(|v| v == node.id())
 }
 
 async fn try_join_via(
@@ -259,25 +269,32 @@ async fn try_join_via(
     )
     .await
     .map_err(|_| tonic::Status::deadline_exceeded("promotion took longer than 30 s"))?;
-    if let Err(status) = promoted {
-        if status.code() == tonic::Code::NotFound {
-            // Removed meanwhile: start over with AddLearner.
-            *added = false;
+    let promoted = match promoted {
+        Ok(answer) => answer.into_inner(),
+        Err(status) => {
+            if status.code() == tonic::Code::NotFound {
+                // Removed meanwhile: start over with AddLearner.
+                *added = false;
+            }
+            return Err(status);
         }
-        return Err(status);
-    }
-    // Wait for the new membership to reach this member's log.
-    for _ in 0..100 {
-        if is_voter(node) {
-            return Ok(());
-        }
-        sleep(Duration::from_millis(50)).await;
-    }
+    };
+    // Re-admitted only once this member's own log has reached the entry that made it a voter
+    // (see `rejoin::readmitted`): its own membership may still be an old one it is catching up
+    // through.
+    node.set_promoted_at(promoted.membership_index);
     Ok(())
 }
 
-/// For a member restarting with data: if a live member of the same cluster reports a membership
-/// that no longer contains this member, it was removed (scale-down) and must not start.
+/// For a member restarting with data: if the leader reports a committed membership that no
+/// longer contains this member, it was removed (scale-down) and must not start.
+///
+/// Only the leader's committed membership says so. Any other member's list may be behind: a
+/// follower cut off before this member joined, or a wiped member that is catching up from a
+/// snapshot taken while the set was smaller, lists the cluster as it was. Taking their word made
+/// a voter that had only restarted discard its volume (the chaos soak found it). So every
+/// candidate is asked, and only an authoritative answer counts; when none comes (no leader
+/// answers), the member starts with its stored membership, as when nobody answers at all.
 pub async fn check_still_member(node: &Node, candidates: &[MemberNode]) -> Result<(), JoinError> {
     let mine = node.cluster_id.get().cloned().unwrap_or_default();
     for candidate in candidates {
@@ -291,7 +308,7 @@ pub async fn check_still_member(node: &Node, candidates: &[MemberNode]) -> Resul
         };
         let resp = resp.into_inner();
         let cluster = resp.header.map(|h| h.cluster_id).unwrap_or_default();
-        if cluster != mine || resp.members.is_empty() {
+        if cluster != mine || resp.members.is_empty() || !resp.authoritative {
             continue;
         }
         if resp.members.iter().any(|m| m.id == node.id()) {

@@ -110,7 +110,8 @@ impl Node {
     }
 
     /// Promotes the learner `id` to voter; a member that already votes is left as it is.
-    pub async fn promote(&self, id: NodeId) -> Result<(), NodeError> {
+    /// Returns the log index of the membership entry in which `id` is a voter.
+    pub async fn promote(&self, id: NodeId) -> Result<u64, NodeError> {
         let m = self.metrics();
         let membership = m.membership_config.membership();
         if membership.get_node(&id).is_none() {
@@ -118,15 +119,17 @@ impl Node {
                 "member {id} is not in the cluster; add it as a learner first"
             )));
         }
-        if !membership.voter_ids().any(|v| v == id) {
-            tracing::info!(member = id, "promoting learner to voter");
-            let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
-            self.raft
-                .change_membership(change, false)
-                .await
-                .map_err(|e| self.membership_error(e))?;
+        if membership.voter_ids().any(|v| v == id) {
+            return Ok(m.membership_config.log_id().map_or(0, |l| l.index));
         }
-        Ok(())
+        tracing::info!(member = id, "promoting learner to voter");
+        let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+        let written = self
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        Ok(written.log_id.index)
     }
 
     /// Removes member `id`: the highest ordinal unless `any_order`, never the last voter, never

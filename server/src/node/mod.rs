@@ -134,6 +134,9 @@ pub struct Node {
     /// The durable re-join marker and its state (Some while re-joining); see [`rejoin`].
     rejoin_marker: RejoinMarker,
     rejoin: Mutex<Option<RejoinState>>,
+    /// While re-joining: the index of the membership entry in which the leader made this member
+    /// a voter again (its answer to Promote); see [`rejoin::readmitted`].
+    promoted_at: Mutex<Option<u64>>,
     /// kv-0 on an empty volume waiting to be re-admitted into this cluster (id).
     awaiting_readmission: Mutex<Option<String>>,
     /// Proposes client writes, batching those that wait at the same time.
@@ -203,6 +206,7 @@ impl Node {
             raft_traffic_open: AtomicBool::new(false),
             rejoin_marker,
             rejoin: Mutex::new(None),
+            promoted_at: Mutex::new(None),
             awaiting_readmission: Mutex::new(None),
             lessor: lessor::Lessor::default(),
         })
@@ -382,20 +386,34 @@ impl Node {
         Ok(())
     }
 
-    /// Leaves the re-joining state once re-admission is confirmed: this member is a voter under
-    /// a leader whose term is at least the fence. Returns whether it did.
+    /// Records the leader's answer to this member's promotion: the index of the membership entry
+    /// in which it is a voter again (see [`rejoin::readmitted`]).
+    pub fn set_promoted_at(&self, membership_index: u64) {
+        *self.promoted_at.lock().expect("promotion lock") = Some(membership_index);
+    }
+
+    /// Leaves the re-joining state once re-admission is confirmed (see [`rejoin::readmitted`]):
+    /// the leader promoted this member in an entry its own log has reached and applied, it is a
+    /// voter there, under a leader whose term is at least the fence. Returns whether it did.
     pub fn finish_rejoin_if_readmitted(&self) -> Result<bool, rejoin::RejoinError> {
         let m = self.metrics();
+        let promoted_at = *self.promoted_at.lock().expect("promotion lock");
         let mut state = self.rejoin.lock().expect("rejoin lock");
         let Some(s) = state.as_ref() else {
             return Ok(true);
         };
-        let is_voter = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v == self.id());
-        if !is_voter || m.current_leader.is_none() || m.current_term < s.fence_term {
+        let view = rejoin::LocalView {
+            is_voter: m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == self.id()),
+            membership_index: m.membership_config.log_id().map_or(0, |l| l.index),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            leader_known: m.current_leader.is_some(),
+            term: m.current_term,
+        };
+        if !rejoin::readmitted(s, promoted_at, &view) {
             return Ok(false);
         }
         self.rejoin_marker.clear()?;

@@ -68,6 +68,10 @@ pub struct Sim {
     noted_term: Option<u64>,
     /// Where the script is, for messages.
     line: usize,
+    /// `--snapshot-every` and `--keep-after-snapshot` for members started from now on.
+    snapshot: Option<(u64, u64)>,
+    /// What `fill` wrote and the cluster acknowledged: key → value.
+    acknowledged: BTreeMap<String, String>,
     text: String,
 }
 
@@ -81,6 +85,8 @@ impl Sim {
             running: BTreeMap::new(),
             noted_term: None,
             line: 0,
+            snapshot: None,
+            acknowledged: BTreeMap::new(),
             text: String::new(),
         }
     }
@@ -110,7 +116,17 @@ impl Sim {
         };
         config.quota_bytes = Some(0);
         config.shutdown_grace = Duration::from_secs(10);
+        // Manual membership until a script sets a size (a missing file counts as manual).
+        config.replicas_from = kvset_server::replicas::ReplicasFrom::File(self.size_file());
+        if let Some((every, keep)) = self.snapshot {
+            config.snapshot_every = every;
+            config.keep_after_snapshot = keep;
+        }
         config
+    }
+
+    fn size_file(&self) -> PathBuf {
+        self.dir.path().join("replicas")
     }
 
     fn fail(&self, why: impl std::fmt::Display) -> ! {
@@ -233,6 +249,14 @@ impl Sim {
     /// - `await leader-not kv-N`: some other running member leads.
     /// - `await voters kv-A kv-B …` / `await learners …`: the leader's membership; for voters,
     ///   each running one also reports ready (it has finished joining).
+    /// - `kill kv-N`: stop one at once, as a crash would (no hand-off, no leave).
+    /// - `size N`: the set's desired size becomes N (members at or above it leave when stopped,
+    ///   and the leader removes them); before any `size`, membership is manual.
+    /// - `snapshots every N keep M`: members started from now on snapshot every N entries and
+    ///   keep M entries after a snapshot.
+    /// - `fill N via kv-N`: N puts of new keys, 8 at a time; each must succeed, and `verify`
+    ///   checks them later.
+    /// - `verify via kv-N`: every key `fill` wrote reads back (linearizably) with its value.
     /// - `wipe kv-N`: delete a stopped member's volume (it starts empty next time).
     /// - `burst N via kv-N -> entries at most M`: N concurrent puts must all succeed and take at
     ///   most M log entries on the leader (group commit).
@@ -376,6 +400,63 @@ impl Sim {
                     false
                 })
                 .await;
+            }
+            ["kill", member] => {
+                let ordinal = self.member(Some(member));
+                let server = self
+                    .running
+                    .remove(&ordinal)
+                    .unwrap_or_else(|| self.fail("not running"));
+                server.kill().await;
+                self.net.close(client_addr(ordinal));
+                self.net.close(peer_addr(ordinal));
+            }
+            ["size", n] => {
+                let n: u64 = n.parse().unwrap_or_else(|e| self.fail(e));
+                std::fs::write(self.size_file(), format!("{n}\n")).unwrap_or_else(|e| self.fail(e));
+            }
+            ["snapshots", "every", every, "keep", keep] => {
+                let every: u64 = every.parse().unwrap_or_else(|e| self.fail(e));
+                let keep: u64 = keep.parse().unwrap_or_else(|e| self.fail(e));
+                self.snapshot = Some((every, keep));
+            }
+            ["fill", count, "via", member] => {
+                let ordinal = self.member(Some(member));
+                let count: usize = count.parse().unwrap_or_else(|e| self.fail(e));
+                let first = self.acknowledged.len();
+                let keys: Vec<String> = (first..first + count)
+                    .map(|i| format!("fill-{i}"))
+                    .collect();
+                for chunk in keys.chunks(8) {
+                    let this = &*self;
+                    let puts = chunk
+                        .iter()
+                        .map(|k| async move { this.put(k, k, ordinal).await });
+                    for (key, result) in chunk.iter().zip(futures::future::join_all(puts).await) {
+                        if let Err(e) = result {
+                            self.fail(format!("the put of {key} failed: {e}"));
+                        }
+                        self.acknowledged.insert(key.clone(), key.clone());
+                    }
+                }
+            }
+            ["verify", "via", member] => {
+                let ordinal = self.member(Some(member));
+                let mut lost = Vec::new();
+                for (key, value) in &self.acknowledged {
+                    match self.get(key, ordinal, false).await {
+                        Ok(Some(v)) if v == *value => {}
+                        other => lost.push(format!("{key}: {other:?}")),
+                    }
+                }
+                if !lost.is_empty() {
+                    self.fail(format!(
+                        "{} of {} acknowledged writes are lost, e.g. {:?}",
+                        lost.len(),
+                        self.acknowledged.len(),
+                        &lost[..lost.len().min(5)]
+                    ));
+                }
             }
             ["wipe", member] => {
                 let ordinal = self.member(Some(member));
