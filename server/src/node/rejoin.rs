@@ -21,7 +21,9 @@
 //!    is still thousands of entries behind, so the promotion can arrive in that window; a member
 //!    that then turned elections on, and lost its leader, elected itself alone in that old
 //!    membership and forked the cluster (found by the chaos soak: scale to one and back, then
-//!    wipe kv-0). See [`readmitted`].
+//!    wipe kv-0). See [`readmitted`]. (A leader of a version before this rule answers the
+//!    promotion without the index, read as 0: during such a rolling update the member falls back
+//!    to seeing itself a voter in an applied membership.)
 //! 4. **It survives restarts.** The state is a file on the data volume, `kvset-rejoin.json`,
 //!    written before the member asks anyone to add it (and before it accepts any Raft traffic),
 //!    and removed only once it is re-admitted (rule 3). A member that crashes half-way restarts

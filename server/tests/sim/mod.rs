@@ -307,13 +307,17 @@ impl Sim {
                     self.running.insert(ordinal, server);
                 }
             }
-            ["stop", member] => {
+            [how @ ("stop" | "kill"), member] => {
                 let ordinal = self.member(Some(member));
                 let server = self
                     .running
                     .remove(&ordinal)
                     .unwrap_or_else(|| self.fail("not running"));
-                server.shutdown().await;
+                if *how == "stop" {
+                    server.shutdown().await;
+                } else {
+                    server.kill().await;
+                }
                 self.net.close(client_addr(ordinal));
                 self.net.close(peer_addr(ordinal));
             }
@@ -400,16 +404,6 @@ impl Sim {
                     false
                 })
                 .await;
-            }
-            ["kill", member] => {
-                let ordinal = self.member(Some(member));
-                let server = self
-                    .running
-                    .remove(&ordinal)
-                    .unwrap_or_else(|| self.fail("not running"));
-                server.kill().await;
-                self.net.close(client_addr(ordinal));
-                self.net.close(peer_addr(ordinal));
             }
             ["size", n] => {
                 let n: u64 = n.parse().unwrap_or_else(|e| self.fail(e));
