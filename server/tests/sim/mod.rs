@@ -317,6 +317,19 @@ impl Sim {
                     server.shutdown().await;
                 } else {
                     server.kill().await;
+                    // A killed member's tasks let go of its store as they wind down, not at
+                    // once (a process exit would free it at once): wait until a restart can
+                    // open it, so that `start` right after a `kill` does not find it locked.
+                    let store = self.dir.path().join(format!("kv-{ordinal}/store"));
+                    self.wait_for(
+                        AWAIT_LIMIT,
+                        "the killed member's store to be released",
+                        || {
+                            let store = store.clone();
+                            async move { kvset_server::store::open(&store).is_ok() }
+                        },
+                    )
+                    .await;
                 }
                 self.net.close(client_addr(ordinal));
                 self.net.close(peer_addr(ordinal));
