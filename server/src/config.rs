@@ -98,6 +98,9 @@ pub struct ServerConfig {
     pub memory_network: Option<crate::memnet::MemoryNetwork>,
     /// Automatic compaction of the revision history.
     pub auto_compaction: AutoCompaction,
+    /// The most revisions one automatic compaction command forgets (the leader moves the
+    /// compact revision forward in steps of this size; see `node::compactor`).
+    pub auto_compaction_step: i64,
     /// Limits and timing of watches.
     pub watch: WatchSettings,
     /// The TTLs a lease may be granted with, in seconds: below `min` is raised to it, above
@@ -148,6 +151,7 @@ impl ServerConfig {
             quota_check_interval: DEFAULT_QUOTA_CHECK_INTERVAL,
             memory_network: None,
             auto_compaction: AutoCompaction::default(),
+            auto_compaction_step: DEFAULT_AUTO_COMPACTION_STEP,
             watch: WatchSettings::default(),
             lease_ttl: LeaseTtl::default(),
             auth: None,
@@ -193,6 +197,10 @@ impl ServerConfig {
         }
     }
 }
+
+/// The default of [`Config::auto_compaction_step`]: a slice of history whose deletion a write
+/// waits behind unnoticed (docs/BENCHMARKS.md compares step sizes).
+pub const DEFAULT_AUTO_COMPACTION_STEP: i64 = 250;
 
 /// How the leader compacts the revision history by itself (`--auto-compaction-mode`,
 /// `--auto-compaction-retention`). The compaction is a log command, so every member compacts

@@ -244,6 +244,10 @@ struct ServeArgs {
     /// as 30m or 1h (mode periodic; a bare number is hours). 0 turns automatic compaction off.
     #[arg(long, env = "KVSET_AUTO_COMPACTION_RETENTION", default_value = "10000")]
     auto_compaction_retention: String,
+    /// The most revisions one automatic compaction forgets in one log command: the leader
+    /// compacts in steps of this size, so no apply pauses writes for a whole compaction.
+    #[arg(long, env = "KVSET_AUTO_COMPACTION_STEP", default_value_t = kvset_server::config::DEFAULT_AUTO_COMPACTION_STEP, value_parser = clap::value_parser!(i64).range(1..))]
+    auto_compaction_step: i64,
     /// Watchers one Watch stream may hold at once; a create beyond it is cancelled with a
     /// reason naming this flag.
     #[arg(long, env = "KVSET_MAX_WATCHERS_PER_STREAM", default_value_t = 1_000)]
@@ -433,6 +437,7 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
         &args.auto_compaction_retention,
     )
     .map_err(anyhow::Error::msg)?;
+    config.auto_compaction_step = args.auto_compaction_step;
     config.watch = kvset_server::config::WatchSettings {
         max_per_stream: args.max_watchers_per_stream.max(1),
         max_per_member: args.max_watchers.max(1),

@@ -80,6 +80,7 @@ pub struct Telemetry {
     auth_denied: Family<PermissionLabels, Counter>,
     leader_changes: Counter,
     snapshots: Counter,
+    auto_compaction_steps: Counter,
     write_batch_sizes: Histogram,
     read_index_rounds: Counter,
     state: StateGauges,
@@ -134,6 +135,12 @@ impl Telemetry {
             "kvset_snapshots",
             "Snapshots this member built or installed",
             snapshots.clone(),
+        );
+        let auto_compaction_steps = Counter::default();
+        registry.register(
+            "kvset_auto_compaction_steps",
+            "Automatic compaction commands this member proposed as leader and saw applied",
+            auto_compaction_steps.clone(),
         );
 
         // 1 .. 1024 writes per proposal (group commit caps a batch at 512)
@@ -242,6 +249,7 @@ impl Telemetry {
             auth_denied,
             leader_changes,
             snapshots,
+            auto_compaction_steps,
             write_batch_sizes,
             read_index_rounds,
             state,
@@ -304,6 +312,11 @@ impl Telemetry {
     /// Counts a snapshot built or installed by this member.
     pub fn snapshot_taken(&self) {
         self.snapshots.inc();
+    }
+
+    /// Counts an automatic compaction step this member proposed and saw applied.
+    pub fn auto_compaction_step(&self) {
+        self.auto_compaction_steps.inc();
     }
 
     /// Sets the state gauges from `reading` and renders everything as OpenMetrics text.

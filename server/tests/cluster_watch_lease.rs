@@ -238,6 +238,59 @@ async fn past_revisions_pinned_pages_and_compaction() {
     assert_eq!(c.status(2).await.unwrap().compact_revision, r2);
 }
 
+/// Automatic compaction keeps the last N revisions, and the leader moves the compact revision
+/// there in steps of `--auto-compaction-step` revisions, one log command each, so that no single
+/// apply deletes a whole compaction's worth of history while writes wait; every member ends at
+/// the same compact revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_compaction_moves_in_steps_to_the_same_revision_everywhere() {
+    let (keep, step, writes) = (20, 10, 200);
+    let mut flags: Vec<&str> = HISTORY_FLAGS
+        .iter()
+        .copied()
+        .filter(|f| !f.starts_with("--auto-compaction-retention"))
+        .collect();
+    flags.extend([
+        "--auto-compaction-retention=20",
+        "--auto-compaction-step=10",
+    ]);
+    let mut c = ProcessCluster::new(3, &flags);
+    c.start_all_ordered().await;
+
+    let mut last = 0;
+    for i in 0..writes {
+        last = put(&c, 0, &format!("c/{}", i % 7), &i.to_string()).await;
+    }
+    // With writes stopped, the next check compacts to exactly `keep` revisions below the last.
+    let target = last - keep;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for member in 0..3 {
+        loop {
+            let compacted = c.status(member).await.map(|s| s.compact_revision);
+            if compacted == Some(target) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "kv-{member} compacted to {compacted:?}, expected {target}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The state at the compact revision stays readable; the one before it is forgotten.
+        let forgotten = get_at(&c, member, "c/0", target - 1).await.unwrap_err();
+        assert_eq!(forgotten.code(), Code::OutOfRange, "{forgotten:?}");
+        assert!(get_at(&c, member, "c/0", target).await.is_ok());
+    }
+    let steps = metric(
+        &scrape(c.members[0].spec.metrics).await,
+        "kvset_auto_compaction_steps_total",
+    );
+    assert!(
+        steps >= (target / step) as f64,
+        "{steps} compaction commands for {target} revisions in steps of {step}"
+    );
+}
+
 /// A watch stream on member `i`: requests go in through the sender, responses come out of the
 /// receiver.
 async fn open_watch(
