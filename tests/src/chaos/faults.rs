@@ -228,9 +228,17 @@ impl FaultKind {
         }
         let mut kinds = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let kind: FaultKind = part.parse()?;
-            if !kinds.contains(&kind) {
-                kinds.push(kind);
+            // `all` inside a list is every default kind, so `all,latency` adds opt-in kinds to
+            // them (the form docs/CHAOS.md shows).
+            let named = match part {
+                "all" => FaultKind::ALL.to_vec(),
+                "none" => Vec::new(),
+                _ => vec![part.parse()?],
+            };
+            for kind in named {
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
             }
         }
         Ok(kinds)
@@ -1136,6 +1144,12 @@ mod tests {
         assert_eq!(
             FaultKind::parse_list("pause, kill-leader,pause").unwrap(),
             vec![FaultKind::Pause, FaultKind::KillLeader]
+        );
+        let mut all_and_more = FaultKind::ALL.to_vec();
+        all_and_more.extend([FaultKind::PartitionLeader, FaultKind::Latency]);
+        assert_eq!(
+            FaultKind::parse_list("all,partition-leader, latency,pause").unwrap(),
+            all_and_more
         );
         let err = FaultKind::parse_list("pause,nap").unwrap_err();
         assert!(err.contains("unknown fault \"nap\""), "{err}");
