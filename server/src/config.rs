@@ -198,8 +198,8 @@ impl ServerConfig {
     }
 }
 
-/// The default of [`Config::auto_compaction_step`]: a slice of history whose deletion a write
-/// waits behind unnoticed (docs/BENCHMARKS.md compares step sizes).
+/// The default of [`ServerConfig::auto_compaction_step`]: a slice of history whose deletion a
+/// write waits behind unnoticed (docs/BENCHMARKS.md compares step sizes).
 pub const DEFAULT_AUTO_COMPACTION_STEP: i64 = 250;
 
 /// How the leader compacts the revision history by itself (`--auto-compaction-mode`,
